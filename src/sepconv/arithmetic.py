@@ -1,0 +1,328 @@
+"""Convolution arithmetic in plain integers: output sizes, parameter and MAC counts, receptive fields.
+
+Nothing here imports torch, so the numbers can be worked out (and tested) by hand, and every other
+module (layers, analysis, the ``sepconv calc`` command) shares one definition of each formula.
+
+Conventions: one MAC is one multiply-add; FLOPs of a convolution are 2 x MACs. Bias additions are
+not counted as MACs (the usual convention of the MobileNet papers and of ``torch.utils.flop_counter``).
+
+>>> conv_output_size(128, kernel_size=3)
+126
+>>> conv_params(16, 32, 3, bias=False), separable_params(16, 32, 3, bias=False)
+(4608, 656)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = [
+    "ReceptiveField",
+    "check_positive",
+    "check_non_negative",
+    "check_groups",
+    "effective_kernel_size",
+    "conv_output_size",
+    "conv_transpose_output_size",
+    "same_padding",
+    "conv_params",
+    "conv_macs",
+    "conv_transpose_macs",
+    "depthwise_params",
+    "pointwise_params",
+    "separable_params",
+    "separable_macs",
+    "separable_cost_ratio",
+    "valid_groups",
+    "make_divisible",
+    "receptive_field_step",
+]
+
+
+def check_positive(name: str, value: int) -> int:
+    """Return ``value`` if it is a positive int, else raise a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_non_negative(name: str, value: int) -> int:
+    """Return ``value`` if it is an int >= 0, else raise a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def valid_groups(in_channels: int, out_channels: int) -> list[int]:
+    """All group counts that divide both channel counts (the values ``groups`` may take).
+
+    >>> valid_groups(16, 32)
+    [1, 2, 4, 8, 16]
+    """
+    check_positive("in_channels", in_channels)
+    check_positive("out_channels", out_channels)
+    common = math.gcd(in_channels, out_channels)
+    return [g for g in range(1, common + 1) if common % g == 0]
+
+
+def check_groups(in_channels: int, out_channels: int, groups: int) -> int:
+    """Validate ``groups`` against both channel counts, listing the valid values when it is wrong."""
+    check_positive("groups", groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}; "
+            f"valid values: {valid_groups(in_channels, out_channels)}"
+        )
+    return groups
+
+
+def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
+    """Extent of a dilated kernel: ``dilation * (kernel_size - 1) + 1``.
+
+    >>> effective_kernel_size(3, dilation=2)
+    5
+    """
+    return dilation * (kernel_size - 1) + 1
+
+
+def conv_output_size(
+    input_size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> int:
+    """Output length of a convolution along one axis, as ``nn.Conv2d`` computes it.
+
+    ``padding`` is the total added on *one* side (PyTorch's convention): floor((i + 2p - d(k-1) - 1)/s) + 1.
+
+    >>> conv_output_size(5, kernel_size=3, dilation=2)
+    1
+    """
+    check_positive("input_size", input_size)
+    check_positive("kernel_size", kernel_size)
+    check_positive("stride", stride)
+    check_non_negative("padding", padding)
+    check_positive("dilation", dilation)
+    span = input_size + 2 * padding - effective_kernel_size(kernel_size, dilation)
+    if span < 0:
+        raise ValueError(
+            f"kernel_size={kernel_size} with dilation={dilation} spans "
+            f"{effective_kernel_size(kernel_size, dilation)} pixels, more than the padded input "
+            f"({input_size} + 2*{padding})"
+        )
+    return span // stride + 1
+
+
+def conv_transpose_output_size(
+    input_size: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    output_padding: int = 0,
+    dilation: int = 1,
+) -> int:
+    """Output length of a transposed convolution, as ``nn.ConvTranspose2d`` computes it.
+
+    (i - 1)s - 2p + d(k - 1) + output_padding + 1.
+
+    >>> conv_transpose_output_size(2, kernel_size=3, stride=2)
+    5
+    """
+    check_positive("input_size", input_size)
+    check_positive("kernel_size", kernel_size)
+    check_positive("stride", stride)
+    check_non_negative("padding", padding)
+    check_non_negative("output_padding", output_padding)
+    check_positive("dilation", dilation)
+    if output_padding >= max(stride, dilation):
+        raise ValueError(
+            f"output_padding={output_padding} must be smaller than stride={stride} or dilation={dilation}"
+        )
+    size = (input_size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
+    if size < 1:
+        raise ValueError(f"padding={padding} leaves no output (computed size {size})")
+    return size
+
+
+def same_padding(input_size: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow-style 'same' padding along one axis: (before, after), the odd pixel after.
+
+    The output has ceil(input_size / stride) elements for every stride and dilation.
+
+    >>> same_padding(224, kernel_size=3, stride=2)
+    (0, 1)
+    >>> same_padding(10, kernel_size=4)
+    (1, 2)
+    """
+    check_positive("input_size", input_size)
+    check_positive("kernel_size", kernel_size)
+    check_positive("stride", stride)
+    check_positive("dilation", dilation)
+    output_size = -(-input_size // stride)
+    total = max((output_size - 1) * stride + effective_kernel_size(kernel_size, dilation) - input_size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_params(
+    in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], groups: int = 1, bias: bool = True
+) -> int:
+    """Parameters of a (grouped) convolution: k_h * k_w * (in / groups) * out, plus out biases.
+
+    >>> [conv_params(4, 8, 3, groups=g, bias=False) for g in (1, 2, 4)]
+    [288, 144, 72]
+    """
+    kernel_h, kernel_w = _pair("kernel_size", kernel_size)
+    check_groups(in_channels, out_channels, groups)
+    return kernel_h * kernel_w * (in_channels // groups) * out_channels + (out_channels if bias else 0)
+
+
+def conv_macs(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    output_size: int | tuple[int, int],
+    groups: int = 1,
+    batch_size: int = 1,
+) -> int:
+    """Multiply-adds of a (grouped) convolution: every output element takes k_h * k_w * in/groups MACs.
+
+    >>> conv_macs(3, 4, 3, output_size=126)
+    1714608
+    """
+    kernel_h, kernel_w = _pair("kernel_size", kernel_size)
+    out_h, out_w = _pair("output_size", output_size)
+    check_groups(in_channels, out_channels, groups)
+    return batch_size * out_channels * out_h * out_w * kernel_h * kernel_w * (in_channels // groups)
+
+
+def conv_transpose_macs(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    input_size: int | tuple[int, int],
+    groups: int = 1,
+    batch_size: int = 1,
+) -> int:
+    """Multiply-adds of a transposed convolution: each *input* element scatters into k_h * k_w * out/groups.
+
+    This is the count PyTorch's flop counter uses (the gradient of a convolution), so it does not depend
+    on stride, padding or output_padding.
+    """
+    kernel_h, kernel_w = _pair("kernel_size", kernel_size)
+    in_h, in_w = _pair("input_size", input_size)
+    check_groups(in_channels, out_channels, groups)
+    return batch_size * in_channels * in_h * in_w * kernel_h * kernel_w * (out_channels // groups)
+
+
+def depthwise_params(
+    in_channels: int, kernel_size: int | tuple[int, int], depth_multiplier: int = 1, bias: bool = True
+) -> int:
+    """Parameters of a depthwise convolution with ``depth_multiplier`` filters per input channel."""
+    check_positive("depth_multiplier", depth_multiplier)
+    return conv_params(in_channels, in_channels * depth_multiplier, kernel_size, groups=in_channels, bias=bias)
+
+
+def pointwise_params(in_channels: int, out_channels: int, groups: int = 1, bias: bool = True) -> int:
+    """Parameters of a 1x1 convolution."""
+    return conv_params(in_channels, out_channels, 1, groups=groups, bias=bias)
+
+
+def separable_params(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    depth_multiplier: int = 1,
+    bias: bool = True,
+) -> int:
+    """Parameters of depthwise (no bias) then pointwise (bias if ``bias``), as ``SeparableConv2d`` builds it.
+
+    >>> separable_params(3, 4, 3, bias=False)
+    39
+    """
+    hidden = in_channels * depth_multiplier
+    return depthwise_params(in_channels, kernel_size, depth_multiplier, bias=False) + pointwise_params(
+        hidden, out_channels, bias=bias
+    )
+
+
+def separable_macs(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    output_size: int | tuple[int, int],
+    depth_multiplier: int = 1,
+    batch_size: int = 1,
+) -> int:
+    """Multiply-adds of a depthwise-separable convolution at the given output size."""
+    hidden = in_channels * depth_multiplier
+    depthwise = conv_macs(in_channels, hidden, kernel_size, output_size, groups=in_channels, batch_size=batch_size)
+    pointwise = conv_macs(hidden, out_channels, 1, output_size, batch_size=batch_size)
+    return depthwise + pointwise
+
+
+def separable_cost_ratio(out_channels: int, kernel_size: int | tuple[int, int]) -> float:
+    """MACs of separable / standard convolution (depth multiplier 1): 1/out_channels + 1/(k_h*k_w).
+
+    >>> round(separable_cost_ratio(32, 3), 4)
+    0.1424
+    """
+    kernel_h, kernel_w = _pair("kernel_size", kernel_size)
+    check_positive("out_channels", out_channels)
+    return 1 / out_channels + 1 / (kernel_h * kernel_w)
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor`` without going below 90% of it.
+
+    The channel rounding rule of MobileNetV2 (and torchvision), so width multipliers give the same
+    channel counts as the reference implementations.
+
+    >>> make_divisible(32 * 0.75), make_divisible(17), make_divisible(10)
+    (24, 16, 16)
+    """
+    check_positive("divisor", divisor)
+    floor = divisor if min_value is None else min_value
+    rounded = max(floor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Receptive field of the units of one feature map, relative to the network input (one axis).
+
+    size: how many input pixels one unit sees; stride: the distance in input pixels between adjacent
+    units (the "jump"); start: the input coordinate of the centre of the first unit (-0.5 convention
+    free: pixel i has centre i), which becomes negative when padding puts it outside the image.
+    """
+
+    size: float = 1
+    stride: float = 1
+    start: float = 0.0
+
+
+def receptive_field_step(
+    field: ReceptiveField, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> ReceptiveField:
+    """Receptive field after one convolution or pooling layer (Araujo, Norris & Sim, Distill 2019).
+
+    r_out = r_in + (k_eff - 1) * j_in;  j_out = j_in * s;  start_out = start_in + ((k_eff - 1)/2 - p) * j_in.
+
+    >>> field = ReceptiveField()
+    >>> for _ in range(2):
+    ...     field = receptive_field_step(field, kernel_size=3)
+    >>> field.size
+    5
+    """
+    k_eff = effective_kernel_size(kernel_size, dilation)
+    return ReceptiveField(
+        size=field.size + (k_eff - 1) * field.stride,
+        stride=field.stride * stride,
+        start=field.start + ((k_eff - 1) / 2 - padding) * field.stride,
+    )
+
+
+def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return check_positive(name, value), value
+    first, second = value
+    return check_positive(name, first), check_positive(name, second)

@@ -1,0 +1,80 @@
+"""Entry point of the ``sepconv`` command: finds the subcommand modules and turns errors into one line.
+
+Every module in this package that does not start with an underscore (and is not this one) is a
+subcommand: it defines ``register(subparsers)``, which adds its parser and sets ``handler`` to a
+function ``(args) -> int``. Subcommand modules import heavy libraries inside their handler only, so
+``sepconv --help`` stays fast.
+
+Errors the user can fix (bad arguments, missing files, models that reject the input) print one line
+on stderr and exit with code 2; ``SEPCONV_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import sepconv.cli
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+_NOT_COMMANDS = {"main"}
+
+
+class UsageError(Exception):
+    """An error caused by the user's input; reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the whole usage block first; one line (with where to get help) is enough.
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _command_modules() -> list[str]:
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(sepconv.cli.__path__)
+        if not info.name.startswith("_") and info.name not in _NOT_COMMANDS
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``sepconv`` argument parser, with every subcommand registered."""
+    from sepconv import __version__
+
+    parser = _Parser(prog="sepconv", description="Efficient convolutions for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"sepconv {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    for name in _command_modules():
+        importlib.import_module(f"sepconv.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sepconv`` with ``argv`` (default: the process arguments); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except BrokenPipeError:
+        # The reader (`| head`) went away; nothing left to say to it.
+        return 0
+    except KeyboardInterrupt:
+        print(f"sepconv {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
+        if os.environ.get("SEPCONV_DEBUG"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"sepconv {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

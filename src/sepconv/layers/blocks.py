@@ -1,0 +1,229 @@
+"""The building blocks of MobileNets: conv-norm-activation, the V1 separable block, the V2 inverted residual.
+
+Activations and normalizations are arguments (``act_layer``, ``norm_layer``), not hard-coded, and
+each block uses :class:`DepthwiseConv2d` / :class:`PointwiseConv2d` where it means them, so analysis
+and conversion tools can recognise the depthwise and pointwise steps by type.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sepconv.arithmetic import check_positive
+from sepconv.layers.conv import Conv2d, IntPair, PaddingArg, to_pair
+from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
+from sepconv.layers.factory import ActLayer, NormLayer, make_act, make_norm
+
+__all__ = ["ConvNormAct", "DepthwiseSeparableBlock", "InvertedResidual", "conv_layer"]
+
+
+def conv_layer(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: PaddingArg = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    bias: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Conv2d:
+    """The most specific convolution class for these arguments: depthwise, pointwise or general."""
+    is_one_by_one = to_pair("kernel_size", kernel_size) == (1, 1) and to_pair("stride", stride) == (1, 1)
+    if is_one_by_one and padding in (0, (0, 0), "valid", "same"):
+        return PointwiseConv2d(in_channels, out_channels, groups=groups, bias=bias, device=device, dtype=dtype)
+    if groups == in_channels and groups > 1 and out_channels % in_channels == 0:
+        return DepthwiseConv2d(
+            in_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            depth_multiplier=out_channels // in_channels,
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
+    return Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
+        device=device,
+        dtype=dtype,
+    )
+
+
+class ConvNormAct(nn.Sequential):
+    """Convolution, then normalization, then activation; children ``0``, ``1``, ``2`` (those present).
+
+    The layout (and so the ``state_dict`` keys) matches torchvision's ``Conv2dNormActivation``.
+    ``padding=None`` keeps the spatial size at stride 1: (kernel_size - 1) // 2 * dilation.
+    The convolution has a bias only when there is no normalization, unless ``bias`` says otherwise.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair = 3,
+        stride: IntPair = 1,
+        padding: PaddingArg | None = None,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        norm_layer: NormLayer = "batchnorm",
+        act_layer: ActLayer = "relu",
+        bias: bool | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        kernel_pair = to_pair("kernel_size", kernel_size)
+        dilation_pair = to_pair("dilation", dilation)
+        if padding is None:
+            padding = tuple((k - 1) // 2 * d for k, d in zip(kernel_pair, dilation_pair))
+        if bias is None:
+            bias = norm_layer is None
+        layers: list[nn.Module] = [
+            conv_layer(
+                in_channels,
+                out_channels,
+                kernel_pair,
+                stride=stride,
+                padding=padding,
+                dilation=dilation_pair,
+                groups=groups,
+                bias=bias,
+                device=device,
+                dtype=dtype,
+            )
+        ]
+        norm = make_norm(norm_layer, out_channels)
+        if norm is not None:
+            layers.append(norm.to(device=device, dtype=dtype))
+        act = make_act(act_layer)
+        if act is not None:
+            layers.append(act)
+        super().__init__(*layers)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+
+
+class DepthwiseSeparableBlock(nn.Module):
+    """MobileNetV1's block: depthwise k x k, norm, activation, then pointwise 1x1, norm, activation.
+
+    >>> block = DepthwiseSeparableBlock(32, 64)
+    >>> block(torch.zeros(1, 32, 8, 8)).shape
+    torch.Size([1, 64, 8, 8])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair = 3,
+        stride: IntPair = 1,
+        dilation: IntPair = 1,
+        depth_multiplier: int = 1,
+        norm_layer: NormLayer = "batchnorm",
+        act_layer: ActLayer = "relu",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive("in_channels", in_channels)
+        check_positive("depth_multiplier", depth_multiplier)
+        hidden = in_channels * depth_multiplier
+        self.depthwise = ConvNormAct(
+            in_channels,
+            hidden,
+            kernel_size,
+            stride=stride,
+            dilation=dilation,
+            groups=in_channels,
+            norm_layer=norm_layer,
+            act_layer=act_layer,
+            device=device,
+            dtype=dtype,
+        )
+        self.pointwise = ConvNormAct(
+            hidden, out_channels, 1, norm_layer=norm_layer, act_layer=act_layer, device=device, dtype=dtype
+        )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expansion, k x k depthwise, linear 1x1 projection, residual when shapes allow.
+
+    The expansion is skipped when ``expand_ratio`` is 1; the residual is added only when ``stride`` is 1
+    and ``in_channels == out_channels``. Children (``.conv``) are laid out like torchvision's block, so
+    weights move between the two unchanged.
+
+    >>> block = InvertedResidual(16, 16, stride=1, expand_ratio=6)
+    >>> block.use_res_connect, block(torch.zeros(2, 16, 8, 8)).shape
+    (True, torch.Size([2, 16, 8, 8]))
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: IntPair,
+        expand_ratio: float,
+        kernel_size: IntPair = 3,
+        dilation: IntPair = 1,
+        norm_layer: NormLayer = "batchnorm",
+        act_layer: ActLayer = "relu6",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive("in_channels", in_channels)
+        check_positive("out_channels", out_channels)
+        stride_pair = to_pair("stride", stride)
+        if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, int | float) or expand_ratio <= 0:
+            raise ValueError(f"expand_ratio must be a positive number, got {expand_ratio!r}")
+        hidden = int(round(in_channels * expand_ratio))
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride_pair
+        self.expand_ratio = expand_ratio
+        self.use_res_connect = stride_pair == (1, 1) and in_channels == out_channels
+        factory = {"device": device, "dtype": dtype}
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(
+                ConvNormAct(in_channels, hidden, 1, norm_layer=norm_layer, act_layer=act_layer, **factory)
+            )
+        layers.append(
+            ConvNormAct(
+                hidden,
+                hidden,
+                kernel_size,
+                stride=stride_pair,
+                dilation=dilation,
+                groups=hidden,
+                norm_layer=norm_layer,
+                act_layer=act_layer,
+                **factory,
+            )
+        )
+        layers.append(PointwiseConv2d(hidden, out_channels, bias=False, **factory))
+        projection_norm = make_norm(norm_layer, out_channels)
+        if projection_norm is not None:
+            layers.append(projection_norm.to(device=device, dtype=dtype))
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)

@@ -1,0 +1,96 @@
+"""Depthwise and pointwise convolutions: the two halves of a depthwise-separable convolution.
+
+Both are real ``nn.Conv2d`` subclasses (through :class:`sepconv.layers.conv.Conv2d`), so their
+weights have the familiar shapes and every tool that knows ``nn.Conv2d`` keeps working:
+
+- depthwise: ``groups = in_channels``; each input channel has its own ``depth_multiplier`` filters,
+  so ``out_channels = depth_multiplier * in_channels`` and the weight is (out_channels, 1, k, k);
+- pointwise: a 1x1 convolution that mixes channels (optionally grouped, as in ShuffleNet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sepconv.arithmetic import check_positive
+from sepconv.layers.conv import Conv2d, IntPair, PaddingArg, _describe, _CONV_DEFAULTS
+
+__all__ = ["DepthwiseConv2d", "PointwiseConv2d"]
+
+
+class DepthwiseConv2d(Conv2d):
+    """Spatial filtering of each channel on its own: ``nn.Conv2d(c, m*c, k, groups=c)``.
+
+    >>> layer = DepthwiseConv2d(3, kernel_size=3, depth_multiplier=2)
+    >>> layer.out_channels, tuple(layer.weight.shape)
+    (6, (6, 1, 3, 3))
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: PaddingArg = 0,
+        dilation: IntPair = 1,
+        depth_multiplier: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        check_positive("in_channels", in_channels)
+        check_positive("depth_multiplier", depth_multiplier)
+        super().__init__(
+            in_channels,
+            in_channels * depth_multiplier,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=in_channels,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self.depth_multiplier = depth_multiplier
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["out_channels"], config["groups"]
+        config["depth_multiplier"] = self.depth_multiplier
+        return config
+
+    def extra_repr(self) -> str:
+        return _describe(self.get_config(), _CONV_DEFAULTS)
+
+
+class PointwiseConv2d(Conv2d):
+    """A 1x1 convolution that mixes channels; ``groups`` > 1 gives ShuffleNet's grouped pointwise conv.
+
+    >>> PointwiseConv2d(3, 10)(torch.zeros(1, 3, 5, 5)).shape
+    torch.Size([1, 10, 5, 5])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        groups: int = 1,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, 1, groups=groups, bias=bias, device=device, dtype=dtype
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        return {key: config[key] for key in ("in_channels", "out_channels", "groups", "bias")}
+
+    def extra_repr(self) -> str:
+        return _describe(self.get_config(), _CONV_DEFAULTS)

@@ -1,0 +1,101 @@
+"""Depthwise-separable convolution: a depthwise convolution, then a pointwise one, nothing between.
+
+These are Keras ``SeparableConv2D`` semantics: no normalization or activation between the two steps
+(the MobileNet block, with them, is :class:`sepconv.layers.blocks.DepthwiseSeparableBlock`), and the
+bias sits on the pointwise step only, since a depthwise bias would be absorbed by it anyway.
+
+Cost against a standard k x k convolution from C_in to C_out channels (depth multiplier 1):
+parameters k*k*C_in + C_in*C_out instead of k*k*C_in*C_out, i.e. a ratio of 1/C_out + 1/k^2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sepconv.arithmetic import check_positive
+from sepconv.layers.conv import IntPair, PaddingArg, _describe, _CONV_DEFAULTS
+from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
+
+__all__ = ["SeparableConv2d"]
+
+
+class SeparableConv2d(nn.Module):
+    """Depthwise k x k convolution (``.depthwise``) followed by a 1x1 convolution (``.pointwise``).
+
+    >>> layer = SeparableConv2d(16, 32, 3, bias=False)
+    >>> sum(p.numel() for p in layer.parameters())  # 16*3*3 + 16*32
+    656
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: PaddingArg = 0,
+        dilation: IntPair = 1,
+        depth_multiplier: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive("out_channels", out_channels)
+        self.depthwise = DepthwiseConv2d(
+            in_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            depth_multiplier=depth_multiplier,
+            bias=False,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self.pointwise = PointwiseConv2d(
+            in_channels * depth_multiplier, out_channels, bias=bias, device=device, dtype=dtype
+        )
+
+    @property
+    def in_channels(self) -> int:
+        return self.depthwise.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.pointwise.out_channels
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return self.depthwise.kernel_size
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        return self.depthwise.stride
+
+    @property
+    def dilation(self) -> tuple[int, int]:
+        return self.depthwise.dilation
+
+    @property
+    def depth_multiplier(self) -> int:
+        return self.depthwise.depth_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this layer (weights aside)."""
+        config = self.depthwise.get_config()
+        del config["bias"]
+        config["out_channels"] = self.out_channels
+        config["bias"] = self.pointwise.bias is not None
+        return config
+
+    def extra_repr(self) -> str:
+        return _describe(self.get_config(), _CONV_DEFAULTS)
