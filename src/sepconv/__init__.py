@@ -10,6 +10,20 @@ from sepconv.models import create_model, list_models
 
 __version__ = "0.1.0"
 
+
+def save_model(model, path):  # noqa: ANN001, ANN201 - documented in sepconv.serialization
+    """Save ``model`` (weights as safetensors + architecture as JSON); see :func:`sepconv.serialization.save_model`."""
+    from sepconv.serialization import save_model as _save_model
+
+    return _save_model(model, path)
+
+
+def load_model(path):  # noqa: ANN001, ANN201 - documented in sepconv.serialization
+    """Rebuild a model saved by :func:`save_model`, never unpickling code."""
+    from sepconv.serialization import load_model as _load_model
+
+    return _load_model(path)
+
 __all__ = [
     "DepthwiseConv2d",
     "PointwiseConv2d",
@@ -19,5 +33,7 @@ __all__ = [
     "create_model",
     "layers",
     "list_models",
+    "load_model",
+    "save_model",
     "models",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 from sepconv.cli.main import UsageError
 
-__all__ = ["parse_int_list", "print_json"]
+__all__ = ["parse_int_list", "print_json", "resolve_model"]
 
 
 def parse_int_list(name: str, text: str) -> tuple[int, ...]:
@@ -27,3 +27,23 @@ def print_json(document: Any) -> None:
     """Print one JSON document on stdout (and nothing else there)."""
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def resolve_model(spec: str, **kwargs: Any) -> Any:
+    """A MODEL argument: a checkpoint file written by sepconv, or a registered model name.
+
+    Names are those of ``sepconv.models.list_models()`` (``mobilenet_v2``, ``torchvision:resnet18``);
+    ``kwargs`` (e.g. ``num_classes``) apply to names only.
+    """
+    from pathlib import Path
+
+    from sepconv.models import create_model
+
+    path = Path(spec)
+    if path.suffix in (".safetensors", ".ckpt", ".pt", ".pth") or path.is_file():
+        if not path.is_file():
+            raise UsageError(f"checkpoint file not found: {spec}")
+        from sepconv.serialization import load_model
+
+        return load_model(path)
+    return create_model(spec, **kwargs)
