@@ -4,6 +4,11 @@
 are imported by the modules that need them.
 """
 
+import os
+from pathlib import Path
+
+from torch import nn
+
 from sepconv import arithmetic, layers, models
 from sepconv.layers import DepthwiseConv2d, PointwiseConv2d, SeparableConv2d
 from sepconv.models import create_model, list_models
@@ -11,14 +16,14 @@ from sepconv.models import create_model, list_models
 __version__ = "0.1.0"
 
 
-def save_model(model, path):  # noqa: ANN001, ANN201 - documented in sepconv.serialization
+def save_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Save ``model`` (weights as safetensors + architecture as JSON); see :func:`sepconv.serialization.save_model`."""
     from sepconv.serialization import save_model as _save_model
 
     return _save_model(model, path)
 
 
-def load_model(path):  # noqa: ANN001, ANN201 - documented in sepconv.serialization
+def load_model(path: str | os.PathLike[str]) -> nn.Module:
     """Rebuild a model saved by :func:`save_model`, never unpickling code."""
     from sepconv.serialization import load_model as _load_model
 
