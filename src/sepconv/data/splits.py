@@ -1,0 +1,162 @@
+"""What every data set loader returns: a :class:`DataSplits` of train/val/test, and how it is split.
+
+All loaders store images as ``uint8`` and turn one item at a time into a normalized float tensor
+(``C x H x W``) with an ``int`` label, so a 50,000-image set costs bytes, not float32s, in memory.
+:func:`stratified_split` is the one place that decides which sample goes where: per class, shuffled by
+``seed``, so every split keeps the class balance of the whole and the same seed gives the same split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["DataSplits", "NormalizedImages", "check_fractions", "normalize", "stratified_split"]
+
+ImageTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class DataSplits:
+    """Train, validation and test sets of one data set, plus what a model needs to know about them.
+
+    Items of every split are ``(image, label)``: a float tensor ``in_channels x H x W`` (normalized
+    with ``mean``/``std``) and an ``int`` in ``range(num_classes)``. ``skipped`` lists the files left
+    out as unreadable (image folders with ``skip_bad_images=True``).
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    class_names: list[str]
+    name: str
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    skipped: list[str] = field(default_factory=list)
+
+    def sizes(self) -> dict[str, int]:
+        """Number of samples per split, e.g. ``{"train": 3500, "val": 500, "test": 1000}``."""
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}  # type: ignore[arg-type]
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(images - mean) / std`` per channel, for ``C x H x W`` or ``N x C x H x W`` float images.
+
+    >>> normalize(torch.ones(1, 2, 2), [0.5], [0.25])[0, 0, 0].item()
+    2.0
+    """
+    shape = (-1, 1, 1)
+    mean_tensor = torch.as_tensor(mean, dtype=images.dtype).reshape(shape)
+    std_tensor = torch.as_tensor(std, dtype=images.dtype).reshape(shape)
+    return (images - mean_tensor) / std_tensor
+
+
+class NormalizedImages(Dataset):
+    """In-memory ``uint8`` images (``N x C x H x W``) served as normalized float tensors with int labels.
+
+    ``augment`` (if given) runs on the float image in ``[0, 1]`` before normalization, so its fill
+    value 0 is black, the background of digit images.
+
+    >>> data = NormalizedImages(torch.full((2, 1, 2, 2), 255, dtype=torch.uint8), torch.tensor([0, 1]),
+    ...                         mean=(0.5,), std=(0.5,))
+    >>> image, label = data[1]
+    >>> image.tolist(), label
+    ([[[1.0, 1.0], [1.0, 1.0]]], 1)
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: ImageTransform | None = None,
+    ) -> None:
+        if images.dim() != 4 or images.dtype != torch.uint8:
+            raise ValueError(
+                f"images must be a uint8 tensor N x C x H x W, got {images.dtype} {tuple(images.shape)}"
+            )
+        if labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"labels must hold one label per image ({images.shape[0]}), got {tuple(labels.shape)}"
+            )
+        self.images = images
+        self.labels = labels.to(torch.int64)
+        self.mean = tuple(float(value) for value in mean)
+        self.std = tuple(float(value) for value in std)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index].to(torch.float32).div_(255.0)
+        if self.augment is not None:
+            image = self.augment(image)
+        return normalize(image, self.mean, self.std), int(self.labels[index])
+
+    def subset(self, indices: torch.Tensor, augment: ImageTransform | None = None) -> NormalizedImages:
+        """The samples at ``indices`` (a copy), with ``augment`` for this subset only."""
+        return NormalizedImages(
+            self.images[indices], self.labels[indices], mean=self.mean, std=self.std, augment=augment
+        )
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise a ValueError naming the parameter unless both fractions are in [0, 1) and sum below 1."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction must be below 1 to leave training samples, "
+            f"got {val_fraction!r} + {test_fraction!r}"
+        )
+
+
+def stratified_split(
+    labels: Sequence[int] | torch.Tensor,
+    fractions: Sequence[float],
+    *,
+    seed: int,
+    class_names: Sequence[str] | None = None,
+) -> list[torch.Tensor]:
+    """Split sample indices by class: per class, shuffle with ``seed`` and cut off ``fractions``.
+
+    Returns one sorted index tensor for the remainder (the training split) followed by one per
+    fraction. Each class contributes ``round(n * fraction)`` samples to a split (halves round up), so
+    the class balance holds in every split. A class that would leave no training sample is an error
+    naming it (``class_names[label]`` when given).
+
+    >>> train, test = stratified_split([0] * 10 + [1] * 5, [0.2], seed=0)
+    >>> len(train), len(test), sorted(int(i) // 10 for i in test)
+    (12, 3, [0, 0, 1])
+    """
+    labels_tensor = torch.as_tensor(labels, dtype=torch.int64)
+    generator = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
+    for label in torch.unique(labels_tensor).tolist():
+        members = torch.nonzero(labels_tensor == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        counts = [int(len(members) * fraction + 0.5) for fraction in fractions]
+        if sum(counts) >= len(members):
+            name = class_names[label] if class_names is not None else label
+            raise ValueError(
+                f"class {name!r} has only {len(members)} samples: too few to split into train, val and "
+                f"test with fractions {list(fractions)}; add samples or lower the fractions"
+            )
+        start = 0
+        for position, count in enumerate(counts, start=1):
+            parts[position].append(members[start : start + count])
+            start += count
+        parts[0].append(members[start:])
+    return [
+        torch.sort(torch.cat(part)).values if part else torch.empty(0, dtype=torch.int64) for part in parts
+    ]
