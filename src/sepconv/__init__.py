@@ -29,6 +29,7 @@ def load_model(path: str | os.PathLike[str]) -> nn.Module:
 
     return _load_model(path)
 
+
 __all__ = [
     "DepthwiseConv2d",
     "PointwiseConv2d",
@@ -39,6 +40,6 @@ __all__ = [
     "layers",
     "list_models",
     "load_model",
-    "save_model",
     "models",
+    "save_model",
 ]

@@ -19,24 +19,24 @@ from dataclasses import dataclass
 
 __all__ = [
     "ReceptiveField",
-    "check_positive",
-    "check_non_negative",
     "check_groups",
-    "effective_kernel_size",
-    "conv_output_size",
-    "conv_transpose_output_size",
-    "same_padding",
-    "conv_params",
+    "check_non_negative",
+    "check_positive",
     "conv_macs",
+    "conv_output_size",
+    "conv_params",
     "conv_transpose_macs",
+    "conv_transpose_output_size",
     "depthwise_params",
-    "pointwise_params",
-    "separable_params",
-    "separable_macs",
-    "separable_cost_ratio",
-    "valid_groups",
+    "effective_kernel_size",
     "make_divisible",
+    "pointwise_params",
     "receptive_field_step",
+    "same_padding",
+    "separable_cost_ratio",
+    "separable_macs",
+    "separable_params",
+    "valid_groups",
 ]
 
 
@@ -162,7 +162,11 @@ def same_padding(input_size: int, kernel_size: int, stride: int = 1, dilation: i
 
 
 def conv_params(
-    in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], groups: int = 1, bias: bool = True
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    groups: int = 1,
+    bias: bool = True,
 ) -> int:
     """Parameters of a (grouped) convolution: k_h * k_w * (in / groups) * out, plus out biases.
 
@@ -217,7 +221,9 @@ def depthwise_params(
 ) -> int:
     """Parameters of a depthwise convolution with ``depth_multiplier`` filters per input channel."""
     check_positive("depth_multiplier", depth_multiplier)
-    return conv_params(in_channels, in_channels * depth_multiplier, kernel_size, groups=in_channels, bias=bias)
+    return conv_params(
+        in_channels, in_channels * depth_multiplier, kernel_size, groups=in_channels, bias=bias
+    )
 
 
 def pointwise_params(in_channels: int, out_channels: int, groups: int = 1, bias: bool = True) -> int:
@@ -253,7 +259,9 @@ def separable_macs(
 ) -> int:
     """Multiply-adds of a depthwise-separable convolution at the given output size."""
     hidden = in_channels * depth_multiplier
-    depthwise = conv_macs(in_channels, hidden, kernel_size, output_size, groups=in_channels, batch_size=batch_size)
+    depthwise = conv_macs(
+        in_channels, hidden, kernel_size, output_size, groups=in_channels, batch_size=batch_size
+    )
     pointwise = conv_macs(hidden, out_channels, 1, output_size, batch_size=batch_size)
     return depthwise + pointwise
 

@@ -6,9 +6,11 @@ import json
 import sys
 from typing import Any
 
-from sepconv.cli.main import UsageError
+__all__ = ["UsageError", "parse_int_list", "print_json", "resolve_model"]
 
-__all__ = ["parse_int_list", "print_json", "resolve_model"]
+
+class UsageError(Exception):
+    """An error caused by the user's input; ``sepconv`` reports it as one line, exit code 2."""
 
 
 def parse_int_list(name: str, text: str) -> tuple[int, ...]:

@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from sepconv import arithmetic
-from sepconv.cli._common import parse_int_list, print_json
-from sepconv.cli.main import UsageError
+from sepconv.cli._common import UsageError, parse_int_list, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,7 +76,9 @@ def calculate(
         {
             "kind": "separable",
             "groups": None,
-            "params": arithmetic.separable_params(in_channels, out_channels, kernel_size, depth_multiplier, bias),
+            "params": arithmetic.separable_params(
+                in_channels, out_channels, kernel_size, depth_multiplier, bias
+            ),
             "macs": arithmetic.separable_macs(
                 in_channels, out_channels, kernel_size, output_size, depth_multiplier
             ),

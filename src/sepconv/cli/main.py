@@ -20,14 +20,11 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import sepconv.cli
+from sepconv.cli._common import UsageError
 
-__all__ = ["main", "build_parser", "UsageError"]
+__all__ = ["UsageError", "build_parser", "main"]
 
 _NOT_COMMANDS = {"main"}
-
-
-class UsageError(Exception):
-    """An error caused by the user's input; reported as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -33,7 +33,9 @@ def conv_layer(
     """The most specific convolution class for these arguments: depthwise, pointwise or general."""
     is_one_by_one = to_pair("kernel_size", kernel_size) == (1, 1) and to_pair("stride", stride) == (1, 1)
     if is_one_by_one and padding in (0, (0, 0), "valid", "same"):
-        return PointwiseConv2d(in_channels, out_channels, groups=groups, bias=bias, device=device, dtype=dtype)
+        return PointwiseConv2d(
+            in_channels, out_channels, groups=groups, bias=bias, device=device, dtype=dtype
+        )
     if groups == in_channels and groups > 1 and out_channels % in_channels == 0:
         return DepthwiseConv2d(
             in_channels,
@@ -192,7 +194,7 @@ class InvertedResidual(nn.Module):
         stride_pair = to_pair("stride", stride)
         if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, int | float) or expand_ratio <= 0:
             raise ValueError(f"expand_ratio must be a positive number, got {expand_ratio!r}")
-        hidden = int(round(in_channels * expand_ratio))
+        hidden = round(in_channels * expand_ratio)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride_pair

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
@@ -20,7 +21,11 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from sepconv.arithmetic import check_groups, check_positive
 from sepconv.layers.padding import PADDING_MODES, pad_same, plan_padding
 
-__all__ = ["Conv2d", "IntPair", "PaddingArg", "to_pair", "check_input_channels", "name_layers"]
+__all__ = ["Conv2d", "IntPair", "PaddingArg", "check_input_channels", "name_layers", "to_pair"]
+
+# Symbolic tracing cannot do arithmetic on the input's shape, so pad_same must stay one graph node;
+# fx.wrap patches the name in the globals of the module that calls it, which is this one.
+torch.fx.wrap("pad_same")
 
 IntPair = int | tuple[int, int]
 PaddingArg = int | tuple[int, int] | str
@@ -28,7 +33,12 @@ PaddingArg = int | tuple[int, int] | str
 
 def to_pair(name: str, value: IntPair) -> tuple[int, int]:
     """Turn an int or a pair into a pair of positive ints, or raise a ValueError naming ``name``."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if isinstance(value, int):
+        pair: tuple = (value, value)
+    elif isinstance(value, tuple | list):
+        pair = tuple(value)
+    else:
+        pair = ()
     if len(pair) != 2:
         raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
     for item in pair:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from sepconv.arithmetic import check_positive
-from sepconv.layers.conv import Conv2d, IntPair, PaddingArg, _describe, _CONV_DEFAULTS
+from sepconv.layers.conv import _CONV_DEFAULTS, Conv2d, IntPair, PaddingArg, _describe
 
 __all__ = ["DepthwiseConv2d", "PointwiseConv2d"]
 
@@ -59,10 +59,9 @@ class DepthwiseConv2d(Conv2d):
         self.depth_multiplier = depth_multiplier
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        del config["out_channels"], config["groups"]
-        config["depth_multiplier"] = self.depth_multiplier
-        return config
+        config = super().get_config() | {"depth_multiplier": self.depth_multiplier}
+        order = ("in_channels", "kernel_size", "stride", "padding", "dilation", "depth_multiplier", "bias")
+        return {key: config[key] for key in (*order, "padding_mode")}
 
     def extra_repr(self) -> str:
         return _describe(self.get_config(), _CONV_DEFAULTS)
@@ -84,9 +83,7 @@ class PointwiseConv2d(Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(
-            in_channels, out_channels, 1, groups=groups, bias=bias, device=device, dtype=dtype
-        )
+        super().__init__(in_channels, out_channels, 1, groups=groups, bias=bias, device=device, dtype=dtype)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -11,7 +11,7 @@ from functools import partial
 
 from torch import nn
 
-__all__ = ["ActLayer", "NormLayer", "make_act", "make_norm", "ACTIVATIONS", "NORMALIZATIONS"]
+__all__ = ["ACTIVATIONS", "NORMALIZATIONS", "ActLayer", "NormLayer", "make_act", "make_norm"]
 
 ActLayer = str | Callable[[], nn.Module] | None
 NormLayer = str | Callable[[int], nn.Module] | None
@@ -45,7 +45,9 @@ def make_act(act_layer: ActLayer) -> nn.Module | None:
         return None
     if isinstance(act_layer, str):
         if act_layer.lower() not in ACTIVATIONS:
-            raise ValueError(f"act_layer must be one of {sorted(ACTIVATIONS)} or a callable, got {act_layer!r}")
+            raise ValueError(
+                f"act_layer must be one of {sorted(ACTIVATIONS)} or a callable, got {act_layer!r}"
+            )
         return ACTIVATIONS[act_layer.lower()]()
     if not callable(act_layer):
         raise TypeError(f"act_layer must be a name, a class or a callable, got {act_layer!r}")

@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.fx
 import torch.nn.functional as F
 
 from sepconv.arithmetic import effective_kernel_size
 
-__all__ = ["PaddingPlan", "plan_padding", "pad_same", "PADDING_MODES"]
+__all__ = ["PADDING_MODES", "PaddingPlan", "pad_same", "plan_padding"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -48,7 +47,9 @@ def plan_padding(
         if padding == "valid":
             return PaddingPlan((0, 0))
         if padding != "same":
-            raise ValueError(f"padding must be an int >= 0, a pair of them, 'valid' or 'same'; got {padding!r}")
+            raise ValueError(
+                f"padding must be an int >= 0, a pair of them, 'valid' or 'same'; got {padding!r}"
+            )
         if stride != (1, 1):
             return PaddingPlan((0, 0), dynamic_same=True)
         totals = [effective_kernel_size(k, d) - 1 for k, d in zip(kernel_size, dilation)]
@@ -65,7 +66,7 @@ def plan_padding(
 
 
 def _same_amounts(size: int, kernel_size: int, stride: int, dilation: int) -> tuple[int, int]:
-    # Same formula as arithmetic.same_padding, minus its int checks: here sizes may be SymInts.
+    # arithmetic.same_padding without its argument checks (this runs at every call).
     output_size = -(-size // stride)
     total = max((output_size - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
@@ -74,12 +75,13 @@ def _same_amounts(size: int, kernel_size: int, stride: int, dilation: int) -> tu
 def pad_same(
     x: torch.Tensor, kernel_size: list[int], stride: list[int], dilation: list[int], padding_mode: str
 ) -> torch.Tensor:
-    """Pad the last two dims of ``x`` so that a convolution gives ceil(size / stride) outputs."""
-    top, bottom = _same_amounts(x.shape[-2], kernel_size[0], stride[0], dilation[0])
-    left, right = _same_amounts(x.shape[-1], kernel_size[1], stride[1], dilation[1])
+    """Pad the last two dims of ``x`` so that a convolution gives ceil(size / stride) outputs.
+
+    The amounts are plain ints: tracing and export record them as constants of the traced input size
+    (shape arithmetic in the exported graph is what goes wrong in ONNX's legacy exporter).
+    """
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    top, bottom = _same_amounts(height, kernel_size[0], stride[0], dilation[0])
+    left, right = _same_amounts(width, kernel_size[1], stride[1], dilation[1])
     mode = "constant" if padding_mode == "zeros" else padding_mode
     return F.pad(x, [left, right, top, bottom], mode=mode)
-
-
-# Symbolic tracing cannot do arithmetic on the input's shape: keep pad_same a single graph node.
-torch.fx.wrap("pad_same")

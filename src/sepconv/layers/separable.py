@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sepconv.arithmetic import check_positive
-from sepconv.layers.conv import IntPair, PaddingArg, _describe, _CONV_DEFAULTS
+from sepconv.layers.conv import _CONV_DEFAULTS, IntPair, PaddingArg, _describe
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
 
 __all__ = ["SeparableConv2d"]

@@ -16,7 +16,7 @@ from torch import nn
 
 from sepconv.layers.conv import name_layers
 
-__all__ = ["register_model", "create_model", "list_models", "model_spec", "TORCHVISION_PREFIX"]
+__all__ = ["TORCHVISION_PREFIX", "create_model", "list_models", "model_spec", "register_model"]
 
 TORCHVISION_PREFIX = "torchvision:"
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -57,7 +57,9 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         if short_name not in _torchvision_names():
             raise ValueError(_unknown_name_message(name))
         if kwargs.get("weights") not in (None,):
-            raise ValueError(f"weights={kwargs['weights']!r}: sepconv builds models without downloading weights")
+            raise ValueError(
+                f"weights={kwargs['weights']!r}: sepconv builds models without downloading weights"
+            )
         kwargs.pop("weights", None)
         model = torchvision.models.get_model(short_name, weights=None, **kwargs)
     elif name in _REGISTRY:
@@ -77,5 +79,7 @@ def _unknown_name_message(name: str) -> str:
     candidates = list_models()
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     close += [c for c in candidates if name.lower() in c.lower() and c not in close][: 5 - len(close)]
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known names: {', '.join(sorted(_REGISTRY))}"
+    hint = (
+        f"; did you mean {', '.join(close)}?" if close else f"; known names: {', '.join(sorted(_REGISTRY))}"
+    )
     return f"unknown model name {name!r}{hint} (list them with sepconv.models.list_models())"

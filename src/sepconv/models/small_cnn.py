@@ -19,7 +19,7 @@ from sepconv.arithmetic import check_positive
 from sepconv.layers.blocks import ConvNormAct, DepthwiseSeparableBlock
 from sepconv.models.registry import register_model
 
-__all__ = ["SmallCNN", "standard_cnn", "separable_cnn"]
+__all__ = ["SmallCNN", "separable_cnn", "standard_cnn"]
 
 BlockFactory = Callable[[int, int], nn.Module]
 
@@ -74,7 +74,11 @@ def _separable_block(in_channels: int, out_channels: int) -> nn.Module:
 
 @register_model("standard_cnn")
 def standard_cnn(
-    *, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (32, 64, 128, 256), dropout: float = 0.1
+    *,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    widths: Sequence[int] = (32, 64, 128, 256),
+    dropout: float = 0.1,
 ) -> SmallCNN:
     """The standard twin: every 3x3 convolution is a full ``Conv2d``."""
     return SmallCNN(_standard_block, in_channels, num_classes, widths, dropout)
@@ -82,7 +86,11 @@ def standard_cnn(
 
 @register_model("separable_cnn")
 def separable_cnn(
-    *, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (32, 64, 128, 256), dropout: float = 0.1
+    *,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    widths: Sequence[int] = (32, 64, 128, 256),
+    dropout: float = 0.1,
 ) -> SmallCNN:
     """The separable twin: every 3x3 convolution after the stem is depthwise then pointwise."""
     return SmallCNN(_separable_block, in_channels, num_classes, widths, dropout)

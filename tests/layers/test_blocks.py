@@ -1,0 +1,102 @@
+"""ConvNormAct, DepthwiseSeparableBlock and InvertedResidual against compositions of plain torch modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
+
+from sepconv.layers import (
+    ConvNormAct,
+    DepthwiseConv2d,
+    DepthwiseSeparableBlock,
+    InvertedResidual,
+    PointwiseConv2d,
+)
+
+
+def _randomize_norms(module: nn.Module) -> None:
+    # Non-trivial running statistics, so an eval-mode comparison exercises the normalization too.
+    for norm in module.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(norm.weight, 0.5, 1.5)
+            nn.init.uniform_(norm.bias, -0.2, 0.2)
+
+
+def test_depthwise_separable_block_matches_plain_modules():
+    block = DepthwiseSeparableBlock(8, 16, stride=2, depth_multiplier=2).eval()
+    _randomize_norms(block)
+    plain = nn.Sequential(
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=8, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+    ).eval()
+    plain.load_state_dict(dict(zip(plain.state_dict(), block.state_dict().values(), strict=True)))
+    x = torch.randn(2, 8, 9, 9)
+    torch.testing.assert_close(block(x), plain(x))
+    assert isinstance(block.depthwise[0], DepthwiseConv2d) and isinstance(block.pointwise[0], PointwiseConv2d)
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "out_channels", "stride", "expand_ratio"),
+    [(16, 16, 1, 6), (16, 24, 2, 6), (32, 16, 1, 1), (24, 24, 1, 1), (24, 32, 1, 4)],
+)
+def test_inverted_residual_exchanges_weights_with_torchvision(
+    in_channels, out_channels, stride, expand_ratio
+):
+    ours = InvertedResidual(in_channels, out_channels, stride, expand_ratio).eval()
+    theirs = TorchvisionInvertedResidual(in_channels, out_channels, stride, expand_ratio).eval()
+    _randomize_norms(ours)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, in_channels, 10, 10)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    assert ours.use_res_connect == (stride == 1 and in_channels == out_channels)
+    has_expansion = len(ours.conv) == 4
+    assert has_expansion == (expand_ratio != 1)
+
+
+def test_inverted_residual_residual_is_the_input_plus_branch():
+    block = InvertedResidual(8, 8, 1, 6).eval()
+    x = torch.randn(1, 8, 6, 6)
+    torch.testing.assert_close(block(x), x + block.conv(x))
+
+
+def test_inverted_residual_takes_norm_and_activation_layers():
+    block = InvertedResidual(8, 16, 1, 2, norm_layer="groupnorm", act_layer="hardswish")
+    kinds = [type(m) for m in block.modules()]
+    assert nn.GroupNorm in kinds and nn.Hardswish in kinds and nn.ReLU6 not in kinds
+    assert nn.BatchNorm2d not in kinds
+
+
+def test_conv_norm_act_layout_and_bias_rule():
+    layer = ConvNormAct(4, 8, 3, stride=2)
+    assert [type(m) for m in layer] == [type(layer[0]), nn.BatchNorm2d, nn.ReLU]
+    assert layer[0].bias is None and layer[0].padding == (1, 1)
+    bare = ConvNormAct(4, 8, 3, norm_layer=None, act_layer=None)
+    assert len(bare) == 1 and bare[0].bias is not None
+    dilated = ConvNormAct(4, 4, 3, dilation=2, groups=4)
+    assert isinstance(dilated[0], DepthwiseConv2d) and dilated[0].padding == (2, 2)
+    x = torch.randn(1, 4, 7, 7)
+    assert dilated(x).shape == x.shape
+
+
+def test_unknown_activation_names_the_choices():
+    with pytest.raises(ValueError, match=r"act_layer must be one of .*relu6.*got 'relu7'"):
+        ConvNormAct(4, 8, act_layer="relu7")
+    with pytest.raises(ValueError, match=r"norm_layer must be one of .*got 'layernorm2d'"):
+        ConvNormAct(4, 8, norm_layer="layernorm2d")
+
+
+def test_channel_shuffle_after_grouped_pointwise_is_torchs():
+    from sepconv.layers import ChannelShuffle
+
+    shuffle = ChannelShuffle(2)
+    x = torch.arange(6.0).reshape(1, 6, 1, 1)
+    # groups=2 over 6 channels: [0 1 2 | 3 4 5] -> 0 3 1 4 2 5
+    assert shuffle(x).flatten().tolist() == [0, 3, 1, 4, 2, 5]

@@ -1,0 +1,130 @@
+"""Integer convolution arithmetic against PyTorch's layers and hand-worked values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from sepconv import arithmetic
+
+
+@given(
+    size=st.integers(1, 40),
+    kernel_size=st.integers(1, 7),
+    stride=st.integers(1, 4),
+    padding=st.integers(0, 3),
+    dilation=st.integers(1, 3),
+)
+def test_conv_output_size_matches_torch(size, kernel_size, stride, padding, dilation):
+    span = size + 2 * padding - dilation * (kernel_size - 1) - 1
+    if span < 0:
+        with pytest.raises(ValueError, match="kernel_size"):
+            arithmetic.conv_output_size(size, kernel_size, stride, padding, dilation)
+        return
+    conv = nn.Conv2d(1, 1, kernel_size, stride, padding, dilation)
+    expected = conv(torch.zeros(1, 1, size, 1 + 2 * 0 + dilation * (kernel_size - 1))).shape[-2]
+    assert arithmetic.conv_output_size(size, kernel_size, stride, padding, dilation) == expected
+
+
+@given(
+    size=st.integers(1, 12),
+    kernel_size=st.integers(1, 5),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    dilation=st.integers(1, 2),
+    extra=st.integers(0, 2),
+)
+def test_conv_transpose_output_size_matches_torch(size, kernel_size, stride, padding, dilation, extra):
+    output_padding = extra % max(stride, dilation)
+    expected_size = (size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
+    if expected_size < 1:
+        return
+    conv = nn.ConvTranspose2d(1, 1, kernel_size, stride, padding, output_padding, dilation=dilation)
+    expected = conv(torch.zeros(1, 1, size, size)).shape[-1]
+    got = arithmetic.conv_transpose_output_size(size, kernel_size, stride, padding, output_padding, dilation)
+    assert got == expected
+
+
+@given(
+    size=st.integers(1, 50),
+    kernel_size=st.integers(1, 7),
+    stride=st.integers(1, 4),
+    dilation=st.integers(1, 3),
+)
+def test_same_padding_gives_ceil_output(size, kernel_size, stride, dilation):
+    before, after = arithmetic.same_padding(size, kernel_size, stride, dilation)
+    assert 0 <= after - before <= 1
+    padded = size + before + after
+    out = (padded - dilation * (kernel_size - 1) - 1) // stride + 1
+    assert out == math.ceil(size / stride)
+
+
+def test_same_padding_hand_values():
+    # total = max((ceil(i/s) - 1)s + (k - 1)d + 1 - i, 0)
+    assert arithmetic.same_padding(224, 3, 2) == (0, 1)  # (111*2 + 3 - 224) = 1
+    assert arithmetic.same_padding(225, 3, 2) == (1, 1)  # (112*2 + 3 - 225) = 2
+    assert arithmetic.same_padding(7, 5, 1, 2) == (4, 4)  # (6 + 9 - 7) = 8
+    assert arithmetic.same_padding(4, 1, 3) == (0, 0)
+
+
+def test_params_and_macs_by_hand():
+    # standard 3x3, 32 -> 64 at 56x56: 3*3*32*64 = 18,432 weights, each applied 56*56 times
+    assert arithmetic.conv_params(32, 64, 3, bias=False) == 18_432
+    assert arithmetic.conv_macs(32, 64, 3, 56) == 18_432 * 56 * 56
+    assert arithmetic.conv_macs(32, 64, 3, (56, 28), groups=4, batch_size=2) == 2 * 18_432 // 4 * 56 * 28
+    # depthwise with multiplier 2: 32*2 filters of 3x3 (+64 biases)
+    assert arithmetic.depthwise_params(32, 3, depth_multiplier=2) == 64 * 9 + 64
+    assert arithmetic.pointwise_params(64, 128, groups=2, bias=False) == 64 * 128 // 2
+    assert arithmetic.separable_macs(32, 64, 3, 56) == (32 * 9 + 32 * 64) * 56 * 56
+    assert arithmetic.conv_transpose_macs(4, 8, 3, 5, groups=2) == 4 * 25 * 9 * 4
+
+
+def test_separable_cost_ratio_equals_formula_and_counts():
+    ratio = arithmetic.separable_cost_ratio(64, 3)
+    assert ratio == pytest.approx(1 / 64 + 1 / 9)
+    assert arithmetic.separable_macs(32, 64, 3, 10) / arithmetic.conv_macs(32, 64, 3, 10) == pytest.approx(
+        ratio
+    )
+
+
+def test_make_divisible_matches_torchvision():
+    from torchvision.models._utils import _make_divisible
+
+    for value in [3, 8, 10, 17, 24.0, 32 * 0.35, 32 * 1.4, 96 * 0.75, 1280 * 1.3, 160 * 0.5]:
+        for divisor in (4, 8):
+            assert arithmetic.make_divisible(value, divisor) == _make_divisible(value, divisor)
+
+
+def test_valid_groups_and_errors():
+    assert arithmetic.valid_groups(12, 18) == [1, 2, 3, 6]
+    with pytest.raises(
+        ValueError,
+        match=r"groups=4 must divide in_channels=12 and out_channels=18; valid values: \[1, 2, 3, 6\]",
+    ):
+        arithmetic.check_groups(12, 18, 4)
+    with pytest.raises(ValueError, match="stride must be a positive integer, got 0"):
+        arithmetic.conv_output_size(8, 3, stride=0)
+    with pytest.raises(ValueError, match="padding must be a non-negative integer, got -1"):
+        arithmetic.conv_output_size(8, 3, padding=-1)
+    with pytest.raises(ValueError, match="output_padding=2 must be smaller than stride=2 or dilation=1"):
+        arithmetic.conv_transpose_output_size(4, 3, stride=2, output_padding=2)
+
+
+def test_receptive_field_recurrence_by_hand():
+    field = arithmetic.ReceptiveField()
+    # Two 3x3 convs: 3 then 5 (the lesson's "why 5 and not 6": each layer adds k - 1 = 2 pixels).
+    field = arithmetic.receptive_field_step(field, 3)
+    assert field.size == 3
+    field = arithmetic.receptive_field_step(field, 3)
+    assert field.size == 5
+    # conv 7x7/2 pad 3, then maxpool 3x3/2 pad 1 (ResNet stem): r = 7 + 2*2 = 11, jump 4, start 0.
+    stem = arithmetic.receptive_field_step(arithmetic.ReceptiveField(), 7, stride=2, padding=3)
+    stem = arithmetic.receptive_field_step(stem, 3, stride=2, padding=1)
+    assert (stem.size, stem.stride, stem.start) == (11, 4, 0.0)
+    # dilated 3x3 (d=2) sees 5 pixels.
+    assert arithmetic.receptive_field_step(arithmetic.ReceptiveField(), 3, dilation=2).size == 5
