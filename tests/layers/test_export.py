@@ -38,3 +38,10 @@ def test_onnx_export_runs_in_onnxruntime_with_same_values(tmp_path, dynamo):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(None, {"x": x.numpy()})
     np.testing.assert_allclose(onnx_out, model(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_torch_compile_captures_one_graph_with_same_values():
+    model = _model()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3, 17, 17)
+    torch.testing.assert_close(compiled(x), model(x))
