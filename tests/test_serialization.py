@@ -15,12 +15,14 @@ from sepconv.models import create_model, model_spec
 from sepconv.serialization import (
     CheckpointError,
     atomic_write_bytes,
+    capture_rng_state,
     load_model,
     load_training_state,
     model_transforms,
     read_model_metadata,
     record_transform,
     register_transform,
+    restore_rng_state,
     save_model,
     save_training_state,
 )
@@ -301,3 +303,15 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path):
         atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"good"
     assert [path.name for path in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_rng_state_survives_a_saved_training_state(tmp_path):
+    import random
+
+    import numpy as np
+
+    path = save_training_state(tmp_path / "rng.state", {"rng": capture_rng_state()})
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    restore_rng_state(load_training_state(path)["rng"])
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert again[:2] == expected[:2] and torch.equal(again[2], expected[2])

@@ -36,6 +36,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "atomic_write_bytes",
+    "capture_rng_state",
     "list_transforms",
     "load_model",
     "load_training_state",
@@ -43,6 +44,7 @@ __all__ = [
     "read_model_metadata",
     "record_transform",
     "register_transform",
+    "restore_rng_state",
     "save_model",
     "save_training_state",
 ]
@@ -380,3 +382,47 @@ def load_training_state(path: PathLike) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{file}: expected a dict of training state, got {type(state).__name__}")
     return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The states of Python's, NumPy's global and torch's (CPU and CUDA) random generators, in a form
+    that :func:`save_training_state` accepts (tensors, ints and lists only), for exact resumption.
+    """
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(position),
+            int(has_gauss),
+            float(cached),
+        ],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Put back the generator states captured by :func:`capture_rng_state`.
+
+    >>> saved = capture_rng_state(); first = torch.rand(1)
+    >>> restore_rng_state(saved); torch.equal(torch.rand(1), first)
+    True
+    """
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
