@@ -1,0 +1,204 @@
+"""Renderings of a :class:`~sepconv.analysis.summary.ModelSummary`: plain text, rich, markdown, CSV.
+
+Tables use human-readable numbers (3.50M, 300.8M); CSV and JSON (``to_dict``) keep exact integers.
+
+>>> human_count(3_504_872), human_count(300_774_272), human_count(950)
+('3.50M', '300.8M', '950')
+>>> human_bytes(3 * 1024 * 1024)
+'3.00 MiB'
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sepconv.analysis.summary import LayerSummary, ModelSummary
+
+__all__ = ["csv_text", "human_bytes", "human_count", "markdown", "plain_text", "rich_renderable"]
+
+_COLUMNS = ("Layer", "Type", "Input", "Output", "Params", "MACs", "Memory", "RF", "Stride", "Start")
+_RIGHT = {"Params", "MACs", "Memory", "RF", "Stride", "Start"}
+
+
+def human_count(value: int) -> str:
+    """A count with a K/M/G/T suffix: 2 decimals below 100 of the unit, 1 above."""
+    for threshold, suffix in ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K")):
+        if abs(value) >= threshold:
+            scaled = value / threshold
+            return f"{scaled:.2f}{suffix}" if abs(scaled) < 100 else f"{scaled:.1f}{suffix}"
+    return str(value)
+
+
+def human_bytes(value: int) -> str:
+    """A byte count in B, KiB, MiB or GiB."""
+    for threshold, suffix in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if value >= threshold:
+            return f"{value / threshold:.2f} {suffix}"
+    return f"{value} B"
+
+
+def _shape(shape: Sequence[int] | None) -> str:
+    return "-" if shape is None else "x".join(str(size) for size in shape)
+
+
+def _axes(values: Sequence[Any] | None) -> str:
+    if values is None:
+        return "-"
+    if len(set(values)) == 1:
+        return str(values[0])
+    return "x".join(str(value) for value in values)
+
+
+def _receptive_field(layer: LayerSummary) -> str:
+    if layer.sees_whole_input:
+        text = "whole input"
+    elif layer.receptive_field is None:
+        text = "-" if layer.output_shape is None or "approximate" not in layer.notes else "?"
+    else:
+        text = _axes(layer.receptive_field)
+    marks = {"global context": "+g", "misaligned paths": "!", "approximate": "~"}
+    suffix = "".join(mark for note, mark in marks.items() if note in layer.notes)
+    return f"{text} {suffix}" if suffix and text not in ("?",) else text
+
+
+def _params(layer: LayerSummary) -> str:
+    if "shared" in layer.notes and layer.params == 0:
+        return "(shared)"
+    text = human_count(layer.params)
+    if layer.trainable_params != layer.params:
+        text = f"{human_count(layer.trainable_params)}/{text}"
+    return text
+
+
+def _cells(layer: LayerSummary) -> list[str]:
+    name = layer.display_name + (" (not called)" if "not called" in layer.notes else "")
+    layer_type = layer.type + (" (own ops)" if "own ops" in layer.notes else "")
+    return [
+        name,
+        layer_type,
+        _shape(layer.input_shape),
+        _shape(layer.output_shape),
+        _params(layer),
+        human_count(layer.macs) if layer.macs else "-",
+        human_bytes(layer.output_bytes) if layer.output_bytes else "-",
+        _receptive_field(layer),
+        _axes(layer.effective_stride),
+        _axes(layer.start),
+    ]
+
+
+def _footer(summary: ModelSummary) -> list[str]:
+    lines = [
+        f"Input {', '.join(_shape(s) for s in summary.input_shapes)} -> "
+        f"output {', '.join(_shape(s) for s in summary.output_shapes)}",
+        f"Parameters: {summary.total_params:,} ({human_count(summary.total_params)}), "
+        f"trainable {summary.trainable_params:,}",
+        f"MACs: {summary.total_macs:,} ({human_count(summary.total_macs)}) = "
+        f"{human_count(summary.total_flops)} FLOPs  [1 MAC = one multiply-add, FLOPs = 2 x MACs; "
+        "convolutions, linear layers, matrix products and attention]",
+        f"Activations (outputs of the rows): {human_bytes(summary.activation_bytes)}",
+    ]
+    if summary.receptive_field is not None:
+        lines.append(
+            f"Receptive field: {_axes(summary.receptive_field)} px, effective stride "
+            f"{_axes(summary.effective_stride)} (at '{summary.receptive_field_layer}')"
+        )
+    legend = (
+        "RF: receptive field in input pixels; Stride: distance between units in input pixels; Start: input "
+        "coordinate of the first unit's centre; +g also sees a global summary; ! paths merged out of "
+        "alignment; ~ approximate"
+    )
+    lines.append(legend)
+    return lines
+
+
+def plain_text(summary: ModelSummary) -> str:
+    """A fixed-width table, the totals below it."""
+    rows = [list(_COLUMNS)] + [_cells(layer) for layer in summary.layers]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(_COLUMNS))]
+
+    def line(row: list[str]) -> str:
+        cells = [
+            cell.rjust(width) if _COLUMNS[index] in _RIGHT else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    rule = "-" * len(line(rows[0]))
+    body = [line(rows[0]), rule] + [line(row) for row in rows[1:]] + [rule]
+    return "\n".join([f"{summary.model}", *body, *_footer(summary)])
+
+
+def markdown(summary: ModelSummary) -> str:
+    """A GitHub-flavoured markdown table, the totals below it as a list."""
+    align = ["---:" if column in _RIGHT else ":---" for column in _COLUMNS]
+    lines = [f"**{summary.model}**", "", "| " + " | ".join(_COLUMNS) + " |", "| " + " | ".join(align) + " |"]
+    for layer in summary.layers:
+        cells = [cell.replace("|", "\\|") for cell in _cells(layer)]
+        lines.append("| " + " | ".join(f"`{cells[0]}`" if i == 0 else c for i, c in enumerate(cells)) + " |")
+    lines.append("")
+    lines.extend(f"- {text}" for text in _footer(summary))
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(summary: ModelSummary) -> str:
+    """One row per layer, exact integers; per-axis values joined with 'x'."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    fields = [
+        "name",
+        "call_index",
+        "type",
+        "input_shape",
+        "output_shape",
+        "params",
+        "trainable_params",
+        "macs",
+        "flops",
+        "output_bytes",
+        "receptive_field",
+        "effective_stride",
+        "start",
+        "sees_whole_input",
+        "notes",
+    ]
+    writer.writerow(fields)
+    for layer in summary.layers:
+        writer.writerow(
+            [
+                layer.name,
+                layer.call_index,
+                layer.type,
+                _shape(layer.input_shape) if layer.input_shape else "",
+                _shape(layer.output_shape) if layer.output_shape else "",
+                layer.params,
+                layer.trainable_params,
+                layer.macs,
+                layer.flops,
+                layer.output_bytes,
+                "x".join(map(str, layer.receptive_field)) if layer.receptive_field else "",
+                "x".join(map(str, layer.effective_stride)) if layer.effective_stride else "",
+                "x".join(map(str, layer.start)) if layer.start else "",
+                layer.sees_whole_input,
+                ";".join(layer.notes),
+            ]
+        )
+    return buffer.getvalue()
+
+
+def rich_renderable(summary: ModelSummary) -> Any:
+    """The table as a ``rich`` Table, the totals below it."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=summary.model)
+    for column in _COLUMNS:
+        table.add_column(column, justify="right" if column in _RIGHT else "left")
+    for layer in summary.layers:
+        table.add_row(*_cells(layer))
+    return Group(table, Text("\n".join(_footer(summary))))
