@@ -16,11 +16,11 @@ from sepconv.models import create_model, list_models
 __version__ = "0.1.0"
 
 
-def save_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+def save_model(model: nn.Module, path: str | os.PathLike[str], *, spec: dict | None = None) -> Path:
     """Save ``model`` (weights as safetensors + architecture as JSON); see :func:`sepconv.serialization.save_model`."""
     from sepconv.serialization import save_model as _save_model
 
-    return _save_model(model, path)
+    return _save_model(model, path, spec=spec)
 
 
 def load_model(path: str | os.PathLike[str]) -> nn.Module:

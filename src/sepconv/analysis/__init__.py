@@ -5,8 +5,8 @@ output (Araujo, Norris & Sim, Distill 2019), from one instrumented forward pass 
 ATen operator, so functional calls, residual adds, concatenations and re-used modules all count.
 """
 
-from sepconv.analysis.profile import LayerFailure
+from sepconv.analysis.profile import ModelInputError
 from sepconv.analysis.render import human_bytes, human_count
 from sepconv.analysis.summary import LayerSummary, ModelSummary, summarize
 
-__all__ = ["LayerFailure", "LayerSummary", "ModelSummary", "human_bytes", "human_count", "summarize"]
+__all__ = ["ModelInputError", "LayerSummary", "ModelSummary", "human_bytes", "human_count", "summarize"]

@@ -26,7 +26,7 @@ from torch.utils.flop_counter import flop_registry
 
 from sepconv.analysis.fields import FieldTracker, TensorField, input_field
 
-__all__ = ["LayerFailure", "ModuleCall", "profile_forward"]
+__all__ = ["ModelInputError", "ModuleCall", "profile_forward"]
 
 
 @dataclass
@@ -55,7 +55,7 @@ class ModuleCall:
         return next(iter(self.module.children()), None) is None
 
 
-class LayerFailure(ValueError):
+class ModelInputError(ValueError):
     """The model failed on the given input; the message names the innermost layer and its input shapes."""
 
 
@@ -141,7 +141,7 @@ class _Recorder:
 def profile_forward(model: nn.Module, inputs: Sequence[Any]) -> tuple[list[ModuleCall], Any, int]:
     """Run ``model(*inputs)`` once under instrumentation; returns (calls, output, MACs outside modules).
 
-    Raises :class:`LayerFailure` naming the innermost module that was running when the model failed.
+    Raises :class:`ModelInputError` naming the innermost module that was running when the model failed.
     """
     recorder = _Recorder(model)
     for tensor in _tensors(inputs):
@@ -160,14 +160,14 @@ def profile_forward(model: nn.Module, inputs: Sequence[Any]) -> tuple[list[Modul
     return recorder.calls, output, recorder.unattributed_macs
 
 
-def _failure(recorder: _Recorder, inputs: Sequence[Any], error: Exception) -> LayerFailure:
+def _failure(recorder: _Recorder, inputs: Sequence[Any], error: Exception) -> ModelInputError:
     detail = " ".join(str(error).split()) or type(error).__name__
     if recorder.stack:
         call = recorder.stack[-1]
         where = f"'{call.name}'" if call.name else "the model's own forward"
         shapes = ", ".join(str(shape) for shape in call.input_shapes) or "no tensors"
-        return LayerFailure(
+        return ModelInputError(
             f"layer {where} ({type(call.module).__name__}) failed on input {shapes}: {detail}"
         )
     shapes = ", ".join(str(tuple(t.shape)) for t in _tensors(inputs))
-    return LayerFailure(f"the model failed on input {shapes}: {detail}")
+    return ModelInputError(f"the model failed on input {shapes}: {detail}")

@@ -371,7 +371,7 @@ def _deepest_local(
     (the enclosing block rather than its last layer: its output is where the paths have merged)."""
     best: tuple[Any, ...] | None = None
     for call in calls:
-        size, stride, start, _, _ = _field_columns(call.field)
+        size, stride, _, _, _ = _field_columns(call.field)
         if size is None:
             continue
         key = (max(size), sum(size), call.exit_order)

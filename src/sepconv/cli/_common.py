@@ -42,7 +42,7 @@ def resolve_model(spec: str, **kwargs: Any) -> Any:
     from sepconv.models import create_model
 
     path = Path(spec)
-    if path.suffix in (".safetensors", ".ckpt", ".pt", ".pth") or path.is_file():
+    if path.suffix == ".safetensors" or path.is_file():
         if not path.is_file():
             raise UsageError(f"checkpoint file not found: {spec}")
         from sepconv.serialization import load_model
