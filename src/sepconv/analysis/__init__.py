@@ -9,4 +9,4 @@ from sepconv.analysis.profile import ModelInputError
 from sepconv.analysis.render import human_bytes, human_count
 from sepconv.analysis.summary import LayerSummary, ModelSummary, summarize
 
-__all__ = ["ModelInputError", "LayerSummary", "ModelSummary", "human_bytes", "human_count", "summarize"]
+__all__ = ["LayerSummary", "ModelInputError", "ModelSummary", "human_bytes", "human_count", "summarize"]
