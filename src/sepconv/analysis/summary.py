@@ -176,13 +176,13 @@ def summarize(
     *,
     inputs: torch.Tensor | Sequence[Any] | None = None,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     depth: int | None = None,
 ) -> ModelSummary:
     """Shapes, parameters, MACs and receptive field of every layer of ``model``, from one forward pass.
 
     Give ``input_size`` (the full shape, batch included: ``(1, 3, 224, 224)``; a random input of
-    ``dtype`` is used) or ``inputs`` (a tensor, or a tuple of positional arguments). The model runs in
+    ``dtype``, by default that of the model's parameters) or ``inputs`` (a tensor, or a tuple of positional arguments). The model runs in
     eval mode without gradients on ``device`` and is put back as it was (mode and device). ``depth``
     folds submodules deeper than that many levels into their ancestor, like torchinfo's depth.
 
@@ -196,6 +196,8 @@ def summarize(
     """
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
         raise ValueError(f"depth must be an integer >= 0 or None, got {depth!r}")
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     arguments = _make_inputs(input_size, inputs, device, dtype)
     calls, output = _run(model, arguments, device)
     rows = _rows(model, calls, depth)
