@@ -190,7 +190,7 @@ def summarize(
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2))
     >>> summary = summarize(model, (1, 3, 32, 32))
     >>> summary.total_params, summary.total_macs  # 3*3*3*8 + 8 + 3*3*8*8 + 8; 8*32*32*27 + 8*15*15*72
-    (800, 350784)
+    (808, 350784)
     >>> summary.receptive_field, summary.effective_stride
     ((5, 5), (2, 2))
     """
