@@ -23,7 +23,12 @@ ZOO = {
 }
 
 
-@pytest.mark.parametrize("name", list(ZOO))
+HEAVY = {"vgg16", "googlenet"}  # a few seconds each on 2 cores, mostly building the model
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name for name in ZOO]
+)
 def test_totals_match_parameter_count_and_flop_counter(name):
     kwargs, side = ZOO[name]
     model = create_model(f"torchvision:{name}", **kwargs)
