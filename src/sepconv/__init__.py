@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from sepconv import arithmetic, layers, models
+from sepconv import analysis, arithmetic, layers, models
 from sepconv.layers import DepthwiseConv2d, PointwiseConv2d, SeparableConv2d
 from sepconv.models import create_model, list_models
 
@@ -35,6 +35,7 @@ __all__ = [
     "PointwiseConv2d",
     "SeparableConv2d",
     "__version__",
+    "analysis",
     "arithmetic",
     "create_model",
     "layers",
