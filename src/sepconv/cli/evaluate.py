@@ -1,0 +1,112 @@
+"""``sepconv evaluate CHECKPOINT``: accuracy, per-class accuracy and the confusion matrix on a data set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sepconv.cli._common import print_json
+from sepconv.cli.main import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy, per-class accuracy and confusion matrix (PNG) of a trained model",
+        description=(
+            "Evaluate a model file written by sepconv (model.safetensors, or a checkpoint's .safetensors / "
+            ".state file) on a split of a data set; writes the confusion matrix as a PNG."
+        ),
+    )
+    parser.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a .safetensors model or a .state checkpoint"
+    )
+    parser.add_argument("--dataset", default="mnist5k", help="data set name (default mnist5k)")
+    parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="default test")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="split seed; use the one the model was trained with"
+    )
+    parser.add_argument("--data-root", help="where torchvision data sets live")
+    parser.add_argument("--download", action="store_true", help="allow downloading torchvision data sets")
+    parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--confusion-png", metavar="PATH", help="where to write the PNG (default: beside CHECKPOINT)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(handler=run)
+
+
+def _model_file(checkpoint: str) -> Path:
+    path = Path(checkpoint)
+    if path.suffix == ".state":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    from sepconv.data import load_dataset
+    from sepconv.serialization import load_model
+    from sepconv.train.evaluation import evaluate_model, plot_confusion_matrix
+
+    model_file = _model_file(args.checkpoint)
+    model = load_model(model_file)
+    data = load_dataset(
+        args.dataset,
+        root=args.data_root,
+        seed=args.seed,
+        download=args.download,
+        skip_bad_images=args.skip_bad_images,
+    )
+    split = getattr(data, args.split)
+    if len(split) == 0:
+        raise UsageError(f"the {args.split} split of {args.dataset} is empty")
+    evaluation = evaluate_model(
+        model, split, num_classes=data.num_classes, class_names=data.class_names, batch_size=args.batch_size
+    )
+    png = (
+        Path(args.confusion_png)
+        if args.confusion_png
+        else model_file.with_name(f"{model_file.stem}-confusion.png")
+    )
+    plot_confusion_matrix(
+        evaluation, png, title=f"{model_file.name} on {data.name} {args.split}: {evaluation.accuracy:.2%}"
+    )
+    document: dict[str, Any] = {
+        "checkpoint": str(model_file),
+        "dataset": data.name,
+        "split": args.split,
+        **evaluation.to_dict(),
+        "skipped_images": len(data.skipped),
+        "confusion_png": str(png),
+    }
+    if args.json:
+        print_json(document)
+        return 0
+    _print_report(document)
+    return 0
+
+
+def _print_report(document: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"{document['checkpoint']} on {document['dataset']} ({document['split']}, {document['num_samples']} samples): "
+        f"accuracy {document['accuracy']:.2%}"
+    )
+    table = Table(title="per-class accuracy")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    table.add_column("samples", justify="right")
+    for index, (name, accuracy) in enumerate(document["per_class_accuracy"].items()):
+        samples = sum(document["confusion_matrix"][index])
+        table.add_row(name, "-" if accuracy is None else f"{accuracy:.2%}", str(samples))
+    console.print(table)
+    console.print(f"confusion matrix: {document['confusion_png']}")

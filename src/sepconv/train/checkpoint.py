@@ -1,0 +1,188 @@
+"""Checkpoints that never unpickle code, written every N steps and/or epochs, and resume with fallback.
+
+Lightning's own ``.ckpt`` files are pickles; we plug :class:`SafeCheckpointIO` into the Trainer instead.
+A checkpoint named ``step-00000120`` is two files written atomically by :mod:`sepconv.serialization`:
+
+* ``step-00000120.safetensors`` — the model (weights + architecture recipe), loadable on its own with
+  ``sepconv.load_model`` / ``sepconv evaluate``;
+* ``step-00000120.state`` — everything else Lightning keeps (optimizer, scheduler, loop counters, the
+  data loader's position inside the epoch, callback states, RNG states), read back with
+  ``torch.load(weights_only=True)``, plus the SHA-256 of the weights file. It is written last, so it
+  marks the checkpoint complete.
+
+:func:`find_resume_checkpoint` walks the checkpoints newest first and returns the first that loads
+cleanly, so a checkpoint truncated by a crash (or damaged later) falls back to the one before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from lightning.pytorch.callbacks import Checkpoint
+from torch import nn
+
+from sepconv.serialization import (
+    CheckpointError,
+    load_model,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
+
+__all__ = [
+    "PeriodicCheckpoint",
+    "SafeCheckpointIO",
+    "checkpoint_files",
+    "find_resume_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+]
+
+STATE_SUFFIX = ".state"
+WEIGHTS_SUFFIX = ".safetensors"
+_NAME = re.compile(r"^step-(\d+)\.state$")
+_MODEL_PREFIX = "model."
+
+
+def checkpoint_files(state_path: Path) -> tuple[Path, Path]:
+    """``(weights file, state file)`` of the checkpoint whose state file is ``state_path``."""
+    state_path = Path(state_path)
+    return state_path.with_suffix(WEIGHTS_SUFFIX), state_path
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """State files of the checkpoints in ``folder``, oldest (lowest step) first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(match[1]), path) for path in folder.iterdir() if (match := _NAME.match(path.name))]
+    return [path for _, path in sorted(found)]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_checkpoint(state_path: str | Path) -> dict[str, Any]:
+    """The full Lightning checkpoint dict of one checkpoint; :class:`CheckpointError` names a bad file."""
+    weights_path, state_path = checkpoint_files(Path(state_path))
+    state = load_training_state(state_path)
+    if not weights_path.is_file():
+        raise CheckpointError(
+            f"{weights_path} is missing (its training state {state_path.name} refers to it)"
+        )
+    expected = state.get("sepconv_weights_sha256")
+    if expected is not None and _sha256(weights_path) != expected:
+        raise CheckpointError(f"{weights_path} does not match the checksum recorded in {state_path.name}")
+    model = load_model(weights_path)
+    state["state_dict"] = {_MODEL_PREFIX + key: value for key, value in model.state_dict().items()}
+    return state
+
+
+def find_resume_checkpoint(folder: str | Path, warn: Callable[[str], None] | None = None) -> Path | None:
+    """Newest checkpoint in ``folder`` that loads cleanly; ``warn`` is told about each one skipped."""
+    for state_path in reversed(list_checkpoints(folder)):
+        try:
+            load_checkpoint(state_path)
+        except (CheckpointError, OSError, RuntimeError) as error:
+            message = f"skipping unusable checkpoint {state_path.name}: {' '.join(str(error).split())}"
+            (warn or warnings.warn)(message)
+            continue
+        return state_path
+    return None
+
+
+class SafeCheckpointIO(CheckpointIO):
+    """Lightning checkpoint I/O through safetensors + ``weights_only`` state; never unpickles code.
+
+    ``model`` is the network being trained (the LightningModule's ``.model``): its file keeps the
+    architecture recipe, which Lightning's ``state_dict`` alone does not have.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        weights_path, state_path = checkpoint_files(Path(path))
+        weights_path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            key: value for key, value in checkpoint.items() if key not in ("state_dict", "hyper_parameters")
+        }
+        save_model(self.model, weights_path)
+        state["sepconv_weights_sha256"] = _sha256(weights_path)
+        save_training_state(state_path, state)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict:
+        return load_checkpoint(Path(path))
+
+    def remove_checkpoint(self, path: Any) -> None:
+        for file in checkpoint_files(Path(path)):
+            file.unlink(missing_ok=True)
+
+
+class PeriodicCheckpoint(Checkpoint):
+    """Write a checkpoint every ``every_steps`` optimizer steps and/or every ``every_epochs`` epochs.
+
+    (A ``Checkpoint`` subclass, so Lightning runs its epoch-end hook after the module's and the
+    metric loggers'.)
+
+    Keeps the newest ``keep`` checkpoints. A checkpoint is written only when every weight is finite, so a
+    run that diverges keeps its last good one. ``last_path`` is the newest written.
+    """
+
+    def __init__(self, folder: Path, *, every_steps: int | None, every_epochs: int | None, keep: int) -> None:
+        self.folder = Path(folder)
+        self.every_steps = every_steps
+        self.every_epochs = every_epochs
+        self.keep = keep
+        self.last_path: Path | None = None
+        self._last_saved_step = -1
+
+    def _save(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        if step == self._last_saved_step:
+            return
+        if not all(bool(torch.isfinite(parameter).all()) for parameter in module.parameters()):
+            raise RuntimeError(
+                f"weights are not finite at step {step}; not checkpointing (last good: {self.last_path})"
+            )
+        path = self.folder / f"step-{step:08d}{STATE_SUFFIX}"
+        trainer.save_checkpoint(path)
+        self._last_saved_step = step
+        self.last_path = path
+        if trainer.is_global_zero:
+            for old in list_checkpoints(self.folder)[: -self.keep]:
+                for file in checkpoint_files(old):
+                    file.unlink(missing_ok=True)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        loader = trainer.train_dataloader
+        if hasattr(loader, "batches_done"):
+            loader.batches_done = batch_idx + 1
+        if self.every_steps and trainer.global_step % self.every_steps == 0:
+            self._save(trainer, module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        epoch = trainer.current_epoch
+        if hasattr(loader, "batches_done"):
+            # The epoch is complete: a resume from here starts the next one from its first batch.
+            loader.sampler.set_epoch(epoch + 1)
+            loader.batches_done = 0
+        is_last = epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
+        if (self.every_epochs and (epoch + 1) % self.every_epochs == 0) or is_last:
+            self._save(trainer, module)
