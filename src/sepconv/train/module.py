@@ -53,8 +53,15 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 class ClassifierModule(pl.LightningModule):
     """Cross-entropy (with label smoothing) training of ``model``; metrics per epoch in ``epoch_metrics``."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        channels_last: bool = False,
+        total_steps: int | None = None,
+    ) -> None:
         super().__init__()
+        self.total_steps = total_steps
         self.model = model
         self.config = config
         self.channels_last = channels_last
@@ -134,7 +141,9 @@ class ClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.model, self.config)
-        total_steps = int(self.trainer.estimated_stepping_batches)
+        # Not trainer.estimated_stepping_batches: it builds the train loader before a checkpoint's loader
+        # position is restored, which would silently restart a resumed epoch from its first batch.
+        total_steps = self.total_steps or int(self.trainer.estimated_stepping_batches)
         scheduler = build_scheduler(optimizer, self.config, total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -142,6 +151,8 @@ class ClassifierModule(pl.LightningModule):
         checkpoint["sepconv"] = {
             "rng": capture_rng_state(),
             "config": self.config.to_dict(),
+            # Sums of the epoch in progress, so a mid-epoch resume reports the same epoch metrics.
+            "partial_sums": {stage: sums.cpu() for stage, sums in self._sums.items()},
             **self.extra_state,
         }
 
@@ -149,4 +160,7 @@ class ClassifierModule(pl.LightningModule):
         saved = checkpoint.get("sepconv", {})
         if "rng" in saved:
             restore_rng_state(saved["rng"])
-        self.extra_state = {key: value for key, value in saved.items() if key not in ("rng", "config")}
+        self._sums = {stage: sums.to(self.device) for stage, sums in saved.get("partial_sums", {}).items()}
+        self.extra_state = {
+            key: value for key, value in saved.items() if key not in ("rng", "config", "partial_sums")
+        }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -210,7 +211,12 @@ def fit(
         model = model.to(memory_format=torch.channels_last)
     bf16 = _use_bf16(config, on_gpu)
 
-    module = ClassifierModule(model, config, channels_last=channels_last)
+    world_size = config.devices * config.num_nodes
+    batches_per_epoch = math.ceil(math.ceil(len(data.train) / world_size) / (config.batch_size // world_size))
+    total_steps = config.epochs * batches_per_epoch
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    module = ClassifierModule(model, config, channels_last=channels_last, total_steps=total_steps)
     module.extra_state["channels_last"] = channels_last
     history = MetricsHistory(out_dir / "metrics.csv")
     if config.visdom:
@@ -232,7 +238,6 @@ def fit(
 
         loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version=""))
 
-    world_size = config.devices * config.num_nodes
     strategy: Any = "auto"
     if world_size > 1:
         from lightning.pytorch.strategies import DDPStrategy
