@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from sepconv.cli._common import print_json
+from sepconv.cli.main import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=DEMO_BATCH_SIZE, help=f"default {DEMO_BATCH_SIZE}")
     parser.add_argument("--lr", type=float, default=DEMO_LR, help=f"peak learning rate (default {DEMO_LR})")
+    parser.add_argument(
+        "--dataset",
+        default="mnist5k",
+        help="data set to compare on (default mnist5k; see sepconv train --help)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and order")
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bars")
     parser.add_argument(
@@ -38,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}"
+            )
+    if not args.lr > 0:
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
     from sepconv.train.demo import run_demo
 
     def status(message: str) -> None:
@@ -45,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     document = run_demo(
         args.out,
+        dataset=args.dataset,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -64,7 +78,8 @@ def _print_table(document: dict[str, Any]) -> None:
     from rich.table import Table
 
     standard, separable, ratios = document["standard"], document["separable"], document["ratios"]
-    table = Table(title=f"standard vs separable CNN on mnist5k ({document['recipe']['epochs']} epochs each)")
+    recipe = document["recipe"]
+    table = Table(title=f"standard vs separable CNN on {recipe['dataset']} ({recipe['epochs']} epochs each)")
     for column in ("", "standard_cnn", "separable_cnn", "standard / separable"):
         table.add_column(column, justify="left" if not column else "right")
     table.add_row(

@@ -15,6 +15,7 @@ import csv
 import io
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,13 +136,15 @@ class VisdomReporter:
         logging.getLogger("visdom").setLevel(logging.ERROR)  # it logs a warning per session and option
         try:
             # The constructor posts the environment once: refused or timed out means unreachable.
-            self._client = _BoundedVisdom(
-                server=self.server,
-                port=self.port,
-                env=self.env,
-                raise_exceptions=True,
-                use_incoming_socket=False,
-            )
+            with warnings.catch_warnings():  # it also warns about its own deprecated logger calls
+                warnings.simplefilter("ignore")
+                self._client = _BoundedVisdom(
+                    server=self.server,
+                    port=self.port,
+                    env=self.env,
+                    raise_exceptions=True,
+                    use_incoming_socket=False,
+                )
         except Exception as error:
             self._disable(f"unreachable ({type(error).__name__})")
 

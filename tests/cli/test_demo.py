@@ -1,0 +1,70 @@
+"""``sepconv demo``: the comparison document, the report files, and (slow) the acceptance run on mnist5k."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sepconv.cli.main import main
+
+
+def _check_document(document, out_dir):
+    for role in ("standard", "separable"):
+        figures = document[role]
+        for key in ("params", "macs", "test_accuracy", "train_seconds", "latency_ms"):
+            assert key in figures, key
+        assert 0 <= figures["test_accuracy"] <= 1
+        assert figures["train_seconds"] > 0 and figures["latency_ms"] > 0
+    assert document["standard"]["params"] / document["separable"]["params"] >= 5
+    assert document["standard"]["macs"] / document["separable"]["macs"] >= 5
+    report = (out_dir / "report.md").read_text()
+    assert document["report"] == str(out_dir / "report.md")
+    for role in ("standard", "separable"):  # the report shows the very numbers printed
+        figures = document[role]
+        assert f"{figures['params']:,}" in report
+        assert f"{figures['macs']:,}" in report
+        assert f"{figures['test_accuracy']:.2%}" in report
+        assert f"{figures['latency_ms']:.3f}" in report
+        assert f"{figures['train_seconds']:.1f}" in report
+    assert "](curves.png)" in report and "](comparison.png)" in report
+    for name in ("curves.png", "comparison.png"):
+        assert (out_dir / name).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out_dir / "results.json").read_text()) == document
+
+
+def test_demo_json_on_small_data(tmp_path, capsys):
+    code = main(["demo", "--dataset", "synthetic", "--epochs", "1", "--out", str(tmp_path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    document = json.loads(captured.out)
+    _check_document(document, tmp_path)
+    assert document["standard"]["params"] == 575_594 + 2 * 9 * 32 - 4 * 257  # 3 input channels, 6 classes
+
+
+def test_demo_rejects_bad_epochs(capsys):
+    assert main(["demo", "--epochs", "0"]) == 2
+    assert "--epochs must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_acceptance_on_mnist5k(tmp_path):
+    """README command 1 as shipped: separable >= 97.5 % test accuracy, >= 5x cheaper, under 3 minutes."""
+    start = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "sepconv", "demo", "--out", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    wall_seconds = time.monotonic() - start
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    document = json.loads(completed.stdout)
+    _check_document(document, tmp_path)
+    assert document["separable"]["test_accuracy"] >= 0.975
+    assert document["recipe"]["test_samples"] == 1000
+    print(f"demo wall time {wall_seconds:.0f} s: {json.dumps(document['ratios'])}")
+    assert wall_seconds < 180 * 1.5  # 3 minutes on an idle 2-core machine; slack for a loaded CI runner

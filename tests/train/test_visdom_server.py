@@ -1,0 +1,79 @@
+"""The visdom logger against a real visdom server on loopback (started here, killed after)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("visdom")
+
+# The server's own entry point downloads JavaScript from CDNs first; its main() does not.
+_SERVER = "import sys; from visdom.server.run_server import main; sys.argv[0] = 'visdom'; main()"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def visdom_url(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _SERVER,
+            "-port",
+            str(port),
+            "--hostname",
+            "127.0.0.1",
+            "-env_path",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the visdom server did not start within 30 s")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_metrics_reach_a_live_visdom_server(tmp_path, visdom_url, tiny_data, tiny_config):
+    import visdom
+
+    from sepconv.train import fit
+
+    warnings: list[str] = []
+    result = fit(
+        tiny_config(tmp_path / "run", epochs=2, visdom=visdom_url), data=tiny_data, warn=warnings.append
+    )
+    assert warnings == []
+    host, port = visdom_url.rsplit(":", 1)
+    client = visdom.Visdom(
+        server=host, port=int(port), env="sepconv", use_incoming_socket=False, raise_exceptions=True
+    )
+    window = json.loads(client.get_window_data(win="loss", env="sepconv"))
+    traces = {trace["name"]: trace for trace in window["content"]["data"]}
+    assert set(traces) == {"train_loss", "val_loss"}
+    for name, trace in traces.items():
+        assert trace["x"] == [1, 2]
+        assert trace["y"] == pytest.approx([row[name] for row in result.history])
