@@ -63,7 +63,7 @@ def evaluate_model(
     >>> data = TensorDataset(torch.eye(3), torch.tensor([0, 1, 1]))
     >>> result = evaluate_model(nn.Identity(), data, num_classes=3)
     >>> result.confusion.tolist(), round(result.accuracy, 3)
-    ([[1, 0, 0], [0, 1, 0], [0, 0, 0]], 0.667)
+    ([[1, 0, 0], [0, 1, 1], [0, 0, 0]], 0.667)
     """
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("cannot evaluate on an empty data set")
