@@ -25,6 +25,7 @@ def trained(tmp_path_factory):
         progress_bar=False,
         tensorboard=False,
         channels_last="off",
+        bf16="off",
     )
     return fit(config)
 

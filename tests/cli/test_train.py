@@ -16,6 +16,8 @@ TINY = [
     "widths=[4,8,8,16]",
     "--channels-last",
     "off",
+    "--bf16",
+    "off",
     "--no-tensorboard",
 ]
 

@@ -43,6 +43,7 @@ def _tiny_config(out_dir, **overrides) -> TrainConfig:
         progress_bar=False,
         tensorboard=False,
         channels_last="off",
+        bf16="off",
     )
     settings.update(overrides)
     return TrainConfig(**settings)

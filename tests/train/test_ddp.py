@@ -28,6 +28,8 @@ def _train(out_dir, devices: int) -> dict:
         "0.01",
         "--channels-last",
         "off",
+        "--bf16",
+        "off",
         "--accelerator",
         "cpu",
         "--devices",

@@ -41,6 +41,8 @@ def _command(out_dir, *extra):
         "--deterministic",
         "--channels-last",
         "off",
+        "--bf16",
+        "off",
         "--no-tensorboard",
         "--json",
         "--out",

@@ -97,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--bf16",
         choices=("auto", "on", "off"),
         default="auto",
-        help="bf16 autocast (auto: on GPUs that have it)",
+        help="bf16 autocast (auto: measure, keep if faster)",
     )
     parser.add_argument("--out", default=defaults.out_dir, help=f"output folder (default {defaults.out_dir})")
     parser.add_argument(

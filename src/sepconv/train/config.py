@@ -24,8 +24,9 @@ class TrainConfig:
 
     ``batch_size`` is the *global* batch: with ``devices=N`` each process takes ``batch_size // N``, so
     the same command gives the same optimisation recipe on one process or many.
-    ``channels_last`` / ``bf16``: ``"auto"`` measures both variants for a few steps and keeps the faster
-    (``channels_last``), or uses bf16 only on GPUs that support it (``bf16``); ``"on"`` / ``"off"`` force.
+    ``channels_last`` / ``bf16`` (autocast): ``"auto"`` times a few training steps with and without and
+    keeps the faster (bf16 only if at least 10% faster; on GPUs, bf16 wherever supported); ``"on"`` /
+    ``"off"`` force. A resumed run keeps the choices of the run it continues.
 
     >>> TrainConfig(epochs=0).validate()
     Traceback (most recent call last):

@@ -125,12 +125,17 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         )
 
 
-def _use_bf16(config: TrainConfig, on_gpu: bool) -> bool:
-    if config.bf16 == "auto":
-        # bf16 autocast pays off on GPUs with bf16 units; on CPUs it is usually slower for these small
-        # convolutions (measured on an AMD EPYC with avx512_bf16), so "auto" keeps float32 there.
-        return on_gpu and torch.cuda.is_bf16_supported()
-    return config.bf16 == "on"
+def _use_bf16(
+    config: TrainConfig, on_gpu: bool, model: torch.nn.Module, probe_shape, num_classes, channels_last
+):
+    """bf16 autocast: forced by ``config.bf16``, or on "auto" on GPUs that have it, else if measured faster."""
+    if config.bf16 != "auto":
+        return config.bf16 == "on"
+    if on_gpu:
+        return torch.cuda.is_bf16_supported()
+    from sepconv.train.speed import faster_with_bf16
+
+    return faster_with_bf16(model, probe_shape, num_classes, channels_last=channels_last)
 
 
 def fit(
@@ -194,22 +199,25 @@ def fit(
     on_gpu = config.accelerator in ("gpu", "cuda") or (
         config.accelerator == "auto" and torch.cuda.is_available()
     )
-    if "channels_last" in saved_state:
+    probe_shape = (
+        min(config.batch_size // (config.devices * config.num_nodes), 64),
+        data.in_channels,
+        *data.image_size,
+    )
+    if "channels_last" in saved_state:  # a resumed run keeps the choices of the run it continues
         channels_last = bool(saved_state["channels_last"])
     elif config.channels_last == "auto":
-        probe_shape = (
-            min(config.batch_size // (config.devices * config.num_nodes), 64),
-            data.in_channels,
-            *data.image_size,
-        )
         probe_model = model.cuda() if on_gpu else model
         channels_last = faster_memory_format(probe_model, probe_shape, data.num_classes)
         model.cpu()
     else:
         channels_last = config.channels_last == "on"
+    if "bf16" in saved_state:
+        bf16 = bool(saved_state["bf16"])
+    else:
+        bf16 = _use_bf16(config, on_gpu, model, probe_shape, data.num_classes, channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    bf16 = _use_bf16(config, on_gpu)
 
     world_size = config.devices * config.num_nodes
     batches_per_epoch = math.ceil(math.ceil(len(data.train) / world_size) / (config.batch_size // world_size))
@@ -217,7 +225,7 @@ def fit(
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     module = ClassifierModule(model, config, channels_last=channels_last, total_steps=total_steps)
-    module.extra_state["channels_last"] = channels_last
+    module.extra_state.update(channels_last=channels_last, bf16=bf16)
     history = MetricsHistory(out_dir / "metrics.csv")
     if config.visdom:
         history.listeners.append(VisdomReporter(config.visdom, warn=warn))
