@@ -188,7 +188,9 @@ def _plot_comparison(document: dict[str, Any], path: Path) -> None:
     for axes, (key, title, scale) in zip(axes_row, panels, strict=True):
         values = [document[role][key] * scale for role in DEMO_MODELS]
         bars = axes.bar(list(DEMO_MODELS), values, color=["tab:blue", "tab:orange"])
-        axes.bar_label(bars, labels=[f"{value:,.4g}" for value in values])
+        axes.bar_label(
+            bars, labels=[f"{value:,.0f}" if key == "params" else f"{value:,.4g}" for value in values]
+        )
         axes.set_title(title)
         if key == "test_accuracy":
             axes.set_ylim(min(values) - 2, 100)
