@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
 
@@ -100,3 +102,66 @@ def test_channel_shuffle_after_grouped_pointwise_is_torchs():
     x = torch.arange(6.0).reshape(1, 6, 1, 1)
     # groups=2 over 6 channels: [0 1 2 | 3 4 5] -> 0 3 1 4 2 5
     assert shuffle(x).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+@settings(max_examples=15)
+@given(
+    in_channels=st.integers(1, 12),
+    out_channels=st.integers(1, 12),
+    stride=st.integers(1, 2),
+    expand_ratio=st.sampled_from([1, 2, 3, 6]),
+    channels_last=st.booleans(),
+)
+def test_inverted_residual_forward_and_gradients_match_torchvision(
+    in_channels, out_channels, stride, expand_ratio, channels_last
+):
+    # Training mode: batch statistics, so the normalization takes part in the gradients too.
+    ours = InvertedResidual(in_channels, out_channels, stride, expand_ratio)
+    theirs = TorchvisionInvertedResidual(in_channels, out_channels, stride, expand_ratio)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    ours = ours.to(memory_format=memory_format)
+    x = torch.randn(3, in_channels, 9, 9).to(memory_format=memory_format).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    out, expected = ours(x), theirs(x_ref)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+    for (name, mine), (_, reference) in zip(ours.named_parameters(), theirs.named_parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_blocks_in_bfloat16_stay_close_to_float32():
+    block = DepthwiseSeparableBlock(8, 16, stride=2).eval()
+    residual = InvertedResidual(8, 8, 1, 6).eval()
+    _randomize_norms(block)
+    _randomize_norms(residual)
+    x = torch.randn(2, 8, 12, 12)
+    for module in (block, residual):
+        expected = module(x)
+        out = module.to(torch.bfloat16)(x.to(torch.bfloat16)).float()
+        torch.testing.assert_close(out, expected, rtol=5e-2, atol=8e-2)
+
+
+def test_depthwise_separable_block_gradients_match_plain_modules():
+    block = DepthwiseSeparableBlock(6, 10, kernel_size=5, dilation=2, act_layer="relu6")
+    plain = nn.Sequential(
+        nn.Conv2d(6, 6, 5, padding=4, dilation=2, groups=6, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU6(),
+        nn.Conv2d(6, 10, 1, bias=False),
+        nn.BatchNorm2d(10),
+        nn.ReLU6(),
+    )
+    plain.load_state_dict(dict(zip(plain.state_dict(), block.state_dict().values(), strict=True)))
+    x = torch.randn(4, 6, 11, 11, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out, expected = block(x), plain(x_ref)
+    torch.testing.assert_close(out, expected)
+    out.square().mean().backward()
+    expected.square().mean().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    grads = [p.grad for p in block.parameters()]
+    torch.testing.assert_close(grads, [p.grad for p in plain.parameters()])
