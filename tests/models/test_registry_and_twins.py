@@ -61,3 +61,29 @@ def test_twin_parameter_counts_by_hand():
 def test_twins_accept_other_inputs():
     model = create_model("separable_cnn", in_channels=3, num_classes=4).eval()
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lraspp_mobilenet_v3_large",
+        "deeplabv3_mobilenet_v3_large",
+        "fcn_resnet50",
+        "ssdlite320_mobilenet_v3_large",
+    ],
+)
+def test_torchvision_models_with_backbones_never_fetch_weights(name, monkeypatch):
+    import torch.hub
+
+    fetched = []
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda url, *a, **k: fetched.append(url))
+    model = create_model(f"torchvision:{name}")
+    assert fetched == []
+    import torchvision
+
+    reference = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
+    with pytest.raises(
+        ValueError, match="weights_backbone='DEFAULT': sepconv builds models without downloading"
+    ):
+        create_model(f"torchvision:{name}", weights_backbone="DEFAULT")

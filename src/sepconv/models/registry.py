@@ -9,6 +9,7 @@ instead of pickled code.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -56,12 +57,19 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         short_name = name[len(TORCHVISION_PREFIX) :]
         if short_name not in _torchvision_names():
             raise ValueError(_unknown_name_message(name))
-        if kwargs.get("weights") not in (None,):
-            raise ValueError(
-                f"weights={kwargs['weights']!r}: sepconv builds models without downloading weights"
-            )
-        kwargs.pop("weights", None)
-        model = torchvision.models.get_model(short_name, weights=None, **kwargs)
+        for key in ("weights", "weights_backbone"):
+            if kwargs.get(key) is not None:
+                raise ValueError(f"{key}={kwargs[key]!r}: sepconv builds models without downloading weights")
+        builder_kwargs = {
+            key: value for key, value in kwargs.items() if key not in ("weights", "weights_backbone")
+        }
+        # Segmentation and detection builders fetch ImageNet backbone weights unless told not to.
+        if (
+            "weights_backbone"
+            in inspect.signature(torchvision.models.get_model_builder(short_name)).parameters
+        ):
+            builder_kwargs["weights_backbone"] = None
+        model = torchvision.models.get_model(short_name, weights=None, **builder_kwargs)
     elif name in _REGISTRY:
         model = _REGISTRY[name](**kwargs)
     else:
