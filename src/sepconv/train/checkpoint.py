@@ -104,11 +104,14 @@ class SafeCheckpointIO(CheckpointIO):
     """Lightning checkpoint I/O through safetensors + ``weights_only`` state; never unpickles code.
 
     ``model`` is the network being trained (the LightningModule's ``.model``): its file keeps the
-    architecture recipe, which Lightning's ``state_dict`` alone does not have.
+    architecture recipe, which Lightning's ``state_dict`` alone does not have. ``preloaded`` maps a
+    checkpoint path to its already loaded dict (the one ``fit`` read to check the resumed run), which
+    is handed to Lightning once instead of reading and verifying the files again.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, preloaded: dict[Path, dict[str, Any]] | None = None) -> None:
         self.model = model
+        self._preloaded = {Path(path).resolve(): state for path, state in (preloaded or {}).items()}
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
@@ -125,7 +128,8 @@ class SafeCheckpointIO(CheckpointIO):
     def load_checkpoint(
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict:
-        return load_checkpoint(Path(path))
+        preloaded = self._preloaded.pop(Path(path).resolve(), None)
+        return preloaded if preloaded is not None else load_checkpoint(Path(path))
 
     def remove_checkpoint(self, path: Any) -> None:
         for file in checkpoint_files(Path(path)):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -39,28 +41,39 @@ def _step_seconds(
     return min(times)
 
 
-def faster_memory_format(
-    model: nn.Module, input_shape: tuple[int, ...], num_classes: int, *, repeats: int = 3
-) -> bool:
-    """True when a training step of ``model`` on ``input_shape`` (N, C, H, W) is faster in channels_last.
+@contextmanager
+def _probe(
+    model: nn.Module, input_shape: tuple[int, ...], num_classes: int, channels_last: bool
+) -> Iterator[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+    """A throw-away copy of ``model`` with random images and labels, the global RNG restored afterwards.
 
-    Times copies of the model (the original is untouched) with the global RNG saved and restored, so
-    calling this does not change what a seeded run computes afterwards.
+    Restoring the RNG means that probing does not change what a seeded run computes next.
     """
     rng_state = torch.get_rng_state()
     try:
         device = next(model.parameters()).device
         images = torch.randn(input_shape, device=device)
         labels = torch.randint(0, num_classes, (input_shape[0],), device=device)
-        contiguous = _step_seconds(copy.deepcopy(model).train(), images, labels, repeats)
-        last = _step_seconds(
-            copy.deepcopy(model).train().to(memory_format=torch.channels_last),
-            images.contiguous(memory_format=torch.channels_last),
-            labels,
-            repeats,
-        )
+        probe = copy.deepcopy(model).train()
+        if channels_last:
+            probe = probe.to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+        yield probe, images, labels
     finally:
         torch.set_rng_state(rng_state)
+
+
+def faster_memory_format(
+    model: nn.Module, input_shape: tuple[int, ...], num_classes: int, *, repeats: int = 3
+) -> bool:
+    """True when a training step of ``model`` on ``input_shape`` (N, C, H, W) is faster in channels_last.
+
+    Times copies of the model (the original is untouched); the global RNG is left as it was.
+    """
+    with _probe(model, input_shape, num_classes, channels_last=False) as (probe, images, labels):
+        contiguous = _step_seconds(probe, images, labels, repeats)
+    with _probe(model, input_shape, num_classes, channels_last=True) as (probe, images, labels):
+        last = _step_seconds(probe, images, labels, repeats)
     return last < contiguous * 0.95
 
 
@@ -69,23 +82,12 @@ def faster_with_bf16(
 ) -> bool:
     """True when bf16 autocast makes a training step of ``model`` at least 10% faster than float32.
 
-    CPUs with bf16 instructions (AVX512-BF16, AMX) often gain; others lose. Same RNG care as
-    :func:`faster_memory_format`.
+    CPUs with bf16 instructions (AVX512-BF16, AMX) often gain; others lose. Like
+    :func:`faster_memory_format`, it times a copy and leaves the global RNG as it was.
     """
-    rng_state = torch.get_rng_state()
-    try:
-        device = next(model.parameters()).device
-        images = torch.randn(input_shape, device=device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = torch.randint(0, num_classes, (input_shape[0],), device=device)
-        probe = copy.deepcopy(model).train()
-        if channels_last:
-            probe = probe.to(memory_format=torch.channels_last)
+    with _probe(model, input_shape, num_classes, channels_last) as (probe, images, labels):
         float32 = _step_seconds(probe, images, labels, repeats)
         bf16 = _step_seconds(probe, images, labels, repeats, bf16=True)
-    finally:
-        torch.set_rng_state(rng_state)
     return bf16 < float32 * 0.9
 
 
@@ -129,28 +131,11 @@ def measure_latency_ms(
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass on ``input_shape`` (batch included).
-
-    Uses ``sepconv.analysis.summarize`` when available, else PyTorch's FLOP counter (FLOPs / 2).
+    """Multiply-accumulates of one forward pass on ``input_shape`` (batch included), by ``summarize``.
 
     >>> count_macs(nn.Linear(4, 2), (1, 4))
     8
     """
-    try:
-        from sepconv.analysis import summarize  # type: ignore[attr-defined]
-    except ImportError:
-        summarize = None
-    if summarize is not None and len(input_shape) == 4:
-        try:
-            return int(summarize(model, input_shape).total_macs)
-        except Exception:  # analysis still being written or model unsupported: fall back to the counter
-            pass
-    from torch.utils.flop_counter import FlopCounterMode
+    from sepconv.analysis import summarize
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(input_shape, device=device))
-    model.train(was_training)
-    return counter.get_total_flops() // 2
+    return summarize(model, input_shape).total_macs

@@ -62,39 +62,37 @@ def resolve_resume(resume: str | Path, warn: Callable[[str], None]) -> Path:
     return found
 
 
-class _SplitsData:
-    """Builds the per-process loaders once Lightning knows this process's rank (a LightningDataModule)."""
+def _data_module(data: Any, config: TrainConfig) -> Any:
+    """A LightningDataModule that builds the per-process loaders once Lightning knows this process's rank."""
+    import lightning.pytorch as pl
 
-    def __new__(cls, data: Any, config: TrainConfig) -> Any:
-        import lightning.pytorch as pl
+    from sepconv.train.data import make_loader
 
-        from sepconv.train.data import make_loader
+    class SplitsDataModule(pl.LightningDataModule):
+        def train_dataloader(self) -> Any:
+            world = self.trainer.world_size
+            return make_loader(
+                data.train,
+                batch_size=config.batch_size // world,
+                seed=config.seed,
+                shuffle=True,
+                rank=self.trainer.global_rank,
+                world_size=world,
+                num_workers=config.num_workers,
+            )
 
-        class SplitsDataModule(pl.LightningDataModule):
-            def train_dataloader(self) -> Any:
-                world = self.trainer.world_size
-                return make_loader(
-                    data.train,
-                    batch_size=config.batch_size // world,
-                    seed=config.seed,
-                    shuffle=True,
-                    rank=self.trainer.global_rank,
-                    world_size=world,
-                    num_workers=config.num_workers,
-                )
+        def val_dataloader(self) -> Any:
+            world = self.trainer.world_size
+            return make_loader(
+                data.val,
+                batch_size=max(256 // world, 1),
+                seed=config.seed,
+                shuffle=False,
+                rank=self.trainer.global_rank,
+                world_size=world,
+            )
 
-            def val_dataloader(self) -> Any:
-                world = self.trainer.world_size
-                return make_loader(
-                    data.val,
-                    batch_size=max(256 // world, 1),
-                    seed=config.seed,
-                    shuffle=False,
-                    rank=self.trainer.global_rank,
-                    world_size=world,
-                )
-
-        return SplitsDataModule()
+    return SplitsDataModule()
 
 
 _MUST_MATCH_ON_RESUME = (
@@ -126,8 +124,13 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
 
 
 def _use_bf16(
-    config: TrainConfig, on_gpu: bool, model: torch.nn.Module, probe_shape, num_classes, channels_last
-):
+    config: TrainConfig,
+    on_gpu: bool,
+    model: torch.nn.Module,
+    probe_shape: tuple[int, ...],
+    num_classes: int,
+    channels_last: bool,
+) -> bool:
     """bf16 autocast: forced by ``config.bf16``, or on "auto" on GPUs that have it, else if measured faster."""
     if config.bf16 != "auto":
         return config.bf16 == "on"
@@ -173,8 +176,10 @@ def fit(
     out_dir = Path(config.out_dir)
     resume_path = resolve_resume(resume, warn) if resume is not None else None
     saved_state: dict[str, Any] = {}
+    resumed_checkpoint: dict[str, Any] | None = None
     if resume_path is not None:
-        saved_state = load_checkpoint(resume_path).get("sepconv", {})
+        resumed_checkpoint = load_checkpoint(resume_path)
+        saved_state = resumed_checkpoint.get("sepconv", {})
         _check_resumable(saved_state.get("config", {}), config, resume_path)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -268,14 +273,16 @@ def fit(
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if len(data.val) else 0,
-        plugins=[SafeCheckpointIO(model)],
+        plugins=[
+            SafeCheckpointIO(model, preloaded={resume_path: resumed_checkpoint} if resume_path else None)
+        ],
         default_root_dir=str(out_dir),
         log_every_n_steps=50,
     )
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    trainer.fit(module, datamodule=_SplitsData(data, config), ckpt_path=resume_path)
+    trainer.fit(module, datamodule=_data_module(data, config), ckpt_path=resume_path)
     train_seconds = time.perf_counter() - start
 
     model = module.model
