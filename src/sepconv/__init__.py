@@ -17,15 +17,15 @@ __version__ = "0.1.0"
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str], *, spec: dict | None = None) -> Path:
-    """Save ``model`` (weights as safetensors + architecture as JSON); see :func:`sepconv.serialization.save_model`."""
-    from sepconv.serialization import save_model as _save_model
+    """Save ``model`` (weights as safetensors + architecture as JSON); see :func:`sepconv.io.save_model`."""
+    from sepconv.io import save_model as _save_model
 
     return _save_model(model, path, spec=spec)
 
 
 def load_model(path: str | os.PathLike[str]) -> nn.Module:
     """Rebuild a model saved by :func:`save_model`, never unpickling code."""
-    from sepconv.serialization import load_model as _load_model
+    from sepconv.io import load_model as _load_model
 
     return _load_model(path)
 

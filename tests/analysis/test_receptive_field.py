@@ -253,3 +253,74 @@ def test_interpolation_moves_the_jump():
     row = summarize(Upsampler(), (1, 1, 16, 16)).layers[-1]
     assert row.effective_stride == (1, 1)  # jump 2 halved
     assert row.receptive_field == (4, 4)  # bilinear blends two units 2 px apart: 2 + 2
+
+
+# --- tracking lost: the headline says unknown -------------------------------------------------------
+
+
+class ChannelsLastMixer(nn.Module):
+    """conv 3x3, then a Linear over channels in channels-last layout (ConvNeXt's pattern), then conv 3x3.
+
+    Stem alone: 3 px; the whole model: 5 px. We have no rule for moving the spatial axes, so the
+    model's field must be reported unknown, never the stem's 3 px.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.mix = nn.Linear(4, 4)
+        self.head = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = self.mix(self.stem(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.head(x)
+
+
+class Rolled(nn.Module):
+    """conv 3x3, then ``torch.roll`` (moves values between positions; no rule), then conv 3x3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.head(torch.roll(self.stem(x), shifts=2, dims=-1))
+
+
+@pytest.mark.parametrize(
+    ("model", "operator"),
+    [(ChannelsLastMixer(), "aten.permute in '(model)'"), (Rolled(), "aten.roll in '(model)'")],
+)
+def test_receptive_field_is_unknown_when_tracking_is_lost(model, operator):
+    summary = summarize(model, (1, 1, 16, 16))
+    rows = {row.name: row for row in summary.layers}
+    assert rows["stem"].receptive_field == (3, 3)  # tracked up to the loss
+    assert rows["head"].receptive_field is None and "unknown" in rows["head"].notes
+    assert summary.receptive_field is None and summary.effective_stride is None
+    assert summary.receptive_field_layer is None
+    assert summary.receptive_field_lost_at == operator
+    assert summary.to_dict()["receptive_field"] is None
+    assert f"Receptive field: unknown (tracking lost at {operator})" in str(summary)
+    assert "Receptive field: unknown" in summary.to_markdown()
+
+
+def test_vision_transformer_field_is_unknown_not_its_patch_size():
+    from torchvision.models import VisionTransformer
+
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+    )
+    summary = summarize(model, (1, 3, 32, 32))
+    assert next(row for row in summary.layers if row.name == "conv_proj").receptive_field == (8, 8)
+    # the patches are folded into a sequence (a view of the spatial axes): tracking stops there
+    assert summary.receptive_field is None
+    assert summary.receptive_field_lost_at == "aten.view in '(model)'"
+
+
+def test_flattening_into_a_linear_head_keeps_the_field():
+    # A classifier on flattened features sees the whole input: not a loss of tracking.
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    summary = summarize(model, (1, 1, 8, 8))
+    assert summary.receptive_field == (5, 5) and summary.receptive_field_lost_at is None
+    assert summary.layers[-1].sees_whole_input

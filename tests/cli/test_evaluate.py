@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from sepconv import save_model
 from sepconv.cli.main import main
 from sepconv.data import load_dataset
+from sepconv.models import create_model
 from sepconv.train import TrainConfig, fit
 
 
@@ -30,6 +32,7 @@ def trained(tmp_path_factory):
     return fit(config)
 
 
+@pytest.mark.slow  # the `trained` fixture trains for an epoch: over 10 s on a busy 2-core machine
 def test_evaluate_json_is_self_consistent(trained, tmp_path, capsys):
     png = tmp_path / "confusion.png"
     code = main(
@@ -51,6 +54,7 @@ def test_evaluate_json_is_self_consistent(trained, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # uses the `trained` fixture
 def test_evaluate_accepts_a_checkpoint_state_file(trained, tmp_path, capsys):
     png = tmp_path / "c.png"
     code = main(
@@ -73,3 +77,63 @@ def test_missing_checkpoint_is_one_line_and_exit_code_2(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 2
     assert captured.err.count("\n") == 1 and "missing.safetensors" in captured.err
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``sepconv ARGS`` run in this process (argparse exits itself)."""
+    try:
+        code = main(args)
+    except SystemExit as exited:
+        code = exited.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--batch-size", "0", "an integer >= 1"),
+        ("--batch-size", "-3", "an integer >= 1"),
+        ("--batch-size", "nan", "an integer >= 1"),
+        ("--batch-size", "inf", "an integer >= 1"),
+        ("--seed", "-1", "an integer >= 0"),  # training refuses negative seeds too
+        ("--seed", "1.5", "an integer >= 0"),
+    ],
+)
+def test_numeric_flags_are_refused_naming_flag_and_value(tmp_path, capsys, flag, value, expected):
+    code, out, err = _run(["evaluate", str(tmp_path / "model.safetensors"), f"{flag}={value}"], capsys)
+    assert code == 2
+    assert out == ""
+    assert err == (
+        f"sepconv evaluate: error: argument {flag}: must be {expected}, got {value!r} "
+        "(see 'sepconv evaluate --help')\n"
+    )
+
+
+def _model_file(tmp_path, name: str, **kwargs) -> str:
+    model = create_model("separable_cnn", widths=[4, 8, 8, 16], **kwargs)
+    return str(save_model(model, tmp_path / name))
+
+
+def test_a_model_with_another_class_count_is_refused(tmp_path, capsys):
+    model_file = _model_file(tmp_path, "ten.safetensors", in_channels=3, num_classes=10)
+    png = tmp_path / "c.png"
+    code, out, err = _run(
+        ["evaluate", model_file, "--dataset", "synthetic", "--confusion-png", str(png)], capsys
+    )
+    assert (code, out) == (2, "")
+    assert err == (
+        f"sepconv evaluate: error: {model_file} does not fit data set synthetic: "
+        "the model outputs 10 classes but the data set has 6\n"
+    )
+    assert not png.exists()
+
+
+def test_a_model_with_another_channel_count_is_refused(tmp_path, capsys):
+    model_file = _model_file(tmp_path, "gray.safetensors", num_classes=6)  # 1 input channel
+    code, out, err = _run(["evaluate", model_file, "--dataset", "synthetic"], capsys)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"sepconv evaluate: error: {model_file} does not fit data set synthetic: the model takes 1 input "
+        "channels (layer 'features.0.0') but the data set's images have 3 (image shape (3, 32, 32))\n"
+    )

@@ -1,4 +1,4 @@
-"""``sepconv train --devices 2`` on CPU: two gloo processes train to the single-process accuracy."""
+"""``sepconv train --devices 2`` on CPU computes what one process computes with the same global batch."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+from sepconv import load_model
 
 
-def _train(out_dir, devices: int) -> dict:
+def _train(out_dir, devices: int, *extra: str) -> dict:
     command = [
         sys.executable,
         "-m",
@@ -20,14 +23,19 @@ def _train(out_dir, devices: int) -> dict:
         "synthetic",
         "--model-arg",
         "widths=[8,16,16,32]",
-        "--epochs",
-        "3",
+        # No dropout: its masks are drawn per process, so it is the one part that cannot be the same.
+        "--model-arg",
+        "dropout=0",
         "--batch-size",
         "32",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0",
+        "--schedule",
+        "constant",
         "--lr",
         "0.01",
-        "--channels-last",
-        "off",
         "--bf16",
         "off",
         "--accelerator",
@@ -38,9 +46,10 @@ def _train(out_dir, devices: int) -> dict:
         "--json",
         "--out",
         str(out_dir),
+        *extra,
     ]
     environment = {
-        key: value for key, value in os.environ.items() if key not in ("MASTER_PORT", "LOCAL_RANK")
+        key: value for key, value in os.environ.items() if key not in ("MASTER_PORT", "LOCAL_RANK", "RANK")
     }
     completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -48,13 +57,35 @@ def _train(out_dir, devices: int) -> dict:
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_reach_the_single_process_accuracy(tmp_path):
-    single = _train(tmp_path / "single", devices=1)
-    double = _train(tmp_path / "ddp", devices=2)
-    # The same global batch: 27 optimizer steps per epoch either way (840 images, 32 per step).
-    assert [row["step"] for row in double["history"]] == [27, 54, 81]
-    assert [row["step"] for row in single["history"]] == [27, 54, 81]
+def test_two_processes_take_the_same_steps_as_one(tmp_path):
+    """Two optimizer steps with synchronised BatchNorm statistics and averaged gradients.
+
+    Same initial weights (seeded, broadcast by DDP), same global batches (each process takes every
+    other index of the same epoch order), same statistics (sepconv.train.sync_norm on CPU): the two runs
+    differ only in the order of float32 sums and in BatchNorm statistics summed in float64. That moves
+    a gradient by ~1e-6 of its size; after two steps of lr 0.01 on gradients below 1, weights agree to
+    ~1e-8 (measured: 6e-8). 1e-6 leaves a wide margin, yet a run without synchronised statistics
+    (half-batch statistics per process) already has a training loss 2e-3 off (measured). Over many steps the runs drift
+    apart legitimately: max-pooling turns rounding-level differences into different winners.
+    """
+    single = _train(tmp_path / "single", 1, "--max-steps", "2", "--channels-last", "off")
+    double = _train(tmp_path / "ddp", 2, "--max-steps", "2", "--channels-last", "off")
+    assert [row["step"] for row in double["history"]] == [2] == [row["step"] for row in single["history"]]
+    assert double["history"][0]["train_loss"] == pytest.approx(single["history"][0]["train_loss"], rel=1e-6)
+    one = load_model(tmp_path / "single" / "model.safetensors").state_dict()
+    two = load_model(tmp_path / "ddp" / "model.safetensors").state_dict()
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_memory_format_choice_and_finish_epochs(tmp_path):
+    """The automatic channels_last choice is one rule, broadcast from rank 0: DDP never sees two formats."""
+    result = _train(tmp_path / "auto", 2, "--epochs", "2", "--channels-last", "auto")
+    assert [row["step"] for row in result["history"]] == [27, 54]  # 840 images, 32 per global step
+    assert result["channels_last"] is True  # the rule: models with 2-D convolutions train channels_last
+    assert "channels_last auto: 2-D convolutions" in result["precision_reason"]
     # Validation metrics are reduced over both processes' halves of the 120 validation images.
-    assert double["history"][-1]["val_accuracy"] >= 0.9
-    assert abs(double["test_accuracy"] - single["test_accuracy"]) <= 0.01
-    assert (tmp_path / "ddp" / "model.safetensors").is_file()
+    assert 0 <= result["history"][-1]["val_accuracy"] <= 1
+    assert (tmp_path / "auto" / "model.safetensors").is_file()

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sepconv.serialization import load_model
+from sepconv.io import load_model
 from sepconv.train import fit
 from sepconv.train.checkpoint import checkpoint_files, list_checkpoints, load_checkpoint
 from sepconv.train.module import NonFiniteLossError
@@ -39,8 +39,10 @@ def test_fit_writes_one_csv_row_per_epoch_with_the_logged_values(tmp_path, tiny_
 def test_checkpoints_every_n_steps_keep_the_last_k_and_hold_full_state(tmp_path, tiny_data, tiny_config):
     result = fit(tiny_config(tmp_path, checkpoint_every_steps=4, keep_checkpoints=2), data=tiny_data)
     kept = [path.name for path in list_checkpoints(tmp_path / "checkpoints")]
-    assert kept == ["step-00000008.state", "step-00000012.state"]  # steps 4, 6 pruned; 12 = end of epoch 2
-    assert result.last_checkpoint.name == "step-00000012.state"
+    run = result.run_id
+    # steps 4, 6 pruned; 12 = end of epoch 2
+    assert kept == [f"step-00000008-{run}.state", f"step-00000012-{run}.state"]
+    assert result.last_checkpoint.name == f"step-00000012-{run}.state"
     state = load_checkpoint(result.last_checkpoint)
     assert state["global_step"] == 12
     assert state["optimizer_states"][0]["state"]  # AdamW moments are there
@@ -51,21 +53,21 @@ def test_checkpoints_every_n_steps_keep_the_last_k_and_hold_full_state(tmp_path,
 
 def test_resume_falls_back_past_a_corrupt_newest_checkpoint(tmp_path, tiny_data, tiny_config):
     config = tiny_config(tmp_path, epochs=2, checkpoint_every_steps=2, keep_checkpoints=3)
-    fit(config, data=tiny_data)
+    run = fit(config, data=tiny_data).run_id
     weights, state = checkpoint_files(list_checkpoints(tmp_path / "checkpoints")[-1])
-    assert state.name == "step-00000012.state"
+    assert state.name == f"step-00000012-{run}.state"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated, as by a crash or a full disk
     warnings: list[str] = []
     result = fit(config, data=tiny_data, resume=tmp_path, warn=warnings.append)
-    assert result.resumed_from.name == "step-00000010.state"
-    assert any("step-00000012.state" in message for message in warnings)
+    assert result.resumed_from.name == f"step-00000010-{run}.state"
+    assert any(f"step-00000012-{run}.state" in message for message in warnings)
     assert [row["epoch"] for row in result.history] == [1, 2]  # epoch 1 from the checkpoint, 2 finished now
     assert result.history[-1]["step"] == 12
 
 
 def test_resume_refuses_changed_recipe(tmp_path, tiny_data, tiny_config):
     fit(tiny_config(tmp_path, epochs=1), data=tiny_data)
-    with pytest.raises(ValueError, match="epochs=1"):
+    with pytest.raises(ValueError, match="epochs 1 -> 3"):
         fit(tiny_config(tmp_path, epochs=3), data=tiny_data, resume=tmp_path)
 
 

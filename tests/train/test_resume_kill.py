@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from sepconv.serialization import load_model
+from sepconv.io import load_model
 from sepconv.train.checkpoint import list_checkpoints
 
 STEPS_PER_EPOCH = 27  # 840 synthetic training images, batch 32

@@ -12,12 +12,19 @@ Where paths merge (add, mul, cat along channels) the field is, as in the paper, 
 paths whose unit centres or strides disagree are flagged ``misaligned``. Global pooling, linear layers
 on flattened features and attention make a unit depend on the whole input: ``whole_input``, not a made-up
 number. A local map multiplied by a global summary (squeeze-and-excitation) keeps its local field and is
-flagged ``global_context``. Operators without a rule keep the field when they keep the spatial shape
-(activations, normalization, dropout) and otherwise lose the layout (``approximate``).
+flagged ``global_context``. Flattening a map into (batch, features) leaves a tensor without a spatial
+layout (a linear layer on it sees the whole input).
+
+Operators without a rule of their own that act position by position (those PyTorch tags pointwise,
+normalization, copies and reshapes that keep the trailing spatial axes) keep the field. Anything else
+loses track (``lost``): an unknown or custom operator, a reshape that folds spatial axes into a
+sequence, a permute that moves them. A lost field stays lost downstream, and the model's headline
+receptive field is then unknown rather than that of the last layer before the loss.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -41,8 +48,9 @@ class TensorField:
     axes: one :class:`~sepconv.arithmetic.ReceptiveField` per spatial axis (the tensor's trailing dims);
     empty when the tensor has no spatial layout any more. whole_input: every unit depends on the whole
     input. global_context: local units that also depend on a global summary of the input.
-    misaligned: merged paths disagree in stride or unit centres. approximate: some operator on the way
-    had no exact rule (reshaped spatial axes, adaptive pooling with uneven windows, and the like).
+    misaligned: merged paths disagree in stride or unit centres. approximate: the numbers are bounds
+    (adaptive pooling with uneven windows). lost: an operator on the way had no rule for what it does
+    to the spatial positions, so nothing is known (no axes).
     """
 
     axes: tuple[ReceptiveField, ...] = ()
@@ -50,6 +58,7 @@ class TensorField:
     global_context: bool = False
     misaligned: bool = False
     approximate: bool = False
+    lost: bool = False
 
 
 def input_field(tensor: torch.Tensor) -> TensorField:
@@ -59,6 +68,7 @@ def input_field(tensor: torch.Tensor) -> TensorField:
 
 
 _WHOLE = TensorField(whole_input=True)
+_LOST = TensorField(lost=True)
 _Inputs = list[tuple[torch.Tensor, TensorField]]
 _Rule = Callable[[Sequence[Any], dict[str, Any], torch.Tensor, _Inputs], TensorField | None]
 
@@ -82,22 +92,43 @@ class FieldTracker:
         """Whether ``packet`` has a rule of its own (so it must not be decomposed before we see it)."""
         return packet in _RULES
 
-    def propagate(self, func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> None:
-        """Record the field of ``out``, computed from the fields of the tensors in ``args``/``kwargs``."""
+    def propagate(
+        self, func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any
+    ) -> TensorField | None:
+        """Record (and return) the field of ``out``, computed from those of the tensors in ``args``/``kwargs``.
+
+        None when no input carries a field (constants, parameters) or the operator does not depend on
+        the values of its inputs (``zeros_like``); such outputs carry no field.
+        """
+        packet = func._overloadpacket
         inputs = [
             (item, field) for item in tree_flatten((args, kwargs))[0] if (field := self.get(item)) is not None
         ]
-        if not inputs:
-            return  # constants, parameters and freshly created tensors carry no field
         outputs = [item for item in tree_flatten(out)[0] if isinstance(item, torch.Tensor)]
-        if not outputs:
-            return
-        rule = _RULES.get(func._overloadpacket)
-        field = rule(args, kwargs, outputs[0], inputs) if rule is not None else None
-        if field is None:
-            field = _elementwise(args, kwargs, outputs[0], inputs)
+        if not inputs or not outputs or packet in _VALUE_INDEPENDENT:
+            return None
+        field = _output_field(func, args, kwargs, outputs[0], inputs)
         for item in outputs:
             self.set(item, field)
+        return field
+
+
+def _output_field(
+    func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs
+) -> TensorField:
+    if any(field.lost for _, field in inputs):
+        return _LOST
+    packet = func._overloadpacket
+    rule = _RULES.get(packet)
+    if rule is None and not (torch.Tag.pointwise in func.tags or packet in _POSITION_WISE):
+        # An operator we know nothing about may move values between positions.
+        whole = all(field.whole_input for _, field in inputs)
+        return replace(_WHOLE, approximate=any(f.approximate for _, f in inputs)) if whole else _LOST
+    try:
+        field = rule(args, kwargs, out, inputs) if rule is not None else None
+        return field if field is not None else _elementwise(args, kwargs, out, inputs)
+    except Exception:  # a rule that cannot read this call's arguments (a new overload): say "lost"
+        return _LOST
 
 
 # --- rules: each returns the output's field, or None to fall back to the elementwise rule -----------
@@ -134,33 +165,55 @@ def _merge(fields: Sequence[TensorField], context: bool, approximate: bool) -> T
 def _elementwise(
     args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs
 ) -> TensorField:
-    """Default rule: operators that keep the spatial shape keep the field, merging it across inputs.
+    """Operators that act position by position: the field follows the trailing spatial axes.
 
-    An input broadcast over the spatial axes (a (N, C, 1, 1) scale) adds global context; an input
-    whose spatial axes do not line up with the output's loses the layout.
+    Inputs whose spatial axes line up with the output's merge their fields; an input broadcast over
+    them (a (N, C, 1, 1) scale) adds global context; a map flattened into (batch, features) keeps no
+    layout. Anything else (spatial axes folded into a sequence, a layout-free tensor spread back over
+    spatial axes) loses track.
     """
     aligned: list[TensorField] = []
-    context = lost = approximate = False
+    context = flattened = lost = approximate = False
     for tensor, field in inputs:
         approximate = approximate or field.approximate
         count = len(field.axes)
         if field.whole_input:
             context = True
-        elif count == 0:
-            lost = True
-        elif out.dim() >= count and tuple(tensor.shape[-count:]) == tuple(out.shape[-count:]):
+        elif count and out.dim() >= count and tuple(tensor.shape[-count:]) == tuple(out.shape[-count:]):
             aligned.append(field)
-        elif tensor.dim() >= count and all(size == 1 for size in tensor.shape[-count:]):
+        elif count and tensor.dim() >= count and all(size == 1 for size in tensor.shape[-count:]):
             context = True
+        elif out.dim() <= 2 and tuple(out.shape[:1]) == tuple(tensor.shape[:1]):
+            flattened = True  # (batch, features): no spatial layout any more
         else:
             lost = True
-    if aligned and len({len(field.axes) for field in aligned}) == 1:
-        return _merge(aligned, context, approximate or lost)
+    if lost or (aligned and flattened) or len({len(field.axes) for field in aligned}) > 1:
+        return _LOST
     if aligned:
-        return TensorField(approximate=True)
-    if lost:
+        return _merge(aligned, context, approximate)
+    if flattened:
         return TensorField(approximate=approximate)
     return replace(_WHOLE, approximate=approximate)
+
+
+_SpatialRule = Callable[[TensorField, Sequence[Any], torch.Tensor], TensorField]
+
+
+def _spatial_rule(rule: _SpatialRule) -> _Rule:
+    """A rule for what an operator does to the spatial axes of its first argument, ``args[0]``.
+
+    The wrapper says the common part once: an input without a field of its own falls back to the
+    elementwise rule, and one that sees the whole input or has no spatial layout passes unchanged.
+    """
+
+    @functools.wraps(rule)
+    def apply(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
+        field = _field_of(args[0], inputs)
+        if field is None or field.whole_input or not field.axes:
+            return field
+        return rule(field, args, out)
+
+    return apply
 
 
 def _window_rule(
@@ -171,10 +224,8 @@ def _window_rule(
     dilation: Sequence[int],
 ) -> TensorField:
     """A sliding window (convolution, pooling): the Distill recurrence on every spatial axis."""
-    if field.whole_input:
-        return field
     if len(field.axes) != len(kernel_size):
-        return TensorField(approximate=True)
+        return _LOST
     axes = tuple(
         receptive_field_step(axis, kernel, step, pad, dil)
         for axis, kernel, step, pad, dil in zip(
@@ -184,19 +235,17 @@ def _window_rule(
     return replace(field, axes=axes)
 
 
-def _convolution(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
-    field = _field_of(args[0], inputs)
-    if field is None:
-        return None
+@_spatial_rule
+def _convolution(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> TensorField:
     weight: torch.Tensor = args[1]
     stride, padding, dilation, transposed = args[3], args[4], args[5], args[6]
     count = weight.dim() - 2
     kernel = list(weight.shape[2:])
     stride, padding, dilation = (_expand(value, count) for value in (stride, padding, dilation))
-    if not transposed or field.whole_input:
+    if not transposed:
         return _window_rule(field, kernel, stride, padding, dilation)
     if len(field.axes) != count:
-        return TensorField(approximate=True)
+        return _LOST
     axes = tuple(
         _transposed_step(axis, k, s, p, d)
         for axis, k, s, p, d in zip(field.axes, kernel, stride, padding, dilation, strict=True)
@@ -225,11 +274,9 @@ def _transposed_step(axis: ReceptiveField, kernel: int, stride: int, padding: in
 def _pool_rule(has_dilation: bool) -> _Rule:
     """max_pool(input, kernel, stride=[]=kernel, padding, dilation, ...) and avg_pool (no dilation)."""
 
-    def rule(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
-        field = _field_of(args[0], inputs)
-        if field is None:
-            return None
-        count = len(field.axes) or len(list(_expand(args[1], 1)))
+    @_spatial_rule
+    def rule(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> TensorField:
+        count = len(field.axes)
         kernel = _expand(args[1], count)
         stride = _expand(args[2], count) if len(args) > 2 and _expand(args[2], 1) else kernel
         padding = _expand(args[3], count) if len(args) > 3 else [0] * count
@@ -239,14 +286,11 @@ def _pool_rule(has_dilation: bool) -> _Rule:
     return rule
 
 
-def _adaptive_pool(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
+@_spatial_rule
+def _adaptive_pool(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> TensorField:
     """Adaptive pooling resolved for the input at hand: window i spans [floor(iI/O), ceil((i+1)I/O))."""
-    field = _field_of(args[0], inputs)
-    if field is None or field.whole_input or not field.axes:
-        return field
-    source: torch.Tensor = args[0]
     count = len(field.axes)
-    in_sizes = list(source.shape[-count:])
+    in_sizes = list(args[0].shape[-count:])
     out_sizes = list(out.shape[-count:])
     if all(size == 1 for size in out_sizes) and any(size > 1 for size in in_sizes):
         return replace(_WHOLE, approximate=field.approximate)
@@ -301,11 +345,9 @@ def _global(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inpu
     return replace(_WHOLE, approximate=any(field.approximate for _, field in inputs))
 
 
-def _pad(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
+@_spatial_rule
+def _pad(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> TensorField:
     """Padding moves the first unit by the amount added before it (pad list: last axis first)."""
-    field = _field_of(args[0], inputs)
-    if field is None or field.whole_input or not field.axes:
-        return field
     pad = list(args[1])
     count = len(field.axes)
     axes = []
@@ -319,16 +361,13 @@ def _pad(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs:
 def _interpolation_rule(extra_taps: int) -> _Rule:
     """Resizing: the jump scales by in/out; linear modes reach one more input unit, cubic ones three."""
 
-    def rule(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
-        field = _field_of(args[0], inputs)
-        if field is None or field.whole_input or not field.axes:
-            return field
-        source: torch.Tensor = args[0]
+    @_spatial_rule
+    def rule(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> TensorField:
         count = len(field.axes)
         align_corners = len(args) > 2 and args[2] is True
         axes = []
         for axis, in_size, out_size in zip(
-            field.axes, source.shape[-count:], out.shape[-count:], strict=True
+            field.axes, args[0].shape[-count:], out.shape[-count:], strict=True
         ):
             if align_corners and out_size > 1:
                 ratio, offset = (in_size - 1) / (out_size - 1), 0.0
@@ -347,11 +386,9 @@ def _interpolation_rule(extra_taps: int) -> _Rule:
     return rule
 
 
-def _slice(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
+@_spatial_rule
+def _slice(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> TensorField:
     """Cropping or striding a spatial axis moves the first unit and multiplies the jump."""
-    field = _field_of(args[0], inputs)
-    if field is None or field.whole_input or not field.axes:
-        return field
     source: torch.Tensor = args[0]
     dim = (args[1] if len(args) > 1 else 0) % source.dim()
     first_spatial = source.dim() - len(field.axes)
@@ -369,11 +406,9 @@ def _slice(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, input
     return replace(field, axes=tuple(axes))
 
 
-def _reorder(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
-    """permute / transpose: harmless while the spatial axes stay last and in order, else layout lost."""
-    field = _field_of(args[0], inputs)
-    if field is None or field.whole_input or not field.axes:
-        return field
+@_spatial_rule
+def _reorder(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> TensorField:
+    """permute / transpose: harmless while the spatial axes stay last and in order, else track is lost."""
     ndim = args[0].dim()
     if len(args) == 2:
         order = [dim % ndim for dim in args[1]]
@@ -384,7 +419,7 @@ def _reorder(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inp
     count = len(field.axes)
     if order[ndim - count :] == list(range(ndim - count, ndim)):
         return field
-    return TensorField(approximate=True)
+    return _LOST
 
 
 def _packets(*names: str) -> list[Any]:
@@ -406,6 +441,8 @@ for _rule, _names in (
     (_global, ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_scaled_mm")),
     (_global, ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention")),
     (_global, ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_cudnn_attention")),
+    (_global, ("_scaled_dot_product_fused_attention_overrideable", "_native_multi_head_attention")),
+    (_global, ("_transformer_encoder_layer_fwd", "_efficient_attention_forward", "_flash_attention_forward")),
     (_pad, ("constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d")),
     (_pad, ("replication_pad1d", "replication_pad2d", "replication_pad3d", "_pad_circular")),
     (_slice, ("slice",)),
@@ -419,3 +456,23 @@ for _rule, _names in (
 ):
     for _packet in _packets(*_names):
         _RULES[_packet] = _rule
+
+# Operators without a rule that still act position by position (besides those PyTorch tags pointwise):
+# the elementwise rule follows them. Reshapes are judged by their shapes there.
+_POSITION_WISE = frozenset(
+    _packets(
+        "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+        "cudnn_batch_norm", "miopen_batch_norm", "native_layer_norm", "native_group_norm",
+        "native_dropout", "hardswish", "hardswish_", "cat", "stack", "split", "split_with_sizes",
+        "unbind", "chunk", "_to_copy", "copy", "copy_", "alias", "detach", "lift_fresh", "t",
+        "view", "_unsafe_view", "reshape", "expand", "unsqueeze", "squeeze", "select", "contiguous",
+    )
+)  # fmt: skip
+
+# Operators whose output does not depend on the values of their tensor inputs: it carries no field.
+_VALUE_INDEPENDENT = frozenset(
+    _packets(
+        "empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like",
+        "new_empty", "new_empty_strided", "new_zeros", "new_ones", "new_full",
+    )
+)  # fmt: skip

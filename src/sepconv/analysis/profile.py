@@ -3,13 +3,13 @@
 Forward pre/post hooks on every module keep a stack of the calls in progress; a ``TorchDispatchMode``
 sees every ATen operator that runs (functional calls included) and
 
-- adds its multiply-adds to the innermost module call in progress, using PyTorch's own formulas
-  (``torch.utils.flop_counter``, the same ones ``FlopCounterMode`` uses; MACs = FLOPs / 2, since those
-  formulas count a multiply-add as two FLOPs and bias additions not at all), and
+- adds its multiply-adds to the innermost module call in progress (:mod:`sepconv.analysis.costs`:
+  PyTorch's own formulas, those of ``FlopCounterMode``, plus the fused attention kernels they miss), and
 - propagates receptive fields from its inputs to its outputs (:mod:`sepconv.analysis.fields`).
 
-So the totals equal ``FlopCounterMode``'s, and each MAC is attributed to exactly one module call: the
-leaf layer that ran it, or the container whose own ``forward`` called a functional op.
+So the totals equal ``FlopCounterMode``'s (and, for attention, those of the unfused path), and each MAC
+is attributed to exactly one module call: the leaf layer that ran it, or the container whose own
+``forward`` called a functional op.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import flop_registry
 
+from sepconv.analysis.costs import counts_macs, macs_of
 from sepconv.analysis.fields import FieldTracker, TensorField, input_field
 
 __all__ = ["ModelInputError", "ModuleCall", "profile_forward"]
@@ -37,7 +37,6 @@ class ModuleCall:
     module: nn.Module
     call_index: int
     order: int  # position in the sequence of calls entered (a pre-order of the call tree)
-    parent: int | None  # order of the enclosing call, None for the model itself
     input_shapes: list[tuple[int, ...]]
     output_shapes: list[tuple[int, ...]] = field(default_factory=list)
     output_bytes: int = 0
@@ -63,6 +62,13 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     return [item for item in tree_flatten(value)[0] if isinstance(item, torch.Tensor)]
 
 
+def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The shape; for a nested tensor (a transformer's fast path for padded batches) the largest sizes."""
+    if tensor.is_nested:
+        return (tensor.size(0), *(int(size) for size in tensor._nested_tensor_size().amax(0).tolist()))
+    return tuple(tensor.shape)
+
+
 class _CountingMode(TorchDispatchMode):
     def __init__(self, recorder: _Recorder) -> None:
         super().__init__()
@@ -70,42 +76,32 @@ class _CountingMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        if not self.recorder.stack:  # a global module hook's own work, before or after the model: not its
+            return func(*args, **kwargs)
         packet = func._overloadpacket
-        if packet not in flop_registry and not FieldTracker.handles(packet):
+        if not counts_macs(packet) and not FieldTracker.handles(packet):
             # Same as FlopCounterMode: look inside composite operators for counted ones.
             with self:
                 decomposed = func.decompose(*args, **kwargs)
             if decomposed is not NotImplemented:
                 return decomposed
         out = func(*args, **kwargs)
-        if packet in flop_registry:
-            flops = flop_registry[packet](*args, **kwargs, out_val=out)
-            self.recorder.add_macs(flops // 2)
-        try:
-            self.recorder.fields.propagate(func, args, kwargs, out)
-        except Exception:  # a rule that cannot read this call's arguments: say "unknown", keep counting
-            self.recorder.rule_failures.append(str(func))
-            for tensor in _tensors(out):
-                self.recorder.fields.set(tensor, TensorField(approximate=True))
+        self.recorder.stack[-1].own_macs += macs_of(func, args, kwargs, out)
+        field = self.recorder.fields.propagate(func, args, kwargs, out)
+        if field is not None and field.lost and self.recorder.tracking_lost_at is None:
+            call = self.recorder.stack[-1]
+            self.recorder.tracking_lost_at = f"{func._overloadpacket} in '{call.name or '(model)'}'"
         return out
 
 
 class _Recorder:
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self) -> None:
         self.calls: list[ModuleCall] = []
         self.stack: list[ModuleCall] = []
         self.call_counts: dict[int, int] = {}
         self.fields = FieldTracker()
-        self.unattributed_macs = 0
-        self.rule_failures: list[str] = []
+        self.tracking_lost_at: str | None = None  # where the first field was lost: "operator in 'layer'"
         self.finished = 0
-
-    def add_macs(self, macs: int) -> None:
-        if self.stack:
-            self.stack[-1].own_macs += macs
-        else:
-            self.unattributed_macs += macs
 
     def hooks(self, name: str, module: nn.Module) -> list[Any]:
         def before(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -116,8 +112,7 @@ class _Recorder:
                 module=module,
                 call_index=index,
                 order=len(self.calls),
-                parent=self.stack[-1].order if self.stack else None,
-                input_shapes=[tuple(t.shape) for t in _tensors((args, kwargs))],
+                input_shapes=[_shape(t) for t in _tensors((args, kwargs))],
             )
             self.calls.append(call)
             self.stack.append(call)
@@ -125,25 +120,29 @@ class _Recorder:
         def after(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             call = self.stack.pop()
             outputs = _tensors(output)
-            call.output_shapes = [tuple(t.shape) for t in outputs]
+            call.output_shapes = [_shape(t) for t in outputs]
             call.output_bytes = sum(t.numel() * t.element_size() for t in outputs)
             call.field = self.fields.get(outputs[0]) if outputs else None
             call.last_descendant = len(self.calls) - 1
             call.exit_order = self.finished
             self.finished += 1
 
+        # Ours run first before and last after the module (user hooks included), so their ops count.
         return [
-            module.register_forward_pre_hook(before, with_kwargs=True),
+            module.register_forward_pre_hook(before, with_kwargs=True, prepend=True),
             module.register_forward_hook(after, with_kwargs=True),
         ]
 
 
-def profile_forward(model: nn.Module, inputs: Sequence[Any]) -> tuple[list[ModuleCall], Any, int]:
-    """Run ``model(*inputs)`` once under instrumentation; returns (calls, output, MACs outside modules).
+def profile_forward(model: nn.Module, inputs: Sequence[Any]) -> tuple[list[ModuleCall], Any, str | None]:
+    """Run ``model(*inputs)`` once under instrumentation; returns (calls, output, tracking lost at).
+
+    The last is None when receptive fields were followed through every operator, else where the
+    first one was lost (``"aten.permute in 'block.1'"``).
 
     Raises :class:`ModelInputError` naming the innermost module that was running when the model failed.
     """
-    recorder = _Recorder(model)
+    recorder = _Recorder()
     for tensor in _tensors(inputs):
         recorder.fields.set(tensor, input_field(tensor))
     handles = []
@@ -157,7 +156,7 @@ def profile_forward(model: nn.Module, inputs: Sequence[Any]) -> tuple[list[Modul
     finally:
         for handle in handles:
             handle.remove()
-    return recorder.calls, output, recorder.unattributed_macs
+    return recorder.calls, output, recorder.tracking_lost_at
 
 
 def _failure(recorder: _Recorder, inputs: Sequence[Any], error: Exception) -> ModelInputError:
@@ -169,5 +168,5 @@ def _failure(recorder: _Recorder, inputs: Sequence[Any], error: Exception) -> Mo
         return ModelInputError(
             f"layer {where} ({type(call.module).__name__}) failed on input {shapes}: {detail}"
         )
-    shapes = ", ".join(str(tuple(t.shape)) for t in _tensors(inputs))
+    shapes = ", ".join(str(_shape(t)) for t in _tensors(inputs))
     return ModelInputError(f"the model failed on input {shapes}: {detail}")

@@ -57,7 +57,7 @@ def _receptive_field(layer: LayerSummary) -> str:
     if layer.sees_whole_input:
         text = "whole input"
     elif layer.receptive_field is None:
-        text = "-" if layer.output_shape is None or "approximate" not in layer.notes else "?"
+        text = "?" if layer.output_shape is not None and "unknown" in layer.notes else "-"
     else:
         text = _axes(layer.receptive_field)
     marks = {"global context": "+g", "misaligned paths": "!", "approximate": "~"}
@@ -107,10 +107,14 @@ def _footer(summary: ModelSummary) -> list[str]:
             f"Receptive field: {_axes(summary.receptive_field)} px, effective stride "
             f"{_axes(summary.effective_stride)} (at '{summary.receptive_field_layer}')"
         )
+    elif summary.receptive_field_lost_at is not None:
+        lines.append(f"Receptive field: unknown (tracking lost at {summary.receptive_field_lost_at})")
+    else:
+        lines.append("Receptive field: unknown (no layer keeps a spatial layout)")
     legend = (
         "RF: receptive field in input pixels; Stride: distance between units in input pixels; Start: input "
         "coordinate of the first unit's centre; +g also sees a global summary; ! paths merged out of "
-        "alignment; ~ approximate"
+        "alignment; ~ approximate; ? unknown (tracking lost)"
     )
     lines.append(legend)
     return lines

@@ -40,7 +40,7 @@ class LayerSummary:
     (``sees_whole_input``: after global pooling or a linear layer) or when no rule applies.
     notes: "shared" (a module called again; its parameters were counted at its first call),
     "own ops" (a container's own forward), "not called", "global context", "misaligned paths",
-    "approximate".
+    "approximate", "unknown" (receptive field tracking was lost on the way to this output).
     """
 
     name: str
@@ -105,7 +105,10 @@ class ModelSummary:
     """Per-layer costs and receptive fields of one model at one input size; see :func:`summarize`.
 
     receptive_field / effective_stride: of the deepest feature map that still has a spatial layout
-    (``receptive_field_layer``), which is what papers quote; None if no layer has one.
+    (``receptive_field_layer``), which is what papers quote; None ("unknown") if no layer has one or if
+    tracking was lost on any path (``receptive_field_lost_at`` says where first: an operator without
+    a rule, such as a custom op or a permute that moves the spatial axes), since a layer after the
+    loss may see more than any layer still tracked.
     activation_bytes: the outputs of all rows added up (a bound on what inference keeps alive).
     """
 
@@ -121,6 +124,7 @@ class ModelSummary:
     effective_stride: tuple[Number, ...] | None
     receptive_field_layer: str | None
     depth: int | None = None
+    receptive_field_lost_at: str | None = None
 
     @property
     def total_flops(self) -> int:
@@ -147,6 +151,7 @@ class ModelSummary:
             "receptive_field": _list(self.receptive_field),
             "effective_stride": _list(self.effective_stride),
             "receptive_field_layer": self.receptive_field_layer,
+            "receptive_field_lost_at": self.receptive_field_lost_at,
             "depth": self.depth,
             "layers": [layer.to_dict() for layer in self.layers],
         }
@@ -199,9 +204,9 @@ def summarize(
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     arguments = _make_inputs(input_size, inputs, device, dtype)
-    calls, output = _run(model, arguments, device)
+    calls, output, lost_at = _run(model, arguments, device)
     rows = _rows(model, calls, depth)
-    deepest = _deepest_local(calls)
+    deepest = _deepest_local(calls) if lost_at is None else None
     tensors = [item for item in arguments if isinstance(item, torch.Tensor)]
     outputs = [item for item in torch.utils._pytree.tree_flatten(output)[0] if isinstance(item, torch.Tensor)]
     return ModelSummary(
@@ -217,6 +222,7 @@ def summarize(
         effective_stride=deepest[2] if deepest else None,
         receptive_field_layer=(deepest[0].name or "(model)") if deepest else None,
         depth=depth,
+        receptive_field_lost_at=lost_at,
     )
 
 
@@ -242,20 +248,20 @@ def _make_inputs(
 
 def _run(
     model: nn.Module, arguments: tuple[Any, ...], device: torch.device | str
-) -> tuple[list[ModuleCall], Any]:
+) -> tuple[list[ModuleCall], Any, str | None]:
     modes = {module: module.training for module in model.modules()}
     original_device = next((p.device for p in model.parameters()), None)
     model.eval()
     if original_device is not None and torch.device(device) != original_device:
         model.to(device)
     try:
-        calls, output, _ = profile_forward(model, arguments)
+        calls, output, lost_at = profile_forward(model, arguments)
     finally:
         for module, training in modes.items():
             module.training = training
         if original_device is not None and torch.device(device) != original_device:
             model.to(original_device)
-    return calls, output
+    return calls, output, lost_at
 
 
 def _own_parameters(module: nn.Module) -> list[nn.Parameter]:
@@ -355,6 +361,8 @@ def _field_columns(
         notes.append("misaligned paths")
     if field.approximate:
         notes.append("approximate")
+    if field.lost:
+        notes.append("unknown")
     if field.whole_input or not field.axes:
         return None, None, None, field.whole_input, notes
     return (

@@ -6,7 +6,12 @@ import argparse
 from typing import Any
 
 from sepconv import arithmetic
-from sepconv.cli._common import UsageError, parse_int_list, print_json
+from sepconv.cli._common import UsageError, integer, parse_int_list, positive_int, print_json
+
+# The report lists every group count that divides both channel counts; a million channels is far beyond
+# any real layer and still enumerates in a fraction of a second.
+_MAX_CHANNELS = 2**20
+_channels = integer(minimum=1, maximum=_MAX_CHANNELS)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,17 +23,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "done as a standard, a grouped (every valid group count) and a depthwise-separable convolution."
         ),
     )
-    parser.add_argument("--in-channels", type=int, default=32, help="input channels (default 32)")
-    parser.add_argument("--out-channels", type=int, default=64, help="output channels (default 64)")
-    parser.add_argument("--kernel-size", type=int, default=3, help="square kernel size (default 3)")
-    parser.add_argument("--stride", type=int, default=1)
-    parser.add_argument("--padding", default="same", help="int, 'valid' or 'same' (default 'same', TF style)")
-    parser.add_argument("--dilation", type=int, default=1)
-    parser.add_argument("--depth-multiplier", type=int, default=1, help="depthwise filters per input channel")
+    parser.add_argument("--in-channels", type=_channels, default=32, help="input channels (default 32)")
+    parser.add_argument("--out-channels", type=_channels, default=64, help="output channels (default 64)")
+    parser.add_argument("--kernel-size", type=positive_int, default=3, help="square kernel size (default 3)")
+    parser.add_argument("--stride", type=positive_int, default=1)
+    parser.add_argument(
+        "--padding",
+        type=_padding,
+        default="same",
+        help="int >= 0, 'valid' or 'same' (default 'same', TF style)",
+    )
+    parser.add_argument("--dilation", type=positive_int, default=1)
+    parser.add_argument(
+        "--depth-multiplier", type=positive_int, default=1, help="depthwise filters per input channel"
+    )
     parser.add_argument("--input-size", default="56", help="H or H,W of the input (default 56)")
     parser.add_argument("--no-bias", action="store_true", help="count no bias parameters")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=run)
+
+
+def _padding(text: str) -> str:
+    """``--padding``: 'same', 'valid' or an integer >= 0 (kept as text, as ``calculate`` takes it)."""
+    if text in ("same", "valid"):
+        return text
+    try:
+        if int(text) >= 0:
+            return str(int(text))
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"must be an integer >= 0, 'valid' or 'same', got {text!r}")
 
 
 def _output_axis(size: int, kernel_size: int, stride: int, padding: str, dilation: int) -> int:
@@ -57,7 +81,7 @@ def calculate(
         try:
             arithmetic.check_non_negative("padding", int(padding))
         except ValueError:
-            raise UsageError(f"padding must be an int >= 0, 'valid' or 'same'; got {padding!r}") from None
+            raise ValueError(f"padding must be an int >= 0, 'valid' or 'same'; got {padding!r}") from None
     output_size = tuple(_output_axis(size, kernel_size, stride, padding, dilation) for size in input_size)
     rows: list[dict[str, Any]] = []
     for groups in arithmetic.valid_groups(in_channels, out_channels):

@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from sepconv.cli._common import print_json
-from sepconv.cli.main import UsageError
+from sepconv.cli._common import integer, positive_float, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sepconv.train.config import MAX_SEED
     from sepconv.train.demo import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_LR
 
     parser = subparsers.add_parser(
@@ -24,18 +24,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "minutes on a 2-core CPU."
         ),
     )
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument(
-        "--epochs", type=int, default=DEMO_EPOCHS, help=f"epochs per model (default {DEMO_EPOCHS})"
+        "--out", default="runs/demo", help="output folder, owned by this run (default runs/demo)"
     )
-    parser.add_argument("--batch-size", type=int, default=DEMO_BATCH_SIZE, help=f"default {DEMO_BATCH_SIZE}")
-    parser.add_argument("--lr", type=float, default=DEMO_LR, help=f"peak learning rate (default {DEMO_LR})")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="clear --out first if it holds an earlier demo's files"
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=DEMO_EPOCHS, help=f"epochs per model (default {DEMO_EPOCHS})"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=DEMO_BATCH_SIZE, help=f"default {DEMO_BATCH_SIZE}"
+    )
+    parser.add_argument(
+        "--lr", type=positive_float, default=DEMO_LR, help=f"peak learning rate (default {DEMO_LR})"
+    )
     parser.add_argument(
         "--dataset",
         default="mnist5k",
         help="data set to compare on (default mnist5k; see sepconv train --help)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and order")
+    parser.add_argument(
+        "--seed",
+        type=integer(minimum=0, maximum=MAX_SEED),
+        default=0,
+        help="seed of the split, initialisation and order",
+    )
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bars")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document (and nothing else) on stdout"
@@ -44,13 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}"
-            )
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
     from sepconv.train.demo import run_demo
 
     def status(message: str) -> None:
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         progress=args.progress and not args.json,
+        overwrite=args.overwrite,
         status=None if args.json else status,
     )
     if args.json:

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import print_json
-from sepconv.cli.main import UsageError
+from sepconv.cli._common import UsageError, non_negative_int, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,12 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", default="mnist5k", help="data set name (default mnist5k)")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="default test")
     parser.add_argument(
-        "--seed", type=int, default=0, help="split seed; use the one the model was trained with"
+        "--seed", type=non_negative_int, default=0, help="split seed; use the one the model was trained with"
     )
     parser.add_argument("--data-root", help="where torchvision data sets live")
     parser.add_argument("--download", action="store_true", help="allow downloading torchvision data sets")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256")
     parser.add_argument(
         "--confusion-png", metavar="PATH", help="where to write the PNG (default: beside CHECKPOINT)"
     )
@@ -48,11 +47,9 @@ def _model_file(checkpoint: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    from sepconv import load_model
     from sepconv.data import load_dataset
-    from sepconv.serialization import load_model
-    from sepconv.train.evaluation import evaluate_model, plot_confusion_matrix
+    from sepconv.train.evaluation import ModelDataMismatchError, evaluate_model, plot_confusion_matrix
 
     model_file = _model_file(args.checkpoint)
     model = load_model(model_file)
@@ -66,9 +63,16 @@ def run(args: argparse.Namespace) -> int:
     split = getattr(data, args.split)
     if len(split) == 0:
         raise UsageError(f"the {args.split} split of {args.dataset} is empty")
-    evaluation = evaluate_model(
-        model, split, num_classes=data.num_classes, class_names=data.class_names, batch_size=args.batch_size
-    )
+    try:
+        evaluation = evaluate_model(
+            model,
+            split,
+            num_classes=data.num_classes,
+            class_names=data.class_names,
+            batch_size=args.batch_size,
+        )
+    except ModelDataMismatchError as error:
+        raise UsageError(f"{model_file} does not fit data set {data.name}: {error}") from error
     png = (
         Path(args.confusion_png)
         if args.confusion_png

@@ -1,12 +1,15 @@
-"""Entry point of the ``sepconv`` command: finds the subcommand modules and turns errors into one line.
+"""Entry point of the ``sepconv`` command: finds the subcommand modules and turns user errors into one line.
 
 Every module in this package that does not start with an underscore (and is not this one) is a
 subcommand: it defines ``register(subparsers)``, which adds its parser and sets ``handler`` to a
 function ``(args) -> int``. Subcommand modules import heavy libraries inside their handler only, so
 ``sepconv --help`` stays fast.
 
-Errors the user can fix (bad arguments, missing files, models that reject the input) print one line
-on stderr and exit with code 2; ``SEPCONV_DEBUG=1`` shows the traceback instead.
+Errors the user can act on print one line on stderr and exit with code 2: :class:`SepconvError`
+(``UsageError`` included), ``ValueError`` (the library's argument errors, ``CheckpointError`` included)
+and ``OSError`` (a missing, unreadable or unwritable file). ``SEPCONV_DEBUG=1`` shows their traceback
+instead. Any other exception is a bug and keeps its traceback (exit code 1). Ctrl-C prints
+"interrupted" and what the command had to say about it, exit code 130.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import sepconv.cli
-from sepconv.cli._common import UsageError
+from sepconv.errors import SepconvError, UsageError
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -30,6 +33,7 @@ _NOT_COMMANDS = {"main"}
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse prints the whole usage block first; one line (with where to get help) is enough.
+        message = " ".join(message.split())  # one line, whatever a type function put in it
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -62,15 +66,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader (`| head`) went away; nothing left to say to it.
         return 0
-    except KeyboardInterrupt:
-        print(f"sepconv {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        # A command may say where it stopped and how to resume: KeyboardInterrupt("last checkpoint: ...").
+        detail = str(interrupt)
+        print(f"sepconv {args.command}: interrupted" + (f": {detail}" if detail else ""), file=sys.stderr)
         return 130
-    except (UsageError, ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
-        if os.environ.get("SEPCONV_DEBUG"):
+    except (SepconvError, ValueError, OSError) as error:
+        # Only the errors sepconv raises for users; anything else is a bug and keeps its traceback.
+        if _debug():
             raise
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"sepconv {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _debug() -> bool:
+    return os.environ.get("SEPCONV_DEBUG", "") not in ("", "0")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from typing import Any
 
-from sepconv.cli._common import parse_int_list, print_json, resolve_model
-from sepconv.cli.main import UsageError
+from sepconv.cli._common import non_negative_int, parse_int_list, print_json, resolve_model
+from sepconv.errors import UsageError
+
+# A random input above this many elements (4 GiB of float32) is a typo, not a model to summarize.
+MAX_INPUT_ELEMENTS = 2**30
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,16 +22,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run MODEL once on a random input and report, per layer: input and output shapes, parameters, "
             "multiply-accumulates (MACs; FLOPs = 2 x MACs; convolutions, linear layers, matrix products), "
             "output memory and receptive field (size, effective stride and start, in input pixels). "
-            "MODEL is a registered name (mobilenet_v2, torchvision:resnet50) or a sepconv checkpoint."
+            "MODEL is a registered name (mobilenet_v2, torchvision:resnet50) or a sepconv checkpoint. "
+            "The input defaults to the model's own: one image of its channels and registered size "
+            "(1x28x28 for standard_cnn, 3x224x224 for the MobileNets, 3x299x299 for inception_v3)."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="registered model name or checkpoint file")
     parser.add_argument(
         "--input-size",
-        default="1,3,224,224",
-        help="input shape, batch included, e.g. 1,3,224,224 (default); H or H,W means batch 1, 3 channels",
+        default=None,
+        help=(
+            "input shape: N,C,H,W (or N,C,D,H,W), or C,H,W, H,W or H for one image of the model's "
+            "channels; default: the model's own input size"
+        ),
     )
-    parser.add_argument("--depth", type=int, default=None, help="fold submodules deeper than N levels")
+    parser.add_argument(
+        "--depth", type=non_negative_int, default=None, help="fold submodules deeper than N levels"
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON document (exact integers)")
     output.add_argument("--markdown", action="store_true", help="print a markdown table")
@@ -34,22 +46,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def input_shape(text: str) -> tuple[int, ...]:
-    """'1,3,224,224' as is; '224' or '224,160' as (1, 3, H, W)."""
+def input_shape(text: str | None, model: Any) -> tuple[int, ...]:
+    """The input shape, batch included, for ``--input-size`` (None: the model's own input size).
+
+    '1,3,224,224' as is; 'C,H,W' with batch 1; 'H' or 'H,W' with batch 1 and the model's channels.
+    """
+    from sepconv.models import default_input_size, model_spec
+
+    if text is None:
+        return (1, *default_input_size(model))
     sizes = parse_int_list("--input-size", text)
+    if len(sizes) > 5:
+        raise UsageError(f"--input-size takes 1 to 5 sizes (N,C,H,W at most 5-D), got {text!r}")
     if len(sizes) <= 2:
-        return (1, 3, sizes[0], sizes[-1])
+        channels = default_input_size(model)[0] if model_spec(model) is not None else 3
+        sizes = (1, channels, sizes[0], sizes[-1])
+    elif len(sizes) == 3:
+        sizes = (1, *sizes)
+    if math.prod(sizes) > MAX_INPUT_ELEMENTS:
+        raise UsageError(
+            f"--input-size {text!r} has {math.prod(sizes):,} elements, more than {MAX_INPUT_ELEMENTS:,}"
+        )
     return sizes
 
 
 def run(args: argparse.Namespace) -> int:
     from sepconv.analysis import summarize
 
-    if args.depth is not None and args.depth < 0:
-        raise UsageError(f"--depth must be >= 0, got {args.depth}")
-    shape = input_shape(args.input_size)
     model = resolve_model(args.model)
-    summary = summarize(model, shape, depth=args.depth)
+    summary = summarize(model, input_shape(args.input_size, model), depth=args.depth)
     if args.json:
         print_json(summary.to_dict())
     elif args.markdown:

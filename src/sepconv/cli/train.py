@@ -1,138 +1,108 @@
-"""``sepconv train``: train a registered model on a data set, with checkpoints, resume and logs."""
+"""``sepconv train``: train a registered model on a data set, with checkpoints, resume and logs.
+
+The flags are derived from :class:`~sepconv.train.TrainConfig`'s fields (name, type, default, help in
+the field's metadata), so a new training option is one new field, and the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+import typing
+from pathlib import Path
+from typing import Any
 
-from sepconv.cli._common import print_json
-from sepconv.cli.main import UsageError
+from sepconv.cli._common import UsageError, print_json
 
 _EPILOG = """\
-outputs (in --out): config.json, metrics.csv (one row per epoch), tensorboard/, checkpoints/step-N.safetensors
-+ step-N.state (every --checkpoint-every steps and every --checkpoint-every-epochs epochs, last
---keep-checkpoints kept), and at the end model.safetensors and result.json.
+outputs (in --out, which belongs to this run): run.json (the run id), config.json, metrics.csv (one row
+per epoch), tensorboard/, checkpoints/step-N-RUNID.safetensors + .state (every --checkpoint-every steps
+and every --checkpoint-every-epochs epochs, last --keep-checkpoints kept), and at the end model.safetensors
+and result.json. A folder that holds another run's files is refused: --resume it, or --overwrite it.
 
-resume: --resume OUT (or OUT/checkpoints, or one .state file) continues from the newest checkpoint that
-loads cleanly, skipping a truncated or corrupt newest one; run it with the same arguments as the first run.
+resume: --resume OUT (or OUT/checkpoints, or one .state file) continues from the newest checkpoint of
+that run that loads cleanly, skipping a truncated or corrupt newest one; run it with the same arguments as
+the first run (a setting that changes the result is refused, naming each difference). Ctrl-C writes a
+checkpoint and stops (exit 130); a second Ctrl-C stops at once.
 
-multi-process: --devices N starts N processes on this machine (DDP; gloo on CPU, NCCL on GPUs); --batch-size
-is the global batch, split between processes. Multi-node: start the same command on every node under
-torchrun, e.g. on each of 2 nodes with 4 GPUs:
+reproducibility: the same command with the same --seed gives the same numbers on the same machine (the
+memory format and bf16 choice follow a fixed rule, printed and stored in result.json); other CPUs, thread
+counts or library versions can round differently.
+
+multi-process: --devices N starts N processes on this machine (DDP; gloo on CPU, NCCL on GPUs; BatchNorm
+statistics synchronised); --batch-size is the global batch, split between processes. Multi-node: start the
+same command on every node under torchrun, e.g. on each of 2 nodes with 4 GPUs:
   torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST0:29500 \\
       --no-python sepconv train --devices 4 --num-nodes 2 --accelerator gpu ...
 (or set MASTER_ADDR, MASTER_PORT, NODE_RANK and WORLD_SIZE yourself and run the command on every node).
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from sepconv.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+def _flag(item: dataclasses.Field) -> str:
+    return item.metadata.get("flag") or "--" + item.name.replace("_", "-")
 
-    defaults = TrainConfig()
+
+def _cli_fields() -> list[dataclasses.Field]:
+    from sepconv.train.config import TrainConfig
+
+    return [item for item in dataclasses.fields(TrainConfig) if item.metadata.get("cli", True)]
+
+
+def _add_field(
+    parser: argparse.ArgumentParser, item: dataclasses.Field, annotation: Any, default: Any
+) -> None:
+    """One flag for one ``TrainConfig`` field: its type from the annotation, its help from the metadata."""
+    flag = _flag(item)
+    extra = dict(item.metadata.get("argparse", {}))
+    help_text = item.metadata.get("help", "")
+    if annotation is bool:
+        negative = flag.startswith("--no-")
+        parser.add_argument(
+            flag, dest=item.name, action="store_false" if negative else "store_true", help=help_text
+        )
+        return
+    if extra.get("action") == "append":
+        parser.add_argument(flag, dest=item.name, default=[], help=help_text, **extra)
+        return
+    base = next(
+        (kind for kind in typing.get_args(annotation) or (annotation,) if kind is not type(None)), str
+    )
+    shown = "" if default in (None, "") else f" (default {default})"
+    parser.add_argument(flag, dest=item.name, type=base, default=default, help=f"{help_text}{shown}", **extra)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from sepconv.train.config import TrainConfig
+
     parser = subparsers.add_parser(
         "train",
         help="train a model on a data set (checkpoints, --resume, CSV/TensorBoard/visdom logs, DDP)",
         description=(
             "Train MODEL (a registered name, see sepconv.models.list_models()) on a data set with Lightning: "
             "AdamW or SGD, one-cycle or cosine schedule, label smoothing, weight decay on weights only (not on "
-            "biases and norm parameters), channels_last when measured faster, deterministic seeding, early "
+            "biases and norm parameters), channels_last and bf16 by a fixed rule, deterministic seeding, early "
             "stopping, safe checkpoints (safetensors + weights-only state; nothing loaded can run code)."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default=defaults.model, help=f"model name (default {defaults.model})")
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig()
+    for item in _cli_fields():
+        default = getattr(defaults, item.name)
+        if item.name == "out_dir":
+            default = None  # so that --resume can tell whether --out was given; TrainConfig's default applies
+        _add_field(parser, item, hints[item.name], default)
     parser.add_argument(
-        "--model-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="keyword argument of the model builder, VALUE as JSON (e.g. widths=[16,32,64,128]); repeatable",
+        "--resume", metavar="PATH", help="resume from a checkpoint, or the newest good one of the run in PATH"
     )
-    parser.add_argument(
-        "--dataset",
-        default=defaults.dataset,
-        help="mnist5k (default, embedded), synthetic, mnist, fashion_mnist, cifar10 or imagefolder:PATH",
-    )
-    parser.add_argument("--data-root", help="where torchvision data sets live (with --download)")
-    parser.add_argument("--download", action="store_true", help="allow downloading torchvision data sets")
-    parser.add_argument("--augment", action="store_true", help="light random augmentation of training images")
-    parser.add_argument(
-        "--skip-bad-images", action="store_true", help="skip unreadable images in an image folder (counted)"
-    )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help=f"global batch size (default {defaults.batch_size})",
-    )
-    parser.add_argument(
-        "--lr", type=float, default=defaults.lr, help=f"peak learning rate (default {defaults.lr})"
-    )
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    parser.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum (Nesterov)")
-    parser.add_argument(
-        "--weight-decay", type=float, default=defaults.weight_decay, help="on conv/linear weights only"
-    )
-    parser.add_argument(
-        "--schedule", choices=SCHEDULES, default=defaults.schedule, help="per-step lr schedule"
-    )
-    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms only (slower)")
-    parser.add_argument(
-        "--devices", type=int, default=1, help="processes (CPU) or GPUs on this node (default 1)"
-    )
-    parser.add_argument("--num-nodes", type=int, default=1, help="nodes taking part (see below)")
-    parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto")
-    parser.add_argument(
-        "--channels-last",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="auto: measure, keep the faster",
-    )
-    parser.add_argument(
-        "--bf16",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="bf16 autocast (auto: measure, keep if faster)",
-    )
-    parser.add_argument("--out", default=defaults.out_dir, help=f"output folder (default {defaults.out_dir})")
-    parser.add_argument(
-        "--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps"
-    )
-    parser.add_argument(
-        "--checkpoint-every-epochs",
-        type=int,
-        default=1,
-        metavar="EPOCHS",
-        help="default 1; 0 = only at the end",
-    )
-    parser.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, metavar="K")
-    parser.add_argument(
-        "--resume", metavar="PATH", help="resume from a checkpoint, or the newest good one in PATH"
-    )
-    parser.add_argument(
-        "--early-stopping", type=int, metavar="EPOCHS", help="stop after EPOCHS without val gain"
-    )
-    parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
-    parser.add_argument(
-        "--visdom",
-        nargs="?",
-        const="http://localhost:8097",
-        metavar="URL",
-        help="also plot to a visdom server (default URL http://localhost:8097); never stops training",
-    )
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON document; no progress bar")
     parser.set_defaults(handler=run)
 
 
-def _model_kwargs(pairs: list[str]) -> dict:
-    import json
-
+def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
     kwargs = {}
     for pair in pairs:
         key, separator, text = pair.partition("=")
@@ -145,47 +115,29 @@ def _model_kwargs(pairs: list[str]) -> dict:
     return kwargs
 
 
-def run(args: argparse.Namespace) -> int:
-    from sepconv.train import TrainConfig
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The validated :class:`TrainConfig` of parsed ``sepconv train`` arguments; errors name the flag."""
+    from sepconv.train.config import TrainConfig
+    from sepconv.train.trainer import find_resume_run_folder
 
-    config = TrainConfig(
-        model=args.model,
-        model_kwargs=_model_kwargs(args.model_arg),
-        dataset=args.dataset,
-        data_root=args.data_root,
-        download=args.download,
-        augment=args.augment,
-        skip_bad_images=args.skip_bad_images,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        label_smoothing=args.label_smoothing,
-        seed=args.seed,
-        deterministic=args.deterministic,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        accelerator=args.accelerator,
-        channels_last=args.channels_last,
-        bf16=args.bf16,
-        out_dir=args.out,
-        checkpoint_every_steps=args.checkpoint_every,
-        checkpoint_every_epochs=args.checkpoint_every_epochs or None,
-        keep_checkpoints=args.keep_checkpoints,
-        early_stopping_patience=args.early_stopping,
-        progress_bar=not args.json,
-        tensorboard=not args.no_tensorboard,
-        visdom=args.visdom,
-        num_workers=args.num_workers,
-    )
+    values = {item.name: getattr(args, item.name) for item in _cli_fields()}
+    values["model_kwargs"] = _model_kwargs(values["model_kwargs"])
+    values["progress_bar"] = not args.json
+    if values["out_dir"] is None:
+        values["out_dir"] = str(find_resume_run_folder(args.resume)) if args.resume else TrainConfig.out_dir
+    config = TrainConfig(**values)
     try:
         config.validate()
     except ValueError as error:
-        raise UsageError(str(error)) from None
+        flags = {item.name: _flag(item) for item in _cli_fields()}
+        field_name = str(error).split(" ", 1)[0].split("[", 1)[0]
+        prefix = f"{flags[field_name]}: " if field_name in flags else ""
+        raise UsageError(f"{prefix}{error}") from None
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
     from sepconv.train.trainer import fit
 
     def warn(message: str) -> None:
@@ -206,6 +158,11 @@ def run(args: argparse.Namespace) -> int:
         f"trained {config.model} for {len(result.history)} epoch(s) in {result.train_seconds:.1f} s: {summary}{test}"
     )
     print(
-        f"model: {result.model_path}; metrics: {result.out_dir / 'metrics.csv'}; checkpoint: {result.last_checkpoint}"
+        f"precision: channels_last {'on' if result.channels_last else 'off'}, bf16 "
+        f"{'on' if result.bf16 else 'off'} ({result.precision_reason})"
+    )
+    print(
+        f"run {result.run_id}; model: {result.model_path}; metrics: {Path(result.out_dir) / 'metrics.csv'}; "
+        f"checkpoint: {result.last_checkpoint}"
     )
     return 0

@@ -6,12 +6,14 @@ shapes), ``mnist`` / ``fashion_mnist`` / ``cifar10`` (torchvision, downloaded on
 """
 
 from sepconv.data.registry import IMAGEFOLDER_PREFIX, list_datasets, load_dataset
-from sepconv.data.splits import DataSplits, NormalizedImages, stratified_split
+from sepconv.data.splits import DataSplits, NormalizedImages, SkippedFile, check_labels, stratified_split
 
 __all__ = [
     "IMAGEFOLDER_PREFIX",
     "DataSplits",
     "NormalizedImages",
+    "SkippedFile",
+    "check_labels",
     "list_datasets",
     "load_dataset",
     "stratified_split",

@@ -2,14 +2,15 @@
 
 Names: ``mnist5k`` (embedded, the default of the CLI), ``synthetic``, ``mnist``, ``fashion_mnist``,
 ``cifar10`` and ``imagefolder:PATH``. Arguments a data set has no use for are ignored (``root`` and
-``download`` for the embedded ones, ``test_fraction`` where an official test set exists).
+``download`` for the embedded ones, ``test_fraction`` where an official test set exists). Every data
+set's labels are checked against its class count here, where they enter (:func:`check_labels`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sepconv.data.splits import DataSplits, check_fractions
+from sepconv.data.splits import DataSplits, check_fractions, check_labels
 
 __all__ = ["IMAGEFOLDER_PREFIX", "list_datasets", "load_dataset"]
 
@@ -42,7 +43,8 @@ def load_dataset(
 
     ``augment`` adds a light random affine to the training split only. ``download`` lets the
     torchvision data sets fetch their files into ``root``; ``skip_bad_images`` leaves unreadable
-    files of an image folder out (listed in ``DataSplits.skipped``) instead of failing.
+    files of an image folder out (listed in ``DataSplits.skipped``) instead of failing. A label
+    outside ``[0, num_classes)`` is a ValueError naming the data set and the label.
 
     >>> splits = load_dataset("synthetic", seed=1)
     >>> splits.name, splits.num_classes, splits.in_channels, splits.image_size
@@ -53,6 +55,32 @@ def load_dataset(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     check_fractions(val_fraction, test_fraction)
+    splits = _load(
+        name,
+        root=root,
+        seed=seed,
+        augment=augment,
+        download=download,
+        skip_bad_images=skip_bad_images,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+    check_labels(splits)
+    return splits
+
+
+def _load(
+    name: str,
+    *,
+    root: str | Path | None,
+    seed: int,
+    augment: bool,
+    download: bool,
+    skip_bad_images: bool,
+    val_fraction: float,
+    test_fraction: float,
+) -> DataSplits:
+    """Dispatch ``name`` to its loader (arguments already checked by :func:`load_dataset`)."""
     if name == "mnist5k":
         from sepconv.data.mnist5k import load_mnist5k
 

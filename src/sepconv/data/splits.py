@@ -10,13 +10,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-__all__ = ["DataSplits", "NormalizedImages", "check_fractions", "normalize", "stratified_split"]
+__all__ = [
+    "DataSplits",
+    "NormalizedImages",
+    "SkippedFile",
+    "check_fractions",
+    "check_labels",
+    "normalize",
+    "stratified_split",
+]
 
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class SkippedFile(NamedTuple):
+    """A file (or hidden folder) a loader left out, and why; prints as ``path (reason)``.
+
+    >>> str(SkippedFile("cats/notes.txt", "not an image file PIL can read"))
+    'cats/notes.txt (not an image file PIL can read)'
+    """
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.reason})"
 
 
 @dataclass
@@ -24,8 +47,9 @@ class DataSplits:
     """Train, validation and test sets of one data set, plus what a model needs to know about them.
 
     Items of every split are ``(image, label)``: a float tensor ``in_channels x H x W`` (normalized
-    with ``mean``/``std``) and an ``int`` in ``range(num_classes)``. ``skipped`` lists the files left
-    out as unreadable (image folders with ``skip_bad_images=True``).
+    with ``mean``/``std``) and an ``int`` in ``range(num_classes)``. ``skipped`` lists what an image
+    folder left out, each as a :class:`SkippedFile` with its reason: files that are not images, files
+    outside the class folders, hidden folders, and unreadable images (with ``skip_bad_images=True``).
     """
 
     train: Dataset
@@ -38,7 +62,7 @@ class DataSplits:
     name: str
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     def sizes(self) -> dict[str, int]:
         """Number of samples per split, e.g. ``{"train": 3500, "val": 500, "test": 1000}``."""
@@ -160,3 +184,45 @@ def stratified_split(
     return [
         torch.sort(torch.cat(part)).values if part else torch.empty(0, dtype=torch.int64) for part in parts
     ]
+
+
+def check_labels(splits: DataSplits) -> None:
+    """Raise a ValueError naming the data set, split and label unless every label is in ``[0, num_classes)``.
+
+    Reads only label tensors that are already in memory (``labels`` or ``targets`` of a split, through
+    a ``Subset``); a split without them is not checked, since that would mean decoding every image.
+
+    >>> images = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
+    >>> data = NormalizedImages(images, torch.tensor([0, 3]), mean=(0.5,), std=(0.5,))
+    >>> check_labels(DataSplits(data, data, data, 3, 1, (2, 2), ["a", "b", "c"], "toy"))
+    Traceback (most recent call last):
+    ...
+    ValueError: data set 'toy' has label 3 in its train split; labels must be in [0, 3) (num_classes=3)
+    """
+    if len(splits.class_names) != splits.num_classes:
+        raise ValueError(
+            f"data set {splits.name!r} has num_classes={splits.num_classes} but "
+            f"{len(splits.class_names)} class names"
+        )
+    for split_name in ("train", "val", "test"):
+        labels = _known_labels(getattr(splits, split_name))
+        if labels is None or labels.numel() == 0:
+            continue
+        outside = labels[(labels < 0) | (labels >= splits.num_classes)]
+        if outside.numel():
+            raise ValueError(
+                f"data set {splits.name!r} has label {int(outside[0])} in its {split_name} split; labels "
+                f"must be in [0, {splits.num_classes}) (num_classes={splits.num_classes})"
+            )
+
+
+def _known_labels(dataset: Dataset) -> torch.Tensor | None:
+    """The labels of ``dataset`` when it holds them in memory (``labels``/``targets``), else None."""
+    if isinstance(dataset, Subset):
+        labels = _known_labels(dataset.dataset)
+        return None if labels is None else labels[torch.as_tensor(dataset.indices, dtype=torch.int64)]
+    for attribute in ("labels", "targets"):
+        labels = getattr(dataset, attribute, None)
+        if labels is not None:
+            return torch.as_tensor(labels).flatten()
+    return None

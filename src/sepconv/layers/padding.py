@@ -3,9 +3,12 @@
 ``nn.Conv2d`` refuses ``padding="same"`` for strides above 1, yet that is exactly what MobileNet-style
 down-sampling layers ported from TensorFlow need. Here "same" works for every stride and dilation:
 the output has ceil(input / stride) elements per axis, the odd padding pixel goes at the end.
-Where the amount does not depend on the input size (stride 1) it is fixed at construction, so the
-layer is an ordinary convolution; otherwise it is computed from the input shape, which tracing and
-ONNX export record as constants for a fixed input size.
+Where the amount does not depend on the input size (stride 1, or a kernel one pixel wide) it is fixed
+at construction, so the layer is an ordinary convolution; otherwise :func:`pad_same` computes it from
+the input shape with arithmetic that every capture mechanism records as arithmetic on the shape, not as
+constants of the example input: plain ints in eager mode, symbolic ints under ``torch.export`` /
+``torch.compile`` / ONNX's dynamo exporter, and shape tensors under ``torch.jit.trace`` (ONNX's legacy
+exporter). So an exported model pads correctly at every input size its dynamic axes allow.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from sepconv.arithmetic import effective_kernel_size
 __all__ = ["PADDING_MODES", "PaddingPlan", "pad_same", "plan_padding"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+# A dimension as the capture mechanism sees it: int (eager), SymInt (export, compile), 0-dim tensor (jit.trace).
+ShapeValue = int | torch.SymInt | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,11 @@ def plan_padding(
             raise ValueError(
                 f"padding must be an int >= 0, a pair of them, 'valid' or 'same'; got {padding!r}"
             )
-        if stride != (1, 1):
+        extents = [effective_kernel_size(k, d) for k, d in zip(kernel_size, dilation)]
+        # The total is extent - 1 at stride 1 and 0 for a one-pixel kernel, whatever the input size.
+        if any(s != 1 and extent != 1 for s, extent in zip(stride, extents)):
             return PaddingPlan((0, 0), dynamic_same=True)
-        totals = [effective_kernel_size(k, d) - 1 for k, d in zip(kernel_size, dilation)]
+        totals = [extent - 1 if s == 1 else 0 for s, extent in zip(stride, extents)]
         if all(total % 2 == 0 for total in totals):
             return PaddingPlan((totals[0] // 2, totals[1] // 2))
         (total_h, total_w) = totals
@@ -65,10 +73,22 @@ def plan_padding(
     return PaddingPlan((pair[0], pair[1]))
 
 
-def _same_amounts(size: int, kernel_size: int, stride: int, dilation: int) -> tuple[int, int]:
-    # arithmetic.same_padding without its argument checks (this runs at every call).
-    output_size = -(-size // stride)
-    total = max((output_size - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)
+def _same_amounts(
+    size: ShapeValue, kernel_size: int, stride: int, dilation: int
+) -> tuple[ShapeValue, ShapeValue]:
+    # arithmetic.same_padding in a form that stays arithmetic on `size` (an int, a SymInt, or a 0-dim
+    # tensor under torch.jit.trace): with n = size, e = extent and s = stride, the TF total
+    # max((ceil(n/s) - 1)*s + e - n, 0) equals max(e - 1 - (n - 1) % s, 0). The max is only needed
+    # when e < s; left out otherwise, it keeps torch.export's symbolic shapes simple enough to verify.
+    extent = (kernel_size - 1) * dilation + 1
+    total = extent - 1 - (size - 1) % stride
+    if extent < stride:
+        if isinstance(total, int):
+            total = max(total, 0)
+        elif isinstance(total, torch.Tensor):
+            total = torch.clamp(total, min=0)
+        else:
+            total = torch.sym_max(total, 0)
     return total // 2, total - total // 2
 
 
@@ -77,11 +97,11 @@ def pad_same(
 ) -> torch.Tensor:
     """Pad the last two dims of ``x`` so that a convolution gives ceil(size / stride) outputs.
 
-    The amounts are plain ints: tracing and export record them as constants of the traced input size
-    (shape arithmetic in the exported graph is what goes wrong in ONNX's legacy exporter).
+    The amounts are computed from ``x.shape`` without converting it to Python ints, so tracing and
+    export (``torch.export``, ``torch.onnx.export`` with either exporter) keep them as functions of the
+    input size and a graph exported with dynamic height and width pads correctly at every size.
     """
-    height, width = int(x.shape[-2]), int(x.shape[-1])
-    top, bottom = _same_amounts(height, kernel_size[0], stride[0], dilation[0])
-    left, right = _same_amounts(width, kernel_size[1], stride[1], dilation[1])
+    top, bottom = _same_amounts(x.shape[-2], kernel_size[0], stride[0], dilation[0])
+    left, right = _same_amounts(x.shape[-1], kernel_size[1], stride[1], dilation[1])
     mode = "constant" if padding_mode == "zeros" else padding_mode
     return F.pad(x, [left, right, top, bottom], mode=mode)

@@ -2,7 +2,7 @@
 
 from sepconv.models.mobilenet_v1 import MobileNetV1, mobilenet_v1
 from sepconv.models.mobilenet_v2 import MobileNetV2, mobilenet_v2
-from sepconv.models.registry import create_model, list_models, model_spec, register_model
+from sepconv.models.registry import create_model, default_input_size, list_models, model_spec, register_model
 from sepconv.models.small_cnn import SmallCNN, separable_cnn, standard_cnn
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "MobileNetV2",
     "SmallCNN",
     "create_model",
+    "default_input_size",
     "list_models",
     "mobilenet_v1",
     "mobilenet_v2",

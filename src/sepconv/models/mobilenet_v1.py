@@ -8,11 +8,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sepconv.arithmetic import check_positive
 from sepconv.layers.blocks import ConvNormAct, DepthwiseSeparableBlock
 from sepconv.layers.factory import ActLayer, NormLayer
 from sepconv.models.common import init_weights
 from sepconv.models.registry import register_model
+from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, MAX_WIDTH_MULT, check_float, check_int
 
 __all__ = ["MobileNetV1", "mobilenet_v1"]
 
@@ -37,10 +37,12 @@ class MobileNetV1(nn.Module):
         act_layer: ActLayer = "relu",
     ) -> None:
         super().__init__()
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be positive, got {width_mult!r}")
-        check_positive("num_classes", num_classes)
-        check_positive("in_channels", in_channels)
+        width_mult = check_float(
+            "width_mult", width_mult, minimum=0, maximum=MAX_WIDTH_MULT, min_inclusive=False
+        )
+        check_int("num_classes", num_classes, maximum=MAX_CLASSES)
+        check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
+        check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
         channels = max(1, int(32 * width_mult))
         layers: list[nn.Module] = [
             ConvNormAct(in_channels, channels, 3, stride=2, norm_layer=norm_layer, act_layer=act_layer)
@@ -65,7 +67,7 @@ class MobileNetV1(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-@register_model("mobilenet_v1")
+@register_model("mobilenet_v1", input_size=(3, 224, 224))
 def mobilenet_v1(
     *,
     width_mult: float = 1.0,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sepconv.arithmetic import check_positive, make_divisible
+from sepconv.arithmetic import make_divisible
 from sepconv.layers.blocks import ConvNormAct, InvertedResidual
 from sepconv.layers.factory import ActLayer, NormLayer
 from sepconv.models.common import init_weights
 from sepconv.models.registry import register_model
+from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, MAX_WIDTH_MULT, check_float, check_int
 
 __all__ = ["MobileNetV2", "mobilenet_v2"]
 
@@ -44,11 +45,13 @@ class MobileNetV2(nn.Module):
         act_layer: ActLayer = "relu6",
     ) -> None:
         super().__init__()
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be positive, got {width_mult!r}")
-        check_positive("num_classes", num_classes)
-        check_positive("in_channels", in_channels)
-        check_positive("round_nearest", round_nearest)
+        width_mult = check_float(
+            "width_mult", width_mult, minimum=0, maximum=MAX_WIDTH_MULT, min_inclusive=False
+        )
+        check_int("num_classes", num_classes, maximum=MAX_CLASSES)
+        check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
+        check_int("round_nearest", round_nearest, maximum=MAX_CHANNELS)
+        check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
         channels = make_divisible(32 * width_mult, round_nearest)
         self.last_channel = make_divisible(1280 * max(1.0, width_mult), round_nearest)
         layers: list[nn.Module] = [
@@ -82,7 +85,7 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-@register_model("mobilenet_v2")
+@register_model("mobilenet_v2", input_size=(3, 224, 224))
 def mobilenet_v2(
     *,
     width_mult: float = 1.0,

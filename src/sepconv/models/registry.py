@@ -3,33 +3,60 @@
 ``create_model("mobilenet_v2", width_mult=0.5)`` and ``create_model("torchvision:resnet18")`` both
 return a freshly initialised model (torchvision models never download weights here) and record the
 recipe on it (:func:`model_spec`), so a checkpoint can store *how* to rebuild the architecture
-instead of pickled code.
+instead of pickled code. Arguments are checked before anything is allocated (unknown names, and a
+parameter count taken on the ``meta`` device against :data:`~sepconv.models.validation.MAX_PARAMETERS`);
+:func:`default_input_size` gives the (channels, height, width) a model expects.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from sepconv.layers.conv import name_layers
+from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, MAX_PARAMETERS, check_int
 
-__all__ = ["TORCHVISION_PREFIX", "create_model", "list_models", "model_spec", "register_model"]
+__all__ = [
+    "TORCHVISION_PREFIX",
+    "create_model",
+    "default_input_size",
+    "list_models",
+    "model_spec",
+    "register_model",
+]
 
 TORCHVISION_PREFIX = "torchvision:"
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_INPUT_SIZES: dict[str, tuple[int, int, int]] = {}
+_IMAGENET_SIZE = (3, 224, 224)
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that registers a model builder under ``name``; a duplicate name is an error."""
+def register_model(
+    name: str, *, input_size: tuple[int, int, int] = _IMAGENET_SIZE
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that registers a model builder under ``name``; a duplicate name is an error.
+
+    ``input_size`` is the (channels, height, width) the model is made for, what
+    :func:`default_input_size` returns (with ``in_channels`` as built).
+    """
+    if len(input_size) != 3 or any(
+        isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in input_size
+    ):
+        raise ValueError(
+            f"input_size must be 3 positive integers (channels, height, width), got {input_size!r}"
+        )
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].__module__})")
         _REGISTRY[name] = builder
+        _INPUT_SIZES[name] = tuple(input_size)
         return builder
 
     return decorate
@@ -50,32 +77,129 @@ def list_models(include_torchvision: bool = True) -> list[str]:
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the model registered as ``name`` with ``kwargs``; unknown names list close matches."""
-    if name.startswith(TORCHVISION_PREFIX):
-        import torchvision.models
+    """Build the model registered as ``name`` with ``kwargs``; unknown names list close matches.
 
-        short_name = name[len(TORCHVISION_PREFIX) :]
-        if short_name not in _torchvision_names():
-            raise ValueError(_unknown_name_message(name))
-        for key in ("weights", "weights_backbone"):
-            if kwargs.get(key) is not None:
-                raise ValueError(f"{key}={kwargs[key]!r}: sepconv builds models without downloading weights")
-        builder_kwargs = {
-            key: value for key, value in kwargs.items() if key not in ("weights", "weights_backbone")
-        }
-        # Segmentation and detection builders fetch ImageNet backbone weights unless told not to.
-        if (
-            "weights_backbone"
-            in inspect.signature(torchvision.models.get_model_builder(short_name)).parameters
-        ):
-            builder_kwargs["weights_backbone"] = None
-        model = torchvision.models.get_model(short_name, weights=None, **builder_kwargs)
+    Raises ValueError (naming the model and the argument) for an argument the builder does not take,
+    a value out of range, or a model above ``MAX_PARAMETERS`` parameters, before allocating it.
+    """
+    if name.startswith(TORCHVISION_PREFIX):
+        build = _torchvision_builder(name, kwargs)
     elif name in _REGISTRY:
-        model = _REGISTRY[name](**kwargs)
+        _check_keywords(name, _REGISTRY[name], kwargs)
+        build = lambda: _REGISTRY[name](**kwargs)  # noqa: E731
     else:
         raise ValueError(_unknown_name_message(name))
+    _check_parameter_count(name, build)
+    model = build()
     model._sepconv_spec = {"name": name, "kwargs": dict(kwargs)}
     return name_layers(model)
+
+
+def _torchvision_builder(name: str, kwargs: dict[str, Any]) -> Callable[[], nn.Module]:
+    import torchvision.models
+
+    short_name = name[len(TORCHVISION_PREFIX) :]
+    if short_name not in _torchvision_names():
+        raise ValueError(_unknown_name_message(name))
+    for key in ("weights", "weights_backbone"):
+        if kwargs.get(key) is not None:
+            raise ValueError(f"{key}={kwargs[key]!r}: sepconv builds models without downloading weights")
+    for key, value in kwargs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name}: {key} must be a finite number, got {value!r}")
+    if "num_classes" in kwargs:
+        check_int("num_classes", kwargs["num_classes"], maximum=MAX_CLASSES)
+    builder_kwargs = {
+        key: value for key, value in kwargs.items() if key not in ("weights", "weights_backbone")
+    }
+    # Segmentation and detection builders fetch ImageNet backbone weights unless told not to.
+    if "weights_backbone" in inspect.signature(torchvision.models.get_model_builder(short_name)).parameters:
+        builder_kwargs["weights_backbone"] = None
+
+    def build() -> nn.Module:
+        try:
+            return torchvision.models.get_model(short_name, weights=None, **builder_kwargs)
+        except TypeError as error:  # an argument the model does not take, or of the wrong type
+            raise ValueError(f"{name}: {error}") from None
+
+    return build
+
+
+def _check_keywords(name: str, builder: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
+    parameters = inspect.signature(builder).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    for key in kwargs:
+        if key not in parameters:
+            accepted = ", ".join(parameters) or "none"
+            raise ValueError(f"model {name!r} takes no argument {key!r}; it accepts: {accepted}")
+
+
+def _check_parameter_count(name: str, build: Callable[[], nn.Module]) -> None:
+    """Refuse a model above MAX_PARAMETERS, counted on the meta device (no memory, no initialisation)."""
+    try:
+        with torch.device("meta"):
+            count = sum(parameter.numel() for parameter in build().parameters())
+    except NotImplementedError:
+        return  # the builder reads tensor values while building (torchvision's RegNets): no count
+    except RuntimeError as error:  # sizes too large to describe even without memory (overflow)
+        detail = " ".join(str(error).split())
+        raise ValueError(f"model {name!r} cannot be built with these arguments: {detail}") from None
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            f"model {name!r} with these arguments would have {count:,} parameters, more than the "
+            f"{MAX_PARAMETERS:,} sepconv builds (sepconv.models.validation.MAX_PARAMETERS)"
+        )
+
+
+def default_input_size(name_or_model: str | nn.Module, **kwargs: Any) -> tuple[int, int, int]:
+    """The (channels, height, width) of one input image for a model, by name or built by create_model.
+
+    sepconv models: the size registered with the builder, with the channels of ``in_channels``
+    (from ``kwargs``, else the model's recipe). torchvision models: the crop size of their default
+    weights' preprocessing (224 for most, 299 for inception_v3), a ViT's ``image_size``, 3 channels.
+
+    >>> default_input_size("standard_cnn"), default_input_size("mobilenet_v2", in_channels=1)
+    ((1, 28, 28), (1, 224, 224))
+    >>> default_input_size("torchvision:inception_v3")
+    (3, 299, 299)
+    """
+    if isinstance(name_or_model, nn.Module):
+        spec = model_spec(name_or_model)
+        if spec is None:
+            raise ValueError(
+                f"{type(name_or_model).__name__} was not built by sepconv.models.create_model, so its "
+                "input size is not known; give the input size explicitly"
+            )
+        name, kwargs = spec["name"], {**spec["kwargs"], **kwargs}
+    else:
+        name = name_or_model
+    if name in _REGISTRY:
+        channels, height, width = _INPUT_SIZES[name]
+        in_channels = kwargs.get("in_channels", channels)
+        return check_int("in_channels", in_channels, maximum=MAX_CHANNELS), height, width
+    if name.startswith(TORCHVISION_PREFIX) and name[len(TORCHVISION_PREFIX) :] in _torchvision_names():
+        height, width = _torchvision_image_size(name[len(TORCHVISION_PREFIX) :], kwargs)
+        return 3, height, width
+    raise ValueError(_unknown_name_message(name))
+
+
+def _torchvision_image_size(short_name: str, kwargs: dict[str, Any]) -> tuple[int, int]:
+    import torchvision.models
+
+    if "image_size" in kwargs:  # ViTs built for another resolution
+        size = check_int("image_size", kwargs["image_size"], maximum=16_384)
+        return size, size
+    if short_name.startswith("vit_"):
+        return 224, 224  # built without weights, every torchvision ViT takes image_size=224
+    try:
+        preprocessing = torchvision.models.get_model_weights(short_name).DEFAULT.transforms
+    except (ValueError, AttributeError):  # a builder without weights
+        return _IMAGENET_SIZE[1:]
+    keywords = getattr(preprocessing, "keywords", {})
+    size = keywords.get("crop_size", keywords.get("resize_size", _IMAGENET_SIZE[1]))
+    size = list(size) if isinstance(size, Sequence) else [size, size]
+    return int(size[0]), int(size[-1])
 
 
 def model_spec(model: nn.Module) -> dict[str, Any] | None:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from sepconv.arithmetic import check_positive
 from sepconv.layers.blocks import ConvNormAct, DepthwiseSeparableBlock
 from sepconv.models.registry import register_model
+from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, check_channel_list, check_float, check_int
 
 __all__ = ["SmallCNN", "separable_cnn", "standard_cnn"]
 
@@ -40,13 +40,10 @@ class SmallCNN(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        check_positive("in_channels", in_channels)
-        check_positive("num_classes", num_classes)
-        if len(widths) != 4:
-            raise ValueError(f"widths must hold 4 channel counts (stem and three stages), got {widths!r}")
-        for width in widths:
-            check_positive("widths", width)
-        stem, stage1, stage2, stage3 = widths
+        check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
+        check_int("num_classes", num_classes, maximum=MAX_CLASSES)
+        stem, stage1, stage2, stage3 = check_channel_list("widths", widths, 4)  # stem and three stages
+        check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
         self.features = nn.Sequential(
             ConvNormAct(in_channels, stem, 3),
             block(stem, stage1),
@@ -72,7 +69,7 @@ def _separable_block(in_channels: int, out_channels: int) -> nn.Module:
     return DepthwiseSeparableBlock(in_channels, out_channels, 3)
 
 
-@register_model("standard_cnn")
+@register_model("standard_cnn", input_size=(1, 28, 28))
 def standard_cnn(
     *,
     in_channels: int = 1,
@@ -84,7 +81,7 @@ def standard_cnn(
     return SmallCNN(_standard_block, in_channels, num_classes, widths, dropout)
 
 
-@register_model("separable_cnn")
+@register_model("separable_cnn", input_size=(1, 28, 28))
 def separable_cnn(
     *,
     in_channels: int = 1,

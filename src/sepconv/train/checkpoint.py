@@ -1,25 +1,33 @@
 """Checkpoints that never unpickle code, written every N steps and/or epochs, and resume with fallback.
 
 Lightning's own ``.ckpt`` files are pickles; we plug :class:`SafeCheckpointIO` into the Trainer instead.
-A checkpoint named ``step-00000120`` is two files written atomically by :mod:`sepconv.serialization`:
+A checkpoint named ``step-00000120-RUNID`` (``RUNID``: the run that wrote it, see
+:mod:`sepconv.train.run_folder`) is two files written atomically:
 
-* ``step-00000120.safetensors`` — the model (weights + architecture recipe), loadable on its own with
+* ``step-00000120-RUNID.safetensors`` — the model (weights + architecture recipe), loadable on its own with
   ``sepconv.load_model`` / ``sepconv evaluate``;
-* ``step-00000120.state`` — everything else Lightning keeps (optimizer, scheduler, loop counters, the
+* ``step-00000120-RUNID.state`` — everything else Lightning keeps (optimizer, scheduler, loop counters, the
   data loader's position inside the epoch, callback states, RNG states), read back with
   ``torch.load(weights_only=True)``, plus the SHA-256 of the weights file. It is written last, so it
   marks the checkpoint complete.
 
 :func:`find_resume_checkpoint` walks the checkpoints newest first and returns the first that loads
 cleanly, so a checkpoint truncated by a crash (or damaged later) falls back to the one before it.
+Only the checkpoints of one run (by the id in their names) are listed, pruned and resumed.
+
+A first Ctrl-C (:class:`InterruptRequest`) makes :class:`PeriodicCheckpoint` write a checkpoint at the
+end of the step in progress and stop the run with :class:`TrainingInterrupted`; nothing is half-written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import signal
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +37,16 @@ from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 
-from sepconv.serialization import (
-    CheckpointError,
-    load_model,
-    load_training_state,
-    save_model,
-    save_training_state,
-)
+from sepconv.io import CheckpointError, load_model, save_model
+from sepconv.train.state import load_training_state, save_training_state
 
 __all__ = [
+    "InterruptRequest",
     "PeriodicCheckpoint",
     "SafeCheckpointIO",
+    "TrainingInterrupted",
     "checkpoint_files",
+    "checkpoint_name",
     "find_resume_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
@@ -48,7 +54,7 @@ __all__ = [
 
 STATE_SUFFIX = ".state"
 WEIGHTS_SUFFIX = ".safetensors"
-_NAME = re.compile(r"^step-(\d+)\.state$")
+_NAME = re.compile(r"^step-(\d+)-([0-9a-f]+)\.state$")
 _MODEL_PREFIX = "model."
 
 
@@ -58,12 +64,31 @@ def checkpoint_files(state_path: Path) -> tuple[Path, Path]:
     return state_path.with_suffix(WEIGHTS_SUFFIX), state_path
 
 
-def list_checkpoints(folder: str | Path) -> list[Path]:
-    """State files of the checkpoints in ``folder``, oldest (lowest step) first."""
+def checkpoint_name(step: int, run_id: str) -> str:
+    """File name of the state file of run ``run_id`` at optimizer step ``step``.
+
+    >>> checkpoint_name(120, "0a1b2c3d4e5f")
+    'step-00000120-0a1b2c3d4e5f.state'
+    """
+    return f"step-{step:08d}-{run_id}{STATE_SUFFIX}"
+
+
+def checkpoint_run_id(state_path: str | Path) -> str | None:
+    """The run id in a checkpoint's file name (None for a name sepconv did not write)."""
+    match = _NAME.match(Path(state_path).name)
+    return match[2] if match else None
+
+
+def list_checkpoints(folder: str | Path, run_id: str | None = None) -> list[Path]:
+    """State files of the checkpoints in ``folder`` (of run ``run_id`` only, if given), oldest first."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(match[1]), path) for path in folder.iterdir() if (match := _NAME.match(path.name))]
+    found = [
+        (int(match[1]), path)
+        for path in folder.iterdir()
+        if (match := _NAME.match(path.name)) and run_id in (None, match[2])
+    ]
     return [path for _, path in sorted(found)]
 
 
@@ -87,9 +112,11 @@ def load_checkpoint(state_path: str | Path) -> dict[str, Any]:
     return state
 
 
-def find_resume_checkpoint(folder: str | Path, warn: Callable[[str], None] | None = None) -> Path | None:
-    """Newest checkpoint in ``folder`` that loads cleanly; ``warn`` is told about each one skipped."""
-    for state_path in reversed(list_checkpoints(folder)):
+def find_resume_checkpoint(
+    folder: str | Path, run_id: str | None = None, warn: Callable[[str], None] | None = None
+) -> Path | None:
+    """Newest checkpoint of run ``run_id`` in ``folder`` that loads cleanly; ``warn`` hears of each skipped."""
+    for state_path in reversed(list_checkpoints(folder, run_id)):
         try:
             load_checkpoint(state_path)
         except (CheckpointError, OSError, RuntimeError) as error:
@@ -136,21 +163,78 @@ class SafeCheckpointIO(CheckpointIO):
             file.unlink(missing_ok=True)
 
 
+class TrainingInterrupted(Exception):  # noqa: N818 (a stop signal, not an error)
+    """Raised at a step end after a Ctrl-C, once the checkpoint ``path`` of that step is written."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(f"stopped after writing {path}")
+        self.path = path
+
+
+class InterruptRequest:
+    """Ctrl-C while training: the first asks for a checkpoint and a clean stop at the next step end.
+
+    Lightning turns a ``KeyboardInterrupt`` into ``sys.exit(1)`` with nothing said, so while
+    :meth:`installed` is active the first SIGINT only sets a flag; a second one ends the process at once
+    (exit code 130; every file is written atomically, so none is left half-written).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            import os
+            import sys
+
+            sys.stderr.write("\ninterrupted again: stopping now\n")
+            sys.stderr.flush()
+            os._exit(130)
+        self.requested = True
+
+    @contextmanager
+    def installed(self) -> Iterator[InterruptRequest]:
+        """Route SIGINT to this request for the duration (main thread only; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def agreed(self, trainer: pl.Trainer) -> bool:
+        """True on every process once any process was interrupted (a collective under DDP)."""
+        if trainer.world_size > 1:
+            return bool(trainer.strategy.reduce_boolean_decision(self.requested, all=False))
+        return self.requested
+
+
 class PeriodicCheckpoint(Checkpoint):
     """Write a checkpoint every ``every_steps`` optimizer steps and/or every ``every_epochs`` epochs.
 
     (A ``Checkpoint`` subclass, so Lightning runs its epoch-end hook after the module's and the
     metric loggers'.)
 
-    Keeps the newest ``keep`` checkpoints. A checkpoint is written only when every weight is finite, so a
+    Files are named after the module's ``run_id``; keeps the newest ``keep`` checkpoints of that run. A checkpoint is written only when every weight is finite, so a
     run that diverges keeps its last good one. ``last_path`` is the newest written.
     """
 
-    def __init__(self, folder: Path, *, every_steps: int | None, every_epochs: int | None, keep: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        every_steps: int | None,
+        every_epochs: int | None,
+        keep: int,
+        interrupt: InterruptRequest | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.every_steps = every_steps
         self.every_epochs = every_epochs
         self.keep = keep
+        self.interrupt = interrupt
         self.last_path: Path | None = None
         self._last_saved_step = -1
 
@@ -162,12 +246,12 @@ class PeriodicCheckpoint(Checkpoint):
             raise RuntimeError(
                 f"weights are not finite at step {step}; not checkpointing (last good: {self.last_path})"
             )
-        path = self.folder / f"step-{step:08d}{STATE_SUFFIX}"
+        path = self.folder / checkpoint_name(step, module.run_id)
         trainer.save_checkpoint(path)
         self._last_saved_step = step
         self.last_path = path
         if trainer.is_global_zero:
-            for old in list_checkpoints(self.folder)[: -self.keep]:
+            for old in list_checkpoints(self.folder, module.run_id)[: -self.keep]:
                 for file in checkpoint_files(old):
                     file.unlink(missing_ok=True)
 
@@ -179,6 +263,9 @@ class PeriodicCheckpoint(Checkpoint):
             loader.batches_done = batch_idx + 1
         if self.every_steps and trainer.global_step % self.every_steps == 0:
             self._save(trainer, module)
+        if self.interrupt is not None and self.interrupt.agreed(trainer):
+            self._save(trainer, module)
+            raise TrainingInterrupted(self.last_path)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         loader = trainer.train_dataloader

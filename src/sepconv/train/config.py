@@ -1,32 +1,62 @@
 """What a training run is made of: :class:`TrainConfig`, validated up front, and :class:`TrainResult`.
 
 Kept free of Lightning so that the CLI can build and check a configuration (and ``--help`` can show the
-defaults) without importing the training stack.
+defaults) without importing the training stack. Each field carries its command-line help in its
+metadata: ``sepconv train``'s flags are derived from these fields, so the two cannot drift apart.
+A field marked ``affects_result`` changes what a run computes; resuming a run with a different value is
+refused (:func:`result_differences`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig", "TrainResult"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "SWITCHES", "TrainConfig", "TrainResult", "result_differences"]
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
-_SWITCHES = ("auto", "on", "off")
+SWITCHES = ("auto", "on", "off")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+# numpy (and so Lightning's seed_everything) accepts 32-bit seeds only.
+MAX_SEED = 2**32 - 1
+
+
+def _option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    affects_result: bool = False,
+    cli: bool = True,
+    default_factory: Any = dataclasses.MISSING,
+    **argparse_kwargs: Any,
+) -> Any:
+    """A dataclass field with what the CLI needs to expose it (help, flag name, extra argparse kwargs)."""
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "affects_result": affects_result,
+        "cli": cli,
+        "argparse": argparse_kwargs,
+    }
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; ``validate()`` names the first bad field.
 
-    ``batch_size`` is the *global* batch: with ``devices=N`` each process takes ``batch_size // N``, so
-    the same command gives the same optimisation recipe on one process or many.
-    ``channels_last`` / ``bf16`` (autocast): ``"auto"`` times a few training steps with and without and
-    keeps the faster (bf16 only if at least 10% faster; on GPUs, bf16 wherever supported); ``"on"`` /
-    ``"off"`` force. A resumed run keeps the choices of the run it continues.
+    ``batch_size`` is the *global* batch: with ``devices=N`` each process takes ``batch_size // N`` and
+    BatchNorm statistics are synchronised, so the same command is the same computation on one process or
+    many. ``channels_last`` / ``bf16`` (autocast): ``"auto"`` follows a fixed rule (see
+    :func:`sepconv.train.precision.choose_precision`: the model, the device and its CPU features, never a
+    timing), ``"on"`` / ``"off"`` force. The choice is stored with the run.
 
     >>> TrainConfig(epochs=0).validate()
     Traceback (most recent call last):
@@ -34,71 +64,107 @@ class TrainConfig:
     ValueError: epochs must be a positive integer, got 0
     """
 
-    model: str = "separable_cnn"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    dataset: str = "mnist5k"
-    data_root: str | None = None
-    download: bool = False
-    augment: bool = False
-    skip_bad_images: bool = False
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 4e-3
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 0.05
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.05
-    seed: int = 0
-    deterministic: bool = False
-    devices: int = 1
-    num_nodes: int = 1
-    accelerator: str = "auto"
-    channels_last: str = "auto"
-    bf16: str = "auto"
-    out_dir: str = "runs/train"
-    checkpoint_every_steps: int | None = None
-    checkpoint_every_epochs: int | None = 1
-    keep_checkpoints: int = 3
-    early_stopping_patience: int | None = None
-    progress_bar: bool = True
-    tensorboard: bool = True
-    visdom: str | None = None
-    num_workers: int = 0
-    max_steps: int | None = None
+    model: str = _option(
+        "separable_cnn", "model name (see sepconv.models.list_models())", affects_result=True
+    )
+    model_kwargs: dict[str, Any] = _option(  # noqa: RUF009 (a field(), as the others)
+        help="keyword argument of the model builder, VALUE as JSON (e.g. widths=[16,32,64,128]); repeatable",
+        flag="--model-arg",
+        affects_result=True,
+        default_factory=dict,
+        action="append",
+        metavar="KEY=VALUE",
+    )
+    dataset: str = _option(
+        "mnist5k",
+        "mnist5k (embedded), synthetic, mnist, fashion_mnist, cifar10 or imagefolder:PATH",
+        affects_result=True,
+    )
+    data_root: str | None = _option(None, "where torchvision data sets live (with --download)")
+    download: bool = _option(False, "allow downloading torchvision data sets")
+    augment: bool = _option(False, "light random augmentation of training images", affects_result=True)
+    skip_bad_images: bool = _option(
+        False, "skip unreadable images in an image folder (listed)", affects_result=True
+    )
+    epochs: int = _option(5, "epochs to train", affects_result=True)
+    batch_size: int = _option(64, "global batch size (split between processes)", affects_result=True)
+    lr: float = _option(4e-3, "peak learning rate", affects_result=True)
+    optimizer: str = _option("adamw", "optimizer", affects_result=True, choices=OPTIMIZERS)
+    momentum: float = _option(0.9, "SGD momentum (Nesterov)", affects_result=True)
+    weight_decay: float = _option(0.05, "on conv/linear weights only", affects_result=True)
+    schedule: str = _option("onecycle", "per-step lr schedule", affects_result=True, choices=SCHEDULES)
+    label_smoothing: float = _option(0.05, "label smoothing of the cross-entropy", affects_result=True)
+    seed: int = _option(0, "seed of the split, initialisation and order", affects_result=True)
+    deterministic: bool = _option(False, "deterministic algorithms only (slower)")
+    devices: int = _option(1, "processes (CPU) or GPUs on this node", affects_result=True)
+    num_nodes: int = _option(1, "nodes taking part (see below)", affects_result=True)
+    accelerator: str = _option("auto", "where to train", choices=ACCELERATORS)
+    channels_last: str = _option(
+        "auto", "channels_last memory format (auto: a fixed rule, see README)", choices=SWITCHES
+    )
+    bf16: str = _option(
+        "auto", "bf16 autocast (auto: on where the hardware has bf16 units)", choices=SWITCHES
+    )
+    out_dir: str = _option("runs/train", "output folder; it belongs to this run", flag="--out")
+    overwrite: bool = _option(False, "clear --out first if it holds an earlier run's files")
+    checkpoint_every_steps: int | None = _option(
+        None, "also checkpoint every STEPS optimizer steps", flag="--checkpoint-every", metavar="STEPS"
+    )
+    checkpoint_every_epochs: int | None = _option(
+        1, "checkpoint every EPOCHS epochs; 0 = only at the end", metavar="EPOCHS"
+    )
+    keep_checkpoints: int = _option(3, "checkpoints kept (newest)", metavar="K")
+    early_stopping_patience: int | None = _option(
+        None,
+        "stop after EPOCHS without val gain",
+        flag="--early-stopping",
+        affects_result=True,
+        metavar="EPOCHS",
+    )
+    progress_bar: bool = _option(True, cli=False)
+    tensorboard: bool = _option(True, "write TensorBoard logs", flag="--no-tensorboard")
+    visdom: str | None = _option(
+        None,
+        "also plot to a visdom server (default URL http://localhost:8097); never stops training",
+        nargs="?",
+        const="http://localhost:8097",
+        metavar="URL",
+    )
+    num_workers: int = _option(0, "data loader worker processes")
+    max_steps: int | None = _option(None, "stop after this many optimizer steps", affects_result=True)
 
     def validate(self) -> TrainConfig:
         """Raise ``ValueError`` naming the first invalid field; return ``self`` when all are valid."""
-        positive = ["epochs", "batch_size", "devices", "num_nodes", "keep_checkpoints"]
-        optional_positive = [
-            "checkpoint_every_steps",
-            "checkpoint_every_epochs",
-            "early_stopping_patience",
-            "max_steps",
-        ]
-        for name in positive:
+        for name in ("epochs", "batch_size", "devices", "num_nodes", "keep_checkpoints"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in optional_positive:
+        for name in ("checkpoint_every_steps", "early_stopping_patience", "max_steps"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
+        if self.checkpoint_every_epochs is not None:
+            _check_int("checkpoint_every_epochs", self.checkpoint_every_epochs, minimum=0)
         _check_int("num_workers", self.num_workers, minimum=0)
-        _check_int("seed", self.seed, minimum=0)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        _check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
+        _check_float("lr", self.lr, "> 0", lambda value: value > 0)
+        _check_float("weight_decay", self.weight_decay, ">= 0", lambda value: value >= 0)
+        _check_float("label_smoothing", self.label_smoothing, "in [0, 1)", lambda value: 0 <= value < 1)
+        _check_float("momentum", self.momentum, "in [0, 1)", lambda value: 0 <= value < 1)
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("channels_last", SWITCHES),
+            ("bf16", SWITCHES),
+            ("accelerator", ACCELERATORS),
+        ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        for name in ("channels_last", "bf16"):
-            if getattr(self, name) not in _SWITCHES:
-                raise ValueError(f"{name} must be one of {', '.join(_SWITCHES)}; got {getattr(self, name)!r}")
-        if self.accelerator not in ("auto", "cpu", "gpu", "cuda"):
-            raise ValueError(f"accelerator must be auto, cpu, gpu or cuda; got {self.accelerator!r}")
+        for name in ("model", "dataset"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ValueError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
+        if not isinstance(self.model_kwargs, dict) or not all(
+            isinstance(key, str) for key in self.model_kwargs
+        ):
+            raise ValueError(f"model_kwargs must be a dict with string keys, got {self.model_kwargs!r}")
+        _check_finite_json("model_kwargs", self.model_kwargs)
         if self.batch_size % (self.devices * self.num_nodes):
             raise ValueError(
                 f"batch_size ({self.batch_size}) is the global batch and must be divisible by devices x num_nodes "
@@ -111,10 +177,52 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+def result_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """``"name saved -> now"`` for every field that changes the result and differs from ``saved``.
+
+    >>> result_differences(TrainConfig(seed=1).to_dict(), TrainConfig(seed=5, out_dir="elsewhere"))
+    ['seed 1 -> 5']
+    """
+    differences = []
+    for item in dataclasses.fields(TrainConfig):
+        if not item.metadata.get("affects_result") or item.name not in saved:
+            continue
+        before, now = saved[item.name], getattr(config, item.name)
+        if before != now:
+            differences.append(f"{item.name} {before!r} -> {now!r}")
+    return differences
+
+
+def _check_int(name: str, value: Any, *, minimum: int, maximum: int | None = None) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        if maximum is not None:
+            kind = f"an integer in [{minimum}, {maximum}]"
+        else:
+            kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, rule: str, is_valid: Any) -> None:
+    number_like = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number_like or not math.isfinite(value) or not is_valid(value):
+        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
+
+
+def _check_finite_json(name: str, value: Any) -> None:
+    """Model arguments are stored as JSON in checkpoints: refuse NaN and infinities where they enter."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must hold finite numbers, got {value!r}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite_json(f"{name}[{key!r}]" if name == "model_kwargs" else f"{name}.{key}", item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_finite_json(name, item)
 
 
 @dataclass
@@ -128,9 +236,12 @@ class TrainResult:
     out_dir: Path
     last_checkpoint: Path | None
     model_path: Path | None
+    run_id: str = ""
+    model_name: str = ""
     stopped_early: bool = False
     channels_last: bool = False
     bf16: bool = False
+    precision_reason: str = ""
     skipped_images: int = 0
     resumed_from: Path | None = None
     rank: int = 0
@@ -138,6 +249,8 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no model)."""
         return {
+            "run_id": self.run_id,
+            "model": self.model_name,
             "history": self.history,
             "test_accuracy": self.test_accuracy,
             "train_seconds": self.train_seconds,
@@ -147,6 +260,7 @@ class TrainResult:
             "stopped_early": self.stopped_early,
             "channels_last": self.channels_last,
             "bf16": self.bf16,
+            "precision_reason": self.precision_reason,
             "skipped_images": self.skipped_images,
             "resumed_from": None if self.resumed_from is None else str(self.resumed_from),
         }

@@ -1,7 +1,8 @@
 """Data loaders that can resume in the middle of an epoch, on one process or sharded over many.
 
 The order of an epoch is a pure function of ``(seed, epoch)``, drawn from the sampler's own generator
-(never the global RNG), and each process takes every ``world_size``-th index of it. The loader's
+(never the global RNG), and each process takes every ``world_size``-th index of it: PyTorch's
+``DistributedSampler``, which we extend only to start an epoch part-way. The loader's
 ``state_dict()`` records the epoch and how many batches of it are done, so a run killed mid-epoch and
 resumed sees exactly the batches it had not seen yet, in the same order. Lightning saves and restores
 that state with the rest of the checkpoint (it treats any loader with ``state_dict`` as resumable).
@@ -9,20 +10,20 @@ that state with the rest of the checkpoint (it treats any loader with ``state_di
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 __all__ = ["ResumableDataLoader", "ShardedEpochSampler", "make_loader"]
 
 
-class ShardedEpochSampler(Sampler[int]):
-    """Indices of one epoch for one process: seeded shuffle, padded to a multiple of ``world_size``, sharded.
+class ShardedEpochSampler(DistributedSampler):
+    """PyTorch's ``DistributedSampler`` (seeded shuffle, padded, every ``world_size``-th index) that can
+    start an epoch part-way: ``start_batch`` batches of the epoch's order are skipped, once.
 
-    >>> sampler = ShardedEpochSampler(10, batch_size=2, seed=0, shuffle=False, rank=1, world_size=2)
+    >>> sampler = ShardedEpochSampler(list(range(10)), batch_size=2, seed=0, shuffle=False, rank=1, world_size=2)
     >>> list(sampler)
     [1, 3, 5, 7, 9]
     >>> sampler.start_batch = 1
@@ -32,7 +33,7 @@ class ShardedEpochSampler(Sampler[int]):
 
     def __init__(
         self,
-        num_samples: int,
+        dataset: Dataset,
         *,
         batch_size: int,
         seed: int,
@@ -40,36 +41,14 @@ class ShardedEpochSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if num_samples < 1:
+        if len(dataset) < 1:  # type: ignore[arg-type]
             raise ValueError("cannot sample from an empty data set")
-        self.num_samples = num_samples
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
         self.batch_size = batch_size
-        self.seed = seed
-        self.shuffle = shuffle
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
         self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order ``__iter__`` yields (Lightning calls this at every epoch start)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.world_size)
-
-    def _epoch_order(self) -> list[int]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
-        else:
-            order = list(range(self.num_samples))
-        padded_size = len(self) * self.world_size
-        order += order[: padded_size - len(order)]
-        return order[self.rank :: self.world_size]
-
     def __iter__(self) -> Iterator[int]:
-        order = self._epoch_order()
+        order = list(super().__iter__())
         start, self.start_batch = self.start_batch * self.batch_size, 0
         return iter(order[start:])
 
@@ -117,7 +96,7 @@ def make_loader(
 ) -> ResumableDataLoader:
     """A resumable loader of ``dataset`` for process ``rank`` of ``world_size``; ``batch_size`` per process."""
     sampler = ShardedEpochSampler(
-        len(dataset),  # type: ignore[arg-type]
+        dataset,
         batch_size=batch_size,
         seed=seed,
         shuffle=shuffle,

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import lightning.pytorch as pl
 
-from sepconv.serialization import atomic_write_bytes
+from sepconv.io import atomic_write_bytes
 
 __all__ = ["CSV_COLUMNS", "MetricsHistory", "VisdomReporter", "parse_visdom_url"]
 

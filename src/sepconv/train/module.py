@@ -4,50 +4,31 @@ Per-epoch metrics are summed as tensors on each process and reduced once at the 
 costs nothing per step (no ``torchmetrics``, no per-step ``self.log``). A loss that is NaN or infinite
 stops the run with :class:`NonFiniteLossError` before the bad gradient reaches the weights, on every
 process at once under DDP.
+
+The memory format and bf16 autocast are applied here (not through Lightning's precision plugin), so
+that :meth:`ClassifierModule.setup` can adopt rank 0's choice on every process before DDP wraps the
+model: the processes of one run can never train in different formats.
 """
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch import nn
 
+from sepconv.errors import SepconvError
 from sepconv.train.config import TrainConfig
 from sepconv.train.optim import build_optimizer, build_scheduler
+from sepconv.train.precision import PrecisionChoice
+from sepconv.train.state import capture_rng_state, restore_rng_state
 
 __all__ = ["ClassifierModule", "NonFiniteLossError", "capture_rng_state", "restore_rng_state"]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(SepconvError, RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Every RNG training draws from, as tensors/lists that ``torch.load(weights_only=True)`` accepts."""
-    numpy_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-        "numpy": torch.from_numpy(np.asarray(numpy_state[1], dtype=np.int64)),
-        "numpy_pos": int(numpy_state[2]),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), None))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class ClassifierModule(pl.LightningModule):
@@ -57,23 +38,42 @@ class ClassifierModule(pl.LightningModule):
         self,
         model: nn.Module,
         config: TrainConfig,
-        channels_last: bool = False,
+        *,
+        precision: PrecisionChoice,
+        run_id: str,
         total_steps: int | None = None,
+        run_record: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.total_steps = total_steps
         self.model = model
         self.config = config
-        self.channels_last = channels_last
+        self.precision_choice = precision
+        self.run_id = run_id
+        # Stored in every checkpoint so that a resume can check what it continues (model, data, split).
+        self.run_record = dict(run_record or {})
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.epoch_metrics: dict[str, float] = {}
         self._sums: dict[str, torch.Tensor] = {}
-        self.extra_state: dict[str, Any] = {}
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.world_size > 1:
+            # Every process adopts rank 0's choices before DDP wraps the model.
+            self.precision_choice, self.run_id = self.trainer.strategy.broadcast(
+                (self.precision_choice, self.run_id), src=0
+            )
+            if self.device.type == "cpu":  # on GPUs, the Trainer's sync_batchnorm does it
+                from sepconv.train.sync_norm import use_distributed_batchnorm
+
+                use_distributed_batchnorm(self.model)
+        if self.precision_choice.channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
+        if self.precision_choice.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision_choice.bf16):
+            return self.model(images)
 
     def _accumulate(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
         count = labels.numel()
@@ -151,9 +151,11 @@ class ClassifierModule(pl.LightningModule):
         checkpoint["sepconv"] = {
             "rng": capture_rng_state(),
             "config": self.config.to_dict(),
+            "run_id": self.run_id,
+            "precision": self.precision_choice.to_dict(),
+            **self.run_record,
             # Sums of the epoch in progress, so a mid-epoch resume reports the same epoch metrics.
             "partial_sums": {stage: sums.cpu() for stage, sums in self._sums.items()},
-            **self.extra_state,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -161,6 +163,3 @@ class ClassifierModule(pl.LightningModule):
         if "rng" in saved:
             restore_rng_state(saved["rng"])
         self._sums = {stage: sums.to(self.device) for stage, sums in saved.get("partial_sums", {}).items()}
-        self.extra_state = {
-            key: value for key, value in saved.items() if key not in ("rng", "config", "partial_sums")
-        }

@@ -43,10 +43,23 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule: one-cycle (warm-up to ``lr`` then cosine down), cosine from ``lr``, or constant."""
+    """Per-step schedule: one-cycle (warm-up to ``lr`` then cosine down), cosine from ``lr``, or constant.
+
+    One-cycle warms up for a quarter of the steps; on very short runs (fewer than 6 steps) the warm-up
+    is stretched to 1.5 steps, because ``OneCycleLR`` divides by the length of each phase and a
+    warm-up of exactly one step (or none) is a division by zero.
+
+    >>> model = nn.Linear(2, 2)
+    >>> for steps in (1, 2, 3, 4, 5):
+    ...     optimizer = build_optimizer(model, TrainConfig(lr=0.1))
+    ...     scheduler = build_scheduler(optimizer, TrainConfig(lr=0.1), steps)
+    ...     for _ in range(steps):
+    ...         optimizer.step(); scheduler.step()
+    """
     if config.schedule == "onecycle":
+        total = max(total_steps, 2)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=max(total_steps, 2), pct_start=0.25, div_factor=10
+            optimizer, max_lr=config.lr, total_steps=total, pct_start=max(0.25, 1.5 / total), div_factor=10
         )
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))

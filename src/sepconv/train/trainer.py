@@ -1,10 +1,19 @@
 """``fit(config)``: train a registered model on a named data set with Lightning, end to end.
 
-One function composes the pieces of this package: the data splits and resumable loaders, the
-:class:`~sepconv.train.module.ClassifierModule`, safe checkpoints every N steps/epochs with resume
-(falling back past a corrupt newest checkpoint), per-epoch CSV + TensorBoard (+ visdom) metrics,
-early stopping, ``channels_last`` / bf16 when they help, and DDP over ``devices`` x ``num_nodes``
-processes (gloo on CPU, NCCL on GPU; under ``torchrun`` the environment it sets up is used).
+A run is a sequence of named stages, each a function of its own:
+
+1. :func:`find_resume_point` — the checkpoint a resumed run continues (newest good one of that run);
+2. :func:`load_training_data` and :func:`check_data` — the splits, refused when unusable;
+3. :func:`build_model` and :func:`check_model_fits_data` — the model, checked on one real image;
+4. :func:`~sepconv.train.precision.choose_precision` — memory format and bf16 by a fixed rule;
+5. :func:`check_resume_matches` — a resumed run changes nothing that changes the result;
+6. :func:`~sepconv.train.run_folder.claim_run_folder` — the output folder, locked, for this run only;
+7. :func:`make_trainer` — the Lightning ``Trainer`` with our module, checkpoints and loggers;
+8. :func:`finish_run` — test accuracy, ``model.safetensors`` and ``result.json``.
+
+Under DDP (``devices`` x ``num_nodes`` processes; gloo on CPU, NCCL on GPU) every process runs
+:func:`fit`; BatchNorm statistics are synchronised so that N processes compute what one process does
+with the same global batch, and only rank 0 claims the folder, writes files and evaluates.
 """
 
 from __future__ import annotations
@@ -12,17 +21,34 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sepconv.train.config import TrainConfig, TrainResult
+from sepconv.train.config import TrainConfig, TrainResult, result_differences
+from sepconv.train.precision import PrecisionChoice, choose_precision
 
-__all__ = ["build_model", "fit", "resolve_resume"]
+__all__ = [
+    "ResumePoint",
+    "build_model",
+    "check_data",
+    "check_model_fits_data",
+    "check_resume_matches",
+    "data_fingerprint",
+    "find_resume_point",
+    "find_resume_run_folder",
+    "finish_run",
+    "fit",
+    "load_training_data",
+    "make_trainer",
+]
 
 _QUIET_WARNINGS = (
     r".*does not have many workers.*",
@@ -31,6 +57,94 @@ _QUIET_WARNINGS = (
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*Checkpoint directory .* exists and is not empty.*",
 )
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+
+@dataclass
+class ResumePoint:
+    """A checkpoint to continue: its state file, its loaded contents, its run and the run's folder."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+    run_id: str
+    folder: Path
+
+
+def find_resume_run_folder(resume: str | Path) -> Path:
+    """The run folder that ``resume`` (a ``.state`` file, a run folder or its ``checkpoints/``) belongs to."""
+    from sepconv.train.run_folder import read_run_file
+
+    path = Path(resume)
+    if path.is_file():
+        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume: no such checkpoint or folder: {path}")
+    return path.parent if path.name == "checkpoints" and read_run_file(path) is None else path
+
+
+def find_resume_point(resume: str | Path, warn: Callable[[str], None]) -> ResumePoint:
+    """The checkpoint ``resume`` names: a ``.state`` file, or the newest good one of the run in a folder.
+
+    A folder may be the run's output folder or its ``checkpoints/``. Only checkpoints of the run that
+    owns the folder (the id in its ``run.json``) are considered.
+    """
+    from sepconv.train.checkpoint import checkpoint_run_id, find_resume_checkpoint, load_checkpoint
+    from sepconv.train.run_folder import read_run_file
+
+    path = Path(resume)
+    folder = find_resume_run_folder(path)
+    if path.is_file():
+        run_id = checkpoint_run_id(path)
+        if run_id is None:
+            raise ValueError(f"--resume: {path} is not a sepconv checkpoint (step-N-RUNID.state)")
+        return ResumePoint(path, load_checkpoint(path), run_id, folder)
+    run = read_run_file(folder)
+    if run is None:
+        raise ValueError(f"--resume: {folder} is not a sepconv training run folder (it has no run.json)")
+    found = find_resume_checkpoint(folder / "checkpoints", run["run_id"], warn=warn)
+    if found is None:
+        raise ValueError(f"--resume: no usable checkpoint of run {run['run_id']} in {folder / 'checkpoints'}")
+    return ResumePoint(found, load_checkpoint(found), run["run_id"], folder)
+
+
+def load_training_data(config: TrainConfig) -> Any:
+    """The :class:`~sepconv.data.DataSplits` that ``config`` names (split by ``config.seed``)."""
+    from sepconv.data import load_dataset
+
+    return load_dataset(
+        config.dataset,
+        root=config.data_root,
+        seed=config.seed,
+        augment=config.augment,
+        download=config.download,
+        skip_bad_images=config.skip_bad_images,
+    )
+
+
+def check_data(data: Any, warn: Callable[[str], None]) -> None:
+    """Refuse data a classifier cannot learn from; say what was skipped."""
+    if len(data.train) == 0:
+        raise ValueError(f"data set {data.name!r} has no training samples")
+    if data.num_classes < 2:
+        raise ValueError(
+            f"data set {data.name!r} has {data.num_classes} class(es); a classifier needs at least 2"
+        )
+    if data.skipped:
+        listed = ", ".join(str(item) for item in data.skipped[:3])
+        more = f" and {len(data.skipped) - 3} more" if len(data.skipped) > 3 else ""
+        warn(f"skipped {len(data.skipped)} file(s): {listed}{more}")
+
+
+def data_fingerprint(data: Any) -> dict[str, Any]:
+    """What a resumed run must find again in its data: classes, image shape and split sizes."""
+    return {
+        "name": data.name,
+        "num_classes": int(data.num_classes),
+        "in_channels": int(data.in_channels),
+        "image_size": [int(size) for size in data.image_size],
+        "split_sizes": [len(data.train), len(data.val), len(data.test)],
+        "class_names": [str(name) for name in data.class_names],
+    }
 
 
 def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
@@ -43,23 +157,79 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> torc
     return create_model(config.model, **kwargs)
 
 
-def resolve_resume(resume: str | Path, warn: Callable[[str], None]) -> Path:
-    """The checkpoint to resume from: a ``.state`` file as given, or the newest good one in a folder.
+def check_model_fits_data(model: torch.nn.Module, data: Any, model_name: str) -> None:
+    """Run one training image through ``model`` (eval mode, no state changes) and check its class count.
 
-    A folder may be the checkpoints folder or the run's output folder (its ``checkpoints/`` is used).
+    Catches a model built for other images (channels, a size too small for its pooling) or for another
+    number of classes before any training, with both numbers in the message.
     """
-    from sepconv.train.checkpoint import find_resume_checkpoint
+    image = data.train[0][0].unsqueeze(0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(image)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"model {model_name} does not accept the images of data set {data.name!r} "
+            f"({data.in_channels} channel(s), {'x'.join(map(str, data.image_size))}): {reason}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
+        raise ValueError(
+            f"model {model_name} gives {tuple(logits.shape[1:])} outputs per image, but data set "
+            f"{data.name!r} has {data.num_classes} classes; set num_classes={data.num_classes} (or leave it out)"
+        )
 
-    path = Path(resume)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"--resume: no such checkpoint or folder: {path}")
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    found = find_resume_checkpoint(folder, warn=warn)
-    if found is None:
-        raise ValueError(f"--resume: no usable checkpoint in {folder}")
-    return found
+
+def check_resume_matches(
+    point: ResumePoint, config: TrainConfig, precision: PrecisionChoice, fingerprint: dict[str, Any]
+) -> None:
+    """Refuse a resume whose settings differ from the saved run in anything that changes the result.
+
+    Names every difference (model and arguments, data set and its contents, split seed, recipe, number
+    of processes, memory format and precision) in one line.
+    """
+    saved = point.checkpoint.get("sepconv", {})
+    differences = result_differences(saved.get("config", {}), config)
+    saved_precision = saved.get("precision", {})
+    for key in ("channels_last", "bf16"):
+        if key in saved_precision and bool(saved_precision[key]) != getattr(precision, key):
+            differences.append(f"{key} (resolved) {bool(saved_precision[key])} -> {getattr(precision, key)}")
+    saved_data = saved.get("data", {})
+    for key, now in fingerprint.items():
+        if key in saved_data and saved_data[key] != now:
+            differences.append(f"data {key} {saved_data[key]!r} -> {now!r}")
+    if differences:
+        raise ValueError(
+            f"--resume: {point.path} was written with other settings: {'; '.join(differences)}; resume with the "
+            "settings of that run, or start a new one (--overwrite or another --out)"
+        )
+    if Path(config.out_dir).resolve() != point.folder.resolve():
+        raise ValueError(
+            f"--resume: {point.path} belongs to the run in {point.folder}, but --out is {config.out_dir}; "
+            f"resume into {point.folder}"
+        )
+
+
+def _is_launch_rank_zero() -> bool:
+    """Whether this process is rank 0 as the launcher (torchrun, Lightning's) set it up; True if none ran."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "NODE_RANK", "LOCAL_RANK"))
+
+
+def _on_gpu(config: TrainConfig) -> bool:
+    return config.accelerator in ("gpu", "cuda") or (
+        config.accelerator == "auto" and torch.cuda.is_available()
+    )
+
+
+def _total_steps(config: TrainConfig, train_size: int) -> int:
+    world_size = config.devices * config.num_nodes
+    batches_per_epoch = math.ceil(math.ceil(train_size / world_size) / (config.batch_size // world_size))
+    total = config.epochs * batches_per_epoch
+    return min(total, config.max_steps) if config.max_steps else total
 
 
 def _data_module(data: Any, config: TrainConfig) -> Any:
@@ -69,76 +239,191 @@ def _data_module(data: Any, config: TrainConfig) -> Any:
     from sepconv.train.data import make_loader
 
     class SplitsDataModule(pl.LightningDataModule):
-        def train_dataloader(self) -> Any:
+        def _loader(self, dataset: Any, batch_size: int, shuffle: bool, workers: int) -> Any:
             world = self.trainer.world_size
             return make_loader(
-                data.train,
-                batch_size=config.batch_size // world,
+                dataset,
+                batch_size=max(batch_size // world, 1),
                 seed=config.seed,
-                shuffle=True,
+                shuffle=shuffle,
                 rank=self.trainer.global_rank,
                 world_size=world,
-                num_workers=config.num_workers,
+                num_workers=workers,
             )
 
+        def train_dataloader(self) -> Any:
+            return self._loader(data.train, config.batch_size, True, config.num_workers)
+
         def val_dataloader(self) -> Any:
-            world = self.trainer.world_size
-            return make_loader(
-                data.val,
-                batch_size=max(256 // world, 1),
-                seed=config.seed,
-                shuffle=False,
-                rank=self.trainer.global_rank,
-                world_size=world,
-            )
+            return self._loader(data.val, 256, False, 0)
 
     return SplitsDataModule()
 
 
-_MUST_MATCH_ON_RESUME = (
-    "model",
-    "model_kwargs",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "schedule",
-)
+@dataclass
+class _RunParts:
+    trainer: Any
+    module: Any
+    history: Any
+    checkpointer: Any
 
 
-def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    """A resumed run continues the saved optimizer and schedule, so their settings must not change."""
-    for key in _MUST_MATCH_ON_RESUME:
-        if key in saved and saved[key] != getattr(config, key):
-            raise ValueError(
-                f"--resume: {path} was written by a run with {key}={saved[key]!r}, this run has "
-                f"{key}={getattr(config, key)!r}; resume with the same settings (start a new run to change them)"
-            )
-    saved_world = saved.get("devices", 1) * saved.get("num_nodes", 1)
-    if saved_world != config.devices * config.num_nodes:
-        raise ValueError(
-            f"--resume: {path} was written by {saved_world} process(es), this run has "
-            f"{config.devices * config.num_nodes}; resume with the same --devices and --num-nodes"
-        )
-
-
-def _use_bf16(
+def make_trainer(
     config: TrainConfig,
-    on_gpu: bool,
     model: torch.nn.Module,
-    probe_shape: tuple[int, ...],
-    num_classes: int,
-    channels_last: bool,
-) -> bool:
-    """bf16 autocast: forced by ``config.bf16``, or on "auto" on GPUs that have it, else if measured faster."""
-    if config.bf16 != "auto":
-        return config.bf16 == "on"
-    if on_gpu:
-        return torch.cuda.is_bf16_supported()
-    from sepconv.train.speed import faster_with_bf16
+    data: Any,
+    *,
+    precision: PrecisionChoice,
+    run_id: str,
+    run_record: dict[str, Any],
+    resume: ResumePoint | None,
+    interrupt: Any,
+    warn: Callable[[str], None],
+) -> _RunParts:
+    """The Lightning ``Trainer`` and the callbacks of one run (nothing runs yet)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping
 
-    return faster_with_bf16(model, probe_shape, num_classes, channels_last=channels_last)
+    from sepconv.train.checkpoint import PeriodicCheckpoint, SafeCheckpointIO
+    from sepconv.train.loggers import MetricsHistory, VisdomReporter
+    from sepconv.train.module import ClassifierModule
+
+    out_dir = Path(config.out_dir)
+    world_size = config.devices * config.num_nodes
+    module = ClassifierModule(
+        model,
+        config,
+        precision=precision,
+        run_id=run_id,
+        total_steps=_total_steps(config, len(data.train)),
+        run_record=run_record,
+    )
+    history = MetricsHistory(out_dir / "metrics.csv")
+    if config.visdom:
+        history.listeners.append(VisdomReporter(config.visdom, warn=warn))
+    checkpointer = PeriodicCheckpoint(
+        out_dir / "checkpoints",
+        every_steps=config.checkpoint_every_steps,
+        every_epochs=config.checkpoint_every_epochs or None,
+        keep=config.keep_checkpoints,
+        interrupt=interrupt,
+    )
+    callbacks: list[Any] = [history, checkpointer]
+    if config.early_stopping_patience and len(data.val):
+        callbacks.append(
+            EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience, mode="min")
+        )
+    loggers: list[Any] = []
+    if config.tensorboard:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version=""))
+    on_gpu = _on_gpu(config)
+    strategy: Any = "auto"
+    if world_size > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
+    preloaded = {resume.path: resume.checkpoint} if resume is not None else None
+    trainer = pl.Trainer(
+        accelerator="gpu" if on_gpu else "cpu",
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=strategy,
+        # One global batch, one set of BatchNorm statistics: on GPUs nn.SyncBatchNorm; on CPU, where DDP
+        # refuses it, ClassifierModule.setup installs sepconv.train.sync_norm instead.
+        sync_batchnorm=world_size > 1 and on_gpu,
+        precision="32-true",  # bf16 autocast is applied by the module (see ClassifierModule.setup)
+        max_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        logger=loggers or False,
+        callbacks=callbacks,
+        enable_checkpointing=True,  # PeriodicCheckpoint is the only checkpoint callback
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        deterministic=config.deterministic,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if len(data.val) else 0,
+        plugins=[SafeCheckpointIO(model, preloaded=preloaded)],
+        default_root_dir=str(out_dir),
+        log_every_n_steps=50,
+    )
+    return _RunParts(trainer, module, history, checkpointer)
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's chatter for the duration of a run, leaving global settings as they were."""
+
+    class _WarningsAndAbove(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.levelno >= logging.WARNING
+
+    quiet = _WarningsAndAbove()
+    handlers = [handler for name in _LIGHTNING_LOGGERS for handler in logging.getLogger(name).handlers]
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
+def finish_run(
+    config: TrainConfig,
+    parts: _RunParts,
+    data: Any,
+    *,
+    evaluate_test: bool,
+    started: float,
+    resumed_from: Path | None,
+) -> TrainResult:
+    """Evaluate on the test split and write ``model.safetensors`` and ``result.json`` (rank 0 only)."""
+    from sepconv.io import save_model
+    from sepconv.train.evaluation import evaluate_model
+    from sepconv.train.sync_norm import restore_batchnorm
+
+    trainer, module, checkpointer = parts.trainer, parts.module, parts.checkpointer
+    out_dir = Path(config.out_dir)
+    model = module.model
+    restore_batchnorm(model)
+    precision: PrecisionChoice = module.precision_choice
+    result = TrainResult(
+        model=model,
+        history=parts.history.rows,
+        test_accuracy=None,
+        train_seconds=time.perf_counter() - started,
+        out_dir=out_dir,
+        last_checkpoint=checkpointer.last_path,
+        model_path=None,
+        run_id=module.run_id,
+        model_name=config.model,
+        stopped_early=trainer.should_stop and trainer.current_epoch < config.epochs,
+        channels_last=precision.channels_last,
+        bf16=precision.bf16,
+        precision_reason=precision.reason,
+        skipped_images=len(data.skipped),
+        resumed_from=resumed_from,
+        rank=trainer.global_rank,
+    )
+    if not trainer.is_global_zero:
+        return result
+    if evaluate_test and len(data.test):
+        result.test_accuracy = evaluate_model(
+            model, data.test, num_classes=data.num_classes, channels_last=precision.channels_last
+        ).accuracy
+    result.model_path = save_model(model.cpu(), out_dir / "model.safetensors")
+    (out_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
 
 
 def fit(
@@ -151,162 +436,83 @@ def fit(
 ) -> TrainResult:
     """Train ``config.model`` on ``config.dataset`` (or on ``data``, a :class:`~sepconv.data.DataSplits`).
 
-    Writes into ``config.out_dir``: ``config.json``, ``metrics.csv`` (one row per epoch),
-    ``checkpoints/step-*.{safetensors,state}``, ``tensorboard/``, and at the end ``model.safetensors``
-    and ``result.json``. ``resume`` is a checkpoint or a folder holding them (see :func:`resolve_resume`).
-    Under DDP every process runs this; only rank 0 writes files and evaluates on the test split.
+    Writes into ``config.out_dir`` (which this run locks and owns; see
+    :mod:`sepconv.train.run_folder`): ``run.json``, ``config.json``, ``metrics.csv`` (one row per epoch),
+    ``checkpoints/step-N-RUNID.{safetensors,state}``, ``tensorboard/``, and at the end
+    ``model.safetensors`` and ``result.json``. ``resume`` is a checkpoint or a run folder (see
+    :func:`find_resume_point`). A first Ctrl-C writes a checkpoint and raises ``KeyboardInterrupt``
+    whose message says where it is and how to resume.
     """
-    config.validate()
-    warn = warn or (lambda message: warnings.warn(message, stacklevel=2))
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EarlyStopping
 
-    from sepconv.serialization import save_model
-    from sepconv.train.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, load_checkpoint
-    from sepconv.train.evaluation import evaluate_model
-    from sepconv.train.loggers import MetricsHistory, VisdomReporter
-    from sepconv.train.module import ClassifierModule
-    from sepconv.train.speed import faster_memory_format
+    from sepconv.train.checkpoint import InterruptRequest, TrainingInterrupted
+    from sepconv.train.run_folder import check_out_dir, claim_run_folder
 
-    for pattern in _QUIET_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-    out_dir = Path(config.out_dir)
-    resume_path = resolve_resume(resume, warn) if resume is not None else None
-    saved_state: dict[str, Any] = {}
-    resumed_checkpoint: dict[str, Any] | None = None
-    if resume_path is not None:
-        resumed_checkpoint = load_checkpoint(resume_path)
-        saved_state = resumed_checkpoint.get("sepconv", {})
-        _check_resumable(saved_state.get("config", {}), config, resume_path)
+    config.validate()
+    check_out_dir(config.out_dir)
+    warn = warn or _warn
+    point = find_resume_point(resume, warn) if resume is not None else None
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    if data is None:
-        from sepconv.data import load_dataset
-
-        data = load_dataset(
-            config.dataset,
-            root=config.data_root,
-            seed=config.seed,
-            augment=config.augment,
-            download=config.download,
-            skip_bad_images=config.skip_bad_images,
-        )
-    if len(data.train) == 0:
-        raise ValueError(f"data set {data.name!r} has no training samples")
-    if data.skipped:
-        warn(f"skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}")
-
-    start = time.perf_counter()
+    data = load_training_data(config) if data is None else data
+    check_data(data, warn)
+    started = time.perf_counter()
     model = build_model(config, data.in_channels, data.num_classes)
-    on_gpu = config.accelerator in ("gpu", "cuda") or (
-        config.accelerator == "auto" and torch.cuda.is_available()
+    check_model_fits_data(model, data, config.model)
+    precision = choose_precision(
+        model, on_gpu=_on_gpu(config), channels_last=config.channels_last, bf16=config.bf16
     )
-    probe_shape = (
-        min(config.batch_size // (config.devices * config.num_nodes), 64),
-        data.in_channels,
-        *data.image_size,
-    )
-    if "channels_last" in saved_state:  # a resumed run keeps the choices of the run it continues
-        channels_last = bool(saved_state["channels_last"])
-    elif config.channels_last == "auto":
-        probe_model = model.cuda() if on_gpu else model
-        channels_last = faster_memory_format(probe_model, probe_shape, data.num_classes)
-        model.cpu()
-    else:
-        channels_last = config.channels_last == "on"
-    if "bf16" in saved_state:
-        bf16 = bool(saved_state["bf16"])
-    else:
-        bf16 = _use_bf16(config, on_gpu, model, probe_shape, data.num_classes, channels_last)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    fingerprint = data_fingerprint(data)
+    if point is not None:
+        check_resume_matches(point, config, precision, fingerprint)
 
-    world_size = config.devices * config.num_nodes
-    batches_per_epoch = math.ceil(math.ceil(len(data.train) / world_size) / (config.batch_size // world_size))
-    total_steps = config.epochs * batches_per_epoch
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
-    module = ClassifierModule(model, config, channels_last=channels_last, total_steps=total_steps)
-    module.extra_state.update(channels_last=channels_last, bf16=bf16)
-    history = MetricsHistory(out_dir / "metrics.csv")
-    if config.visdom:
-        history.listeners.append(VisdomReporter(config.visdom, warn=warn))
-    checkpointer = PeriodicCheckpoint(
-        out_dir / "checkpoints",
-        every_steps=config.checkpoint_every_steps,
-        every_epochs=config.checkpoint_every_epochs,
-        keep=config.keep_checkpoints,
-    )
-    callbacks: list[Any] = [history, checkpointer]
-    if config.early_stopping_patience and len(data.val):
-        callbacks.append(
-            EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience, mode="min")
+    is_rank_zero = _is_launch_rank_zero()
+    folder = None
+    if is_rank_zero:
+        folder = claim_run_folder(
+            config.out_dir,
+            kind="train",
+            overwrite=config.overwrite and point is None,
+            resume_run_id=None if point is None else point.run_id,
         )
-    loggers: list[Any] = []
-    if config.tensorboard:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version=""))
-
-    strategy: Any = "auto"
-    if world_size > 1:
-        from lightning.pytorch.strategies import DDPStrategy
-
-        strategy = DDPStrategy(process_group_backend="nccl" if on_gpu else "gloo")
-    trainer = pl.Trainer(
-        accelerator="gpu" if on_gpu else "cpu",
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        strategy=strategy,
-        precision="bf16-mixed" if bf16 else "32-true",
-        max_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        logger=loggers or False,
-        callbacks=callbacks,
-        enable_checkpointing=True,  # PeriodicCheckpoint is the only checkpoint callback
-        enable_progress_bar=config.progress_bar,
-        enable_model_summary=False,
-        deterministic=config.deterministic,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if len(data.val) else 0,
-        plugins=[
-            SafeCheckpointIO(model, preloaded={resume_path: resumed_checkpoint} if resume_path else None)
-        ],
-        default_root_dir=str(out_dir),
-        log_every_n_steps=50,
-    )
-    if trainer.is_global_zero:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    trainer.fit(module, datamodule=_data_module(data, config), ckpt_path=resume_path)
-    train_seconds = time.perf_counter() - start
-
-    model = module.model
-    result = TrainResult(
-        model=model,
-        history=history.rows,
-        test_accuracy=None,
-        train_seconds=train_seconds,
-        out_dir=out_dir,
-        last_checkpoint=checkpointer.last_path,
-        model_path=None,
-        stopped_early=trainer.should_stop and trainer.current_epoch < config.epochs,
-        channels_last=channels_last,
-        bf16=bf16,
-        skipped_images=len(data.skipped),
-        resumed_from=resume_path,
-        rank=trainer.global_rank,
-    )
-    if not trainer.is_global_zero:
-        return result
-    if evaluate_test and len(data.test):
-        result.test_accuracy = evaluate_model(
-            model, data.test, num_classes=data.num_classes, channels_last=channels_last
-        ).accuracy
-    result.model_path = save_model(model.cpu(), out_dir / "model.safetensors")
-    (out_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    return result
+    run_id = point.run_id if point is not None else folder.run_id if folder is not None else ""
+    interrupt = InterruptRequest()
+    try:
+        with _quiet_lightning(), interrupt.installed():
+            parts = make_trainer(
+                config,
+                model,
+                data,
+                precision=precision,
+                run_id=run_id,
+                run_record={"data": fingerprint},
+                resume=point,
+                interrupt=interrupt,
+                warn=warn,
+            )
+            if is_rank_zero:
+                (Path(config.out_dir) / "config.json").write_text(
+                    json.dumps(config.to_dict(), indent=2) + "\n"
+                )
+            try:
+                parts.trainer.fit(
+                    parts.module,
+                    datamodule=_data_module(data, config),
+                    ckpt_path=None if point is None else point.path,
+                )
+            except TrainingInterrupted as stop:
+                raise KeyboardInterrupt(
+                    f"training stopped at step {parts.trainer.global_step}; last checkpoint: {stop.path}; "
+                    f"resume with the same command and --resume {config.out_dir}"
+                ) from None
+            return finish_run(
+                config,
+                parts,
+                data,
+                evaluate_test=evaluate_test,
+                started=started,
+                resumed_from=None if point is None else point.path,
+            )
+    finally:
+        if folder is not None:
+            folder.release()

@@ -1,0 +1,69 @@
+"""Which memory format and precision a run trains in: a fixed rule, never a timing race.
+
+An earlier version timed a few steps each way and kept the faster; on a busy machine the timing flipped
+between runs, so the same seed gave different numbers and the processes of one DDP run could disagree
+(DDP then stops on mismatched parameter strides). The rule below depends only on the model, the device,
+the CPU's instruction set and the settings, so every process of a run (and every rerun on the same kind
+of machine) makes the same choice. ``fit`` also broadcasts rank 0's choice to the other processes.
+
+The rule, from measurements of the twins and MobileNets on CPUs and GPUs:
+
+* ``channels_last`` when the model has 2-D convolutions: oneDNN (CPU) and cuDNN (tensor cores) run
+  NHWC convolutions faster than NCHW, and depthwise ones most of all.
+* bf16 autocast on GPUs that support it, and on CPUs with native bf16 units (AVX512-BF16 or AMX). On
+  other CPUs bf16 is emulated and slower than float32, so it stays off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["PrecisionChoice", "choose_precision", "cpu_has_native_bf16"]
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The resolved ``channels_last`` / ``bf16`` settings of a run, and why (printed and stored)."""
+
+    channels_last: bool
+    bf16: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, bool | str]:
+        return {"channels_last": self.channels_last, "bf16": self.bf16, "reason": self.reason}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def choose_precision(model: nn.Module, *, on_gpu: bool, channels_last: str, bf16: str) -> PrecisionChoice:
+    """Resolve the ``"auto"`` / ``"on"`` / ``"off"`` switches of a run for ``model`` on this device.
+
+    >>> choose_precision(nn.Linear(2, 2), on_gpu=False, channels_last="auto", bf16="off")
+    PrecisionChoice(channels_last=False, bf16=False, reason='channels_last auto: no 2-D convolution; bf16 off')
+    """
+    reasons = []
+    if channels_last == "auto":
+        has_conv = any(isinstance(module, nn.Conv2d) for module in model.modules())
+        use_channels_last = has_conv
+        reasons.append(f"channels_last auto: {'2-D convolutions' if has_conv else 'no 2-D convolution'}")
+    else:
+        use_channels_last = channels_last == "on"
+        reasons.append(f"channels_last {channels_last}")
+    if bf16 == "auto":
+        if on_gpu:
+            use_bf16 = torch.cuda.is_bf16_supported()
+            reasons.append(f"bf16 auto: GPU {'supports' if use_bf16 else 'lacks'} bf16")
+        else:
+            use_bf16 = cpu_has_native_bf16()
+            reasons.append(f"bf16 auto: CPU {'has' if use_bf16 else 'lacks'} native bf16")
+    else:
+        use_bf16 = bf16 == "on"
+        reasons.append(f"bf16 {bf16}")
+    return PrecisionChoice(use_channels_last, use_bf16, "; ".join(reasons))

@@ -1,0 +1,185 @@
+"""An output folder belongs to one run: claimed with a lock, marked with a run id, refused to others.
+
+Without this, a second run into the same ``--out`` kept the first run's checkpoints, pruned its own, and
+``--resume`` silently continued the other run. Now:
+
+* :func:`check_out_dir` refuses empty or unsafe folders (the current directory, one of its parents,
+  the home folder, the file-system root, an existing file);
+* :func:`claim_run_folder` takes an exclusive lock (``.sepconv.lock``; a second process on the same
+  folder is refused at once, and the lock dies with its process), then refuses a folder that holds
+  another run's files unless the run is resumed (same run id) or ``overwrite`` clears it first, and
+  writes ``run.json`` (``run_id``, ``kind``, start time) for a new run.
+
+The run id also goes into every checkpoint's file name, so only this run's checkpoints are pruned or
+resumed (:mod:`sepconv.train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sepconv.errors import SepconvError
+
+__all__ = [
+    "LOCK_NAME",
+    "RUN_FILE",
+    "RunFolder",
+    "RunFolderError",
+    "check_out_dir",
+    "claim_run_folder",
+    "new_run_id",
+    "read_run_file",
+]
+
+RUN_FILE = "run.json"
+LOCK_NAME = ".sepconv.lock"
+# Files an earlier sepconv (before run.json) left in its folders: enough to recognise one to clear.
+_LEGACY_MARKERS = ("config.json", "results.json")
+
+
+class RunFolderError(SepconvError, ValueError):
+    """The output folder cannot be used for this run (unsafe, locked, or another run's)."""
+
+
+def new_run_id() -> str:
+    """A short random id, unique enough to tell runs apart in one folder: 12 hex digits."""
+    return secrets.token_hex(6)
+
+
+def check_out_dir(out_dir: str | os.PathLike[str], *, flag: str = "--out") -> Path:
+    """``out_dir`` as a path, or :class:`RunFolderError` when it is empty or unsafe to fill or clear."""
+    text = os.fspath(out_dir)
+    if not text.strip():
+        raise RunFolderError(f"{flag} must name a folder, got {text!r}")
+    path = Path(text).expanduser()
+    resolved = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{flag} {text!r} is an existing file, not a folder")
+    current = Path.cwd().resolve()
+    unsafe = {Path(resolved.anchor), Path.home().resolve()}
+    if resolved in unsafe or resolved == current or resolved in current.parents:
+        raise RunFolderError(
+            f"{flag} {text!r} is {resolved}, the current folder, one of its parents, the home folder or the "
+            "root; give a folder of its own (e.g. runs/NAME)"
+        )
+    return path
+
+
+def read_run_file(folder: Path) -> dict[str, Any] | None:
+    """The ``run.json`` of ``folder``, or None when there is none (or it is unreadable)."""
+    try:
+        document = json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) and isinstance(document.get("run_id"), str) else None
+
+
+@dataclass
+class RunFolder:
+    """A claimed output folder; ``release()`` (or the end of the process) drops the lock."""
+
+    path: Path
+    run_id: str
+    kind: str
+    resumed: bool = False
+    _lock: IO[bytes] | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor releases the flock
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _lock(folder: Path, flag: str) -> IO[bytes]:
+    handle = open(folder / LOCK_NAME, "a+b")  # noqa: SIM115 (held open for the whole run)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, the other checks still apply
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunFolderError(
+            f"{flag} {folder} is in use by another sepconv run right now; wait for it or choose another folder"
+        ) from None
+    return handle
+
+
+def _contents(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir() if path.name != LOCK_NAME)
+
+
+def _clear(folder: Path, flag: str) -> None:
+    contents = _contents(folder)
+    if (
+        contents
+        and read_run_file(folder) is None
+        and not any((folder / name).exists() for name in _LEGACY_MARKERS)
+    ):
+        raise RunFolderError(
+            f"{flag} {folder} holds files that are not a sepconv run ({contents[0].name}, ...); refusing to "
+            "clear it with --overwrite: choose another folder"
+        )
+    for path in contents:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def claim_run_folder(
+    out_dir: str | os.PathLike[str],
+    *,
+    kind: str,
+    overwrite: bool = False,
+    resume_run_id: str | None = None,
+    flag: str = "--out",
+) -> RunFolder:
+    """Lock ``out_dir`` for one run of ``kind`` ("train", "demo"); create it if needed.
+
+    A new run needs an empty folder, or ``overwrite`` (which clears an earlier run's files, and refuses
+    a folder that is not a sepconv run). A resumed run (``resume_run_id``) needs the folder's
+    ``run.json`` to carry that id. Raises :class:`RunFolderError` naming the folder otherwise.
+    """
+    folder = check_out_dir(out_dir, flag=flag)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = _lock(folder, flag)
+    try:
+        existing = read_run_file(folder)
+        if resume_run_id is not None:
+            if existing is None or existing["run_id"] != resume_run_id:
+                found = "no run.json" if existing is None else f"run {existing['run_id']}"
+                raise RunFolderError(
+                    f"{flag} {folder} does not hold the run being resumed (run {resume_run_id}; found {found})"
+                )
+            return RunFolder(folder, resume_run_id, kind, resumed=True, _lock=lock)
+        if overwrite:
+            _clear(folder, flag)
+        elif _contents(folder):
+            what = f"{existing.get('kind', 'a')} run {existing['run_id']}" if existing else "files"
+            hint = "--resume it to continue, " if existing and existing.get("kind") == "train" else ""
+            raise RunFolderError(
+                f"{flag} {folder} already holds {what} ({_contents(folder)[0].name}, ...); {hint}pass "
+                "--overwrite to clear it first, or choose another folder"
+            )
+        run_id = new_run_id()
+        document = {"run_id": run_id, "kind": kind, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (folder / RUN_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        return RunFolder(folder, run_id, kind, _lock=lock)
+    except BaseException:
+        lock.close()
+        raise

@@ -1,0 +1,123 @@
+"""BatchNorm with statistics over every process of a run, on CPU too (gloo).
+
+With DDP each process normalises its share of the global batch; unless the statistics are shared, N
+processes train a different network than one process with the same global batch (each sees noisier,
+half-batch statistics). PyTorch's ``nn.SyncBatchNorm`` does the sharing on GPUs only (DDP refuses it on
+CPU), so on CPU we use :class:`DistributedBatchNorm`: the same maths, with ``all_reduce`` of the
+per-channel sums in the forward pass (mean, variance) and in the backward pass (the two gradient sums
+that couple the samples of a batch).
+
+The conversion swaps the class of each ``nn.BatchNorm1d/2d/3d`` in place (the subclasses add no state),
+so parameters, buffers and ``state_dict`` keys are untouched; :func:`restore_batchnorm` swaps back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["DistributedBatchNorm", "restore_batchnorm", "use_distributed_batchnorm"]
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+class _DistributedNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+    ):
+        dims = [dim for dim in range(x.ndim) if dim != 1]
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        # Sums in float64: sum of squares minus squared sum loses digits in float32 over large batches.
+        wide = x.double()
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64)
+        stats = _all_reduce_sum(torch.cat([wide.sum(dims), (wide * wide).sum(dims), count]))
+        channels = x.shape[1]
+        total = stats[-1]
+        mean = stats[:channels] / total
+        variance = (stats[channels : 2 * channels] / total - mean * mean).clamp_min(0)
+        inverse_std = torch.rsqrt(variance + eps)
+        normalized = ((wide - mean.view(shape)) * inverse_std.view(shape)).to(x.dtype)
+        ctx.save_for_backward(normalized, inverse_std.to(x.dtype), weight)
+        ctx.total = total
+        output = normalized
+        if weight is not None:
+            output = output * weight.view(shape)
+        if bias is not None:
+            output = output + bias.view(shape)
+        mean, variance = mean.to(x.dtype), variance.to(x.dtype)
+        ctx.mark_non_differentiable(mean, variance, total)
+        return output, mean, variance, total
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor, *unused: Any):
+        normalized, inverse_std, weight = ctx.saved_tensors
+        dims = [dim for dim in range(grad_output.ndim) if dim != 1]
+        shape = [1, -1] + [1] * (grad_output.ndim - 2)
+        local_sum = grad_output.sum(dims)
+        local_dot = (grad_output * normalized).sum(dims)
+        # The weight and bias gradients stay local: DDP averages them over the processes afterwards.
+        grad_weight = local_dot if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = local_sum if ctx.needs_input_grad[2] else None
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            sums = _all_reduce_sum(torch.cat([local_sum, local_dot]).double())
+            channels = local_sum.numel()
+            mean_grad = (sums[:channels] / ctx.total).to(grad_output.dtype)
+            mean_dot = (sums[channels:] / ctx.total).to(grad_output.dtype)
+            scale = inverse_std if weight is None else inverse_std * weight
+            grad_input = scale.view(shape) * (
+                grad_output - mean_grad.view(shape) - normalized * mean_dot.view(shape)
+            )
+        return grad_input, grad_weight, grad_bias, None
+
+
+class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """A BatchNorm whose training-mode statistics cover the whole global batch of all processes.
+
+    In eval mode, or without an initialised process group, it is the plain BatchNorm it replaced.
+    """
+
+    _base: type[nn.Module] = nn.BatchNorm2d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return self._base.forward(self, x)
+        output, mean, variance, total = _DistributedNormFunction.apply(x, self.weight, self.bias, self.eps)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = variance * (total / (total - 1)).to(variance.dtype) if total > 1 else variance
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(unbiased.detach(), momentum)
+        return output
+
+
+_SUBCLASSES: dict[type[nn.Module], type[nn.Module]] = {
+    base: type(f"Distributed{base.__name__}", (DistributedBatchNorm, base), {"_base": base})
+    for base in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+}
+
+
+def use_distributed_batchnorm(model: nn.Module) -> int:
+    """Make every plain ``nn.BatchNorm1d/2d/3d`` of ``model`` a distributed one, in place; returns how many."""
+    converted = 0
+    for module in model.modules():
+        if type(module) in _SUBCLASSES:
+            module.__class__ = _SUBCLASSES[type(module)]
+            converted += 1
+    return converted
+
+
+def restore_batchnorm(model: nn.Module) -> None:
+    """Undo :func:`use_distributed_batchnorm` (the model then pickles and exports as plain PyTorch)."""
+    for module in model.modules():
+        if isinstance(module, DistributedBatchNorm):
+            module.__class__ = type(module)._base

@@ -1,0 +1,194 @@
+"""``sepconv``'s error handling: user errors are one line (exit 2), bugs keep their traceback (exit 1).
+
+Each test replaces one command's handler with a function that raises, so it checks what ``main`` does
+with that exception, whatever the commands raise today.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+
+import pytest
+
+import sepconv.cli.calc
+from sepconv.cli._common import finite_float, integer, non_negative_int, positive_float, positive_int
+from sepconv.cli.main import main
+from sepconv.errors import SepconvError, UsageError
+
+
+def _raise_from_calc(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    def handler(args: argparse.Namespace) -> int:
+        raise error
+
+    # register() reads the module's `run` when the parser is built, i.e. inside main().
+    monkeypatch.setattr(sepconv.cli.calc, "run", handler)
+
+
+def test_usage_error_is_importable_from_every_old_place():
+    import sepconv.cli._common
+    import sepconv.cli.main
+
+    assert sepconv.cli._common.UsageError is sepconv.cli.main.UsageError is UsageError
+    assert issubclass(UsageError, SepconvError)
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (SepconvError("the loss diverged at step 12"), "the loss diverged at step 12"),
+        (
+            UsageError("--input-size must be H or H,W, got '1,2,3'"),
+            "--input-size must be H or H,W, got '1,2,3'",
+        ),
+        (
+            ValueError("widths must hold 4 channel counts,\n  got [4, 8]"),
+            "widths must hold 4 channel counts, got [4, 8]",
+        ),
+        (
+            FileNotFoundError(2, "No such file or directory", "missing.safetensors"),
+            "[Errno 2] No such file or directory: 'missing.safetensors'",
+        ),
+        (IsADirectoryError(21, "Is a directory", "out"), "[Errno 21] Is a directory: 'out'"),
+        (ValueError(), "ValueError"),  # no message: the type still says something
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(monkeypatch, capsys, error, message):
+    monkeypatch.delenv("SEPCONV_DEBUG", raising=False)
+    _raise_from_calc(monkeypatch, error)
+    assert main(["calc"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"sepconv calc: error: {message}\n"  # the message folded into one line
+
+
+@pytest.mark.parametrize(
+    "error", [TypeError("bug"), KeyError("bug"), RuntimeError("bug"), AttributeError("bug")]
+)
+def test_other_exceptions_are_bugs_and_propagate(monkeypatch, capsys, error):
+    _raise_from_calc(monkeypatch, error)
+    with pytest.raises(type(error)) as raised:
+        main(["calc"])
+    assert raised.value is error
+    assert capsys.readouterr().err == ""  # no "error:" line hiding it
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch: a few seconds on a busy 2-core machine
+def test_a_bug_exits_1_with_its_traceback():
+    script = (
+        "import sys, sepconv.cli.calc as calc\n"
+        "def run(args):\n"
+        "    raise TypeError('unsupported operand in a handler')\n"
+        "calc.run = run\n"
+        "from sepconv.cli.main import main\n"
+        "sys.exit(main(['calc']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.rstrip().endswith("TypeError: unsupported operand in a handler")
+
+
+def test_keyboard_interrupt_prints_interrupted_and_its_message_exit_130(monkeypatch, capsys):
+    message = "last checkpoint: runs/a/checkpoints/step-40.state; resume with: sepconv train --resume runs/a"
+    _raise_from_calc(monkeypatch, KeyboardInterrupt(message))
+    assert main(["calc"]) == 130
+    assert capsys.readouterr().err == f"sepconv calc: interrupted: {message}\n"
+
+
+def test_bare_keyboard_interrupt_prints_interrupted_exit_130(monkeypatch, capsys):
+    _raise_from_calc(monkeypatch, KeyboardInterrupt())
+    assert main(["calc"]) == 130
+    assert capsys.readouterr().err == "sepconv calc: interrupted\n"
+
+
+def test_sepconv_debug_shows_the_traceback_of_user_errors(monkeypatch):
+    error = ValueError("bad value")
+    _raise_from_calc(monkeypatch, error)
+    monkeypatch.setenv("SEPCONV_DEBUG", "1")
+    with pytest.raises(ValueError) as raised:
+        main(["calc"])
+    assert raised.value is error
+    monkeypatch.setenv("SEPCONV_DEBUG", "0")  # "0" means off
+    assert main(["calc"]) == 2
+
+
+def test_broken_pipe_is_quiet_exit_0(monkeypatch, capsys):
+    _raise_from_calc(monkeypatch, BrokenPipeError())
+    assert main(["calc"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# --- argparse types for numeric flags ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "value"),
+    [
+        (positive_int, "1", 1),
+        (positive_int, "+12", 12),
+        (non_negative_int, "0", 0),
+        (integer(minimum=-2, maximum=2), "-2", -2),
+        (positive_float, "3e-4", 3e-4),
+        (finite_float(), "-1.5", -1.5),
+        (finite_float(minimum=0, maximum=1), "1", 1.0),
+        (finite_float(minimum=0, maximum=1), "0", 0.0),
+    ],
+)
+def test_numeric_types_accept_values_in_range(parse, text, value):
+    assert parse(text) == value
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "expected"),
+    [
+        (positive_int, "0", "must be an integer >= 1, got '0'"),
+        (positive_int, "-3", "must be an integer >= 1, got '-3'"),
+        (positive_int, "1.5", "must be an integer >= 1, got '1.5'"),
+        (positive_int, "nan", "must be an integer >= 1, got 'nan'"),
+        (non_negative_int, "-1", "must be an integer >= 0, got '-1'"),
+        (integer(minimum=1, maximum=8), "9", "must be an integer in [1, 8], got '9'"),
+        (positive_float, "nan", "must be a finite number > 0, got 'nan'"),
+        (positive_float, "inf", "must be a finite number > 0, got 'inf'"),
+        (positive_float, "-inf", "must be a finite number > 0, got '-inf'"),
+        (positive_float, "1e400", "must be a finite number > 0, got '1e400'"),  # overflows to inf
+        (positive_float, "0", "must be a finite number > 0, got '0'"),
+        (positive_float, "abc", "must be a finite number > 0, got 'abc'"),
+        (finite_float(), "nan", "must be a finite number, got 'nan'"),
+        (
+            finite_float(minimum=0, maximum=1, max_inclusive=False),
+            "1",
+            "must be a finite number in [0, 1), got '1'",
+        ),
+        (finite_float(maximum=0.5), "0.6", "must be a finite number <= 0.5, got '0.6'"),
+    ],
+)
+def test_numeric_types_refuse_with_the_value(parse, text, expected):
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        parse(text)
+    assert str(raised.value) == expected
+
+
+def test_numeric_types_have_readable_names():
+    assert positive_int.__name__ == "an integer >= 1"
+    assert non_negative_int.__name__ == "an integer >= 0"
+    assert positive_float.__name__ == "a finite number > 0"
+    assert finite_float(minimum=0, maximum=1, min_inclusive=False).__name__ == "a finite number in (0, 1]"
+
+
+def test_numeric_type_factories_refuse_bad_bounds():
+    with pytest.raises(ValueError, match="maximum must be a finite number or None, got inf"):
+        finite_float(maximum=math.inf)
+    with pytest.raises(ValueError, match="minimum must be <= maximum, got 2 > 1"):
+        integer(minimum=2, maximum=1)
+
+
+def test_a_refused_flag_is_one_line_naming_flag_and_value(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["calc", "--stride", "inf"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "sepconv calc: error: argument --stride: must be an integer >= 1, got 'inf' (see 'sepconv calc --help')\n"
+    )
