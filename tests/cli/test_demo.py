@@ -36,13 +36,32 @@ def _check_document(document, out_dir):
     assert json.loads((out_dir / "results.json").read_text()) == document
 
 
-def test_demo_json_on_small_data(tmp_path, capsys):
-    code = main(["demo", "--dataset", "synthetic", "--epochs", "1", "--out", str(tmp_path), "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    document = json.loads(captured.out)
-    _check_document(document, tmp_path)
+def test_demo_json_on_small_data_is_reproducible_and_owns_its_folder(tmp_path, capsys):
+    documents = []
+    for name in ("first", "again"):
+        code = main(
+            ["demo", "--dataset", "synthetic", "--epochs", "1", "--out", str(tmp_path / name), "--json"]
+        )
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        documents.append(json.loads(captured.out))
+        _check_document(documents[-1], tmp_path / name)
+    document, again = documents
     assert document["standard"]["params"] == 575_594 + 2 * 9 * 32 - 4 * 257  # 3 input channels, 6 classes
+    # The twins are labelled from what was trained, not from the folder's name.
+    assert (document["standard"]["model"], document["separable"]["model"]) == (
+        "standard_cnn",
+        "separable_cnn",
+    )
+    for role in ("standard", "separable"):  # same seed, same machine: the same numbers
+        assert again[role]["test_accuracy"] == document[role]["test_accuracy"]
+        assert again[role]["val_accuracy"] == document[role]["val_accuracy"]
+    # An earlier demo's folder is refused, then cleared with --overwrite.
+    code = main(
+        ["demo", "--dataset", "synthetic", "--epochs", "1", "--out", str(tmp_path / "first"), "--json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 2 and f"already holds demo run {document['run_id']}" in captured.err
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +43,24 @@ def test_train_json_prints_one_document_matching_the_csv(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--epochs", "0"], "epochs must be a positive integer"),
+        (["--epochs", "0"], "--epochs: epochs must be a positive integer, got 0"),
+        (["--lr", "nan"], "--lr: lr must be a finite number > 0, got nan"),
+        (["--lr", "inf"], "--lr: lr must be a finite number > 0, got inf"),
+        (["--weight-decay", "-1"], "--weight-decay: weight_decay must be a finite number >= 0"),
+        (["--label-smoothing", "1"], "--label-smoothing: label_smoothing must be a finite number in [0, 1)"),
+        (["--seed", "-1"], "--seed: seed must be an integer in [0, 4294967295], got -1"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints: keep_checkpoints must be a positive integer"),
+        (["--model-arg", "width_mult=Infinity"], "--model-arg: model_kwargs['width_mult'] must hold finite"),
+        (
+            ["--model-arg", "num_classes=3"],
+            "gives (3,) outputs per image, but data set 'synthetic' has 6 classes",
+        ),
+        (
+            ["--model-arg", "in_channels=1"],
+            "does not accept the images of data set 'synthetic' (3 channel(s), 32x32)",
+        ),
+        (["--out", ""], "--out must name a folder, got ''"),
+        (["--out", "."], "the current folder"),
         (["--model", "no_such_model"], "unknown model name 'no_such_model'"),
         (["--batch-size", "33", "--devices", "2"], "divisible"),
         (["--model-arg", "widths"], "--model-arg must be KEY=VALUE"),
@@ -49,8 +68,9 @@ def test_train_json_prints_one_document_matching_the_csv(tmp_path, capsys):
         (["--dataset", "no_such_set"], "no_such_set"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, arguments, message):
-    code = main(["train", *TINY, "--out", str(tmp_path), "--json", *arguments])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch, arguments, message):
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", *TINY, "--out", str(tmp_path / "run"), "--json", *arguments])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
@@ -74,3 +94,117 @@ def test_help_documents_multi_node_use(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "torchrun" in text and "--num-nodes" in text
+
+
+def _train(out_dir, *extra, capsys):
+    code = main(
+        ["train", *TINY, "--epochs", "1", "--batch-size", "64", "--out", str(out_dir), "--json", *extra]
+    )
+    captured = capsys.readouterr()
+    return code, captured
+
+
+def test_a_folder_holding_another_run_is_refused_unless_overwritten(tmp_path, capsys):
+    code, captured = _train(tmp_path, capsys=capsys)
+    assert code == 0, captured.err
+    first = json.loads(captured.out)
+    code, captured = _train(tmp_path, capsys=capsys)
+    assert code == 2
+    assert f"already holds train run {first['run_id']}" in captured.err
+    assert "--resume it to continue" in captured.err and "--overwrite" in captured.err
+    code, captured = _train(tmp_path, "--overwrite", capsys=capsys)
+    assert code == 0, captured.err
+    second = json.loads(captured.out)
+    assert second["run_id"] != first["run_id"]
+    names = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    # Only the new run's checkpoint is left, and result.json names a file that exists.
+    assert names == [
+        f"step-00000014-{second['run_id']}.safetensors",
+        f"step-00000014-{second['run_id']}.state",
+    ]
+    assert (tmp_path / "checkpoints" / Path(second["last_checkpoint"]).name).is_file()
+
+
+def test_resume_names_each_setting_that_would_change_the_result(tmp_path, capsys):
+    code, captured = _train(tmp_path, capsys=capsys)
+    assert code == 0, captured.err
+    code, captured = _train(tmp_path, "--resume", str(tmp_path), "--seed", "5", "--lr", "0.1", capsys=capsys)
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1
+    assert "lr 0.004 -> 0.1; seed 0 -> 5" in lines[0]
+    code, captured = _train(tmp_path, "--resume", str(tmp_path), "--dataset", "mnist5k", capsys=capsys)
+    assert code == 2
+    assert "dataset 'synthetic' -> 'mnist5k'" in captured.err
+    assert "data num_classes 6 -> 10" in captured.err and "data in_channels 3 -> 1" in captured.err
+
+
+def test_resume_ignores_checkpoints_of_another_run(tmp_path, capsys):
+    code, captured = _train(tmp_path / "a", "--checkpoint-every", "4", capsys=capsys)
+    assert code == 0, captured.err
+    run_a = json.loads(captured.out)["run_id"]
+    code, captured = _train(tmp_path / "b", "--epochs", "2", capsys=capsys)
+    assert code == 0, captured.err
+    # A newer checkpoint of run b copied into run a's folder is never resumed (nor pruned).
+    foreign = sorted((tmp_path / "b" / "checkpoints").iterdir())
+    for path in foreign:
+        shutil.copy(path, tmp_path / "a" / "checkpoints" / path.name)
+    code, captured = _train(
+        tmp_path / "a", "--checkpoint-every", "4", "--resume", str(tmp_path / "a"), capsys=capsys
+    )
+    assert code == 0, captured.err
+    resumed = json.loads(captured.out)
+    assert Path(resumed["resumed_from"]).name == f"step-00000014-{run_a}.state"
+    assert all((tmp_path / "a" / "checkpoints" / path.name).is_file() for path in foreign)
+
+
+def test_a_short_one_cycle_run_trains(tmp_path, capsys):
+    # 4 steps x 25 % warm-up was a one-step warm-up, which OneCycleLR divided by zero.
+    code, captured = _train(tmp_path, "--max-steps", "4", capsys=capsys)
+    assert code == 0, captured.err
+    assert [row["step"] for row in json.loads(captured.out)["history"]] == [4]
+
+
+def test_the_same_seed_gives_the_same_numbers(tmp_path, capsys):
+    runs = []
+    for name in ("first", "second"):
+        code, captured = _train(
+            tmp_path / name, "--epochs", "2", "--channels-last", "auto", "--bf16", "auto", capsys=capsys
+        )
+        assert code == 0, captured.err
+        runs.append(json.loads(captured.out))
+    first, second = runs
+    strip = [{key: value for key, value in row.items() if key != "epoch_seconds"} for row in first["history"]]
+    assert strip == [
+        {key: value for key, value in row.items() if key != "epoch_seconds"} for row in second["history"]
+    ]
+    assert first["test_accuracy"] == second["test_accuracy"]
+    assert (first["channels_last"], first["bf16"]) == (second["channels_last"], second["bf16"])
+    assert first["precision_reason"].startswith("channels_last auto: 2-D convolutions; bf16 auto: CPU")
+
+
+def test_every_config_field_is_a_flag_with_the_config_default(capsys):
+    import dataclasses
+
+    from sepconv.cli.main import build_parser
+    from sepconv.train import TrainConfig
+
+    args = build_parser().parse_args(["train"])
+    defaults = TrainConfig()
+    for item in dataclasses.fields(TrainConfig):
+        if item.name in ("progress_bar",):  # follows --json
+            continue
+        expected = {"model_kwargs": [], "out_dir": None}.get(item.name, getattr(defaults, item.name))
+        assert getattr(args, item.name) == expected, item.name
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in (
+        "--checkpoint-every",
+        "--early-stopping",
+        "--no-tensorboard",
+        "--overwrite",
+        "--out",
+        "--model-arg",
+    ):
+        assert flag in text

@@ -112,3 +112,30 @@ def test_early_stopping_stops_before_max_epochs(tmp_path, tiny_data, tiny_config
     result = fit(config, data=tiny_data)
     assert len(result.history) == 2
     assert result.stopped_early
+
+
+def test_fit_leaves_warning_filters_loggers_and_matplotlib_as_they_were(tmp_path, tiny_data, tiny_config):
+    import logging
+    import warnings as warnings_module
+
+    import matplotlib
+
+    loggers = ("lightning.pytorch", "lightning.fabric", "lightning")
+    levels = [logging.getLogger(name).level for name in loggers]
+    filters = list(warnings_module.filters)
+    backend = matplotlib.get_backend()
+    fit(tiny_config(tmp_path, epochs=1), data=tiny_data)
+    assert [logging.getLogger(name).level for name in loggers] == levels
+    assert list(warnings_module.filters) == filters
+    assert matplotlib.get_backend() == backend
+    for name in loggers:
+        assert all(not handler.filters for handler in logging.getLogger(name).handlers)
+
+
+def test_a_single_class_data_set_is_refused(tmp_path, tiny_data, tiny_config):
+    import dataclasses
+
+    single = dataclasses.replace(tiny_data, num_classes=1, class_names=["only"])
+    with pytest.raises(ValueError, match="has 1 class"):
+        fit(tiny_config(tmp_path), data=single)
+    assert not (tmp_path / "run.json").exists()  # refused before the folder was claimed

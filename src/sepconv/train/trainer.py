@@ -169,7 +169,7 @@ def check_model_fits_data(model: torch.nn.Module, data: Any, model_name: str) ->
     try:
         with torch.no_grad():
             logits = model(image)
-    except RuntimeError as error:
+    except (RuntimeError, ValueError) as error:  # torch's shape errors; sepconv layers' channel checks
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"model {model_name} does not accept the images of data set {data.name!r} "

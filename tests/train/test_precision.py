@@ -1,0 +1,36 @@
+"""The memory format and precision rule: a function of the model, the device and the CPU, never a timing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sepconv.models import create_model
+from sepconv.train.precision import choose_precision, cpu_has_native_bf16
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_auto_follows_the_cpu_bf16_units_and_the_presence_of_convolutions(monkeypatch, has_bf16):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert cpu_has_native_bf16() is has_bf16
+    convolutional = choose_precision(
+        create_model("separable_cnn"), on_gpu=False, channels_last="auto", bf16="auto"
+    )
+    assert (convolutional.channels_last, convolutional.bf16) == (True, has_bf16)
+    assert convolutional.reason == (
+        f"channels_last auto: 2-D convolutions; bf16 auto: CPU {'has' if has_bf16 else 'lacks'} native bf16"
+    )
+    linear = choose_precision(
+        nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), on_gpu=False, channels_last="auto", bf16="off"
+    )
+    assert (linear.channels_last, linear.bf16) == (False, False)
+
+
+def test_forced_settings_win_and_repeated_calls_agree():
+    model = create_model("standard_cnn")
+    forced = choose_precision(model, on_gpu=False, channels_last="off", bf16="on")
+    assert (forced.channels_last, forced.bf16, forced.reason) == (False, True, "channels_last off; bf16 on")
+    choices = {choose_precision(model, on_gpu=False, channels_last="auto", bf16="auto") for _ in range(5)}
+    assert len(choices) == 1
