@@ -5,42 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import torch
+from tests.train.runs import synthetic_train_command, wait_for_a_checkpoint
 
 from sepconv import load_model
 from sepconv.train.checkpoint import list_checkpoints
 
 
 def _command(out_dir, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "sepconv",
-        "train",
-        "--dataset",
-        "synthetic",
-        "--model-arg",
-        "widths=[4,8,8,16]",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "32",
-        "--checkpoint-every",
-        "5",
-        "--channels-last",
-        "off",
-        "--bf16",
-        "off",
-        "--no-tensorboard",
-        "--json",
-        "--out",
-        str(out_dir),
-        *extra,
-    ]
+    return synthetic_train_command(out_dir, "--epochs", "3", "--checkpoint-every", "5", *extra)
 
 
 @pytest.mark.slow
@@ -52,13 +27,7 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_exactly(tmp_p
     victim = subprocess.Popen(
         _command(interrupted_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
     )
-    deadline = time.monotonic() + 120
-    # Wait for training to be under way (its first periodic checkpoint), then press Ctrl-C.
-    while not list_checkpoints(interrupted_dir / "checkpoints") and victim.poll() is None:
-        if time.monotonic() > deadline:
-            victim.kill()
-            pytest.fail("no checkpoint was written within 120 s")
-        time.sleep(0.01)
+    wait_for_a_checkpoint(victim, interrupted_dir)  # training is under way: press Ctrl-C
     victim.send_signal(signal.SIGINT)
     stdout, stderr = victim.communicate(timeout=120)
     assert victim.returncode == 130, stderr[-2000:]

@@ -6,11 +6,10 @@ import csv
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import torch
+from tests.train.runs import synthetic_train_command, wait_for_a_checkpoint
 
 from sepconv.io import load_model
 from sepconv.train.checkpoint import list_checkpoints
@@ -19,36 +18,17 @@ STEPS_PER_EPOCH = 27  # 840 synthetic training images, batch 32
 
 
 def _command(out_dir, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "sepconv",
-        "train",
-        "--dataset",
-        "synthetic",
-        "--model",
-        "separable_cnn",
-        "--model-arg",
-        "widths=[4,8,8,16]",
+    return synthetic_train_command(
+        out_dir,
         "--epochs",
         "2",
-        "--batch-size",
-        "32",
         "--checkpoint-every",
         "2",
         "--keep-checkpoints",
         "50",
         "--deterministic",
-        "--channels-last",
-        "off",
-        "--bf16",
-        "off",
-        "--no-tensorboard",
-        "--json",
-        "--out",
-        str(out_dir),
         *extra,
-    ]
+    )
 
 
 def _rows(out_dir):
@@ -65,12 +45,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path)
     victim = subprocess.Popen(
         _command(killed_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
     )
-    deadline = time.monotonic() + 120
-    while not list_checkpoints(killed_dir / "checkpoints") and victim.poll() is None:
-        if time.monotonic() > deadline:
-            victim.kill()
-            pytest.fail("no checkpoint was written within 120 s")
-        time.sleep(0.01)
+    wait_for_a_checkpoint(victim, killed_dir)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL
