@@ -86,6 +86,8 @@ def test_params_and_macs_by_hand():
 
 def test_separable_cost_ratio_equals_formula_and_counts():
     ratio = arithmetic.separable_cost_ratio(64, 3)
+    # Python floats (float64): a division or two of integers is within a few ulps (~1e-16), so approx's
+    # default rel=1e-6 is ample, while a wrong formula (e.g. 1/64 + 1/3) is off by far more.
     assert ratio == pytest.approx(1 / 64 + 1 / 9)
     assert arithmetic.separable_macs(32, 64, 3, 10) / arithmetic.conv_macs(32, 64, 3, 10) == pytest.approx(
         ratio

@@ -153,6 +153,8 @@ def measured_field(model: nn.Module, layer: str, input_shape, unit_offset: int =
     out = captured["out"]
     unit = [size // 2 + unit_offset for size in out.shape[2:]]
     out[(0, 0, *unit)].backward()
+    # Exact: with positive weights (positive_copy) and an all-ones input no contributions cancel, so a
+    # pixel inside the field has a gradient > 0 and one outside has exactly 0.
     support = image.grad[0].abs().sum(0) > 0
     extents, centres = [], []
     for axis in range(2):

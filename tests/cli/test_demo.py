@@ -19,6 +19,8 @@ def _check_document(document, out_dir):
             assert key in figures, key
         assert 0 <= figures["test_accuracy"] <= 1
         assert figures["train_seconds"] > 0 and figures["latency_ms"] > 0
+    # Exact counts of fixed architectures (about 8x for 3x3 convolutions: 1/9 + 1/C_out of the cost);
+    # 5x is the demo's promised floor, so no noise is involved.
     assert document["standard"]["params"] / document["separable"]["params"] >= 5
     assert document["standard"]["macs"] / document["separable"]["macs"] >= 5
     report = (out_dir / "report.md").read_text()
@@ -96,6 +98,9 @@ def test_demo_acceptance_on_mnist5k(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     document = json.loads(completed.stdout)
     _check_document(document, tmp_path)
+    # The acceptance target. 1000 test images: one image is 0.1 point; the run is seeded and its
+    # precision choice fixed (same numbers on the same machine), and it reached 98.2-98.8% on the
+    # machines tried, so the floor sits 7 to 13 images below, not within run-to-run noise.
     assert document["separable"]["test_accuracy"] >= 0.975
     assert document["recipe"]["test_samples"] == 1000
     # The 3-minute target is measured by benchmarks/bench_demo.py and README figures, not asserted here:

@@ -45,6 +45,8 @@ def test_evaluate_json_is_self_consistent(trained, tmp_path, capsys):
     test_count = len(load_dataset("synthetic").test)
     assert sum(map(sum, confusion)) == document["num_samples"] == test_count
     diagonal = sum(confusion[index][index] for index in range(len(confusion)))
+    # Each accuracy is one float64 division of integer counts on both sides: exact up to an ulp, so
+    # approx's default rel 1e-6 is far below one test image (1/240 = 4e-3).
     assert document["accuracy"] == pytest.approx(diagonal / test_count)
     assert document["accuracy"] == pytest.approx(trained.test_accuracy)  # what training reported
     for index, name in enumerate(document["class_names"]):
@@ -69,6 +71,7 @@ def test_evaluate_accepts_a_checkpoint_state_file(trained, tmp_path, capsys):
         ]
     )
     assert code == 0
+    # Same counts divided the same way (see above): approx's default rel 1e-6, far below one image.
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(trained.test_accuracy)
 
 

@@ -32,6 +32,8 @@ def test_train_json_prints_one_document_matching_the_csv(tmp_path, capsys):
     assert [row["epoch"] for row in document["history"]] == [1, 2]
     with open(tmp_path / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
+    # CSV (str(float)) and JSON (repr) both write the shortest text of the same float64: exact, so
+    # approx's default rel 1e-6 is a formality far below any real difference between two losses.
     assert [float(row["train_loss"]) for row in rows] == pytest.approx(
         [row["train_loss"] for row in document["history"]]
     )

@@ -61,6 +61,7 @@ def test_round_trip_gives_identical_model(tmp_path, name, kwargs, input_shape):
     for key, value in original_state.items():
         assert torch.equal(loaded_state[key], value), key
     inputs = torch.randn(input_shape)
+    # Bit-identical weights (torch.equal above) through the same kernels on the same machine: exact.
     with torch.no_grad():
         torch.testing.assert_close(loaded(inputs), model.eval()(inputs), rtol=0, atol=0)
     assert model_spec(loaded)["name"] == name
@@ -138,6 +139,7 @@ def test_transforms_are_replayed_on_load(tmp_path):
     loaded = load_model(path)
     assert loaded.classifier[-1].out_features == 5
     inputs = torch.randn(2, 1, 28, 28)
+    # The replayed model holds the saved bytes and runs the same kernels on the same machine: exact.
     with torch.no_grad():
         torch.testing.assert_close(loaded(inputs), model.eval()(inputs), rtol=0, atol=0)
     assert model_transforms(loaded) == model_transforms(model)
@@ -286,6 +288,8 @@ def test_tiny_file_asking_for_a_huge_model_is_refused_cheaply(tmp_path):
     for name, (spec, tensor_count) in attacks.items():
         tensors = {"classifier.weight": torch.zeros(1)} if tensor_count else {}
         paths.append(str(_forged_file(tmp_path / name, spec, tensors)))
+        # The attack is tiny: 280 to 356 bytes (a JSON header, at most one 4-byte tensor); 400 = "a few
+        # hundred bytes" with room for a longer recipe name.
         assert (tmp_path / name).stat().st_size < 400
     warm_up = str(_forged_file(tmp_path / "warm_up.safetensors", {"name": "standard_cnn", "kwargs": {}}))
     result = subprocess.run(

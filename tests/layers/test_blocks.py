@@ -41,6 +41,8 @@ def test_depthwise_separable_block_matches_plain_modules():
     ).eval()
     plain.load_state_dict(dict(zip(plain.state_dict(), block.state_dict().values(), strict=True)))
     x = torch.randn(2, 8, 9, 9)
+    # The same conv, batch-norm and ReLU kernels on the same weights: at most a reordered float32 sum of
+    # 9 or 16 O(1) terms (16 x 6e-8 ~ 1e-6), so the default tolerances (rtol 1.3e-6, atol 1e-5) hold.
     torch.testing.assert_close(block(x), plain(x))
     assert isinstance(block.depthwise[0], DepthwiseConv2d) and isinstance(block.pointwise[0], PointwiseConv2d)
 
@@ -57,6 +59,8 @@ def test_inverted_residual_exchanges_weights_with_torchvision(
     _randomize_norms(ours)
     theirs.load_state_dict(ours.state_dict(), strict=True)
     x = torch.randn(2, in_channels, 10, 10)
+    # Same operators, weights and order as torchvision; a reordered float32 sum over at most 144 expanded
+    # channels moves an O(1) output by under 144 x 6e-8 ~ 9e-6 (typically ~1e-6): 1e-5.
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
     assert ours.use_res_connect == (stride == 1 and in_channels == out_channels)
     has_expansion = len(ours.conv) == 4
@@ -66,6 +70,8 @@ def test_inverted_residual_exchanges_weights_with_torchvision(
 def test_inverted_residual_residual_is_the_input_plus_branch():
     block = InvertedResidual(8, 8, 1, 6).eval()
     x = torch.randn(1, 8, 6, 6)
+    # The branch is recomputed by the same kernels: equal up to the one float32 addition, well inside
+    # the default tolerances (rtol 1.3e-6, atol 1e-5).
     torch.testing.assert_close(block(x), x + block.conv(x))
 
 
@@ -124,6 +130,9 @@ def test_inverted_residual_forward_and_gradients_match_torchvision(
     x = torch.randn(3, in_channels, 9, 9).to(memory_format=memory_format).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     out, expected = ours(x), theirs(x_ref)
+    # Batch statistics over 3 x 25 to 3 x 81 values per channel, sums over up to 72 channels: a
+    # reordered float32 sum (channels_last) is off by <= n x 6e-8 ~ 1.5e-5 of the terms' size, then
+    # divided by a batch std that can be below 1; rtol 1e-4 (forward and gradients) leaves that margin.
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     grad = torch.randn_like(out)
     out.backward(grad)
@@ -139,6 +148,8 @@ def test_blocks_in_bfloat16_stay_close_to_float32():
     _randomize_norms(block)
     _randomize_norms(residual)
     x = torch.randn(2, 8, 12, 12)
+    # bf16 keeps 8 significant bits (rounding 2^-8 = 3.9e-3 relative); up to ~10 roundings in series
+    # (input, 3 conv weights, 3 conv and 3 norm outputs) give ~4e-2; atol 8e-2 for near-zero outputs.
     for module in (block, residual):
         expected = module(x)
         out = module.to(torch.bfloat16)(x.to(torch.bfloat16)).float()
@@ -159,9 +170,14 @@ def test_depthwise_separable_block_gradients_match_plain_modules():
     x = torch.randn(4, 6, 11, 11, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_()
     out, expected = block(x), plain(x_ref)
+    # The same nn.Conv2d, BatchNorm2d and ReLU6 kernels on the same weights and padding: bit-identical in
+    # practice, so the default float32 tolerances (rtol 1.3e-6, atol 1e-5) only allow a reordered sum.
     torch.testing.assert_close(out, expected)
     out.square().mean().backward()
     expected.square().mean().backward()
-    torch.testing.assert_close(x.grad, x_ref.grad)
+    # The loss is a mean over 4,840 outputs, so input gradients are ~1e-3: the default atol 1e-5 would
+    # be 1% of them; atol 1e-8 is a reordered float32 sum of ~100 such terms (100 x 6e-8 x 1e-3).
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1.3e-6, atol=1e-8)
+    # Parameter gradients are 1e-2 to 1e-1: the default atol 1e-5 is 1e-4 of them or less.
     grads = [p.grad for p in block.parameters()]
     torch.testing.assert_close(grads, [p.grad for p in plain.parameters()])

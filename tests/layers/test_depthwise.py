@@ -73,6 +73,9 @@ def test_depthwise_matches_grouped_conv_forward_and_backward(config):
         config["in_channels"],
         config["padding_mode"],
     )
+    # The same products summed by the same family of float32 kernels, perhaps in another order: an
+    # output sums <= 5 x 5 O(1) products (<= 25 x 6e-8 = 1.5e-6 apart); a weight gradient sums ~10^3
+    # products, blocked by the kernels (~sqrt(n) x 6e-8 ~ 2e-6 relative). 1e-5 covers both.
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     if config["padding"] == "same":
         expected_size = tuple(-(-s // st_) for s, st_ in zip(config["size"], config["stride"]))
@@ -101,6 +104,8 @@ def test_pointwise_matches_one_by_one_conv(in_groups, out_groups, groups, bias, 
     plain = nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=bias)
     plain.load_state_dict(layer.state_dict())
     x_ref = x.detach().clone().requires_grad_()
+    # The same 1x1 convolution kernel on the same weights: bit-identical in practice (<= 4 O(1) terms per
+    # output), so the default float32 tolerances (rtol 1.3e-6, atol 1e-5) only allow a reordered sum.
     torch.testing.assert_close(layer(x), plain(x_ref))
     layer(x).sum().backward()
     plain(x_ref).sum().backward()
@@ -123,6 +128,7 @@ def test_channels_last_gives_the_same_values(memory_format):
     x = torch.randn(2, 6, 11, 9)
     expected = reference_conv(x, layer.weight, layer.bias, (2, 2), "same", (1, 1), 6)
     out = layer.to(memory_format=memory_format)(x.to(memory_format=memory_format))
+    # 3 x 3 O(1) products per output: another summation order moves it by <= 9 x 6e-8, well under 1e-5.
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -133,6 +139,8 @@ def test_bfloat16_is_close_to_float32_reference(padding):
     expected = reference_conv(x, layer.weight, layer.bias, (2, 2), padding, (1, 1), 4)
     out = layer.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert out.dtype == torch.bfloat16
+    # bf16 keeps 8 significant bits: input, weight, bias and output roundings of 2^-8 = 3.9e-3 each,
+    # ~1.6e-2 together; atol 3e-2 for the 9 O(1) products cancelling to a near-zero output.
     torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=3e-2)
 
 
@@ -143,6 +151,8 @@ def test_same_padding_stride_one_is_static_and_matches_torch_same():
         plain = nn.Conv2d(3, 5, kernel_size, padding="same", dilation=dilation)
         plain.load_state_dict(ours.state_dict())
         x = torch.randn(1, 3, 10, 7)
+        # <= 3 x 5 x 5 O(1) products per output (<= 75 x 6e-8 = 4.5e-6 for a reordered sum): inside
+        # the default float32 atol 1e-5.
         torch.testing.assert_close(ours(x), plain(x))
         assert not ours._dynamic_same
 
@@ -154,6 +164,8 @@ def test_same_padding_matches_tensorflow_worked_example():
     x = torch.arange(25.0).reshape(1, 1, 5, 5)
     out = layer(x)
     expected = F.conv2d(F.pad(x, [1, 1, 1, 1]), torch.ones(1, 1, 3, 3), stride=2)
+    # Sums of at most 9 integers below 36: exact in float32 (integers below 2^24), so any tolerance
+    # passes only the right padding; a misplaced pad changes a sum by at least 1.
     torch.testing.assert_close(out, expected)
     # Even input: 6 pixels, k=3, s=2 -> total padding 1, all of it after (TF puts the odd pixel last).
     x6 = torch.arange(36.0).reshape(1, 1, 6, 6)

@@ -73,6 +73,8 @@ def test_channels_last_input_gets_a_hint():
 
 def test_unbatched_input_is_accepted_like_torch_and_confusion_gets_a_hint():
     layer = DepthwiseConv2d(3, 3)
+    # One image through the same kernel with or without a batch axis: the same 9 products per output,
+    # so the default float32 tolerances (rtol 1.3e-6, atol 1e-5) are ample.
     torch.testing.assert_close(layer(torch.ones(3, 8, 8)), layer(torch.ones(1, 3, 8, 8))[0])
     with pytest.raises(ValueError, match=r"a 3-D tensor is read as one unbatched image \(C, H, W\)"):
         layer(torch.randn(8, 16, 16))

@@ -52,10 +52,14 @@ def test_separable_matches_depthwise_then_pointwise(
         x_ref, dw_weight, None, (stride, stride), padding, (dilation, dilation), in_channels
     )
     expected = F.conv2d(hidden, pw_weight, pw_bias)
+    # float32: an output sums at most 5*5 depthwise then 15 pointwise products of O(1) values; another
+    # summation order (channels_last, other kernels) moves it by at most 40 x 6e-8 = 2.4e-6: under 1e-5.
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
     out.square().sum().backward()
     expected.square().sum().backward()
+    # A weight's gradient sums over every output position (n up to ~400 terms): float32 error at most
+    # n x 6e-8 = 2.4e-5 of the terms' size (typically sqrt(n) x 6e-8 ~ 1e-6), under 1e-4.
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(layer.depthwise.weight.grad, dw_weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(layer.pointwise.weight.grad, pw_weight.grad, rtol=1e-4, atol=1e-4)
@@ -78,6 +82,8 @@ def test_bfloat16_separable_close_to_float32():
     expected = layer(x)
     out = layer.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert out.dtype == torch.bfloat16
+    # bf16 keeps 8 significant bits: each rounding (input, two weights, hidden, output) is up to
+    # 2^-8 = 3.9e-3 relative, five in series ~2e-2; atol 5e-2 for O(1) terms cancelling near zero.
     torch.testing.assert_close(out.float(), expected, rtol=3e-2, atol=5e-2)
 
 

@@ -24,10 +24,14 @@ def test_fit_writes_one_csv_row_per_epoch_with_the_logged_values(tmp_path, tiny_
     rows = _read_csv(tmp_path / "metrics.csv")
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
     assert [int(row["step"]) for row in rows] == [6, 12, 18]  # 192 images / 32 per step
+    # csv writes str(float), the shortest text that reads back to the same float64: exact; 1e-12 is
+    # only a float64-level margin.
     for row, logged in zip(rows, result.history, strict=True):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
             assert float(row[key]) == pytest.approx(logged[key], rel=1e-12)
             assert math.isfinite(float(row[key]))
+    # A seeded run on 6 easy classes: the loss falls from about chance (ln 6 = 1.79) by ~0.6 in 3
+    # epochs, far more than any rounding, so a strict decrease is a safe check that it learns.
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert 0.0 <= result.test_accuracy <= 1.0
     # The final model file rebuilds the trained network exactly.
