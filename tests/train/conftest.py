@@ -13,12 +13,19 @@ TINY_WIDTHS = [4, 8, 8, 16]
 
 @pytest.fixture(scope="session")
 def tiny_data() -> DataSplits:
-    """The synthetic shapes, cut to 192 train / 48 val / 60 test images (3 x 32 x 32, 6 classes)."""
+    """The synthetic shapes, cut to 192 train / 48 val / 60 test images (3 x 32 x 32, 6 classes).
+
+    The splits are sorted by class, so the images are taken evenly spaced: every class is in every split.
+    """
     full = load_dataset("synthetic", seed=0)
+
+    def spread(split, count):
+        return Subset(split, [index * len(split) // count for index in range(count)])
+
     return DataSplits(
-        train=Subset(full.train, range(192)),
-        val=Subset(full.val, range(48)),
-        test=Subset(full.test, range(60)),
+        train=spread(full.train, 192),
+        val=spread(full.val, 48),
+        test=spread(full.test, 60),
         num_classes=full.num_classes,
         in_channels=full.in_channels,
         image_size=full.image_size,

@@ -64,6 +64,11 @@ class MetricsHistory(pl.Callback):
             for listener in self.listeners:
                 listener(row)
 
+    def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        # Lightning calls this when fit ends, however it ends: let listeners release what they hold.
+        for listener in self.listeners:
+            getattr(listener, "close", lambda: None)()
+
     def write_csv(self) -> None:
         """Rewrite the whole CSV (atomically) from ``rows``."""
         if self.csv_path is None:
@@ -133,7 +138,8 @@ class VisdomReporter:
             def _handle_post(self, url: str, data: Any = None) -> str:
                 return self.session.post(url, data=data or {}, timeout=timeout_s).text
 
-        logging.getLogger("visdom").setLevel(logging.ERROR)  # it logs a warning per session and option
+        # visdom logs a warning per session and option: hide them from this reporter's client only.
+        logging.getLogger("visdom").addFilter(self._quiet)
         try:
             # The constructor posts the environment once: refused or timed out means unreachable.
             with warnings.catch_warnings():  # it also warns about its own deprecated logger calls
@@ -147,6 +153,15 @@ class VisdomReporter:
                 )
         except Exception as error:
             self._disable(f"unreachable ({type(error).__name__})")
+
+    @staticmethod
+    def _quiet(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    def close(self) -> None:
+        """Stop reporting and take back the log filter installed for the client."""
+        logging.getLogger("visdom").removeFilter(self._quiet)
+        self._client = None
 
     def __call__(self, row: dict[str, float]) -> None:
         if self._client is None:

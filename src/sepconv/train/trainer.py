@@ -220,6 +220,11 @@ def _is_launch_rank_zero() -> bool:
 
 
 def _on_gpu(config: TrainConfig) -> bool:
+    """Whether the run trains on GPUs; refuses ``accelerator="gpu"`` where none is visible."""
+    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"accelerator {config.accelerator!r}: no CUDA GPU is visible to PyTorch here; use cpu or auto"
+        )
     return config.accelerator in ("gpu", "cuda") or (
         config.accelerator == "auto" and torch.cuda.is_available()
     )
@@ -450,6 +455,7 @@ def fit(
 
     config.validate()
     check_out_dir(config.out_dir)
+    _on_gpu(config)
     warn = warn or _warn
     point = find_resume_point(resume, warn) if resume is not None else None
 
