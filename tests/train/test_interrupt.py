@@ -15,7 +15,7 @@ from sepconv.train.checkpoint import list_checkpoints
 
 
 def _command(out_dir, *extra):
-    return synthetic_train_command(out_dir, "--epochs", "3", "--checkpoint-every", "5", *extra)
+    return synthetic_train_command(out_dir, "--epochs", "2", "--checkpoint-every", "5", *extra)
 
 
 @pytest.mark.slow
