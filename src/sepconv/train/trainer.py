@@ -56,6 +56,8 @@ _QUIET_WARNINGS = (
     r".*GPU available but not used.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*Checkpoint directory .* exists and is not empty.*",
+    # Epoch metrics are already reduced over the processes (ClassifierModule._reduce) before logging.
+    r".*sync_dist=True.*",
 )
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 
