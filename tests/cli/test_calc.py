@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.cli.running import run_sepconv as _run
 
 from sepconv.cli.main import main
 
@@ -68,16 +69,6 @@ def test_calc_table_mentions_units_and_formula(capsys):
     assert main(["calc"]) == 0
     out = capsys.readouterr().out
     assert "separable" in out and "1/out_channels + 1/k^2 = 1/64 + 1/9" in out and "FLOPs = 2 x MACs" in out
-
-
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of ``sepconv ARGS`` run in this process (argparse exits itself)."""
-    try:
-        code = main(args)
-    except SystemExit as exited:
-        code = exited.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.cli.running import run_sepconv as _run
 
 from sepconv import save_model
 from sepconv.cli.main import main
@@ -80,16 +81,6 @@ def test_missing_checkpoint_is_one_line_and_exit_code_2(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 2
     assert captured.err.count("\n") == 1 and "missing.safetensors" in captured.err
-
-
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of ``sepconv ARGS`` run in this process (argparse exits itself)."""
-    try:
-        code = main(args)
-    except SystemExit as exited:
-        code = exited.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize(

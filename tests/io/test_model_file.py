@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.io.attacks import malicious_pickle
 from torch import nn
 
 import sepconv
@@ -200,23 +201,9 @@ def test_garbage_and_foreign_files_are_refused(tmp_path):
 # --- pickled code is never run ------------------------------------------------------------------
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def _malicious_pickle(marker) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({"model": _Payload(marker)}, buffer)
-    return buffer.getvalue()
-
-
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
-    payload = _malicious_pickle(marker)
+    payload = malicious_pickle(marker)
     for name in ("evil.pt", "evil.ckpt", "evil.safetensors"):
         (tmp_path / name).write_bytes(payload)
         with pytest.raises(CheckpointError, match=re.escape(name)):

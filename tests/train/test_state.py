@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from tests.io.attacks import Payload, malicious_pickle
 
 from sepconv.io import CheckpointError
 from sepconv.models import create_model
@@ -23,20 +24,6 @@ from sepconv.train.state import (
 
 def _tiny_model() -> torch.nn.Module:
     return create_model("separable_cnn", widths=(4, 4, 4, 4), num_classes=3)
-
-
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def _malicious_pickle(marker) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({"model": _Payload(marker)}, buffer)
-    return buffer.getvalue()
 
 
 def test_training_state_round_trip(tmp_path):
@@ -67,7 +54,7 @@ def test_training_state_round_trip(tmp_path):
 
 def test_unsafe_training_state_is_refused_at_save(tmp_path):
     with pytest.raises(ValueError, match="safe loading refuses"):
-        save_training_state(tmp_path / "x.state", {"callback": _Payload(tmp_path / "never")})
+        save_training_state(tmp_path / "x.state", {"callback": Payload(tmp_path / "never")})
     assert not (tmp_path / "x.state").exists() and not (tmp_path / "never").exists()
 
 
@@ -90,7 +77,7 @@ def test_damaged_training_state_is_named(tmp_path, damage):
 
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
-    payload = _malicious_pickle(marker)
+    payload = malicious_pickle(marker)
     for name in ("evil.pt", "evil.ckpt", "evil.state"):
         (tmp_path / name).write_bytes(payload)
         with pytest.raises(CheckpointError, match=re.escape(name)):
