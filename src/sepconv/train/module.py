@@ -24,7 +24,7 @@ from sepconv.train.optim import build_optimizer, build_scheduler
 from sepconv.train.precision import PrecisionChoice
 from sepconv.train.state import capture_rng_state, restore_rng_state
 
-__all__ = ["ClassifierModule", "NonFiniteLossError", "capture_rng_state", "restore_rng_state"]
+__all__ = ["ClassifierModule", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(SepconvError, RuntimeError):
