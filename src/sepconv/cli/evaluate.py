@@ -14,12 +14,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="accuracy, per-class accuracy and confusion matrix (PNG) of a trained model",
         description=(
-            "Evaluate a model file written by sepconv (model.safetensors, or a checkpoint's .safetensors / "
-            ".state file) on a split of a data set; writes the confusion matrix as a PNG."
+            "Evaluate a model file written by sepconv (model.safetensors, a checkpoint's .safetensors / "
+            ".state file, or a .onnx file from sepconv export, run by ONNX Runtime) on a split of a data set; writes the confusion matrix as a PNG."
         ),
     )
     parser.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="a .safetensors model or a .state checkpoint"
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a .safetensors model, a .state checkpoint or an exported .onnx file",
     )
     parser.add_argument("--dataset", default="mnist5k", help="data set name (default mnist5k)")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="default test")
@@ -52,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.train.evaluation import ModelDataMismatchError, evaluate_model, plot_confusion_matrix
 
     model_file = _model_file(args.checkpoint)
-    model = load_model(model_file)
+    if model_file.suffix == ".onnx":
+        from sepconv.deploy import OnnxModel
+
+        model = OnnxModel(model_file).as_module()  # evaluated exactly as deployed: by ONNX Runtime
+    else:
+        model = load_model(model_file)
     data = load_dataset(
         args.dataset,
         root=args.data_root,

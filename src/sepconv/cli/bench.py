@@ -1,0 +1,128 @@
+"""``sepconv bench MODEL``: latency and throughput of one model across execution paths, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from sepconv.cli._common import finite_float, parse_int_list, print_json, resolve_model
+from sepconv.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="latency and throughput across execution paths (eager, channels_last, compiled, ONNX, ...)",
+        description=(
+            "Time MODEL on the CPU along each execution path, interleaved in one process after warm-up: "
+            "eager (NCHW float32, the baseline), channels_last, folded_channels_last (BatchNorm folded "
+            "into the convolutions, channels_last), bf16 (autocast, only on CPUs with native bf16), "
+            "compiled (torch.compile with freezing), onnx_fp32 and onnx_int8 (ONNX Runtime; int8 "
+            "calibrated on random images). Reports median / min / max latency per batch, images/s, "
+            "speedup over eager and each path's largest output difference from eager. Paths that "
+            "cannot run here are listed as skipped with the reason. MODEL is a registered name "
+            "(mobilenet_v2, torchvision:resnet18) or a sepconv checkpoint."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="registered model name or checkpoint file")
+    parser.add_argument(
+        "--input-size",
+        default=None,
+        help="one image's size: C,H,W, or H (or H,W) with the model's channels; default: the model's own",
+    )
+    parser.add_argument("--batch-sizes", default="1,16", help="batch sizes to time, e.g. 1,16 (default)")
+    parser.add_argument(
+        "--paths",
+        default=None,
+        type=_path_names,
+        help="comma-separated paths to time, e.g. eager,onnx_fp32 (default: all); eager always runs",
+    )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="also time training steps (eager, channels_last, bf16, compiled among --paths)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=finite_float(minimum=0),
+        default=3.0,
+        help="time each phase for at least this long, in interleaved rounds (default 3)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(handler=run)
+
+
+def _path_names(text: str) -> list[str]:
+    """An argparse ``type`` for ``--paths``: known path names, or one line listing the valid ones."""
+    from sepconv.deploy.bench import EXECUTION_PATHS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in EXECUTION_PATHS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown path {', '.join(map(repr, unknown)) or repr(text)}; valid: {', '.join(EXECUTION_PATHS)}"
+        )
+    return names
+
+
+def _input_size(text: str | None, model: Any) -> tuple[int, int, int] | None:
+    """(C, H, W) for ``--input-size`` C,H,W or H[,W] (the model's channels, else 3); None: the model's own."""
+    if text is None:
+        return None
+    from sepconv.models import default_input_size, model_spec
+
+    sizes = parse_int_list("--input-size", text)
+    if len(sizes) == 3:
+        return sizes
+    if len(sizes) > 3:
+        raise UsageError(f"--input-size takes C,H,W or H or H,W (no batch: see --batch-sizes), got {text!r}")
+    channels = default_input_size(model)[0] if model_spec(model) is not None else 3
+    return channels, sizes[0], sizes[-1]
+
+
+def run(args: argparse.Namespace) -> int:
+    from sepconv.deploy.bench import benchmark_paths
+
+    batch_sizes = parse_int_list("--batch-sizes", args.batch_sizes)
+    model = resolve_model(args.model)
+    input_size = _input_size(args.input_size, model)
+    options: dict[str, Any] = {
+        "input_size": input_size,
+        "batch_sizes": batch_sizes,
+        "paths": args.paths,
+        "train": args.train,
+        "min_run_seconds": args.seconds,
+    }
+    if args.json:
+        report = benchmark_paths(model, **options)
+        print_json({"model": args.model, **report.to_dict()})
+        return 0
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+        report = benchmark_paths(
+            model,
+            **options,
+            progress=lambda description, completed, total: bar.update(
+                task, description=description, completed=completed, total=total
+            ),
+        )
+    print(f"{args.model}: input {'x'.join(map(str, report.input_size))}, {report.threads} threads")
+    if sys.stdout.isatty():
+        console = Console()
+        for renderable in report.to_rich():
+            console.print(renderable)
+    else:
+        sys.stdout.write(report.format_table())
+    return 0

@@ -1,0 +1,222 @@
+"""``sepconv export MODEL --onnx FILE``: a verified ONNX file, and optionally an int8 one with its accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sepconv.cli._common import (
+    UsageError,
+    finite_float,
+    non_negative_int,
+    positive_int,
+    print_json,
+    resolve_model,
+)
+
+# Images per verification batch taken from the data set, and per calibration batch.
+VERIFY_IMAGES = 16
+# The accuracy an int8 model may lose before we warn (issue 8: one point of top-1).
+INT8_WARN_POINTS = 1.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export to ONNX (BatchNorm folded, verified with ONNX Runtime), optionally int8",
+        description=(
+            "Fold BatchNorm into the convolutions, export MODEL to ONNX with a dynamic batch dimension, and "
+            "verify the file: ONNX Runtime and PyTorch run the same images (a batch of the data set when one "
+            "is known, else random) at batch 1 and 7; the command fails and writes nothing when they differ "
+            "by more than --atol + --rtol x |PyTorch|. With --int8, also writes FILE's int8 twin "
+            "(NAME.int8.onnx: static QDQ, per-channel weights, calibrated on the data set's train split) "
+            "and reports both files' top-1 accuracy on the test split."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="registered model name or sepconv model file")
+    parser.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument(
+        "--input-size", help="C,H,W, or H,W / H with the model's channels; default: the model's own"
+    )
+    parser.add_argument(
+        "--dataset",
+        help=(
+            "data set whose images verify the export and whose normalization and class names go into the "
+            "file; default: the one the model was trained on (config.json beside a sepconv model file)"
+        ),
+    )
+    parser.add_argument(
+        "--int8", action="store_true", help="also write NAME.int8.onnx (needs a data set: --calibration)"
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="DATASET",
+        help="data set to calibrate int8 on (its train split) and to measure accuracy on (its test split)",
+    )
+    parser.add_argument(
+        "--calibration-batches",
+        type=positive_int,
+        default=8,
+        help="batches of 32 to calibrate on (default 8)",
+    )
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=None, help="split seed (default: the training run's, else 0)"
+    )
+    parser.add_argument("--data-root", help="where torchvision data sets live")
+    parser.add_argument("--atol", type=finite_float(minimum=0), default=1e-4, help="default 1e-4")
+    parser.add_argument("--rtol", type=finite_float(minimum=0), default=1e-3, help="default 1e-3")
+    parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm layers as they are")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sepconv.cli.summary import input_shape
+    from sepconv.deploy import export_onnx
+
+    target = Path(args.onnx)
+    if target.suffix != ".onnx":
+        raise UsageError(f"--onnx must name a .onnx file, got {args.onnx!r}")
+    model = resolve_model(args.model)
+    input_size = tuple(input_shape(args.input_size, model)[1:]) if args.input_size else None
+    data = _load_data(args, model)
+    if args.int8 and data is None:
+        raise UsageError("--int8 needs --calibration DATASET: int8 scales must be calibrated on real images")
+    inputs = None
+    metadata: dict[str, Any] = {}
+    if data is not None:
+        size = (data.in_channels, *data.image_size)
+        if input_size is not None and tuple(input_size) != size:
+            raise UsageError(
+                f"--input-size {args.input_size!r} does not match data set {data.name}'s images {size}"
+            )
+        input_size = size
+        inputs = _first_images(data.test if len(data.test) else data.train, VERIFY_IMAGES)
+        metadata = {"mean": data.mean, "std": data.std, "class_names": data.class_names, "dataset": data.name}
+    report = export_onnx(
+        model,
+        target,
+        input_size=input_size,
+        inputs=inputs,
+        atol=args.atol,
+        rtol=args.rtol,
+        fold_bn=not args.no_fold,
+        metadata=metadata,
+    )
+    document: dict[str, Any] = {
+        "model": args.model,
+        "dataset": None if data is None else data.name,
+        "onnx": report.to_dict(),
+    }
+    if args.int8:
+        try:
+            document["int8"] = _int8(target, data, args.calibration_batches)
+        except BaseException:
+            target.unlink(missing_ok=True)  # the command failed: leave none of its files behind
+            raise
+    if args.json:
+        print_json(document)
+    else:
+        _print_report(document)
+    int8 = document.get("int8")
+    if int8 and int8["accuracy_drop_points"] > INT8_WARN_POINTS:
+        print(
+            f"sepconv export: warning: int8 loses {int8['accuracy_drop_points']:.2f} points of top-1 accuracy "
+            f"(more than {INT8_WARN_POINTS:g}); try more --calibration-batches or keep the fp32 file",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _load_data(args: argparse.Namespace, model: Any) -> Any:
+    """The data set named by --dataset or --calibration, else the training run's; None if none is known."""
+    from sepconv.data import load_dataset
+
+    name, seed = args.dataset or args.calibration, args.seed
+    if name is None:
+        trained_on = _training_config(Path(args.model))
+        if trained_on is not None:
+            name = trained_on.get("dataset")
+            seed = trained_on.get("seed") if seed is None else seed
+    if name is None:
+        return None
+    data = load_dataset(name, root=args.data_root, seed=0 if seed is None else int(seed))
+    if args.calibration and args.dataset and args.calibration != args.dataset:
+        raise UsageError(
+            f"--dataset {args.dataset!r} and --calibration {args.calibration!r} must be the same data set"
+        )
+    return data
+
+
+def _training_config(path: Path) -> dict[str, Any] | None:
+    # A model file sits in its run folder (model.safetensors) or in its checkpoints/ subfolder.
+    if not path.is_file():
+        return None
+    for folder in (path.parent, path.parent.parent):
+        config = folder / "config.json"
+        if config.is_file():
+            try:
+                document = json.loads(config.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+            return document if isinstance(document, dict) else None
+    return None
+
+
+def _first_images(split: Any, count: int) -> Any:
+    import torch
+
+    return torch.stack([split[index][0] for index in range(min(count, len(split)))])
+
+
+def _int8(fp32_file: Path, data: Any, calibration_batches: int) -> dict[str, Any]:
+    from torch.utils.data import DataLoader
+
+    from sepconv.deploy import onnx_accuracy, quantize_onnx
+
+    int8_file = fp32_file.with_suffix(".int8.onnx")
+    loader = DataLoader(data.train, batch_size=32, shuffle=False)
+    batches = (images for index, (images, _) in enumerate(loader) if index < calibration_batches)
+    quantize_onnx(fp32_file, int8_file, batches)
+    try:
+        fp32_accuracy = onnx_accuracy(fp32_file, data.test)
+        int8_accuracy = onnx_accuracy(int8_file, data.test)
+    except BaseException:
+        int8_file.unlink(missing_ok=True)
+        raise
+    return {
+        "path": str(int8_file),
+        "file_bytes": int8_file.stat().st_size,
+        "calibration_batches": min(calibration_batches, len(loader)),
+        "test_samples": len(data.test),
+        "fp32_accuracy": fp32_accuracy,
+        "int8_accuracy": int8_accuracy,
+        "accuracy_drop_points": 100 * (fp32_accuracy - int8_accuracy),
+    }
+
+
+def _print_report(document: dict[str, Any]) -> None:
+    onnx = document["onnx"]
+    folded = len(onnx["folded_batchnorms"])
+    print(
+        f"wrote {onnx['path']} ({onnx['file_bytes'] / 1e6:.2f} MB, opset {onnx['opset']}, dynamic batch, "
+        f"{folded} BatchNorm layer{'s' if folded != 1 else ''} folded)"
+    )
+    print(
+        f"verified with ONNX Runtime on {onnx['inputs'] if document['dataset'] is None else document['dataset'] + ' test images'} "
+        f"at batch sizes {', '.join(map(str, onnx['batch_sizes']))}: max abs diff {onnx['max_abs_diff']:.2e}, "
+        f"max rel diff {onnx['max_rel_diff']:.2e} (atol {onnx['atol']:g}, rtol {onnx['rtol']:g})"
+    )
+    int8 = document.get("int8")
+    if int8:
+        print(
+            f"wrote {int8['path']} ({int8['file_bytes'] / 1e6:.2f} MB, int8 QDQ, per-channel weights, "
+            f"{int8['calibration_batches']} calibration batches)"
+        )
+        print(
+            f"top-1 on {document['dataset']} test ({int8['test_samples']} images): fp32 {int8['fp32_accuracy']:.2%}, "
+            f"int8 {int8['int8_accuracy']:.2%} ({-int8['accuracy_drop_points']:+.2f} points)"
+        )

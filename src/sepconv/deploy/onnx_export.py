@@ -1,0 +1,371 @@
+"""Export a model to ONNX and prove the file computes what the model computes.
+
+:func:`export_onnx` folds BatchNorm into the convolutions (:func:`sepconv.convert.fold_batchnorm`),
+exports with torch's ONNX exporter (``torch.export`` based, the default opset of the pinned torch)
+with a dynamic batch dimension, stores sepconv's metadata in the file (recipe, input size,
+normalization, class names), then runs ONNX Runtime and the *original* PyTorch model on the same
+inputs at two batch sizes. Only a file that agrees within ``atol + rtol * |reference|`` everywhere is
+moved into place; otherwise :class:`ExportError` says by how much it differs and nothing is left
+behind. A verified file is therefore never a silently wrong one, whether the fault is in the fold,
+the exporter or the runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sepconv.errors import SepconvError
+from sepconv.io.atomic import atomic_write_bytes
+
+__all__ = [
+    "INPUT_NAME",
+    "METADATA_KEY",
+    "OUTPUT_NAME",
+    "ExportError",
+    "ExportReport",
+    "export_onnx",
+    "onnx_metadata",
+    "verify_onnx",
+]
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+METADATA_KEY = "sepconv"
+METADATA_FORMAT = "sepconv-onnx"
+METADATA_VERSION = 1
+
+
+class ExportError(SepconvError, ValueError):
+    """A model that ONNX cannot export, or an exported file that does not reproduce the model."""
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and how closely ONNX Runtime reproduced PyTorch.
+
+    ``max_abs_diff`` is the largest ``|onnx - torch|`` over every output element of every verified
+    batch; ``max_rel_diff`` is that difference divided by the largest ``|torch|`` output (the output's
+    scale), so it reads as a fraction of the logits' range.
+    """
+
+    path: Path
+    opset: int
+    input_size: tuple[int, int, int]
+    batch_sizes: tuple[int, ...]
+    max_abs_diff: float
+    max_rel_diff: float
+    atol: float
+    rtol: float
+    inputs: str
+    folded_batchnorms: list[str] = field(default_factory=list)
+    export_seconds: float = 0.0
+    file_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["path"] = str(self.path)
+        document["input_size"] = list(self.input_size)
+        document["batch_sizes"] = list(self.batch_sizes)
+        return document
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    input_size: Sequence[int] | None = None,
+    inputs: torch.Tensor | None = None,
+    batch_sizes: Sequence[int] = (1, 7),
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    fold_bn: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+) -> ExportReport:
+    """Export ``model`` to the ONNX file ``path`` (atomically), verified with ONNX Runtime.
+
+    ``input_size`` is ``(channels, height, width)`` (default: the size the model was registered with,
+    for models built by :func:`sepconv.models.create_model`). ``inputs`` are real images ``(N, C, H, W)``
+    to verify on (a batch of the data set, normalized as in training); random normal images are used
+    when none are given. The batch dimension is dynamic; verification runs at each of
+    ``batch_sizes``. ``metadata`` (``mean``, ``std``, ``class_names``, ``dataset``) is stored in the
+    file with the model's recipe, so :class:`sepconv.deploy.OnnxModel` can predict from raw images.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
+    >>> _ = model(torch.zeros(1, 1, 6, 6))
+    >>> report = export_onnx(model, folder / "model.onnx", input_size=(1, 6, 6))
+    >>> report.folded_batchnorms, report.max_abs_diff < 1e-4
+    (['1'], True)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    target = Path(path)
+    if target.suffix != ".onnx":
+        raise ValueError(f"path must end in .onnx, got {str(target)!r}")
+    if target.is_dir():
+        raise ValueError(f"path {str(target)!r} is a folder; give a file name ending in .onnx")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist")
+    size = _input_size(model, input_size, inputs)
+    sizes = _batch_sizes(batch_sizes)
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and value >= 0)
+        ):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+    started = time.perf_counter()
+    reference = copy.deepcopy(model).float().cpu().eval()
+    folded_names: list[str] = []
+    if fold_bn:
+        from sepconv.convert import fold_batchnorm_with_report
+
+        exported, folded_names = fold_batchnorm_with_report(reference)
+    else:
+        exported = reference
+    document = onnx_metadata(model, size, folded_names, metadata)
+
+    with _scratch_file(target) as scratch:
+        opset = _export(exported, size, scratch, document)
+        export_seconds = time.perf_counter() - started
+        batches = _verification_batches(inputs, size, sizes)
+        max_abs, max_rel = verify_onnx(scratch, reference, batches, atol=atol, rtol=rtol)
+        # Only a verified file reaches ``target``, and atomically: a reader never sees half of one.
+        atomic_write_bytes(target, scratch.read_bytes())
+    return ExportReport(
+        path=target,
+        opset=opset,
+        input_size=size,
+        batch_sizes=sizes,
+        max_abs_diff=max_abs,
+        max_rel_diff=max_rel,
+        atol=float(atol),
+        rtol=float(rtol),
+        inputs="random normal" if inputs is None else "given images",
+        folded_batchnorms=folded_names,
+        export_seconds=export_seconds,
+        file_bytes=target.stat().st_size,
+    )
+
+
+def onnx_metadata(
+    model: nn.Module,
+    input_size: Sequence[int],
+    folded_batchnorms: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The self-description stored in an exported file (JSON under the ``sepconv`` metadata key)."""
+    from sepconv import __version__
+    from sepconv.io.transforms import model_transforms
+    from sepconv.models import model_spec
+
+    extra = dict(extra or {})
+    unknown = set(extra) - {"mean", "std", "class_names", "dataset", "precision", "quantization"}
+    if unknown:
+        raise ValueError(
+            f"metadata keys must be among mean, std, class_names, dataset, got {sorted(unknown)}"
+        )
+    channels = int(input_size[0])
+    for key in ("mean", "std"):
+        if extra.get(key) is not None:
+            values = [float(value) for value in extra[key]]
+            if len(values) != channels or (key == "std" and any(value <= 0 for value in values)):
+                raise ValueError(f"metadata {key} must hold {channels} numbers (std > 0), got {extra[key]!r}")
+            extra[key] = values
+    if extra.get("class_names") is not None:
+        extra["class_names"] = [str(name) for name in extra["class_names"]]
+    return {
+        "format": METADATA_FORMAT,
+        "version": METADATA_VERSION,
+        "sepconv_version": __version__,
+        "spec": model_spec(model),
+        "transforms": model_transforms(model),
+        "input_size": [int(value) for value in input_size],
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "folded_batchnorms": len(folded_batchnorms),
+        "precision": extra.pop("precision", "float32"),
+        "mean": extra.pop("mean", None),
+        "std": extra.pop("std", None),
+        "class_names": extra.pop("class_names", None),
+        **extra,
+    }
+
+
+def verify_onnx(
+    path: str | os.PathLike[str],
+    reference: nn.Module,
+    batches: Sequence[torch.Tensor],
+    *,
+    atol: float,
+    rtol: float,
+) -> tuple[float, float]:
+    """Run the ONNX file and ``reference`` on each batch; return (max abs diff, max diff / max |ref|).
+
+    Raises :class:`ExportError` when any element differs by more than ``atol + rtol * |reference|``
+    (the rule of ``numpy.allclose``), naming the batch size and the worst element.
+    """
+    from sepconv.deploy.runtime import OnnxModel
+
+    session = OnnxModel(path)
+    max_abs = 0.0
+    max_rel = 0.0
+    with torch.inference_mode():
+        for batch in batches:
+            expected = _single_output(reference(batch)).numpy()
+            actual = session(batch.numpy())
+            if actual.shape != expected.shape:
+                raise ExportError(
+                    f"the ONNX model's output has shape {actual.shape} but the model's has {expected.shape} "
+                    f"at batch size {len(batch)}"
+                )
+            difference = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+            if not np.all(np.isfinite(actual)):
+                raise ExportError(f"the ONNX model's output is not finite at batch size {len(batch)}")
+            scale = float(np.abs(expected).max()) if expected.size else 0.0
+            batch_abs = float(difference.max()) if difference.size else 0.0
+            max_abs = max(max_abs, batch_abs)
+            max_rel = max(max_rel, batch_abs / scale if scale > 0 else batch_abs)
+            excess = difference - (atol + rtol * np.abs(expected))
+            if excess.size and excess.max() > 0:
+                worst = np.unravel_index(int(excess.argmax()), excess.shape)
+                raise ExportError(
+                    f"ONNX Runtime's output differs from PyTorch's by {float(difference[worst]):.3g} at batch size "
+                    f"{len(batch)} (element {tuple(int(i) for i in worst)}, reference "
+                    f"{float(expected[worst]):.6g}), more than atol={atol:g} + rtol={rtol:g} x |reference|; "
+                    f"max abs diff {batch_abs:.3g}"
+                )
+    return max_abs, max_rel
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+
+def _input_size(
+    model: nn.Module, input_size: Sequence[int] | None, inputs: torch.Tensor | None
+) -> tuple[int, int, int]:
+    if input_size is None and inputs is not None and inputs.ndim == 4:
+        input_size = tuple(inputs.shape[1:])
+    if input_size is None:
+        from sepconv.models.registry import default_input_size
+
+        try:
+            return default_input_size(model)
+        except ValueError as error:
+            raise ValueError(f"input_size is needed: {error}") from None
+    if isinstance(input_size, (str, bytes)) or len(input_size) != 3:
+        raise ValueError(f"input_size must be (channels, height, width), got {input_size!r}")
+    for value in input_size:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"input_size must hold three positive integers, got {tuple(input_size)!r}")
+    size = tuple(int(value) for value in input_size)
+    if inputs is not None and (inputs.ndim != 4 or tuple(inputs.shape[1:]) != size):
+        raise ValueError(
+            f"inputs must have shape (N, {size[0]}, {size[1]}, {size[2]}) to match input_size, got "
+            f"{tuple(inputs.shape)}"
+        )
+    return size  # type: ignore[return-value]
+
+
+def _batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
+    sizes = tuple(batch_sizes)
+    if not sizes or any(
+        isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in sizes
+    ):
+        raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes!r}")
+    if len(set(sizes)) < 2:
+        # One size would not show whether the batch dimension really is dynamic.
+        raise ValueError(f"batch_sizes must hold at least two different sizes, got {batch_sizes!r}")
+    return sizes
+
+
+def _verification_batches(
+    inputs: torch.Tensor | None, input_size: tuple[int, int, int], batch_sizes: tuple[int, ...]
+) -> list[torch.Tensor]:
+    if inputs is None:
+        generator = torch.Generator().manual_seed(0)
+        pool = torch.randn((max(batch_sizes), *input_size), generator=generator)
+    else:
+        if len(inputs) == 0:
+            raise ValueError("inputs must hold at least one image")
+        pool = inputs.detach().float().cpu()
+        repeats = -(-max(batch_sizes) // len(pool))
+        pool = pool.repeat(repeats, 1, 1, 1)
+    return [pool[:size].contiguous() for size in batch_sizes]
+
+
+def _export(
+    model: nn.Module, input_size: tuple[int, int, int], path: Path, metadata: Mapping[str, Any]
+) -> int:
+    """torch.onnx.export (the torch.export-based exporter), dynamic batch, metadata; returns the opset."""
+    # Batch 2: torch.export specialises sizes 0 and 1, which would pin the batch dimension to 1.
+    example = torch.randn((2, *input_size), generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch")
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                verbose=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},),
+                optimize=True,
+            )
+    except Exception as error:  # the exporter raises many types; every one means "cannot export"
+        raise ExportError(f"ONNX cannot export {type(model).__name__}: {_first_line(error)}") from error
+    if program is None:
+        raise ExportError(f"ONNX cannot export {type(model).__name__}: the exporter returned nothing")
+    program.model.metadata_props[METADATA_KEY] = json.dumps(metadata, sort_keys=True)
+    program.model.doc_string = f"exported by sepconv {metadata['sepconv_version']}"
+    with _quiet():
+        program.save(path, external_data=False)
+    return int(program.model.opset_imports.get("", 0))
+
+
+def _single_output(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output.float()
+    raise ExportError(
+        f"the model must return one tensor (the logits) to be exported, got {type(output).__name__}"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep the exporter's progress lines and advisory warnings off the user's terminal."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
+def _scratch_file(target: Path) -> Iterator[Path]:
+    """A path in a private temporary folder, removed with the folder on exit (success or not)."""
+    with tempfile.TemporaryDirectory(prefix="sepconv-export-") as folder:
+        yield Path(folder) / target.name
