@@ -151,7 +151,7 @@ def print_json(document: Any) -> None:
 
 
 def resolve_model(spec: str, **kwargs: Any) -> Any:
-    """A MODEL argument: a checkpoint file written by sepconv, or a registered model name.
+    """A MODEL argument: a model file written by sepconv (or a checkpoint's ``.state``), or a registered name.
 
     Names are those of ``sepconv.models.list_models()`` (``mobilenet_v2``, ``torchvision:resnet18``);
     ``kwargs`` (e.g. ``num_classes``) apply to names only.
@@ -161,6 +161,9 @@ def resolve_model(spec: str, **kwargs: Any) -> Any:
     from sepconv.models import create_model
 
     path = Path(spec)
+    if path.suffix == ".state":  # a training checkpoint: its weights are the .safetensors beside it
+        path = path.with_suffix(".safetensors")
+        spec = str(path)
     if path.suffix == ".safetensors" or path.is_file():
         if not path.is_file():
             raise UsageError(f"checkpoint file not found: {spec}")

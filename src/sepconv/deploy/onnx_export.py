@@ -16,8 +16,10 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import math
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -182,7 +184,8 @@ def onnx_metadata(
     unknown = set(extra) - {"mean", "std", "class_names", "dataset", "precision", "quantization"}
     if unknown:
         raise ValueError(
-            f"metadata keys must be among mean, std, class_names, dataset, got {sorted(unknown)}"
+            f"metadata keys must be among mean, std, class_names, dataset, precision, quantization, got "
+            f"{sorted(unknown)}"
         )
     channels = int(input_size[0])
     for key in ("mean", "std"):
@@ -269,7 +272,7 @@ def _input_size(
         from sepconv.models.registry import default_input_size
 
         try:
-            return default_input_size(model)
+            input_size = default_input_size(model)
         except ValueError as error:
             raise ValueError(f"input_size is needed: {error}") from None
     if isinstance(input_size, (str, bytes)) or len(input_size) != 3:
@@ -333,7 +336,7 @@ def _export(
                 optimize=True,
             )
     except Exception as error:  # the exporter raises many types; every one means "cannot export"
-        raise ExportError(f"ONNX cannot export {type(model).__name__}: {_first_line(error)}") from error
+        raise ExportError(f"ONNX cannot export {type(model).__name__}: {_export_failure(error)}") from error
     if program is None:
         raise ExportError(f"ONNX cannot export {type(model).__name__}: the exporter returned nothing")
     program.model.metadata_props[METADATA_KEY] = json.dumps(metadata, sort_keys=True)
@@ -351,17 +354,51 @@ def _single_output(output: Any) -> torch.Tensor:
     )
 
 
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line.strip() for line in _TERMINAL_CODES.sub("", str(error)).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+def _export_failure(error: BaseException) -> str:
+    """Why the exporter failed, in one line: its own summary and the innermost cause, which says why."""
+    cause = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    summary = _first_line(error)
+    if cause is error:
+        return summary
+    return f"{summary} ({type(cause).__name__}: {_first_line(cause)})"
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Keep the exporter's progress lines and advisory warnings off the user's terminal."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    """Keep the exporter's progress lines, graph dumps and advisory warnings off the user's terminal.
+
+    What went wrong reaches the user through the exception instead (see :func:`_export_failure`).
+    """
+    # A filter whose name matches no logger rejects every record; added for the duration only, so
+    # no logger's level or handlers change.
+    silence = logging.Filter("nothing")
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(silence)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(silence)
+
+
+_NOISY_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch.export", "torch._dynamo", "torch.onnx")
 
 
 @contextlib.contextmanager

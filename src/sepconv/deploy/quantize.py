@@ -9,6 +9,7 @@ quantization (:func:`onnx_accuracy`); ``sepconv export --int8`` does both.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -67,7 +68,11 @@ def quantize_onnx(
             array = batch.detach().cpu().float().numpy() if isinstance(batch, torch.Tensor) else batch
             return {input_name: np.ascontiguousarray(array, dtype=np.float32)}
 
-    reader = _Reader(iter(calibration))
+    batches = iter(calibration)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("calibration yielded no batches; give at least one batch of images")
+    reader = _Reader(itertools.chain([first], batches))
     with tempfile.TemporaryDirectory(prefix="sepconv-int8-") as work:
         prepared = Path(work) / "prepared.onnx"
         quantized = Path(work) / "int8.onnx"
@@ -83,8 +88,6 @@ def quantize_onnx(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
-        if reader.count == 0:
-            raise ValueError("calibration yielded no batches; give at least one batch of images")
         model = onnx.load(str(quantized))
         _carry_metadata(source, model, {"calibration_batches": reader.count, "per_channel": per_channel})
         atomic_write_bytes(target, model.SerializeToString())
