@@ -255,6 +255,7 @@ def int8_export(trained, tmp_path_factory):
     return code, out.getvalue(), err.getvalue(), target
 
 
+@pytest.mark.xdist_group("trained_separable_cnn")  # one worker trains it, once
 @pytest.mark.slow  # trains the demo model (~40 s on 2 idle cores), shared with tests/deploy/test_export.py
 def test_export_int8_reports_both_accuracies(trained, int8_export):
     code, out, err, target = int8_export
@@ -281,6 +282,7 @@ def test_export_int8_reports_both_accuracies(trained, int8_export):
     assert OnnxModel(target.with_suffix(".int8.onnx")).metadata["precision"] == "int8"
 
 
+@pytest.mark.xdist_group("trained_separable_cnn")  # one worker trains it, once
 @pytest.mark.slow  # uses the trained model
 def test_export_of_a_trained_model_takes_its_data_set_from_the_run(trained, tmp_path, capsys):
     target = tmp_path / "digits.onnx"
@@ -292,6 +294,7 @@ def test_export_of_a_trained_model_takes_its_data_set_from_the_run(trained, tmp_
     assert stored.class_names == [str(digit) for digit in range(10)]
 
 
+@pytest.mark.xdist_group("trained_separable_cnn")  # one worker trains it, once
 @pytest.mark.slow  # uses the trained model
 def test_evaluate_onnx_gives_the_accuracy_of_the_model_file(trained, int8_export, tmp_path, capsys):
     _, _, _, target = int8_export

@@ -215,6 +215,34 @@ def test_the_file_passes_the_onnx_checker(exported_encoder_decoder):
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
+def test_the_spatial_mean_of_the_head_becomes_global_average_pool(exported_separable):
+    # separable_cnn ends with AdaptiveAvgPool2d(1): exported as ReduceMean over H, W, rewritten.
+    ops = [node.op_type for node in onnx.load(str(exported_separable[1])).graph.node]
+    assert "GlobalAveragePool" in ops and "ReduceMean" not in ops
+
+
+class ChannelMean(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=1, keepdim=True) + x.mean(dim=(2, 3), keepdim=True)[:, :1]
+
+
+def test_a_mean_over_other_axes_stays_reduce_mean(tmp_path):
+    # A channel mean is not a global average pool; the spatial one next to it is.
+    report = export_onnx(ChannelMean(), tmp_path / "mean.onnx", input_size=(3, 4, 4))
+    ops = [node.op_type for node in onnx.load(str(report.path)).graph.node]
+    assert ops.count("ReduceMean") == 1 and ops.count("GlobalAveragePool") == 1
+
+
+def test_a_channels_last_model_exports_the_same_plain_graph(exported_separable, tmp_path):
+    # A model trained channels_last holds channels_last weights; flatten after pooling must still be a
+    # Reshape, not index arithmetic (Range/Gather) derived from the strides.
+    model = copy.deepcopy(exported_separable[0]).to(memory_format=torch.channels_last)
+    report = export_onnx(model, tmp_path / "channels_last.onnx")
+    ops = [node.op_type for node in onnx.load(str(report.path)).graph.node]
+    plain = [node.op_type for node in onnx.load(str(exported_separable[1])).graph.node]
+    assert ops == plain and "Gather" not in ops
+
+
 def test_torch_folds_conv_batchnorm_itself_without_fold_bn_but_a_leading_batchnorm_stays(tmp_path):
     # A BatchNorm with no convolution before it cannot be folded by anyone; the conv-BN pair can.
     model = randomize_batchnorm(
@@ -458,6 +486,7 @@ def int8_pair(request, tmp_path_factory, mnist5k):
     return trained, fp32, int8
 
 
+@pytest.mark.xdist_group("trained_separable_cnn")  # one worker trains it, once
 @pytest.mark.slow  # trains the demo model (~40 s on 2 idle cores), once for this module and the CLI's
 def test_int8_keeps_top1_within_one_point(int8_pair, mnist5k):
     trained, fp32, int8 = int8_pair
@@ -477,6 +506,7 @@ def test_int8_keeps_top1_within_one_point(int8_pair, mnist5k):
     assert abs(fp32_accuracy - int8_accuracy) <= 0.01
 
 
+@pytest.mark.xdist_group("trained_separable_cnn")  # one worker trains it, once
 @pytest.mark.slow  # uses the trained model
 def test_the_int8_file_is_quantized_smaller_and_keeps_the_metadata(int8_pair, mnist5k):
     _, fp32, int8 = int8_pair
