@@ -89,10 +89,11 @@ def _print_table(document: dict[str, Any]) -> None:
 
     recipe = document["recipe"]
     table = Table(title=f"standard vs separable CNN on {recipe['dataset']} ({recipe['epochs']} epochs each)")
-    for column in ("", "standard_cnn", "separable_cnn", "standard / separable"):
-        table.add_column(column, justify="left" if not column else "right")
+    for column in ("", "standard_cnn", "separable_cnn", "ratio (std / sep)"):
+        table.add_column(column, justify="left" if not column else "right", no_wrap=not column)
     for row in table_rows(document):
         table.add_row(*row)
     console = Console()
     console.print(table)
+    console.print("deployed: each twin's model.onnx (BatchNorm folded, verified) in ONNX Runtime")
     console.print(f"report: {document['report']} (total {document['total_seconds']:.0f} s)")

@@ -284,8 +284,8 @@ _ROWS = [
     ("training time (s)", "train_seconds", "{:.1f}"),
     ("latency, batch 1 (ms)", "latency_ms", "{:.3f}"),
     ("latency, batch 64 (ms)", "latency_ms_batch64", "{:.2f}"),
-    ("ONNX Runtime latency, batch 1 (ms)", "onnx_latency_ms", "{:.3f}"),
-    ("ONNX Runtime latency, batch 64 (ms)", "onnx_latency_ms_batch64", "{:.2f}"),
+    ("deployed, batch 1 (ms)", "onnx_latency_ms", "{:.3f}"),
+    ("deployed, batch 64 (ms)", "onnx_latency_ms_batch64", "{:.2f}"),
 ]
 
 
@@ -335,9 +335,9 @@ def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, floa
     lines += [
         "",
         "MACs are multiply-accumulates of one forward pass of one image; latency is the median of repeated",
-        "forward passes in eval mode (float32): PyTorch eager, and deployed, the exported ONNX file",
-        "(BatchNorm folded, verified against PyTorch) run by ONNX Runtime on the same threads. Training",
-        "time includes Lightning's setup and per-epoch validation. Each twin's memory format and precision follow sepconv's fixed rule (see README): "
+        'forward passes in eval mode (float32): "latency" in PyTorch eager, "deployed" the exported',
+        "`model.onnx` (BatchNorm folded, verified against PyTorch) run by ONNX Runtime on the same",
+        "threads. Training time includes Lightning's setup and per-epoch validation. Each twin's memory format and precision follow sepconv's fixed rule (see README): "
         f"standard channels_last={standard['channels_last']}, bf16={standard['bf16_training']}; "
         f"separable channels_last={separable['channels_last']}, bf16={separable['bf16_training']}.",
         "",
