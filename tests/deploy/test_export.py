@@ -309,6 +309,35 @@ def test_verify_onnx_refuses_a_file_that_differs_from_the_reference(exported_enc
     assert "\n" not in str(raised.value)
 
 
+class Tiny(nn.Module):
+    """Logits of ~1e-12, as an untrained deep network gives: far below any useful atol."""
+
+    def __init__(self, scale: float = 1e-12) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.scale = scale
+
+    def forward(self, x):
+        return self.conv(x).mean(dim=(2, 3)) * self.scale
+
+
+def test_verify_onnx_compares_tiny_outputs_at_their_own_scale(tmp_path):
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    report = export_onnx(model, tmp_path / "tiny.onnx", input_size=(1, 8, 8))
+    # float32 rounding relative to the output's scale: well under rtol=1e-3.
+    assert report.max_rel_diff < 1e-5
+    wrong = copy.deepcopy(model)
+    wrong.scale = 1.1e-12  # every logit 10% off, yet ~1e-13 in absolute terms: far below atol=1e-4
+    images = fresh_images(2, (1, 8, 8))
+    with torch.inference_mode():
+        assert float((wrong(images) - model(images)).abs().max()) < 1e-4
+    with pytest.raises(ExportError, match=r"of the output's largest value .* more than rtol=0.001"):
+        verify_onnx(report.path, wrong, [images], atol=1e-4, rtol=1e-3)
+    # rtol=0 asks for the absolute tolerance alone.
+    verify_onnx(report.path, wrong, [images], atol=1e-4, rtol=0)
+
+
 def test_verify_onnx_refuses_an_output_of_another_shape(exported_encoder_decoder):
     _, path, _ = exported_encoder_decoder
     other = nn.Conv2d(3, 4, 1, stride=2)  # 8 x 8 maps where the file's are 16 x 16

@@ -228,7 +228,9 @@ def verify_onnx(
     """Run the ONNX file and ``reference`` on each batch; return (max abs diff, max diff / max |ref|).
 
     Raises :class:`ExportError` when any element differs by more than ``atol + rtol * |reference|``
-    (the rule of ``numpy.allclose``), naming the batch size and the worst element.
+    (the rule of ``numpy.allclose``), naming the batch size and the worst element, or (``rtol > 0``)
+    when the largest difference exceeds ``rtol`` times the largest ``|reference|``: outputs far
+    smaller than ``atol`` (an untrained network's) are then still compared, at their own scale.
     """
     from sepconv.deploy.runtime import OnnxModel
 
@@ -259,6 +261,12 @@ def verify_onnx(
                     f"{len(batch)} (element {tuple(int(i) for i in worst)}, reference "
                     f"{float(expected[worst]):.6g}), more than atol={atol:g} + rtol={rtol:g} x |reference|; "
                     f"max abs diff {batch_abs:.3g}"
+                )
+            if rtol > 0 and scale > 0 and batch_abs > rtol * scale:
+                # An untrained network's logits can be ~1e-17, where atol alone accepts anything.
+                raise ExportError(
+                    f"ONNX Runtime's output differs from PyTorch's by {batch_abs:.3g} at batch size {len(batch)}, "
+                    f"{batch_abs / scale:.3g} of the output's largest value {scale:.3g}: more than rtol={rtol:g}"
                 )
     return max_abs, max_rel
 
