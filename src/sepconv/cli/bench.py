@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 from sepconv.cli._common import finite_float, parse_int_list, print_json, resolve_model
-from sepconv.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,27 +65,13 @@ def _path_names(text: str) -> list[str]:
     return names
 
 
-def _input_size(text: str | None, model: Any) -> tuple[int, int, int] | None:
-    """(C, H, W) for ``--input-size`` C,H,W or H[,W] (the model's channels, else 3); None: the model's own."""
-    if text is None:
-        return None
-    from sepconv.models import default_input_size, model_spec
-
-    sizes = parse_int_list("--input-size", text)
-    if len(sizes) == 3:
-        return sizes
-    if len(sizes) > 3:
-        raise UsageError(f"--input-size takes C,H,W or H or H,W (no batch: see --batch-sizes), got {text!r}")
-    channels = default_input_size(model)[0] if model_spec(model) is not None else 3
-    return channels, sizes[0], sizes[-1]
-
-
 def run(args: argparse.Namespace) -> int:
+    from sepconv.cli.summary import image_size
     from sepconv.deploy.bench import benchmark_paths
 
     batch_sizes = parse_int_list("--batch-sizes", args.batch_sizes)
     model = resolve_model(args.model)
-    input_size = _input_size(args.input_size, model)
+    input_size = image_size(args.input_size, model)
     options: dict[str, Any] = {
         "input_size": input_size,
         "batch_sizes": batch_sizes,

@@ -74,14 +74,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sepconv.cli.summary import input_shape
+    from sepconv.cli.summary import image_size
     from sepconv.deploy import export_onnx
 
     target = Path(args.onnx)
     if target.suffix != ".onnx":
         raise UsageError(f"--onnx must name a .onnx file, got {args.onnx!r}")
     model = resolve_model(args.model)
-    input_size = tuple(input_shape(args.input_size, model)[1:]) if args.input_size else None
+    input_size = image_size(args.input_size, model)
     data = _load_data(args, model)
     if args.int8 and data is None:
         raise UsageError("--int8 needs --calibration DATASET: int8 scales must be calibrated on real images")

@@ -70,6 +70,18 @@ def input_shape(text: str | None, model: Any) -> tuple[int, ...]:
     return sizes
 
 
+def image_size(text: str | None, model: Any) -> tuple[int, int, int] | None:
+    """One image's (C, H, W) for ``--input-size`` C,H,W or H[,W]; None: the model's own.
+
+    For commands that take their batch sizes elsewhere (``bench``, ``export``), so a batch here is refused.
+    """
+    if text is None:
+        return None
+    if len(parse_int_list("--input-size", text)) > 3:
+        raise UsageError(f"--input-size takes C,H,W or H or H,W (no batch size), got {text!r}")
+    return input_shape(text, model)[1:]  # type: ignore[return-value]
+
+
 def run(args: argparse.Namespace) -> int:
     from sepconv.analysis import summarize
 

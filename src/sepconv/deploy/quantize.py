@@ -53,7 +53,8 @@ def quantize_onnx(
         raise ValueError(f"int8_path must end in .onnx, got {str(target)!r}")
     if target.resolve() == source.resolve():
         raise ValueError(f"int8_path must differ from fp32_path, got {str(target)!r} for both")
-    input_name = onnx.load(str(source), load_external_data=False).graph.input[0].name
+    source_model = onnx.load(str(source), load_external_data=False)
+    input_name = source_model.graph.input[0].name
 
     class _Reader(CalibrationDataReader):
         def __init__(self, batches: Iterator[np.ndarray | torch.Tensor]) -> None:
@@ -89,7 +90,9 @@ def quantize_onnx(
             weight_type=QuantType.QInt8,
         )
         model = onnx.load(str(quantized))
-        _carry_metadata(source, model, {"calibration_batches": reader.count, "per_channel": per_channel})
+        _carry_metadata(
+            source, source_model, model, {"calibration_batches": reader.count, "per_channel": per_channel}
+        )
         atomic_write_bytes(target, model.SerializeToString())
     return target
 
@@ -113,12 +116,8 @@ def onnx_accuracy(
     return correct / total
 
 
-def _carry_metadata(source: Path, model: Any, quantization: dict[str, Any]) -> None:
-    import onnx
-
-    stored = {
-        entry.key: entry.value for entry in onnx.load(str(source), load_external_data=False).metadata_props
-    }
+def _carry_metadata(source: Path, source_model: Any, model: Any, quantization: dict[str, Any]) -> None:
+    stored = {entry.key: entry.value for entry in source_model.metadata_props}
     document: dict[str, Any] = {}
     if METADATA_KEY in stored:
         try:
