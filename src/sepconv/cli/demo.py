@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="seed of the split, initialisation and order",
     )
+    parser.add_argument(
+        "--fused",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="fused BatchNorm+activation training kernels for both twins (default auto: on for the CPU)",
+    )
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bars")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document (and nothing else) on stdout"
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        fused=args.fused,
         progress=args.progress and not args.json,
         overwrite=args.overwrite,
         status=None if args.json else status,
@@ -85,7 +92,7 @@ def _print_table(document: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sepconv.train.demo import table_rows
+    from sepconv.train.demo import execution_path, table_rows
 
     recipe = document["recipe"]
     table = Table(title=f"standard vs separable CNN on {recipe['dataset']} ({recipe['epochs']} epochs each)")
@@ -95,5 +102,9 @@ def _print_table(document: dict[str, Any]) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
+    console.print(
+        f"trained on: standard {execution_path(document['standard'])}; separable "
+        f"{execution_path(document['separable'])}"
+    )
     console.print("deployed: each twin's model.onnx (BatchNorm folded, verified) in ONNX Runtime")
     console.print(f"report: {document['report']} (total {document['total_seconds']:.0f} s)")

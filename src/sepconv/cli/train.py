@@ -158,8 +158,9 @@ def run(args: argparse.Namespace) -> int:
         f"trained {config.model} for {len(result.history)} epoch(s) in {result.train_seconds:.1f} s: {summary}{test}"
     )
     print(
-        f"precision: channels_last {'on' if result.channels_last else 'off'}, bf16 "
-        f"{'on' if result.bf16 else 'off'} ({result.precision_reason})"
+        f"execution: channels_last {'on' if result.channels_last else 'off'}, bf16 "
+        f"{'on' if result.bf16 else 'off'}, fused kernels {'on' if result.fused else 'off'} "
+        f"({result.precision_reason})"
     )
     print(
         f"run {result.run_id}; model: {result.model_path}; metrics: {Path(result.out_dir) / 'metrics.csv'}; "

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sepconv.arithmetic import check_positive
+from sepconv.kernels.bn_act import batch_norm_act, can_fuse
 from sepconv.layers.conv import Conv2d, IntPair, PaddingArg, to_pair
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
 from sepconv.layers.factory import ActLayer, NormLayer, make_act, make_norm
@@ -68,7 +69,13 @@ class ConvNormAct(nn.Sequential):
     The layout (and so the ``state_dict`` keys) matches torchvision's ``Conv2dNormActivation``.
     ``padding=None`` keeps the spatial size at stride 1: (kernel_size - 1) // 2 * dilation.
     The convolution has a bias only when there is no normalization, unless ``bias`` says otherwise.
+
+    In training, a BatchNorm + activation pair runs as one fused kernel (:mod:`sepconv.kernels`) when
+    ``fused`` is True (the default) and the kernel applies; otherwise, and in eval mode, the children
+    run one by one. The results agree to float rounding either way.
     """
+
+    fused: bool
 
     def __init__(
         self,
@@ -114,6 +121,22 @@ class ConvNormAct(nn.Sequential):
         super().__init__(*layers)
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.fused = True
+
+    def norm_act_pair(self) -> tuple[nn.Module, nn.Module | None] | None:
+        """The (normalization, activation) children after the convolution, if the layout has them."""
+        if len(self) == 3:
+            return self[1], self[2]
+        if len(self) == 2:
+            return self[1], None
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and self.training:
+            pair = self.norm_act_pair()
+            if pair is not None and can_fuse(*pair):
+                return batch_norm_act(self[0](x), *pair)
+        return super().forward(x)
 
 
 class DepthwiseSeparableBlock(nn.Module):
@@ -224,8 +247,22 @@ class InvertedResidual(nn.Module):
         if projection_norm is not None:
             layers.append(projection_norm.to(device=device, dtype=dtype))
         self.conv = nn.Sequential(*layers)
+        self.fused = True
+
+    def norm_act_pair(self) -> tuple[nn.Module, nn.Module | None] | None:
+        """The projection's normalization (no activation follows it), if ``conv`` ends with one."""
+        return (self.conv[-1], None) if len(self.conv) > 1 else None
+
+    def _branch(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and self.training:
+            pair = self.norm_act_pair()
+            if pair is not None and can_fuse(*pair):
+                for layer in list(self.conv)[:-1]:
+                    x = layer(x)
+                return batch_norm_act(x, *pair)
+        return self.conv(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_res_connect:
-            return x + self.conv(x)
-        return self.conv(x)
+            return x + self._branch(x)
+        return self._branch(x)

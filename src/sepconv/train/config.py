@@ -105,6 +105,9 @@ class TrainConfig:
     bf16: str = _option(
         "auto", "bf16 autocast (auto: on where the hardware has bf16 units)", choices=SWITCHES
     )
+    fused: str = _option(
+        "auto", "fused BatchNorm+activation kernels (auto: on when training on the CPU)", choices=SWITCHES
+    )
     out_dir: str = _option("runs/train", "output folder; it belongs to this run", flag="--out")
     overwrite: bool = _option(False, "clear --out first if it holds an earlier run's files")
     checkpoint_every_steps: int | None = _option(
@@ -153,6 +156,7 @@ class TrainConfig:
             ("schedule", SCHEDULES),
             ("channels_last", SWITCHES),
             ("bf16", SWITCHES),
+            ("fused", SWITCHES),
             ("accelerator", ACCELERATORS),
         ):
             if getattr(self, name) not in choices:
@@ -242,6 +246,7 @@ class TrainResult:
     channels_last: bool = False
     bf16: bool = False
     precision_reason: str = ""
+    fused: bool = False
     skipped_images: int = 0
     resumed_from: Path | None = None
     rank: int = 0
@@ -260,6 +265,7 @@ class TrainResult:
             "stopped_early": self.stopped_early,
             "channels_last": self.channels_last,
             "bf16": self.bf16,
+            "fused": self.fused,
             "precision_reason": self.precision_reason,
             "skipped_images": self.skipped_images,
             "resumed_from": None if self.resumed_from is None else str(self.resumed_from),

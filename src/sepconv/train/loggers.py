@@ -36,6 +36,7 @@ CSV_COLUMNS = (
     "val_accuracy",
     "lr",
     "epoch_seconds",
+    "step_seconds",
 )
 
 
@@ -49,15 +50,31 @@ class MetricsHistory(pl.Callback):
         self.rows: list[dict[str, float]] = []
         self.listeners = listeners or []
         self._epoch_start = time.perf_counter()
+        self._step_start = 0.0
+        self._step_seconds = 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
+        self._step_seconds = 0.0
+
+    # The training steps alone (forward, backward, optimizer: no data loading, validation or
+    # checkpoints): the figure that compares how fast two models train, free of fixed costs.
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, index: int
+    ) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, index: int
+    ) -> None:
+        self._step_seconds += time.perf_counter() - self._step_start
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         metrics = module.collect_epoch_metrics()  # type: ignore[operator]
         row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
         row.update({key: metrics[key] for key in CSV_COLUMNS if key in metrics})
         row["epoch_seconds"] = time.perf_counter() - self._epoch_start
+        row["step_seconds"] = self._step_seconds
         self.rows.append(row)
         if trainer.is_global_zero:
             self.write_csv()

@@ -68,6 +68,9 @@ class ClassifierModule(pl.LightningModule):
                 use_distributed_batchnorm(self.model)
         if self.precision_choice.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        from sepconv.kernels import set_fused
+
+        set_fused(self.model, self.precision_choice.fused)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.precision_choice.channels_last and images.ndim == 4:

@@ -197,7 +197,7 @@ def check_resume_matches(
     saved = point.checkpoint.get("sepconv", {})
     differences = result_differences(saved.get("config", {}), config)
     saved_precision = saved.get("precision", {})
-    for key in ("channels_last", "bf16"):
+    for key in ("channels_last", "bf16", "fused"):
         if key in saved_precision and bool(saved_precision[key]) != getattr(precision, key):
             differences.append(f"{key} (resolved) {bool(saved_precision[key])} -> {getattr(precision, key)}")
     saved_data = saved.get("data", {})
@@ -413,6 +413,7 @@ def finish_run(
         stopped_early=trainer.should_stop and trainer.current_epoch < config.epochs,
         channels_last=precision.channels_last,
         bf16=precision.bf16,
+        fused=precision.fused,
         precision_reason=precision.reason,
         skipped_images=len(data.skipped),
         resumed_from=resumed_from,
@@ -468,7 +469,11 @@ def fit(
     model = build_model(config, data.in_channels, data.num_classes)
     check_model_fits_data(model, data, config.model)
     precision = choose_precision(
-        model, on_gpu=_on_gpu(config), channels_last=config.channels_last, bf16=config.bf16
+        model,
+        on_gpu=_on_gpu(config),
+        channels_last=config.channels_last,
+        bf16=config.bf16,
+        fused=config.fused,
     )
     fingerprint = data_fingerprint(data)
     if point is not None:

@@ -1,0 +1,64 @@
+"""Training with the fused kernels: chosen by the rule, stored with the run, same results as without."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sepconv.train import fit
+from sepconv.train.demo import demo_config
+
+
+def test_the_choice_is_stored_and_the_same_seed_gives_the_same_numbers(tmp_path, tiny_data, tiny_config):
+    first = fit(tiny_config(tmp_path / "a", channels_last="on", fused="auto"), data=tiny_data)
+    second = fit(tiny_config(tmp_path / "b", channels_last="on", fused="auto"), data=tiny_data)
+    stored = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert (stored["fused"], first.fused) == (True, True)
+    # The tiny separable_cnn: stem BN+ReLU and 5 separable blocks of two pairs each.
+    assert stored["precision_reason"].endswith("fused auto: 11 BatchNorm+activation pairs on the CPU")
+    timings = ("epoch_seconds", "step_seconds")
+    assert [{k: v for k, v in row.items() if k not in timings} for row in first.history] == [
+        {k: v for k, v in row.items() if k not in timings} for row in second.history
+    ]
+    for key, value in first.model.state_dict().items():
+        assert (second.model.state_dict()[key] == value).all(), key
+
+
+def test_fused_and_plain_training_agree_to_rounding(tmp_path, tiny_data, tiny_config):
+    fused = fit(tiny_config(tmp_path / "on", channels_last="on", fused="on"), data=tiny_data)
+    plain = fit(tiny_config(tmp_path / "off", channels_last="on", fused="off"), data=tiny_data)
+    assert (fused.fused, plain.fused) == (True, False)
+    # The two paths differ only in float rounding (the kernel sums in double, PyTorch in float:
+    # ~1e-7 relative per step); 12 AdamW steps at lr 1e-2 amplify that to ~1e-5 on the epoch means
+    # (measured 2e-6), far below the 1e-3 asked here, while any real error (a wrong gradient or
+    # running statistic) moves the loss by more than 1e-2.
+    for row_fused, row_plain in zip(fused.history, plain.history, strict=True):
+        for key in ("train_loss", "val_loss"):
+            assert row_fused[key] == pytest.approx(row_plain[key], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_the_demo_recipe_reaches_the_same_accuracy_fused_or_not(tmp_path):
+    from sepconv.data import load_dataset
+
+    data = load_dataset("mnist5k", seed=0)
+    accuracies = {}
+    for fused in ("on", "off"):
+        config = demo_config(
+            "separable_cnn",
+            tmp_path / fused,
+            dataset="mnist5k",
+            epochs=5,
+            batch_size=64,
+            lr=4e-3,
+            seed=0,
+            progress=False,
+            fused=fused,
+        )
+        accuracies[fused] = fit(config, data=data).test_accuracy
+    # 1,000 test images: one point is 10 images. Both runs are the demo's recipe and seed and differ
+    # only in rounding, so they should land within a point of each other (the issue's criterion),
+    # and each at the demo's accuracy (98.1% measured; 97.5% asked).
+    assert abs(accuracies["on"] - accuracies["off"]) <= 0.01
+    assert min(accuracies.values()) >= 0.975
