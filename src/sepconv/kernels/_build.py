@@ -1,9 +1,9 @@
 """Build (once per machine, then cached) and load the C++ kernels; warn once when that is impossible.
 
-Each kernel family is one C++ file in ``csrc/``, compiled just in time by
-:func:`torch.utils.cpp_extension.load` into PyTorch's extension cache (``$TORCH_EXTENSIONS_DIR``, by
-default ``~/.cache/torch_extensions``) and loaded as a ``torch.library`` operator library
-(``torch.ops.sepconv.*``). The first use on a machine compiles for about a minute (a line on stderr
+Each kernel family is one C++ file in ``csrc/``; together they are compiled just in time (in parallel,
+by ninja) by :func:`torch.utils.cpp_extension.load` into PyTorch's extension cache
+(``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and loaded as one
+``torch.library`` operator library (``torch.ops.sepconv.*``). The first use on a machine compiles for about a minute (a line on stderr
 says so); later processes load the cached library in milliseconds. Compiling at first use rather than
 at ``pip install`` keeps the install a plain pure-Python wheel that needs no torch to build.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["KernelBuildWarning", "compiler", "library_name", "load_library"]
+__all__ = ["KernelBuildWarning", "compiler", "library_name", "load_kernels"]
 
 _CSRC = Path(__file__).with_name("csrc")
 
@@ -45,10 +45,10 @@ def _capability() -> str:
         return "default"
 
 
-def library_name(stem: str) -> str:
+def library_name() -> str:
     """The extension's name: the CPU capability is part of it, so a cache shared between different CPUs
     never loads code that a CPU cannot run."""
-    return f"sepconv_{stem}_{_capability()}"
+    return f"sepconv_kernels_{_capability()}"
 
 
 def _flags() -> list[str]:
@@ -90,8 +90,8 @@ def _warn(message: str) -> None:
 
 
 @functools.cache
-def load_library(stem: str) -> bool:
-    """Compile (first time) and load ``csrc/<stem>.cpp`` into ``torch.ops.sepconv``; True when usable.
+def load_kernels() -> bool:
+    """Compile (first time) and load ``csrc/*.cpp`` into ``torch.ops.sepconv``; True when usable.
 
     Called lazily by the first fused call, so ``import sepconv`` never compiles. Cached per process.
     """
@@ -103,17 +103,17 @@ def load_library(stem: str) -> bool:
         )
         return False
     cpp_extension = _cpp_extension()
-    name = library_name(stem)
+    name = library_name()
     if not _is_cached(cpp_extension, name):
         print(
-            f"sepconv: compiling the {stem} training kernels (once per machine, about a minute)",
+            "sepconv: compiling the training kernels (once per machine, about a minute)",
             file=sys.stderr,
             flush=True,
         )
     try:
         cpp_extension.load(
             name=name,
-            sources=[str(_CSRC / f"{stem}.cpp")],
+            sources=[str(path) for path in sorted(_CSRC.glob("*.cpp"))],
             extra_cflags=_flags(),
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
@@ -122,7 +122,7 @@ def load_library(stem: str) -> bool:
     except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
         text = str(error).strip()
         _warn(
-            f"building the {stem} kernels failed ({text.splitlines()[0] if text else type(error).__name__})"
+            f"building the training kernels failed ({text.splitlines()[0] if text else type(error).__name__})"
         )
         return False
     return True

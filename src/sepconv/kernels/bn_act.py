@@ -1,8 +1,10 @@
 """``batch_norm_act``: training-mode BatchNorm + activation as one custom operator, exact against autograd.
 
-The operator pair ``torch.ops.sepconv.bn_act_forward`` / ``bn_act_backward`` is C++ (``csrc/bn_act.cpp``,
-registered with ``torch.library``); this module gives it autograd, a fake (meta) implementation for
-``torch.compile`` / ``torch.export``, and the running-statistics update, and falls back to
+The operators are C++ (``csrc/bn_act.cpp``, registered with ``torch.library``): ``bn_act_train``, which
+:func:`batch_norm_act` calls (forward, running statistics and its own autograd in C++, one dispatch per
+call), and the functional pair ``bn_act_forward`` / ``bn_act_backward`` it is built on, to which this
+module gives autograd and fake (meta) implementations for ``torch.compile`` / ``torch.export`` and
+tests. :func:`batch_norm_act` falls back to
 ``F.batch_norm`` + the activation wherever the kernel does not apply (GPU tensors, no compiler,
 inference mode), so callers never need to check.
 """
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepconv.kernels._build import load_library
+from sepconv.kernels._build import load_kernels
 
 __all__ = [
     "ACTIVATION_CODES",
@@ -56,7 +58,7 @@ def activation_code(act: nn.Module | None) -> int | None:
 def kernels_available() -> bool:
     """True when the C++ kernels are built and loaded (building them on first call, cached afterwards)."""
     global _registered
-    if not load_library("bn_act"):
+    if not load_kernels():
         return False
     if not _registered:
         _register_python_parts()
@@ -178,13 +180,18 @@ def batch_norm_act(
     param_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     weight = norm.weight if norm.weight is not None else x.new_ones(channels, dtype=param_dtype)
     bias = norm.bias if norm.bias is not None else x.new_zeros(channels, dtype=param_dtype)
-    y, mean, var = torch.ops.sepconv.bn_act_forward(x, weight, bias, norm.eps, code)
-    if norm.track_running_stats and norm.running_mean is not None and norm.running_var is not None:
-        count = x.numel() // channels
-        with torch.no_grad():
-            norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), momentum)
-            norm.running_var.lerp_((var * (count / (count - 1))).to(norm.running_var.dtype), momentum)
-    return y
+    tracked = norm.track_running_stats
+    # One call: forward, running statistics and autograd are C++ (bn_act_train in csrc/bn_act.cpp).
+    return torch.ops.sepconv.bn_act_train(
+        x,
+        weight,
+        bias,
+        norm.running_mean if tracked else None,
+        norm.running_var if tracked else None,
+        momentum,
+        norm.eps,
+        code,
+    )
 
 
 def _momentum(norm: nn.BatchNorm2d) -> float:

@@ -15,13 +15,17 @@ from typing import Any
 import torch
 
 from sepconv.arithmetic import check_positive
-from sepconv.layers.conv import _CONV_DEFAULTS, Conv2d, IntPair, PaddingArg, _describe
+from sepconv.layers.conv import _CONV_DEFAULTS, Conv2d, IntPair, PaddingArg, _describe, is_fx_symbolic_tracing
 
 __all__ = ["DepthwiseConv2d", "PointwiseConv2d"]
 
 
 class DepthwiseConv2d(Conv2d):
     """Spatial filtering of each channel on its own: ``nn.Conv2d(c, m*c, k, groups=c)``.
+
+    In training on the CPU (``fused`` on, the default), a channels_last float32 input runs
+    :func:`sepconv.kernels.depthwise_conv2d` where its C++ backward measured faster than oneDNN's;
+    elsewhere, and in eval mode, the convolution is ``nn.Conv2d``'s own. The results agree to rounding.
 
     >>> layer = DepthwiseConv2d(3, kernel_size=3, depth_multiplier=2)
     >>> layer.out_channels, tuple(layer.weight.shape)
@@ -57,6 +61,24 @@ class DepthwiseConv2d(Conv2d):
             dtype=dtype,
         )
         self.depth_multiplier = depth_multiplier
+        self.fused = True
+
+    def _conv_forward(
+        self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        if (
+            self.fused
+            and self.training
+            and torch.is_grad_enabled()
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and not is_fx_symbolic_tracing()
+            and not torch.compiler.is_compiling()
+        ):
+            from sepconv.kernels.depthwise import depthwise_conv2d
+
+            return depthwise_conv2d(input, weight, bias, self.stride, self.padding, self.dilation)
+        return super()._conv_forward(input, weight, bias)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config() | {"depth_multiplier": self.depth_multiplier}

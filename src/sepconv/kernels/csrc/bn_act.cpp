@@ -12,6 +12,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -89,6 +90,9 @@ inline T act_derivative(T z) {
   }
 }
 
+// Below this many elements a pass runs on one thread.
+constexpr int64_t kParallelElements = 32768;
+
 // A fixed split of `rows` into chunks: at most 64, at least 32 rows each.
 inline int64_t chunk_count(int64_t rows) {
   return std::max<int64_t>(1, std::min<int64_t>(64, rows / 32));
@@ -102,7 +106,8 @@ struct Layout {
 Layout layout_of(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 4, "sepconv fused batch norm: expected a 4-D input, got ", x.dim(), "-D");
   Layout l;
-  l.channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  // As BatchNorm does: a (possibly strided) channels_last tensor stays channels_last.
+  l.channels_last = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   l.n = x.size(0);
   l.c = x.size(1);
   l.s = x.size(2) * x.size(3);
@@ -121,7 +126,9 @@ void channel_sums(const Layout& l, double* sum1, double* sum2, F&& terms) {
     const int64_t M = l.n * l.s;
     const int64_t chunks = chunk_count(M);
     std::vector<double> partial(static_cast<size_t>(chunks * 2 * C), 0.0);
-    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    // Small tensors stay on one thread: waking the pool costs more than the sums.
+    const int64_t grain = M * C < kParallelElements ? chunks : 1;
+    at::parallel_for(0, chunks, grain, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
         double* a = partial.data() + k * 2 * C;
         double* b = a + C;
@@ -141,7 +148,8 @@ void channel_sums(const Layout& l, double* sum1, double* sum2, F&& terms) {
       }
     }
   } else {
-    at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+    const int64_t grain = std::max<int64_t>(1, kParallelElements / std::max<int64_t>(l.n * l.s, 1));
+    at::parallel_for(0, C, grain, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         double b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -230,12 +238,12 @@ template <typename F>
 void elementwise(const Layout& l, F&& body) {
   if (l.channels_last) {
     const int64_t M = l.n * l.s;
-    at::parallel_for(0, M, std::max<int64_t>(1, 16384 / std::max<int64_t>(l.c, 1)),
+    at::parallel_for(0, M, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(l.c, 1)),
                      [&](int64_t begin, int64_t end) {
                        for (int64_t m = begin; m < end; ++m) body.row(m);
                      });
   } else {
-    at::parallel_for(0, l.n * l.c, std::max<int64_t>(1, 16384 / std::max<int64_t>(l.s, 1)),
+    at::parallel_for(0, l.n * l.c, std::max<int64_t>(1, kParallelElements / std::max<int64_t>(l.s, 1)),
                      [&](int64_t begin, int64_t end) {
                        for (int64_t p = begin; p < end; ++p) body.plane(p / l.c, p % l.c);
                      });
@@ -421,13 +429,103 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_backward(const at::Tensor&
   return {dx, grad_weight, grad_bias};
 }
 
+// The training step's entry point: forward, running-statistics update and autograd in C++, so a call
+// costs one dispatch (a Python autograd.Function around the pair above cost ~70 us per call, more than
+// the kernel itself on MobileNet's small late-stage tensors).
+// Through the dispatcher (not a direct call), so profilers and dispatch modes see the two kernels.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dispatch_forward(const at::Tensor& input, const at::Tensor& weight,
+                                                                const at::Tensor& bias, double eps, int64_t act) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("sepconv::bn_act_forward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                             const at::Tensor&, double, int64_t)>();
+  return op.call(input, weight, bias, eps, act);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dispatch_backward(const at::Tensor& grad_output,
+                                                                 const at::Tensor& input, const at::Tensor& weight,
+                                                                 const at::Tensor& bias, const at::Tensor& mean,
+                                                                 const at::Tensor& var, double eps, int64_t act) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("sepconv::bn_act_backward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, const at::Tensor&, double, int64_t)>();
+  return op.call(grad_output, input, weight, bias, mean, var, eps, act);
+}
+
+class BnActFunction : public torch::autograd::Function<BnActFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& bias, double eps, int64_t act) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, mean, var] = dispatch_forward(input, weight, bias, eps, act);
+    ctx->save_for_backward({input, weight, bias, mean, var});
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["act"] = act;
+    ctx->saved_data["var"] = var;  // returned to bn_act_train for the running statistics
+    ctx->saved_data["mean"] = mean;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto [dx, dw, db] = dispatch_backward(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4],
+                                        ctx->saved_data["eps"].toDouble(), ctx->saved_data["act"].toInt());
+    return {dx, dw, db, at::Tensor(), at::Tensor()};
+  }
+};
+
+void update_running(const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
+                    const at::Tensor& mean, const at::Tensor& var, int64_t count, double momentum) {
+  at::NoGradGuard no_grad;
+  if (running_mean.has_value() && running_mean->defined()) {
+    running_mean->lerp_(mean.to(running_mean->scalar_type()), momentum);
+  }
+  if (running_var.has_value() && running_var->defined()) {
+    // BatchNorm keeps the unbiased variance.
+    running_var->lerp_((var * (static_cast<double>(count) / static_cast<double>(count - 1))).to(running_var->scalar_type()),
+                       momentum);
+  }
+}
+
+at::Tensor bn_act_train(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                        const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
+                        double momentum, double eps, int64_t act) {
+  const int64_t count = input.numel() / std::max<int64_t>(input.size(1), 1);
+  if (!(input.requires_grad() || weight.requires_grad() || bias.requires_grad()) || !at::GradMode::is_enabled()) {
+    auto [y, mean, var] = dispatch_forward(input, weight, bias, eps, act);
+    update_running(running_mean, running_var, mean, var, count, momentum);
+    return y;
+  }
+  // Function::apply cannot hand back the statistics, so the forward leaves them in the context.
+  at::Tensor y = BnActFunction::apply(input, weight, bias, eps, act);
+  auto* node = dynamic_cast<torch::autograd::CppNode<BnActFunction>*>(y.grad_fn().get());
+  TORCH_CHECK(node, "sepconv fused batch norm: missing autograd node");
+  auto& data = node->ctx_.saved_data;
+  update_running(running_mean, running_var, data["mean"].toTensor(), data["var"].toTensor(), count, momentum);
+  data.erase("mean");
+  data.erase("var");
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sepconv, m) {
+  m.def(
+      "bn_act_train(Tensor input, Tensor weight, Tensor bias, Tensor(a!)? running_mean, Tensor(b!)? running_var, "
+      "float momentum, float eps, int act) -> Tensor");
   m.def("bn_act_forward(Tensor input, Tensor weight, Tensor bias, float eps, int act) -> (Tensor, Tensor, Tensor)");
   m.def(
       "bn_act_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor bias, Tensor mean, Tensor var, "
       "float eps, int act) -> (Tensor, Tensor, Tensor)");
+}
+
+// CompositeImplicitAutograd: the op runs its own autograd (above) on every backend it is called with;
+// Python only calls it for CPU tensors.
+TORCH_LIBRARY_IMPL(sepconv, CompositeImplicitAutograd, m) {
+  m.impl("bn_act_train", &bn_act_train);
 }
 
 TORCH_LIBRARY_IMPL(sepconv, CPU, m) {

@@ -1,0 +1,155 @@
+"""``depthwise_conv2d``: a CPU depthwise convolution for channels_last training, exact against ``F.conv2d``.
+
+The operators are C++ (``csrc/depthwise.cpp``, registered with ``torch.library``):
+``torch.ops.sepconv.depthwise_backward`` (grad_input and grad_weight in one pass), and two forwards that
+share it, ``depthwise_forward`` (hand-written) and ``depthwise_forward_onednn`` (``at::conv2d``, used by
+default in float32, see ``_FORWARD_OPERATOR``). This module gives them autograd and a fake (meta) implementation
+for ``torch.compile`` / ``torch.export``, and falls back to ``F.conv2d(..., groups=C)`` wherever the
+kernels do not apply (GPU, other dtypes, a contiguous NCHW input, a depth multiplier above 1, no
+compiler), so callers never need to check.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sepconv.kernels._build import load_kernels
+
+__all__ = [
+    "FORWARD_OPERATORS",
+    "depthwise_conv2d",
+    "depthwise_kernel_applies",
+    "depthwise_kernel_pays",
+    "depthwise_kernels_available",
+]
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+_registered = False
+
+
+def depthwise_kernels_available() -> bool:
+    """True when the depthwise C++ kernels are built and loaded (building them on first call)."""
+    global _registered
+    if not load_kernels():
+        return False
+    if not _registered:
+        _register_python_parts()
+        _registered = True
+    return True
+
+
+# The forward operator depthwise_conv2d runs, by dtype; both share the C++ backward. In float32 oneDNN's
+# forward ("depthwise_forward_onednn", at::conv2d) matched or beat the C++ one ("depthwise_forward") at
+# the MobileNet shapes measured on the 2-core AMD EPYC (C++ at 0.6-1.1x of it), while the C++ backward
+# beat oneDNN's (up to 2x at stride 1). oneDNN has no float64 kernels (at::conv2d then takes a slow
+# generic path), so float64 runs the C++ forward.
+FORWARD_OPERATORS = ("depthwise_forward", "depthwise_forward_onednn")
+_FORWARD_OPERATOR = {torch.float32: "depthwise_forward_onednn", torch.float64: "depthwise_forward"}
+
+
+def _register_python_parts() -> None:
+    # Autograd and fake tensors for the C++ operators; registered once, after the library is loaded.
+    def forward_fake(input, weight, stride, padding, dilation):
+        batch, channels, height, width = input.shape
+        out_height = (height + 2 * padding[0] - dilation[0] * (weight.shape[2] - 1) - 1) // stride[0] + 1
+        out_width = (width + 2 * padding[1] - dilation[1] * (weight.shape[3] - 1) - 1) // stride[1] + 1
+        return input.new_empty((batch, channels, out_height, out_width)).contiguous(
+            memory_format=torch.channels_last
+        )
+
+    @torch.library.register_fake("sepconv::depthwise_backward")
+    def _backward_fake(grad_output, input, weight, stride, padding, dilation):
+        return torch.empty_like(input, memory_format=torch.channels_last), torch.empty_like(weight)
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        input, weight, stride, padding, dilation = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.geometry = (stride, padding, dilation)
+
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
+        input, weight = ctx.saved_tensors
+        grad_input, grad_weight = torch.ops.sepconv.depthwise_backward(
+            grad_output, input, weight, *ctx.geometry
+        )
+        return grad_input, grad_weight, None, None, None
+
+    for name in FORWARD_OPERATORS:
+        torch.library.register_fake(f"sepconv::{name}", forward_fake)
+        torch.library.register_autograd(f"sepconv::{name}", backward, setup_context=setup_context)
+
+
+def _pair(value: int | tuple[int, ...] | list[int], name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    if len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def depthwise_kernel_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when the C++ kernels can compute the depthwise convolution of ``x`` with ``weight``.
+
+    It needs a 4-D channels_last CPU input in float32/float64, a ``[C, 1, kh, kw]`` weight of the same
+    dtype (depth multiplier 1), and the kernels built.
+    """
+    return (
+        x.dim() == 4
+        and x.device.type == "cpu"
+        and x.dtype in _KERNEL_DTYPES
+        and weight.dtype == x.dtype
+        and weight.device.type == "cpu"
+        and weight.dim() == 4
+        and weight.shape[0] == x.shape[1]
+        and weight.shape[1] == 1
+        and x.numel() > 0
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()  # a tensor that is both (e.g. C == 1 or 1x1) is NCHW to its producer
+        and not torch.jit.is_scripting()
+        and depthwise_kernels_available()
+    )
+
+
+# Where the C++ backward beat PyTorch's (measured for issue 9 on the 2-core AMD EPYC, quiet, 2 threads,
+# channels_last fp32): on maps of 4x4 or smaller PyTorch takes a slow path (16.8 ms against 0.35 ms at
+# 64x960@1x1, 10.1 against 0.40 at 64x384@2x2: 25-48x; these are MobileNetV2's last stages on 32x32
+# images); at stride 1 on maps of 14x14 or more, 1.0-1.5x. In between (7x7, 8x8 at stride 1, 16x16 at
+# stride 2) oneDNN was as fast or faster (C++ at 0.68-0.98x), so those keep F.conv2d.
+_FASTER_STRIDE = (1, 1)
+_FASTER_MIN_SIZE = 14
+_SLOW_PATH_MAX_SIZE = 4
+
+
+def depthwise_kernel_pays(x: torch.Tensor, stride: tuple[int, int]) -> bool:
+    """True for the shapes where the C++ depthwise backward measured faster than PyTorch's."""
+    smallest = min(x.shape[-2:])
+    return smallest <= _SLOW_PATH_MAX_SIZE or (stride == _FASTER_STRIDE and smallest >= _FASTER_MIN_SIZE)
+
+
+def depthwise_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)`` with zero padding.
+
+    Runs the C++ kernels when they apply (:func:`depthwise_kernel_applies`) and pay
+    (:func:`depthwise_kernel_pays`): in float32 oneDNN's forward with the C++ backward. Elsewhere it is
+    ``F.conv2d`` itself; the results agree to rounding, and the output's memory format is the one
+    ``F.conv2d`` gives. ``padding`` is explicit (ints); resolve ``"same"`` before calling.
+    """
+    stride_pair = _pair(stride, "stride")
+    padding_pair = _pair(padding, "padding")
+    dilation_pair = _pair(dilation, "dilation")
+    if not (depthwise_kernel_applies(x, weight) and depthwise_kernel_pays(x, stride_pair)):
+        return F.conv2d(x, weight, bias, stride_pair, padding_pair, dilation_pair, groups=x.shape[-3])
+    forward = getattr(torch.ops.sepconv, _FORWARD_OPERATOR[x.dtype])
+    out = forward(x, weight, stride_pair, padding_pair, dilation_pair)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
