@@ -433,3 +433,17 @@ def test_cannot_fuse_while_fx_traces():
     assert [node.target for node in graph_module.graph.nodes if node.op == "call_module"] == ["norm", "act"]
     module(torch.randn(2, 4, 3, 3))
     assert module.decisions == [False, True]
+
+
+@pytest.mark.parametrize("act_name", ["identity", "relu", "relu6", "silu", "hardswish"])
+def test_a_nan_propagates_as_in_the_plain_modules(act_name):
+    # A diverging run must see NaN in its loss (sepconv stops on a non-finite loss): the kernel may not
+    # turn a NaN into a number where the plain modules keep it.
+    act = ACTIVATIONS[act_name]
+    x = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    x[0, 1, 2, 2] = float("nan")
+    fused = batch_norm_act(x, nn.BatchNorm2d(3), act)
+    plain = nn.BatchNorm2d(3)(x)
+    plain = act(plain) if act is not None else plain
+    assert torch.equal(fused.isnan(), plain.isnan())
+    assert fused[:, 1].isnan().all()

@@ -28,8 +28,12 @@ the first run (a setting that changes the result is refused, naming each differe
 checkpoint and stops (exit 130); a second Ctrl-C stops at once.
 
 reproducibility: the same command with the same --seed gives the same numbers on the same machine (the
-memory format and bf16 choice follow a fixed rule, printed and stored in result.json); other CPUs, thread
-counts or library versions can round differently.
+memory format, bf16 and fused-kernel choices follow a fixed rule, printed and stored in result.json);
+other CPUs, thread counts or library versions can round differently.
+
+speed: on the CPU, BatchNorm + activation pairs and some depthwise backward passes run as sepconv's C++
+kernels (compiled once per machine on first use; --fused off runs the plain PyTorch modules; the results
+agree to float rounding).
 
 multi-process: --devices N starts N processes on this machine (DDP; gloo on CPU, NCCL on GPUs; BatchNorm
 statistics synchronised); --batch-size is the global batch, split between processes. Multi-node: start the
@@ -82,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train MODEL (a registered name, see sepconv.models.list_models()) on a data set with Lightning: "
             "AdamW or SGD, one-cycle or cosine schedule, label smoothing, weight decay on weights only (not on "
-            "biases and norm parameters), channels_last and bf16 by a fixed rule, deterministic seeding, early "
+            "biases and norm parameters), channels_last, bf16 and fused C++ kernels by a fixed rule, deterministic seeding, early "
             "stopping, safe checkpoints (safetensors + weights-only state; nothing loaded can run code)."
         ),
         epilog=_EPILOG,

@@ -56,7 +56,7 @@ inline double exp_approx(double x) { return std::exp(x); }
 template <int A, typename T>
 inline T act_forward(T z) {
   if constexpr (A == kRelu) {
-    return z > T(0) ? z : T(0);
+    return z < T(0) ? T(0) : z;  // NaN stays NaN, as in torch.relu: a diverging run must see it
   } else if constexpr (A == kRelu6) {
     return std::min(std::max(z, T(0)), T(6));
   } else if constexpr (A == kSilu) {
