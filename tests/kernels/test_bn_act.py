@@ -201,9 +201,8 @@ def _kink_free_input(
     raise AssertionError(f"no input of shape {shape} avoids the kinks {kinks} by {margin}")
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("act_name", ["identity", "relu", "relu6", "silu", "hardswish"])
-def test_gradcheck_float64(act_name, layout):
+def _gradcheck_inputs(act_name: str, layout: str) -> tuple[int, tuple[torch.Tensor, ...]]:
+    """The activation's code and float64 (x, weight, bias) leaves for gradcheck, x away from the kinks."""
     code = ACTIVATION_CODES[type(ACTIVATIONS[act_name])]
     # Weights of 2-3 spread z over about +-7, so every piece of ReLU6 and hardswish is exercised.
     weight = torch.tensor([2.0, -3.0], dtype=torch.float64)
@@ -213,7 +212,14 @@ def test_gradcheck_float64(act_name, layout):
     x = _kink_free_input(KINKS.get(act_name, ()), (2, 2, 3, 3), weight, bias, margin=1e-3)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
-    inputs = (x.requires_grad_(), weight.clone().requires_grad_(), bias.clone().requires_grad_())
+    return code, (x.requires_grad_(), weight.requires_grad_(), bias.requires_grad_())
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("act_name", ["identity", "relu", "relu6", "silu", "hardswish"])
+def test_gradcheck_float64(act_name, layout):
+    code, inputs = _gradcheck_inputs(act_name, layout)
+    x, weight, bias = (tensor.detach() for tensor in inputs)
 
     def output(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         # Only y: the kernel defines no gradient through its saved mean and variance outputs.
@@ -232,13 +238,8 @@ def test_gradcheck_float64(act_name, layout):
 def test_gradcheck_float64_of_the_training_entry_point(act_name, layout):
     # bn_act_train (what batch_norm_act calls) has its own C++ autograd: check it the same way, and
     # that it updates the running statistics as BatchNorm does (momentum 0.1, unbiased variance).
-    code = ACTIVATION_CODES[type(ACTIVATIONS[act_name])]
-    weight = torch.tensor([2.0, -3.0], dtype=torch.float64)
-    bias = torch.tensor([0.5, -1.0], dtype=torch.float64)
-    x = _kink_free_input(KINKS.get(act_name, ()), (2, 2, 3, 3), weight, bias, margin=1e-3)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    inputs = (x.requires_grad_(), weight.clone().requires_grad_(), bias.clone().requires_grad_())
+    code, inputs = _gradcheck_inputs(act_name, layout)
+    x, weight, bias = (tensor.detach() for tensor in inputs)
 
     def output(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return torch.ops.sepconv.bn_act_train(x, weight, bias, None, None, 0.1, EPS, code)

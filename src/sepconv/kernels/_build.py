@@ -20,11 +20,12 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-__all__ = ["KernelBuildWarning", "compiler", "library_name", "load_kernels"]
+__all__ = ["KernelBuildWarning", "compiler", "library_name", "load_kernels", "loaded_with"]
 
 _CSRC = Path(__file__).with_name("csrc")
 
@@ -126,3 +127,17 @@ def load_kernels() -> bool:
         )
         return False
     return True
+
+
+def loaded_with(register: Callable[[], None]) -> bool:
+    """:func:`load_kernels`, then ``register`` (a module's Python-side autograd and fake registrations
+    for its operators) once per process; True when the kernels are usable."""
+    if not load_kernels():
+        return False
+    _register_once(register)
+    return True
+
+
+@functools.cache
+def _register_once(register: Callable[[], None]) -> None:
+    register()

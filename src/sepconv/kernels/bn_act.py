@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepconv.kernels._build import load_kernels
+from sepconv.kernels._build import loaded_with
 
 __all__ = [
     "ACTIVATION_CODES",
@@ -38,7 +38,6 @@ ACTIVATION_CODES: dict[type[nn.Module], int] = {
 }
 _PLAIN_ACTIVATIONS = {0: None, 1: F.relu, 2: F.relu6, 3: F.silu, 4: F.hardswish}
 _KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-_registered = False
 
 
 def activation_code(act: nn.Module | None) -> int | None:
@@ -57,13 +56,7 @@ def activation_code(act: nn.Module | None) -> int | None:
 
 def kernels_available() -> bool:
     """True when the C++ kernels are built and loaded (building them on first call, cached afterwards)."""
-    global _registered
-    if not load_kernels():
-        return False
-    if not _registered:
-        _register_python_parts()
-        _registered = True
-    return True
+    return loaded_with(_register_python_parts)
 
 
 def _register_python_parts() -> None:

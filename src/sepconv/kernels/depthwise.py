@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sepconv.kernels._build import load_kernels
+from sepconv.kernels._build import loaded_with
 
 __all__ = [
     "FORWARD_OPERATORS",
@@ -27,18 +27,11 @@ __all__ = [
 ]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
-_registered = False
 
 
 def depthwise_kernels_available() -> bool:
     """True when the depthwise C++ kernels are built and loaded (building them on first call)."""
-    global _registered
-    if not load_kernels():
-        return False
-    if not _registered:
-        _register_python_parts()
-        _registered = True
-    return True
+    return loaded_with(_register_python_parts)
 
 
 # The forward operator depthwise_conv2d runs, by dtype; both share the C++ backward. In float32 oneDNN's
