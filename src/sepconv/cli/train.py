@@ -161,9 +161,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"trained {config.model} for {len(result.history)} epoch(s) in {result.train_seconds:.1f} s: {summary}{test}"
     )
+    from sepconv.train.precision import execution_line
+
     print(
-        f"execution: channels_last {'on' if result.channels_last else 'off'}, bf16 "
-        f"{'on' if result.bf16 else 'off'}, fused kernels {'on' if result.fused else 'off'} "
+        f"execution: {execution_line(result.channels_last, result.bf16, result.fused)} "
         f"({result.precision_reason})"
     )
     print(

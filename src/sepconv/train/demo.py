@@ -328,13 +328,12 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def execution_path(result: dict[str, Any]) -> str:
     """How a twin trained: ``channels_last on, bf16 off, fused kernels on``."""
+    from sepconv.train.precision import execution_line
 
-    def word(flag: bool) -> str:
-        return "on" if flag else "off"
-
-    return (
-        f"channels_last {word(result['channels_last'])}, bf16 {word(result['bf16_training'])}, "
-        f"fused kernels {word(result.get('fused_training', False))}"
+    return execution_line(
+        bool(result["channels_last"]),
+        bool(result["bf16_training"]),
+        bool(result.get("fused_training", False)),
     )
 
 

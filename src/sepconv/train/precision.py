@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["PrecisionChoice", "choose_precision", "cpu_has_native_bf16"]
+__all__ = ["PrecisionChoice", "choose_precision", "cpu_has_native_bf16", "execution_line"]
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,6 @@ class PrecisionChoice:
             "fused": self.fused,
             "reason": self.reason,
         }
-
-    def describe(self) -> str:
-        """One line for the console: ``channels_last on, bf16 off, fused kernels on (why ...)``."""
-
-        def word(flag: bool) -> str:
-            return "on" if flag else "off"
-
-        return (
-            f"channels_last {word(self.channels_last)}, bf16 {word(self.bf16)}, fused kernels "
-            f"{word(self.fused)} ({self.reason})"
-        )
 
 
 def cpu_has_native_bf16() -> bool:
@@ -110,3 +99,9 @@ def _choose_fused(model: nn.Module, *, on_gpu: bool, fused: str) -> tuple[bool, 
     if not kernels_available():
         return False, "fused auto: the kernels did not build (see the warning)"
     return True, f"fused auto: {pairs} BatchNorm+activation pairs on the CPU"
+
+
+def execution_line(channels_last: bool, bf16: bool, fused: bool) -> str:
+    """How a run trained, for the console and reports: ``channels_last on, bf16 off, fused kernels on``."""
+    words = {True: "on", False: "off"}
+    return f"channels_last {words[channels_last]}, bf16 {words[bf16]}, fused kernels {words[fused]}"
