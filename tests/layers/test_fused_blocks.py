@@ -252,17 +252,18 @@ def test_separable_cnn_trains_like_its_plain_modules_in_float64(channels_last):
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
 def test_mobilenet_v2_trains_as_accurately_as_its_plain_modules(channels_last):
-    # MobileNetV2 training is chaotic in float32 from this initialization: with lr 0.05 and momentum,
-    # plain float32 and float64 runs are 1-10% apart after two steps (and fused vs plain alike), and
-    # the projection norms' biases get a gradient that is exactly 0 in exact arithmetic (the next
-    # BatchNorm removes any per-channel shift), i.e. pure float32 rounding noise. So fused-vs-plain at
-    # 1e-5 would test the model's conditioning, not the kernel. The claim tested instead: fused float32
-    # is no further from a float64 run than plain float32 is, at a step size small enough (lr 1e-3, 64x64
-    # so the last norms see 32 values) that the runs stay close. Two float32 runs with rounding of the
-    # same size land at comparable distances: a factor 3 covers their spread (observed fused / plain
-    # 0.0-1.7), plus a floor of rounding noise, 1e-6 for a loss (a few ulps) and 2e-5 for the gradient
-    # and state vectors (the smallest plain distances seen, 1e-5); a kernel error beyond rounding puts
-    # the fused run orders of magnitude further away.
+    # MobileNetV2 training is chaotic in float32 from this initialization: plain float32 and float64
+    # runs drift 1-10% apart within a few steps at lr 0.05, and even at lr 1e-3 the loss after the
+    # second update depends on the rounding of the first (fused or plain, 1 or 2 threads: either one
+    # ended up 40x further from float64 than the other, depending on the thread count). The
+    # projection norms' biases also get a gradient that is exactly 0 in exact arithmetic (the next
+    # BatchNorm removes any per-channel shift), i.e. pure rounding noise. So what is compared is the
+    # first step, which rounding cannot amplify: fused float32 is no further from a float64 run than
+    # plain float32 is, in the loss, the gradients and the state after one update (measured ratios
+    # fused / plain 0.5-1.05 at 1 and 2 threads, both layouts). A factor 3 covers two float32 runs
+    # with rounding of the same size, plus a floor of rounding noise, 1e-6 for a loss (a few ulps)
+    # and 2e-5 for the gradient and state vectors; a kernel error beyond rounding puts the fused run
+    # orders of magnitude further away.
     model = _small_models()["mobilenet_v2"]()
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(8, 3, 64, 64, generator=generator)
@@ -273,7 +274,7 @@ def test_mobilenet_v2_trains_as_accurately_as_its_plain_modules(channels_last):
 
     fused, plain, exact = (
         _train(
-            model, x, loss_of, fused=f, steps=3, channels_last=channels_last, dtype=d, lr=1e-3, momentum=0.0
+            model, x, loss_of, fused=f, steps=1, channels_last=channels_last, dtype=d, lr=1e-3, momentum=0.0
         )
         for f, d in ((True, torch.float32), (False, torch.float32), (False, torch.float64))
     )
@@ -295,7 +296,7 @@ def test_mobilenet_v2_trains_as_accurately_as_its_plain_modules(channels_last):
             f"{what}: fused {fused_distance:.2e}, plain {plain_distance:.2e}"
         )
     fused_counts = [m.num_batches_tracked for m in fused.model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert all(int(count) == 3 for count in fused_counts)
+    assert all(int(count) == 1 for count in fused_counts)
 
 
 @pytest.mark.parametrize("name", sorted(BLOCK_COUNTS))

@@ -26,16 +26,21 @@ def test_the_choice_is_stored_and_the_same_seed_gives_the_same_numbers(tmp_path,
 
 
 def test_fused_and_plain_training_agree_to_rounding(tmp_path, tiny_data, tiny_config):
-    fused = fit(tiny_config(tmp_path / "on", channels_last="on", fused="on"), data=tiny_data)
-    plain = fit(tiny_config(tmp_path / "off", channels_last="on", fused="off"), data=tiny_data)
+    # SGD, not AdamW: Adam turns the pure rounding noise of gradients that are exactly 0 in exact
+    # arithmetic (the biases before a BatchNorm) into steps of size lr, so two AdamW runs that differ
+    # only in rounding end 1e-3 apart in loss; plain PyTorch against itself at 1 and 2 threads does.
+    settings = dict(channels_last="on", optimizer="sgd")
+    fused = fit(tiny_config(tmp_path / "on", fused="on", **settings), data=tiny_data)
+    plain = fit(tiny_config(tmp_path / "off", fused="off", **settings), data=tiny_data)
     assert (fused.fused, plain.fused) == (True, False)
     # The two paths differ only in float rounding (the kernel sums in double, PyTorch in float:
-    # ~1e-7 relative per step); 12 AdamW steps at lr 1e-2 amplify that to ~1e-5 on the epoch means
-    # (measured 2e-6), far below the 1e-3 asked here, while any real error (a wrong gradient or
-    # running statistic) moves the loss by more than 1e-2.
+    # ~1e-7 relative per step). After 12 SGD steps at lr 1e-2 the validation losses of the two agree
+    # to 3e-5 at 1 and 2 threads (plain vs plain across thread counts: 2.6e-5), far below the 1e-3
+    # asked here, while any real error (a wrong gradient or running statistic) moves it by over 1e-2.
+    # The epoch's training loss is left out: a mean over steps with dropout and batch statistics, it
+    # moved by 1.8e-3 between two plain runs that differ only in thread count.
     for row_fused, row_plain in zip(fused.history, plain.history, strict=True):
-        for key in ("train_loss", "val_loss"):
-            assert row_fused[key] == pytest.approx(row_plain[key], rel=1e-3)
+        assert row_fused["val_loss"] == pytest.approx(row_plain["val_loss"], rel=1e-3)
 
 
 @pytest.mark.slow

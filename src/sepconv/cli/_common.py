@@ -33,6 +33,7 @@ __all__ = [
     "positive_int",
     "print_json",
     "resolve_model",
+    "training_config",
 ]
 
 
@@ -171,3 +172,26 @@ def resolve_model(spec: str, **kwargs: Any) -> Any:
 
         return load_model(path)
     return create_model(spec, **kwargs)
+
+
+def training_config(spec: str) -> dict[str, Any] | None:
+    """The ``config.json`` of the training run that wrote the model file ``spec``, if there is one.
+
+    A model file sits in its run folder (``model.safetensors``) or in its ``checkpoints/`` subfolder;
+    the config names the data set (``"dataset"``) and split seed (``"seed"``) the model was trained on.
+    None for a registered name, a file outside a run folder, or an unreadable config.
+    """
+    from pathlib import Path
+
+    path = Path(spec)
+    if not path.is_file():
+        return None
+    for folder in (path.parent, path.parent.parent):
+        config = folder / "config.json"
+        if config.is_file():
+            try:
+                document = json.loads(config.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+            return document if isinstance(document, dict) else None
+    return None

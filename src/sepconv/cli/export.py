@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from sepconv.cli._common import (
     positive_int,
     print_json,
     resolve_model,
+    training_config,
 )
 
 # Images per verification batch taken from the data set, and per calibration batch.
@@ -137,7 +137,7 @@ def _load_data(args: argparse.Namespace, model: Any) -> Any:
 
     name, seed = args.dataset or args.calibration, args.seed
     if name is None:
-        trained_on = _training_config(Path(args.model))
+        trained_on = training_config(args.model)
         if trained_on is not None:
             name = trained_on.get("dataset")
             seed = trained_on.get("seed") if seed is None else seed
@@ -149,21 +149,6 @@ def _load_data(args: argparse.Namespace, model: Any) -> Any:
             f"--dataset {args.dataset!r} and --calibration {args.calibration!r} must be the same data set"
         )
     return data
-
-
-def _training_config(path: Path) -> dict[str, Any] | None:
-    # A model file sits in its run folder (model.safetensors) or in its checkpoints/ subfolder.
-    if not path.is_file():
-        return None
-    for folder in (path.parent, path.parent.parent):
-        config = folder / "config.json"
-        if config.is_file():
-            try:
-                document = json.loads(config.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None
-            return document if isinstance(document, dict) else None
-    return None
 
 
 def _first_images(split: Any, count: int) -> Any:

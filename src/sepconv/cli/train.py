@@ -27,6 +27,12 @@ that run that loads cleanly, skipping a truncated or corrupt newest one; run it 
 the first run (a setting that changes the result is refused, naming each difference). Ctrl-C writes a
 checkpoint and stops (exit 130); a second Ctrl-C stops at once.
 
+fine-tuning: --init-from FILE starts from the weights and architecture of a sepconv model file (a run's
+model.safetensors, a checkpoint, a `sepconv convert` output) with a new optimizer and schedule, e.g.
+  sepconv convert runs/std/model.safetensors --out sep.safetensors && sepconv train --init-from sep.safetensors
+The model name is the file's (leave --model out; --model-arg is refused); the data set must have the
+file's input channels and classes. --resume such a run with the same --init-from file, unchanged.
+
 reproducibility: the same command with the same --seed gives the same numbers on the same machine (the
 memory format, bf16 and fused-kernel choices follow a fixed rule, printed and stored in result.json);
 other CPUs, thread counts or library versions can round differently.
@@ -46,6 +52,17 @@ same command on every node under torchrun, e.g. on each of 2 nodes with 4 GPUs:
 
 def _flag(item: dataclasses.Field) -> str:
     return item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+
+
+class _StoreAndNoteGiven(argparse.Action):
+    """Store the value, and note the flag in ``given_flags``: a default and the same value given differ
+    for ``--model`` with ``--init-from`` (only a given name is checked against the file's)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given_flags = (*getattr(namespace, "given_flags", ()), self.dest)
 
 
 def _cli_fields() -> list[dataclasses.Field]:
@@ -74,7 +91,15 @@ def _add_field(
         (kind for kind in typing.get_args(annotation) or (annotation,) if kind is not type(None)), str
     )
     shown = "" if default in (None, "") else f" (default {default})"
-    parser.add_argument(flag, dest=item.name, type=base, default=default, help=f"{help_text}{shown}", **extra)
+    parser.add_argument(
+        flag,
+        dest=item.name,
+        type=base,
+        default=default,
+        help=f"{help_text}{shown}",
+        action=_StoreAndNoteGiven,
+        **extra,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume", metavar="PATH", help="resume from a checkpoint, or the newest good one of the run in PATH"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document; no progress bar")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, given_flags=())
 
 
 def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
@@ -137,7 +162,28 @@ def config_from_args(args: argparse.Namespace) -> Any:
         field_name = str(error).split(" ", 1)[0].split("[", 1)[0]
         prefix = f"{flags[field_name]}: " if field_name in flags else ""
         raise UsageError(f"{prefix}{error}") from None
+    if config.init_from is not None:
+        config = _with_init_model(config, model_given="model" in args.given_flags)
     return config
+
+
+def _with_init_model(config: Any, *, model_given: bool) -> Any:
+    """``config`` naming the model of its ``--init-from`` file; a given ``--model`` must be that one."""
+    from sepconv.io import CheckpointError
+    from sepconv.train.trainer import init_file_path, read_initial_model
+
+    try:
+        initial = read_initial_model(config.init_from)
+    except FileNotFoundError:
+        raise UsageError(f"--init-from: model file not found: {init_file_path(config.init_from)}") from None
+    except CheckpointError as error:
+        raise UsageError(f"--init-from: {error}") from None
+    if model_given and config.model != initial.model_name:
+        raise UsageError(
+            f"--model {config.model} differs from the model in --init-from {initial.path} "
+            f"({initial.describe()}); leave --model out, the file fixes the architecture"
+        )
+    return dataclasses.replace(config, model=initial.model_name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     )
     test = "" if result.test_accuracy is None else f", test accuracy {result.test_accuracy:.2%}"
     print(
-        f"trained {config.model} for {len(result.history)} epoch(s) in {result.train_seconds:.1f} s: {summary}{test}"
+        f"trained {result.model_name} for {len(result.history)} epoch(s) in {result.train_seconds:.1f} s: {summary}{test}"
     )
     from sepconv.train.precision import execution_line
 

@@ -5,5 +5,13 @@ that recorded one can replay it when loaded.
 """
 
 from sepconv.convert.fold import fold_batchnorm, fold_batchnorm_with_report
+from sepconv.convert.separable import ConversionReport, ConversionWarning, LayerConversion, to_separable
 
-__all__ = ["fold_batchnorm", "fold_batchnorm_with_report"]
+__all__ = [
+    "ConversionReport",
+    "ConversionWarning",
+    "LayerConversion",
+    "fold_batchnorm",
+    "fold_batchnorm_with_report",
+    "to_separable",
+]

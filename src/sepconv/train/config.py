@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ class TrainConfig:
     :func:`sepconv.train.precision.choose_precision`: the model, the device and its CPU features, never a
     timing), ``"on"`` / ``"off"`` force. The choice is stored with the run.
 
+    ``init_from`` starts from a sepconv model file: the model (architecture and weights) is the file's,
+    so ``model_kwargs`` must stay empty and ``model`` is the file's model name (left at its default,
+    :func:`~sepconv.train.trainer.fit` sets it; another name is refused).
+
     >>> TrainConfig(epochs=0).validate()
     Traceback (most recent call last):
     ...
@@ -74,6 +79,14 @@ class TrainConfig:
         default_factory=dict,
         action="append",
         metavar="KEY=VALUE",
+    )
+    init_from: str | None = _option(
+        None,
+        "start from the weights of this sepconv model file (.safetensors, or a checkpoint's .state): its "
+        "architecture too, so the model name is the file's and --model-arg is refused; new optimizer, "
+        "schedule and step count",
+        affects_result=True,
+        metavar="FILE",
     )
     dataset: str = _option(
         "mnist5k",
@@ -169,6 +182,16 @@ class TrainConfig:
         ):
             raise ValueError(f"model_kwargs must be a dict with string keys, got {self.model_kwargs!r}")
         _check_finite_json("model_kwargs", self.model_kwargs)
+        if self.init_from is not None:
+            if not isinstance(self.init_from, str | os.PathLike) or not os.fspath(self.init_from).strip():
+                raise ValueError(
+                    f"init_from must be the path of a sepconv model file (.safetensors), got {self.init_from!r}"
+                )
+            if self.model_kwargs:
+                raise ValueError(
+                    f"model_kwargs must be empty with init_from (the model file {os.fspath(self.init_from)} "
+                    f"fixes the architecture), got {self.model_kwargs!r}"
+                )
         if self.batch_size % (self.devices * self.num_nodes):
             raise ValueError(
                 f"batch_size ({self.batch_size}) is the global batch and must be divisible by devices x num_nodes "
@@ -231,7 +254,10 @@ def _check_finite_json(name: str, value: Any) -> None:
 
 @dataclass
 class TrainResult:
-    """What a finished (or stopped) run produced; ``history`` holds one dict per completed epoch."""
+    """What a finished (or stopped) run produced; ``history`` holds one dict per completed epoch.
+
+    ``init_from_sha256`` is the checksum of the model file the run started from (``init_from``), if any.
+    """
 
     model: Any
     history: list[dict[str, float]]
@@ -250,6 +276,7 @@ class TrainResult:
     skipped_images: int = 0
     resumed_from: Path | None = None
     rank: int = 0
+    init_from_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no model)."""
@@ -269,4 +296,5 @@ class TrainResult:
             "precision_reason": self.precision_reason,
             "skipped_images": self.skipped_images,
             "resumed_from": None if self.resumed_from is None else str(self.resumed_from),
+            "init_from_sha256": self.init_from_sha256,
         }

@@ -2,9 +2,12 @@
 
 A run is a sequence of named stages, each a function of its own:
 
+0. :func:`resolve_init_from` — with ``init_from``, the model file the run starts from, checked, and the
+   run's model name taken from it;
 1. :func:`find_resume_point` — the checkpoint a resumed run continues (newest good one of that run);
 2. :func:`load_training_data` and :func:`check_data` — the splits, refused when unusable;
-3. :func:`build_model` and :func:`check_model_fits_data` — the model, checked on one real image;
+3. :func:`build_model` and :func:`check_model_fits_data` — the model (``create_model``, or the
+   ``init_from`` file's architecture and weights), checked on one real image;
 4. :func:`~sepconv.train.precision.choose_precision` — memory format and bf16 by a fixed rule;
 5. :func:`check_resume_matches` — a resumed run changes nothing that changes the result;
 6. :func:`~sepconv.train.run_folder.claim_run_folder` — the output folder, locked, for this run only;
@@ -18,6 +21,7 @@ with the same global batch, and only rank 0 claims the folder, writes files and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -36,6 +40,7 @@ from sepconv.train.config import TrainConfig, TrainResult, result_differences
 from sepconv.train.precision import PrecisionChoice, choose_precision
 
 __all__ = [
+    "InitialModel",
     "ResumePoint",
     "build_model",
     "check_data",
@@ -46,8 +51,11 @@ __all__ = [
     "find_resume_run_folder",
     "finish_run",
     "fit",
+    "init_file_path",
     "load_training_data",
     "make_trainer",
+    "read_initial_model",
+    "resolve_init_from",
 ]
 
 _QUIET_WARNINGS = (
@@ -70,6 +78,75 @@ class ResumePoint:
     checkpoint: dict[str, Any]
     run_id: str
     folder: Path
+
+
+@dataclass(frozen=True)
+class InitialModel:
+    """The model file a run starts from (``TrainConfig.init_from``): its path, what it holds, its checksum.
+
+    ``sha256`` is the checksum stored in the file (over its recipe and weights); a resumed run must find
+    the same one, so that it continues what it started from.
+    """
+
+    path: Path
+    model_name: str
+    transforms: tuple[str, ...]
+    sha256: str
+
+    def describe(self) -> str:
+        """The model name followed by the transforms applied to it, e.g. ``standard_cnn + fold_batchnorm``."""
+        return " + ".join((self.model_name, *self.transforms))
+
+
+def init_file_path(init_from: str | os.PathLike[str]) -> Path:
+    """The model file ``init_from`` names: itself, or the weights beside a checkpoint's ``.state`` file.
+
+    >>> init_file_path("runs/a/checkpoints/step-00000012-0a1b2c3d4e5f.state").name
+    'step-00000012-0a1b2c3d4e5f.safetensors'
+    """
+    path = Path(init_from)
+    return path.with_suffix(".safetensors") if path.suffix == ".state" else path
+
+
+def read_initial_model(init_from: str | os.PathLike[str]) -> InitialModel:
+    """What the model file ``init_from`` holds (model name, transforms, checksum), checked, no model built.
+
+    A missing file is a ``FileNotFoundError``; a file that is not a sound sepconv model file is a
+    :class:`~sepconv.io.CheckpointError`; both name the file.
+    """
+    from sepconv.io import CheckpointError, read_model_metadata
+    from sepconv.io.recipe import check_recipe
+
+    path = init_file_path(init_from)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: model file not found: {path}")
+    document = read_model_metadata(path)
+    try:
+        spec, transforms = check_recipe(document)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    return InitialModel(path, spec["name"], tuple(step["name"] for step in transforms), document["sha256"])
+
+
+def resolve_init_from(config: TrainConfig) -> tuple[TrainConfig, InitialModel | None]:
+    """``config`` with the model name of its ``init_from`` file, and that file; ``(config, None)`` without one.
+
+    The file fixes the architecture, so ``config.model`` may only be left at its default (it becomes the
+    file's model name, so that the run's records name the model it trains) or name the file's model
+    already; any other name is a ``ValueError`` naming both. A dataclass cannot tell a default from the
+    same value passed explicitly, so "left at its default" is "equal to the default": the one name that
+    slips through unchecked is then replaced by the file's, which is the model trained either way.
+    """
+    if config.init_from is None:
+        return config, None
+    initial = read_initial_model(config.init_from)
+    if config.model not in (TrainConfig.model, initial.model_name):
+        raise ValueError(
+            f"model {config.model!r} differs from the model in init_from {initial.path} "
+            f"({initial.describe()}); leave model at its default or set it to {initial.model_name!r}"
+        )
+    resolved = dataclasses.replace(config, model=initial.model_name, init_from=os.fspath(config.init_from))
+    return resolved, initial
 
 
 def find_resume_run_folder(resume: str | Path) -> Path:
@@ -150,8 +227,18 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
 
 
 def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
-    """``create_model(config.model)`` sized for the data: input channels (sepconv models) and classes."""
+    """``create_model(config.model)`` sized for the data: input channels (sepconv models) and classes.
+
+    With ``config.init_from``, the model saved in that file instead (its recipe rebuilt, transforms
+    included, and its weights), in training mode; its channels and classes are the file's, for
+    :func:`check_model_fits_data` to compare with the data.
+    """
     from sepconv.models.registry import TORCHVISION_PREFIX, create_model
+
+    if config.init_from is not None:
+        from sepconv.io import load_model
+
+        return load_model(init_file_path(config.init_from)).train()
 
     kwargs = {"num_classes": num_classes, **config.model_kwargs}
     if not config.model.startswith(TORCHVISION_PREFIX):
@@ -159,11 +246,14 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> torc
     return create_model(config.model, **kwargs)
 
 
-def check_model_fits_data(model: torch.nn.Module, data: Any, model_name: str) -> None:
+def check_model_fits_data(
+    model: torch.nn.Module, data: Any, model_name: str, *, classes_hint: str | None = None
+) -> None:
     """Run one training image through ``model`` (eval mode, no state changes) and check its class count.
 
     Catches a model built for other images (channels, a size too small for its pooling) or for another
-    number of classes before any training, with both numbers in the message.
+    number of classes before any training, with both numbers in the message. ``classes_hint`` replaces
+    the advice given for a wrong class count (``set num_classes=N``), for a model that cannot be rebuilt.
     """
     image = data.train[0][0].unsqueeze(0)
     was_training = model.training
@@ -180,22 +270,33 @@ def check_model_fits_data(model: torch.nn.Module, data: Any, model_name: str) ->
     finally:
         model.train(was_training)
     if logits.ndim != 2 or logits.shape[1] != data.num_classes:
+        hint = classes_hint or f"set num_classes={data.num_classes} (or leave it out)"
         raise ValueError(
             f"model {model_name} gives {tuple(logits.shape[1:])} outputs per image, but data set "
-            f"{data.name!r} has {data.num_classes} classes; set num_classes={data.num_classes} (or leave it out)"
+            f"{data.name!r} has {data.num_classes} classes; {hint}"
         )
 
 
 def check_resume_matches(
-    point: ResumePoint, config: TrainConfig, precision: PrecisionChoice, fingerprint: dict[str, Any]
+    point: ResumePoint,
+    config: TrainConfig,
+    precision: PrecisionChoice,
+    fingerprint: dict[str, Any],
+    *,
+    init_sha256: str | None = None,
 ) -> None:
     """Refuse a resume whose settings differ from the saved run in anything that changes the result.
 
     Names every difference (model and arguments, data set and its contents, split seed, recipe, number
-    of processes, memory format and precision) in one line.
+    of processes, memory format and precision, the contents of the ``init_from`` file: ``init_sha256``)
+    in one line.
     """
     saved = point.checkpoint.get("sepconv", {})
     differences = result_differences(saved.get("config", {}), config)
+    saved_sha256 = saved.get("init_from_sha256")
+    # The same init_from path with other contents (a changed path is already named above).
+    if saved_sha256 != init_sha256 and not any(item.startswith("init_from ") for item in differences):
+        differences.append(f"init_from {config.init_from} contents (sha256) {saved_sha256} -> {init_sha256}")
     saved_precision = saved.get("precision", {})
     for key in ("channels_last", "bf16", "fused"):
         if key in saved_precision and bool(saved_precision[key]) != getattr(precision, key):
@@ -389,6 +490,7 @@ def finish_run(
     evaluate_test: bool,
     started: float,
     resumed_from: Path | None,
+    init_from_sha256: str | None = None,
 ) -> TrainResult:
     """Evaluate on the test split and write ``model.safetensors`` and ``result.json`` (rank 0 only)."""
     from sepconv.io import save_model
@@ -418,6 +520,7 @@ def finish_run(
         skipped_images=len(data.skipped),
         resumed_from=resumed_from,
         rank=trainer.global_rank,
+        init_from_sha256=init_from_sha256,
     )
     if not trainer.is_global_zero:
         return result
@@ -444,6 +547,9 @@ def fit(
 ) -> TrainResult:
     """Train ``config.model`` on ``config.dataset`` (or on ``data``, a :class:`~sepconv.data.DataSplits`).
 
+    With ``config.init_from``, training starts from the weights (and architecture) of that model file,
+    with a new optimizer and schedule from step 0 (see :func:`resolve_init_from` for the model name).
+
     Writes into ``config.out_dir`` (which this run locks and owns; see
     :mod:`sepconv.train.run_folder`): ``run.json``, ``config.json``, ``metrics.csv`` (one row per epoch),
     ``checkpoints/step-N-RUNID.{safetensors,state}``, ``tensorboard/``, and at the end
@@ -460,6 +566,8 @@ def fit(
     check_out_dir(config.out_dir)
     _on_gpu(config)
     warn = warn or _warn
+    config, initial = resolve_init_from(config)
+    init_sha256 = None if initial is None else initial.sha256
     point = find_resume_point(resume, warn) if resume is not None else None
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -471,7 +579,15 @@ def fit(
         kernels_available()  # the one-time compile of a new machine is not training time
     started = time.perf_counter()
     model = build_model(config, data.in_channels, data.num_classes)
-    check_model_fits_data(model, data, config.model)
+    if initial is None:
+        check_model_fits_data(model, data, config.model)
+    else:
+        check_model_fits_data(
+            model,
+            data,
+            f"{initial.describe()} from {initial.path}",
+            classes_hint=f"the file fixes the classes: start from a model built for {data.num_classes}",
+        )
     precision = choose_precision(
         model,
         on_gpu=_on_gpu(config),
@@ -481,7 +597,7 @@ def fit(
     )
     fingerprint = data_fingerprint(data)
     if point is not None:
-        check_resume_matches(point, config, precision, fingerprint)
+        check_resume_matches(point, config, precision, fingerprint, init_sha256=init_sha256)
 
     is_rank_zero = _is_launch_rank_zero()
     folder = None
@@ -502,7 +618,7 @@ def fit(
                 data,
                 precision=precision,
                 run_id=run_id,
-                run_record={"data": fingerprint},
+                run_record={"data": fingerprint, "init_from_sha256": init_sha256},
                 resume=point,
                 interrupt=interrupt,
                 warn=warn,
@@ -529,6 +645,7 @@ def fit(
                 evaluate_test=evaluate_test,
                 started=started,
                 resumed_from=None if point is None else point.path,
+                init_from_sha256=init_sha256,
             )
     finally:
         if folder is not None:

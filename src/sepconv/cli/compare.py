@@ -1,0 +1,120 @@
+"""``sepconv compare A B``: two models side by side, costs on paper against speed measured on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from sepconv.cli._common import UsageError, positive_int, print_json, resolve_model, training_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from sepconv.deploy.compare import AGREEMENT_SAMPLES, DEFAULT_BATCH_SIZE, DEFAULT_REPEATS
+
+    parser = subparsers.add_parser(
+        "compare",
+        help="two models (e.g. one and its conversion) side by side: MACs vs measured speed, agreement",
+        description=(
+            "Report, for A and B side by side: parameters, MACs per image, receptive field, and the median "
+            "latency of a forward pass (eval mode, no gradients) and of a forward+backward pass (train "
+            "mode, loss = sum of the outputs), measured in this process with A and B interleaved after a "
+            "warm-up. A / B of the latencies is the realized speedup, shown next to A / B of the MACs. "
+            "When A and B come from the same architecture (a model and its conversion or its folded "
+            "copy), also the relative error of B's logits against A's and their top-1 agreement on real "
+            "images: the test split of the data set A (else B) was trained on when a config.json of its "
+            "training run is beside the model file, else mnist5k's test split for 1x28x28 inputs, else "
+            "random normal images. A and B are registered names (standard_cnn, torchvision:resnet18) "
+            "or sepconv model files."
+        ),
+    )
+    parser.add_argument("a", metavar="A", help="registered model name or sepconv model file")
+    parser.add_argument("b", metavar="B", help="registered model name or sepconv model file")
+    parser.add_argument(
+        "--input-size",
+        default=None,
+        help=(
+            "one image's size, C,H,W or H (or H,W) with A's channels; default: the training data set's, "
+            "else the models' own (which must then be the same)"
+        ),
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=(
+            f"images per timed call, forward and forward+backward alike (default {DEFAULT_BATCH_SIZE}: "
+            "the smallest at which BatchNorm can train)"
+        ),
+    )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=DEFAULT_REPEATS,
+        help=f"interleaved timing rounds; latencies are their median (default {DEFAULT_REPEATS})",
+    )
+    parser.add_argument(
+        "--samples",
+        type=positive_int,
+        default=AGREEMENT_SAMPLES,
+        help=f"images to compare outputs on (default {AGREEMENT_SAMPLES})",
+    )
+    parser.add_argument("--data-root", help="where torchvision data sets live")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sepconv.cli.summary import image_size
+    from sepconv.deploy.compare import compare_models
+
+    model_a, model_b = resolve_model(args.a), resolve_model(args.b)
+    input_size = image_size(args.input_size, model_a)
+    data = _training_data(args)
+    if input_size is None and data is None:
+        _check_default_sizes(args, model_a, model_b)
+    comparison = compare_models(
+        model_a,
+        model_b,
+        names=(args.a, args.b),
+        input_size=input_size,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        dataset=data,
+        samples=args.samples,
+    )
+    if args.json:
+        print_json(comparison.to_dict())
+    elif sys.stdout.isatty():
+        from rich.console import Console
+
+        console = Console()
+        for renderable in comparison.to_rich():
+            console.print(renderable)
+    else:
+        sys.stdout.write(comparison.format_table())
+    return 0
+
+
+def _training_data(args: argparse.Namespace) -> Any:
+    """The data set A (else B) was trained on, from its run's config.json; None when neither is known."""
+    for spec in (args.a, args.b):
+        config = training_config(spec)
+        if config is not None and config.get("dataset"):
+            from sepconv.data import load_dataset
+
+            return load_dataset(config["dataset"], root=args.data_root, seed=int(config.get("seed") or 0))
+    return None
+
+
+def _check_default_sizes(args: argparse.Namespace, model_a: Any, model_b: Any) -> None:
+    from sepconv.models import default_input_size, model_spec
+
+    if model_spec(model_a) is None or model_spec(model_b) is None:
+        return  # compare_models names the model whose size is unknown
+    size_a, size_b = default_input_size(model_a), default_input_size(model_b)
+    if size_a != size_b:
+        raise UsageError(
+            f"A ({args.a}) takes {'x'.join(map(str, size_a))} images and B ({args.b}) takes "
+            f"{'x'.join(map(str, size_b))}; give --input-size C,H,W that fits both"
+        )

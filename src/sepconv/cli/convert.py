@@ -1,0 +1,201 @@
+"""``sepconv convert MODEL --out FILE``: make a model's standard convolutions depthwise-separable, keeping its weights."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from sepconv.cli._common import UsageError, finite_float, positive_int, print_json, resolve_model
+
+_EPILOG = """\
+Each eligible nn.Conv2d (groups 1, kernel wider than 1x1, chosen by --include/--exclude) becomes a depthwise
+k x k convolution with r filters per input channel followed by a pointwise 1x1 one, initialised from the
+SVD of the original filters: exact when r >= min(out_channels, k*k), the best rank-r approximation below.
+The report gives, per layer, r, parameters and MACs before and after, the relative weight error and the
+relative output error on calibration images. Fine-tune the result with
+  sepconv train --init-from FILE.safetensors --dataset ...
+"""
+
+
+def depth_multiplier(text: str) -> int | str:
+    """An argparse ``type``: an integer >= 1, or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip().lstrip("+"):
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or 'auto', got {text!r}")
+    return value
+
+
+depth_multiplier.__name__ = "an integer >= 1 or 'auto'"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="turn a model's standard convolutions into depthwise-separable ones (SVD), with a report",
+        description=(
+            "Convert MODEL (a registered name or a sepconv model file / checkpoint) with "
+            "sepconv.convert.to_separable and write the result as a sepconv model file (safetensors; "
+            "sepconv.load_model rebuilds it)."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "model", metavar="MODEL", help="registered model name or sepconv model file / checkpoint"
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="FILE.safetensors", help="where to write the converted model"
+    )
+    parser.add_argument(
+        "--depth-multiplier",
+        type=depth_multiplier,
+        default=1,
+        metavar="N|auto",
+        help="depthwise filters per input channel (the rank r); auto: per layer, the smallest r within --max-error (default 1)",
+    )
+    parser.add_argument(
+        "--max-error",
+        type=finite_float(minimum=0, maximum=1),
+        default=None,
+        metavar="E",
+        help="with --depth-multiplier auto: the largest relative weight error a layer may keep (e.g. 0.1)",
+    )
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="convert only layers matching this glob; repeatable",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="leave layers matching this glob (e.g. 'features.0.*'); repeatable",
+    )
+    parser.add_argument(
+        "--init",
+        choices=("svd", "random"),
+        default="svd",
+        help="svd keeps the weights (default); random starts afresh",
+    )
+    parser.add_argument(
+        "--min-kernel-size",
+        type=positive_int,
+        default=2,
+        metavar="K",
+        help="convert kernels at least K wide (default 2)",
+    )
+    parser.add_argument(
+        "--input-size",
+        default=None,
+        help="C,H,W (or H or H,W) of the image MACs are counted for; default: the model's own",
+    )
+    parser.add_argument(
+        "--calibration",
+        default="auto",
+        metavar="DATASET|auto|none",
+        help=(
+            "images for the output errors: a data set name; auto (default): the one the model was trained on "
+            "(config.json beside a model file), else random normal images; none: skip output errors"
+        ),
+    )
+    parser.add_argument(
+        "--samples", type=positive_int, default=32, metavar="N", help="calibration images (default 32)"
+    )
+    parser.add_argument("--data-root", default=None, help="where torchvision data sets live")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sepconv.cli.summary import image_size
+    from sepconv.convert import to_separable
+    from sepconv.io import save_model
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out must be a .safetensors file (a sepconv model file), got {args.out!r}")
+    if args.depth_multiplier == "auto" and args.max_error is None:
+        raise UsageError(
+            "--depth-multiplier auto needs --max-error E (the largest relative weight error, e.g. 0.1)"
+        )
+    if args.max_error is not None and args.depth_multiplier != "auto":
+        raise UsageError(
+            f"--max-error applies with --depth-multiplier auto only, got --depth-multiplier {args.depth_multiplier}"
+        )
+    if out.parent and not out.parent.exists():
+        raise UsageError(f"--out {args.out!r}: folder {str(out.parent)!r} does not exist")
+    model = resolve_model(args.model)
+    size = image_size(args.input_size, model)
+    calibration, source = _calibration(args, model, size)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted, report = to_separable(
+            model,
+            depth_multiplier=args.depth_multiplier,
+            init=args.init,
+            min_kernel_size=args.min_kernel_size,
+            include=args.include,
+            exclude=args.exclude,
+            max_relative_error=args.max_error,
+            calibration=calibration,
+            input_size=size,
+        )
+    for warning in caught:
+        print(f"sepconv convert: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+    written = save_model(converted, out)
+    if args.json:
+        print_json({"model": args.model, "out": str(written), "calibration": source, **report.to_dict()})
+        return 0
+    sys.stdout.write(report.format_table())
+    if source is not None:
+        print(f"calibration images: {source}")
+    print(
+        f"wrote {written} (load with sepconv.load_model; fine-tune with: sepconv train --init-from {written} "
+        f"--dataset ...)"
+    )
+    return 0
+
+
+def _calibration(
+    args: argparse.Namespace, model: Any, size: tuple[int, ...] | None
+) -> tuple[Any, str | None]:
+    """(images, where they came from) for the output errors, or (None, None) with --calibration none."""
+    import torch
+
+    from sepconv.models import default_input_size
+
+    if args.calibration == "none":
+        return None, None
+    name = None if args.calibration == "auto" else args.calibration
+    seed = 0
+    if name is None:
+        from sepconv.cli._common import training_config
+
+        trained_on = training_config(args.model)
+        if trained_on is not None:
+            name, seed = trained_on.get("dataset"), int(trained_on.get("seed", 0) or 0)
+    shape = size or default_input_size(model)
+    if name is None:
+        generator = torch.Generator().manual_seed(0)
+        return torch.randn(args.samples, *shape, generator=generator), f"{args.samples} random normal images"
+    from sepconv.data import load_dataset
+
+    data = load_dataset(name, root=args.data_root, seed=seed)
+    count = min(args.samples, len(data.test))
+    images = torch.stack([data.test[index][0] for index in range(count)])
+    if size is not None and tuple(images.shape[1:]) != tuple(size):
+        raise UsageError(
+            f"--input-size {args.input_size!r} does not match the {name} images, {tuple(images.shape[1:])}"
+        )
+    return images, f"{count} {name} test images"

@@ -1,0 +1,513 @@
+"""Two models side by side: cost on paper (parameters, MACs, receptive field) against speed measured here.
+
+:func:`compare_models` answers "how much of the theoretical saving became real?": it puts A's MACs over
+B's (``mac_ratio``) next to A's measured latency over B's (``speedup``), for a forward pass (eval mode,
+no gradients) and for a forward+backward pass (train mode, loss = sum of the outputs). Both models are
+timed in one process, interleaved (A, B, A, B, ... after a warm-up) with the timer of
+:mod:`sepconv.deploy.bench`, so a change in the machine's load hits both alike; each latency is the
+median over rounds.
+
+When A and B come from the same architecture (the same ``sepconv.models.model_spec``: a model and its
+``fold_batchnorm`` or its conversion), their outputs are compared on real images too: the relative
+error of the logits and the fraction of images whose top-1 class agrees. Otherwise that comparison
+is ``None`` and ``agreement_reason`` says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sepconv.data.splits import DataSplits
+from sepconv.deploy.bench import SETTLE_SECONDS, _ProgressCounter, _time_interleaved, _TimingPlan
+
+__all__ = [
+    "AGREEMENT_SAMPLES",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_REPEATS",
+    "Agreement",
+    "Comparison",
+    "ModelMeasurement",
+    "agreement_images",
+    "compare_models",
+    "output_agreement",
+]
+
+# One batch size for both measurements: 2 is the smallest at which every BatchNorm can run in train
+# mode (one value per channel is refused), and it keeps mobilenet_v2 at 224x224 near 0.3 s per round
+# of the four timed calls on a 2-core machine, so the default run stays well under 30 s.
+DEFAULT_BATCH_SIZE = 2
+# Rounds of interleaved timing; the median of 10 moved by under 10 % between runs on a busy machine.
+DEFAULT_REPEATS = 10
+DEFAULT_WARMUP_CALLS = 3
+# A timed block repeats a fast call until it lasts this long, so a sub-millisecond forward is not
+# timed at the resolution of one call (benchmark_paths' default block length).
+MIN_BLOCK_SECONDS = 0.02
+# Images for the output agreement: enough for top-1 agreement in steps of under 1 %, few enough that
+# mobilenet_v2 at 224x224 takes a few seconds; run in batches of AGREEMENT_BATCH.
+AGREEMENT_SAMPLES = 128
+AGREEMENT_BATCH = 32
+
+Number = int | float
+
+
+@dataclass(frozen=True)
+class ModelMeasurement:
+    """One side of a :class:`Comparison`: costs per image and median latencies at the batch size."""
+
+    name: str
+    params: int
+    macs: int
+    receptive_field: tuple[Number, ...] | None
+    forward_ms: float
+    forward_backward_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "params": self.params,
+            "macs": self.macs,
+            "receptive_field": None if self.receptive_field is None else list(self.receptive_field),
+            "latency_ms": {"forward": self.forward_ms, "forward_backward": self.forward_backward_ms},
+        }
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely B's outputs follow A's on the same images (eval mode).
+
+    ``relative_error`` is ``||b - a|| / ||a||`` (Frobenius, over the whole batch of outputs);
+    ``top1_agreement`` the fraction of images whose argmax over classes is the same; ``inputs`` says
+    what the images were (``"mnist5k test images"``, ``"random normal"``).
+    """
+
+    relative_error: float
+    top1_agreement: float
+    samples: int
+    inputs: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "relative_error": self.relative_error,
+            "top1_agreement": self.top1_agreement,
+            "samples": self.samples,
+            "inputs": self.inputs,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare_models` measured; ``speedup`` and ``mac_ratio`` are A's value over B's."""
+
+    a: ModelMeasurement
+    b: ModelMeasurement
+    agreement: Agreement | None
+    agreement_reason: str | None
+    input_size: tuple[int, int, int]
+    batch_size: int
+    repeats: int
+    threads: int
+
+    @property
+    def speedup(self) -> dict[str, float]:
+        """A's median latency over B's: above 1, B is faster."""
+        return {
+            "forward": self.a.forward_ms / self.b.forward_ms,
+            "forward_backward": self.a.forward_backward_ms / self.b.forward_backward_ms,
+        }
+
+    @property
+    def mac_ratio(self) -> float | None:
+        """A's MACs over B's: the speedup the MAC count promises (None when B counts no MACs)."""
+        return self.a.macs / self.b.macs if self.b.macs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a.to_dict(),
+            "b": self.b.to_dict(),
+            "speedup": self.speedup,
+            "mac_ratio": self.mac_ratio,
+            "agreement": None if self.agreement is None else self.agreement.to_dict(),
+            "agreement_reason": self.agreement_reason,
+            "input_size": list(self.input_size),
+            "batch_size": self.batch_size,
+            "repeats": self.repeats,
+            "threads": self.threads,
+        }
+
+    def timing_note(self) -> str:
+        """One line: where and how the latencies were measured."""
+        return (
+            f"measured on this machine ({platform.machine() or 'unknown CPU'}, {self.threads} torch threads), "
+            f"input {'x'.join(map(str, self.input_size))}, batch {self.batch_size}: latencies are medians of "
+            f"{self.repeats} interleaved rounds (A, B, A, B, ...) after warm-up; A / B of a latency is the "
+            "realized speedup, of MACs the promised one"
+        )
+
+    def agreement_line(self) -> str:
+        """One line: the output agreement, or why there is none."""
+        if self.agreement is None:
+            return f"output agreement: not measured ({self.agreement_reason})"
+        agreement = self.agreement
+        return (
+            f"output agreement on {agreement.samples} {agreement.inputs}: logits relative error "
+            f"{agreement.relative_error:.2e}, top-1 agreement {agreement.top1_agreement:.2%}"
+        )
+
+    def table_rows(self) -> list[list[str]]:
+        """Header and rows of the side-by-side table: quantity, A, B, A / B."""
+        from sepconv.analysis import human_count
+
+        a, b = self.a, self.b
+        speedup = self.speedup
+        return [
+            ["", f"A: {a.name}", f"B: {b.name}", "A / B"],
+            ["parameters", human_count(a.params), human_count(b.params), _ratio(a.params, b.params)],
+            ["MACs per image", human_count(a.macs), human_count(b.macs), _ratio(a.macs, b.macs)],
+            ["receptive field (px)", _field(a.receptive_field), _field(b.receptive_field), ""],
+            ["forward ms", f"{a.forward_ms:.3f}", f"{b.forward_ms:.3f}", f"{speedup['forward']:.2f}x"],
+            [
+                "forward+backward ms",
+                f"{a.forward_backward_ms:.3f}",
+                f"{b.forward_backward_ms:.3f}",
+                f"{speedup['forward_backward']:.2f}x",
+            ],
+        ]
+
+    def format_table(self) -> str:
+        """The plain-text report: aligned table, agreement line, timing note."""
+        rows = self.table_rows()
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+        lines = [
+            "  ".join(
+                cell.ljust(width) if column == 0 else cell.rjust(width)
+                for column, (cell, width) in enumerate(zip(row, widths))
+            ).rstrip()
+            for row in rows
+        ]
+        return "\n".join([*lines, "", self.agreement_line(), self.timing_note()]) + "\n"
+
+    def to_rich(self) -> list[Any]:
+        """Rich renderables for a terminal: the table, then the agreement line and the timing note."""
+        from rich.table import Table
+        from rich.text import Text
+
+        header, *rows = self.table_rows()
+        table = Table()
+        for index, title in enumerate(header):
+            table.add_column(title, justify="left" if index == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        return [table, Text(self.agreement_line()), Text(self.timing_note(), style="dim")]
+
+
+def _ratio(numerator: int, denominator: int) -> str:
+    return f"{numerator / denominator:.2f}x" if denominator else "-"
+
+
+def _field(receptive_field: tuple[Number, ...] | None) -> str:
+    if receptive_field is None:
+        return "unknown"
+    return "x".join(str(size) for size in receptive_field)
+
+
+def compare_models(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    *,
+    names: Sequence[str] | None = None,
+    input_size: Sequence[int] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    repeats: int = DEFAULT_REPEATS,
+    warmup_calls: int = DEFAULT_WARMUP_CALLS,
+    dataset: DataSplits | None = None,
+    images: torch.Tensor | None = None,
+    samples: int = AGREEMENT_SAMPLES,
+) -> Comparison:
+    """Parameters, MACs and receptive field of A and B, their latencies measured interleaved, and agreement.
+
+    ``input_size`` is one image's (channels, height, width); by default the data set's image size when
+    ``dataset`` is given, else the models' registered size (they must agree). The agreement images are
+    ``images`` when given, else up to ``samples`` test images of ``dataset``, else of the embedded
+    mnist5k for 1x28x28 inputs, else random normal ones (see :func:`agreement_images`). Both models run
+    on the CPU in float32, on copies: the models given are not changed.
+
+    >>> from sepconv.models import create_model
+    >>> from sepconv.convert import fold_batchnorm
+    >>> model = create_model("standard_cnn", widths=(8, 8, 16, 16))
+    >>> result = compare_models(model, fold_batchnorm(model), repeats=1, warmup_calls=1, samples=8)
+    >>> result.agreement.top1_agreement, result.agreement.inputs
+    (1.0, 'mnist5k test images')
+    """
+    label_a, label_b = _names(model_a, model_b, names)
+    for name, value in (("batch_size", batch_size), ("repeats", repeats), ("warmup_calls", warmup_calls)):
+        _check_positive(name, value)
+    _check_positive("samples", samples)
+    if images is not None and dataset is not None:
+        raise ValueError("give images or dataset for the agreement, not both")
+    size = _input_size(model_a, model_b, (label_a, label_b), input_size, dataset)
+    if images is not None and (images.ndim != 4 or tuple(images.shape[1:]) != size):
+        raise ValueError(
+            f"images must be a batch of {_size_text(size)} images (N, C, H, W), got {tuple(images.shape)}"
+        )
+    reference_a = copy.deepcopy(model_a).cpu().float().eval()
+    reference_b = copy.deepcopy(model_b).cpu().float().eval()
+    summary_a = _summary(reference_a, size, label_a)
+    summary_b = _summary(reference_b, size, label_b)
+
+    reason = _origin_mismatch(model_a, model_b)
+    agreement = None
+    if reason is None:
+        if images is None:
+            images, description = agreement_images(size, dataset=dataset, samples=samples)
+        else:
+            description = "given images"
+        agreement, reason = output_agreement(reference_a, reference_b, images, inputs=description)
+
+    latencies = _measure_latencies(
+        {"a": reference_a, "b": reference_b}, size, batch_size, repeats, warmup_calls
+    )
+    measurements = [
+        ModelMeasurement(
+            name=label,
+            params=summary.total_params,
+            macs=summary.total_macs,
+            receptive_field=summary.receptive_field,
+            forward_ms=latencies[key, "forward"],
+            forward_backward_ms=latencies[key, "forward_backward"],
+        )
+        for key, label, summary in (("a", label_a, summary_a), ("b", label_b, summary_b))
+    ]
+    return Comparison(
+        a=measurements[0],
+        b=measurements[1],
+        agreement=agreement,
+        agreement_reason=reason,
+        input_size=size,
+        batch_size=batch_size,
+        repeats=repeats,
+        threads=torch.get_num_threads(),
+    )
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _names(model_a: nn.Module, model_b: nn.Module, names: Sequence[str] | None) -> tuple[str, str]:
+    if names is None:
+        return _default_name(model_a), _default_name(model_b)
+    if isinstance(names, str) or len(names) != 2 or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"names must be two strings (for A and B), got {names!r}")
+    return names[0], names[1]
+
+
+def _default_name(model: nn.Module) -> str:
+    from sepconv.models import model_spec
+
+    spec = model_spec(model)
+    return spec["name"] if spec is not None else type(model).__name__
+
+
+def _input_size(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    names: tuple[str, str],
+    input_size: Sequence[int] | None,
+    dataset: DataSplits | None,
+) -> tuple[int, int, int]:
+    """The one image size both models run on: given, the data set's, or the models' common default."""
+    if input_size is not None:
+        size = tuple(input_size)
+        if len(size) != 3 or any(
+            isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in size
+        ):
+            raise ValueError(
+                f"input_size must be 3 positive integers (channels, height, width), got {input_size!r}"
+            )
+        return size  # type: ignore[return-value]
+    if dataset is not None:
+        return (dataset.in_channels, *dataset.image_size)
+    size_a, size_b = _default_image_size(model_a, names[0]), _default_image_size(model_b, names[1])
+    if size_a != size_b:
+        raise ValueError(
+            f"A ({names[0]}) takes {_size_text(size_a)} images and B ({names[1]}) takes "
+            f"{_size_text(size_b)} by default; give an input size that fits both"
+        )
+    return size_a
+
+
+def _default_image_size(model: nn.Module, name: str) -> tuple[int, int, int]:
+    """The model's registered (channels, height, width), or a ValueError naming ``name``."""
+    from sepconv.models import default_input_size, model_spec
+
+    if model_spec(model) is None:
+        raise ValueError(f"{name} was not built by sepconv.models.create_model: give input_size explicitly")
+    return default_input_size(model)
+
+
+def _size_text(size: Sequence[int]) -> str:
+    return "x".join(map(str, size))
+
+
+def _summary(model: nn.Module, size: tuple[int, int, int], name: str) -> Any:
+    from sepconv.analysis import ModelInputError, summarize
+
+    try:
+        return summarize(model, (1, *size))
+    except ModelInputError as error:
+        raise ValueError(f"{name} cannot run on {_size_text(size)} inputs: {error}") from error
+
+
+def _origin_mismatch(model_a: nn.Module, model_b: nn.Module) -> str | None:
+    """Why A and B do not share an architecture origin (same model_spec name and kwargs); None if they do."""
+    from sepconv.models import model_spec
+
+    spec_a, spec_b = model_spec(model_a), model_spec(model_b)
+    if spec_a is None or spec_b is None:
+        which = "A" if spec_a is None else "B"
+        return f"{which} was not built by sepconv.models.create_model, so its origin is unknown"
+    if (spec_a["name"], spec_a["kwargs"]) != (spec_b["name"], spec_b["kwargs"]):
+        return f"different architectures: A is {_spec_text(spec_a)}, B is {_spec_text(spec_b)}"
+    return None
+
+
+def _spec_text(spec: dict[str, Any]) -> str:
+    arguments = ", ".join(f"{key}={value!r}" for key, value in sorted(spec["kwargs"].items()))
+    return f"{spec['name']}({arguments})"
+
+
+def agreement_images(
+    input_size: Sequence[int], *, dataset: DataSplits | None = None, samples: int = AGREEMENT_SAMPLES
+) -> tuple[torch.Tensor, str]:
+    """Up to ``samples`` images to compare outputs on, and what they are.
+
+    The test split of ``dataset`` when given (its images must have ``input_size``), else the embedded
+    mnist5k test split for 1x28x28 inputs (no download), else standard normal noise from a fixed seed.
+    """
+    size = tuple(input_size)
+    if dataset is None and size == (1, 28, 28):
+        from sepconv.data import load_dataset
+
+        dataset = load_dataset("mnist5k")
+    if dataset is not None:
+        data_size = (dataset.in_channels, *dataset.image_size)
+        if data_size != size:
+            raise ValueError(
+                f"data set {dataset.name}'s images are {_size_text(data_size)}, the input size is {_size_text(size)}"
+            )
+        split = dataset.test if len(dataset.test) else dataset.val  # type: ignore[arg-type]
+        count = min(samples, len(split))  # type: ignore[arg-type]
+        if count == 0:
+            raise ValueError(f"data set {dataset.name} has no test or validation images")
+        return torch.stack([split[index][0] for index in range(count)]), f"{dataset.name} test images"
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(samples, *size, generator=generator), "random normal"
+
+
+def output_agreement(
+    model_a: nn.Module, model_b: nn.Module, images: torch.Tensor, *, inputs: str = "given images"
+) -> tuple[Agreement | None, str | None]:
+    """Relative error and top-1 agreement of B's outputs against A's on ``images`` (eval, no gradients).
+
+    Returns ``(Agreement, None)``, or ``(None, reason)`` when the outputs cannot be compared (not one
+    tensor, different shapes). The models are put in eval mode.
+    """
+    model_a.eval()
+    model_b.eval()
+    with torch.no_grad():
+        outputs_a, outputs_b = [], []
+        for batch in torch.split(images.float(), AGREEMENT_BATCH):
+            outputs_a.append(model_a(batch))
+            outputs_b.append(model_b(batch))
+    if not all(isinstance(output, torch.Tensor) for output in outputs_a + outputs_b):
+        return None, "the models' outputs are not single tensors"
+    logits_a, logits_b = torch.cat(outputs_a).float(), torch.cat(outputs_b).float()
+    if logits_a.shape != logits_b.shape:
+        return None, f"output shapes differ: A {tuple(logits_a.shape)}, B {tuple(logits_b.shape)}"
+    if logits_a.ndim < 2:
+        return None, f"outputs of shape {tuple(logits_a.shape)} have no class axis (N, classes, ...)"
+    norm_a = float(torch.linalg.vector_norm(logits_a))
+    if norm_a == 0:
+        return None, "A's outputs are all zero, so a relative error is undefined"
+    relative_error = float(torch.linalg.vector_norm(logits_b - logits_a)) / norm_a
+    top1 = float((logits_a.argmax(dim=1) == logits_b.argmax(dim=1)).float().mean())
+    return Agreement(relative_error, top1, samples=len(images), inputs=inputs), None
+
+
+def _measure_latencies(
+    models: dict[str, nn.Module], size: tuple[int, int, int], batch_size: int, repeats: int, warmup_calls: int
+) -> dict[tuple[str, str], float]:
+    """Median ms per call of each model's forward and forward+backward, all four interleaved per round."""
+    images = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(1))
+    calls = {}
+    for key, model in models.items():
+        calls[f"{key} forward", batch_size] = _forward_call(model, images)
+    for key, model in models.items():
+        calls[f"{key} forward_backward", batch_size] = _forward_backward_call(model, images, key)
+    for _ in range(warmup_calls):
+        for call in calls.values():
+            call()
+    # min_run_seconds=0: exactly `repeats` rounds, each running every call for at least one block.
+    timing = _TimingPlan(
+        warmup_calls=warmup_calls,
+        min_rounds=repeats,
+        min_run_seconds=0.0,
+        min_block_seconds=MIN_BLOCK_SECONDS,
+        settle_seconds=SETTLE_SECONDS,
+    )
+    samples = _time_interleaved(calls, timing, _ProgressCounter(None, repeats), "compare")
+    latencies = {}
+    for (label, _), seconds in samples.items():
+        key, phase = label.split(" ")
+        latencies[key, phase] = 1000.0 * statistics.median(seconds)
+    return latencies
+
+
+def _forward_call(model: nn.Module, images: torch.Tensor) -> Any:
+    model.eval()
+
+    def forward() -> Any:
+        with torch.no_grad():
+            return model(images)
+
+    return forward
+
+
+def _forward_backward_call(model: nn.Module, images: torch.Tensor, key: str) -> Any:
+    trained = copy.deepcopy(model).train()  # its BatchNorm statistics move: keep the eval copy as it was
+
+    def forward_backward() -> None:
+        trained.zero_grad(set_to_none=True)
+        _output_sum(trained(images)).backward()
+
+    try:
+        forward_backward()  # shows a model that cannot train at this batch size before timing starts
+    except ValueError as error:  # e.g. BatchNorm over one value per channel
+        raise ValueError(
+            f"{key.upper()} cannot run forward+backward at batch size {images.shape[0]}: {error}"
+        ) from error
+    return forward_backward
+
+
+def _output_sum(output: Any) -> torch.Tensor:
+    """The sum of every tensor in a model's output (a tensor, or a tuple/dict of them: aux heads)."""
+    if isinstance(output, torch.Tensor):
+        return output.sum()
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        tensors = [
+            _output_sum(item) for item in output if isinstance(item, (torch.Tensor, tuple, list, dict))
+        ]
+        if tensors:
+            return torch.stack(tensors).sum()
+    raise ValueError(f"forward+backward needs tensor outputs, got {type(output).__name__}")
