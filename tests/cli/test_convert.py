@@ -170,3 +170,33 @@ def test_compare_a_model_with_its_full_rank_conversion(tmp_path, capsys, source)
     assert agreement["relative_error"] < 1e-4 and agreement["top1_agreement"] == 1.0
     assert document["b"]["macs"] == summarize(load_model(out), (1, 1, 28, 28)).total_macs
     assert document["mac_ratio"] == document["a"]["macs"] / document["b"]["macs"]
+
+
+def test_recalibrate_bn_uses_training_images_of_the_named_data_set(tmp_path, capsys, source):
+    out = tmp_path / "recalibrated.safetensors"
+    arguments = [
+        "convert",
+        str(source),
+        "--calibration",
+        "mnist5k",
+        "--recalibrate-bn",
+        "40",
+        "--out",
+        str(out),
+    ]
+    code, stdout, stderr = run_sepconv([*arguments, "--json"], capsys)
+    assert code == 0, stderr
+    assert json.loads(stdout)["batchnorm_recalibrated_on"] == "40 mnist5k training images"
+    from sepconv.convert import recalibrate_batchnorm
+    from sepconv.data import load_dataset
+
+    data = load_dataset("mnist5k", seed=0)
+    expected, _ = to_separable(load_model(source))
+    recalibrate_batchnorm(expected, torch.stack([data.train[index][0] for index in range(40)]))
+    loaded = load_model(out)
+    for key, value in expected.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    code, _, stderr = run_sepconv(
+        ["convert", "standard_cnn", "--recalibrate-bn", "8", "--out", str(out)], capsys
+    )
+    assert code == 2 and "--recalibrate-bn needs training images" in stderr

@@ -13,7 +13,7 @@ from torch import nn
 from sepconv import load_model, save_model
 from sepconv.analysis import summarize
 from sepconv.arithmetic import conv_macs, conv_params
-from sepconv.convert import ConversionWarning, fold_batchnorm, to_separable
+from sepconv.convert import ConversionWarning, fold_batchnorm, recalibrate_batchnorm, to_separable
 from sepconv.io import model_transforms
 from sepconv.layers import Conv2d, DepthwiseConv2d, PointwiseConv2d, SeparableConv2d
 from sepconv.models import create_model
@@ -337,7 +337,7 @@ def test_torchvision_models_keep_their_output_shape_and_totals(name: str) -> Non
 
 
 def test_model_without_eligible_convolution_is_a_clear_error() -> None:
-    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 1), nn.Flatten(), nn.LazyLinear(3))
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 1), nn.Flatten(), nn.Linear(8, 3))
     with pytest.raises(
         ValueError,
         match=r"no convolution to convert: its 2 nn.Conv2d layers .*1 grouped \(groups=4\), 1 1x1 kernel",
@@ -387,3 +387,88 @@ def test_patterns_that_match_nothing_are_warned() -> None:
     assert len(report.layers) == 2 and report.warnings == (
         "exclude pattern 'head.*' matches no layer of Sequential",
     )
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.unused = nn.Conv2d(4, 4, 3)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + y
+
+
+def test_a_model_the_probe_cannot_run_is_still_converted_with_macs_unknown() -> None:
+    model = _TwoInputs()
+    with pytest.warns(
+        ConversionWarning, match=r"_TwoInputs did not run on a 3x8x8 input .*MACs are left unknown"
+    ):
+        converted, report = to_separable(model, input_size=(3, 8, 8))
+    assert isinstance(converted.conv, SeparableConv2d)
+    assert report.layers[0].macs_before is None and report.total_macs_after is None
+    assert report.layers[0].params_after == 3 * 9 + 3 * 4 + 4
+    with pytest.raises(
+        ValueError,
+        match=r"calibration: _TwoInputs cannot run on the calibration batch of shape \(2, 3, 8, 8\)",
+    ):
+        to_separable(model, calibration=torch.zeros(2, 3, 8, 8))
+
+
+def test_a_layer_the_forward_never_calls_costs_no_macs() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = nn.Conv2d(2, 4, 3), nn.Conv2d(2, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.used(x)
+
+    model = Branchy()
+    converted, report = to_separable(model, input_size=(2, 6, 6))
+    layers = {layer.name: layer for layer in report.layers}
+    assert (layers["unused"].macs_before, layers["unused"].macs_after) == (0, 0)
+    assert layers["used"].macs_before == 4 * 4 * 4 * 2 * 9  # 4x4 outputs, 4 channels, 2 x 3 x 3 each
+    assert report.total_macs_after == summarize(converted, (1, 2, 6, 6)).total_macs
+
+
+def test_a_model_with_lazy_parameters_is_refused_until_it_has_run() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyConv2d(4, 3))
+    with pytest.raises(
+        ValueError, match=r"Sequential has uninitialized \(lazy\) parameters \(1.weight, 1.bias\)"
+    ):
+        to_separable(model)
+    model(torch.zeros(1, 3, 8, 8))
+    _, report = to_separable(model, input_size=(3, 8, 8))
+    assert [layer.name for layer in report.layers] == ["0", "1"]
+
+
+def test_recalibrated_batchnorm_holds_the_statistics_of_its_inputs() -> None:
+    torch.manual_seed(14)
+    model = nn.Sequential(
+        nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.Conv2d(5, 4, 3), nn.BatchNorm2d(4)
+    )
+    model.eval()
+    images = torch.randn(6, 3, 9, 9) * 2 + 1
+    returned = recalibrate_batchnorm(model, images, batch_size=6)
+    assert returned is model and not model.training
+    with torch.no_grad():
+        first = model[0](images)
+        # While the statistics are gathered, each BatchNorm normalizes with its batch's statistics.
+        normalized = F.batch_norm(
+            first, None, None, model[1].weight, model[1].bias, training=True, eps=model[1].eps
+        )
+        second = model[3](model[2](normalized))
+    for norm, inputs in ((model[1], first), (model[4], second)):
+        # One batch holding every image: the cumulative average is that batch's mean and unbiased
+        # variance over (N, H, W), as nn.BatchNorm2d records them. float32 sums over 294 values.
+        torch.testing.assert_close(norm.running_mean, inputs.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            norm.running_var, inputs.var(dim=(0, 2, 3), unbiased=True), rtol=1e-5, atol=1e-6
+        )
+    with pytest.raises(
+        ValueError, match=r"images must be a batch of at least 2 images \(N, C, H, W\), got \(1, 3, 9, 9\)"
+    ):
+        recalibrate_batchnorm(model, images[:1])
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 2"):
+        recalibrate_batchnorm(model, images, batch_size=1)

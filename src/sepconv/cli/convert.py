@@ -112,6 +112,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--samples", type=positive_int, default=32, metavar="N", help="calibration images (default 32)"
     )
+    parser.add_argument(
+        "--recalibrate-bn",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=(
+            "re-estimate the BatchNorm statistics of the converted model on N training images of the data set "
+            "(--calibration's, else the one the model was trained on), for a model used without fine-tuning "
+            "(fine-tuning re-estimates them anyway)"
+        ),
+    )
     parser.add_argument("--data-root", default=None, help="where torchvision data sets live")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=run)
@@ -121,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.cli.summary import image_size
     from sepconv.convert import to_separable
     from sepconv.io import save_model
+    from sepconv.models import default_input_size
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -137,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out!r}: folder {str(out.parent)!r} does not exist")
     model = resolve_model(args.model)
     size = image_size(args.input_size, model)
+    if args.recalibrate_bn is not None and _data_set_name(args) is None:
+        raise UsageError(
+            "--recalibrate-bn needs training images: name a data set with --calibration, or convert a model "
+            "file from a training run (its config.json names the data set)"
+        )
     calibration, source = _calibration(args, model, size)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -153,18 +170,59 @@ def run(args: argparse.Namespace) -> int:
         )
     for warning in caught:
         print(f"sepconv convert: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+    recalibrated = None
+    if args.recalibrate_bn is not None:
+        from sepconv.convert import recalibrate_batchnorm
+
+        images, recalibrated = _training_images(args, size or default_input_size(model))
+        recalibrate_batchnorm(converted, images)
     written = save_model(converted, out)
     if args.json:
-        print_json({"model": args.model, "out": str(written), "calibration": source, **report.to_dict()})
+        print_json(
+            {
+                "model": args.model,
+                "out": str(written),
+                "calibration": source,
+                "batchnorm_recalibrated_on": recalibrated,
+                **report.to_dict(),
+            }
+        )
         return 0
     sys.stdout.write(report.format_table())
     if source is not None:
         print(f"calibration images: {source}")
+    if recalibrated is not None:
+        print(f"BatchNorm statistics re-estimated on {recalibrated}")
     print(
         f"wrote {written} (load with sepconv.load_model; fine-tune with: sepconv train --init-from {written} "
         f"--dataset ...)"
     )
     return 0
+
+
+def _data_set_name(args: argparse.Namespace) -> tuple[str, int] | None:
+    """(name, split seed) of the data set: --calibration's, else the one the model was trained on."""
+    from sepconv.cli._common import training_config
+
+    if args.calibration not in ("auto", "none"):
+        return args.calibration, 0
+    trained_on = training_config(args.model)
+    if trained_on is not None and trained_on.get("dataset"):
+        return str(trained_on["dataset"]), int(trained_on.get("seed", 0) or 0)
+    return None
+
+
+def _load(args: argparse.Namespace, size: tuple[int, ...] | None) -> Any:
+    from sepconv.data import load_dataset
+
+    name, seed = _data_set_name(args)  # type: ignore[misc]
+    data = load_dataset(name, root=args.data_root, seed=seed)
+    if size is not None and (data.in_channels, *data.image_size) != tuple(size):
+        raise UsageError(
+            f"--input-size {args.input_size!r} does not match the {name} images, "
+            f"{(data.in_channels, *data.image_size)}"
+        )
+    return data
 
 
 def _calibration(
@@ -177,25 +235,23 @@ def _calibration(
 
     if args.calibration == "none":
         return None, None
-    name = None if args.calibration == "auto" else args.calibration
-    seed = 0
-    if name is None:
-        from sepconv.cli._common import training_config
-
-        trained_on = training_config(args.model)
-        if trained_on is not None:
-            name, seed = trained_on.get("dataset"), int(trained_on.get("seed", 0) or 0)
-    shape = size or default_input_size(model)
-    if name is None:
+    if _data_set_name(args) is None:
         generator = torch.Generator().manual_seed(0)
+        shape = size or default_input_size(model)
         return torch.randn(args.samples, *shape, generator=generator), f"{args.samples} random normal images"
-    from sepconv.data import load_dataset
-
-    data = load_dataset(name, root=args.data_root, seed=seed)
+    data = _load(args, size)
     count = min(args.samples, len(data.test))
-    images = torch.stack([data.test[index][0] for index in range(count)])
-    if size is not None and tuple(images.shape[1:]) != tuple(size):
-        raise UsageError(
-            f"--input-size {args.input_size!r} does not match the {name} images, {tuple(images.shape[1:])}"
-        )
-    return images, f"{count} {name} test images"
+    return torch.stack([data.test[index][0] for index in range(count)]), f"{count} {data.name} test images"
+
+
+def _training_images(args: argparse.Namespace, size: tuple[int, ...]) -> tuple[Any, str]:
+    """The first --recalibrate-bn training images of the data set, and a description of them."""
+    import torch
+
+    data = _load(args, size)
+    count = min(args.recalibrate_bn, len(data.train))
+    if count < 2:
+        raise UsageError(f"--recalibrate-bn needs at least 2 training images, the data set has {count}")
+    return torch.stack(
+        [data.train[index][0] for index in range(count)]
+    ), f"{count} {data.name} training images"

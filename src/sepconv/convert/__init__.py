@@ -5,7 +5,13 @@ that recorded one can replay it when loaded.
 """
 
 from sepconv.convert.fold import fold_batchnorm, fold_batchnorm_with_report
-from sepconv.convert.separable import ConversionReport, ConversionWarning, LayerConversion, to_separable
+from sepconv.convert.separable import (
+    ConversionReport,
+    ConversionWarning,
+    LayerConversion,
+    recalibrate_batchnorm,
+    to_separable,
+)
 
 __all__ = [
     "ConversionReport",
@@ -13,5 +19,6 @@ __all__ = [
     "LayerConversion",
     "fold_batchnorm",
     "fold_batchnorm_with_report",
+    "recalibrate_batchnorm",
     "to_separable",
 ]
