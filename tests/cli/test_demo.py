@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -57,18 +58,28 @@ def _check_document(document, out_dir):
     for name in ("curves.png", "comparison.png"):
         assert (out_dir / name).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out_dir / "results.json").read_text()) == document
+    # report.html: the same numbers, the two plots embedded byte for byte, nothing loaded from outside.
+    page = (out_dir / "report.html").read_text(encoding="utf-8")
+    for role in ("standard", "separable"):
+        figures = document[role]
+        assert f"{figures['params']:,}" in page and f"{figures['test_accuracy']:.2%}" in page
+    for name in ("curves.png", "comparison.png"):
+        encoded = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
+        assert f'src="data:image/png;base64,{encoded}"' in page
+    assert "http://" not in page and "https://" not in page
 
 
 def test_demo_json_on_small_data_is_reproducible_and_owns_its_folder(tmp_path, capsys):
     documents = []
     for name in ("first", "again"):
-        code = main(
-            ["demo", "--dataset", "synthetic", "--epochs", "1", "--out", str(tmp_path / name), "--json"]
-        )
+        copy = tmp_path / f"{name}.html"
+        arguments = ["--epochs", "1", "--out", str(tmp_path / name), "--html", str(copy), "--json"]
+        code = main(["demo", "--dataset", "synthetic", *arguments])
         captured = capsys.readouterr()
         assert code == 0, captured.err
         documents.append(json.loads(captured.out))
         _check_document(documents[-1], tmp_path / name)
+        assert copy.read_bytes() == (tmp_path / name / "report.html").read_bytes()
     document, again = documents
     assert document["standard"]["params"] == 575_594 + 2 * 9 * 32 - 4 * 257  # 3 input channels, 6 classes
     # The twins are labelled from what was trained, not from the folder's name.

@@ -121,6 +121,10 @@ def test_channel_shuffle_after_grouped_pointwise_is_torchs():
 def test_inverted_residual_forward_and_gradients_match_torchvision(
     in_channels, out_channels, stride, expand_ratio, channels_last
 ):
+    # Each example seeds its own weights and input: hypothesis runs examples one after another on
+    # the global generator, so without this an example's numbers depend on the ones before it and a
+    # failure cannot be replayed.
+    torch.manual_seed(hash((in_channels, out_channels, stride, expand_ratio, channels_last)) % 2**31)
     # Training mode: batch statistics, so the normalization takes part in the gradients too.
     ours = InvertedResidual(in_channels, out_channels, stride, expand_ratio)
     theirs = TorchvisionInvertedResidual(in_channels, out_channels, stride, expand_ratio)
@@ -139,6 +143,11 @@ def test_inverted_residual_forward_and_gradients_match_torchvision(
     expected.backward(grad)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
     for (name, mine), (_, reference) in zip(ours.named_parameters(), theirs.named_parameters(), strict=True):
+        if in_channels == 1 and expand_ratio != 1 and name == "conv.0.0.weight":
+            # With one input channel the expansion's weights only scale its output channels, which
+            # the BatchNorm right after divides out: their gradient is exactly 0, and both float32
+            # runs compute rounding noise amplified by 1/|w| (1.3e-4 seen, above any fixed atol).
+            continue
         torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-4, msg=name)
 
 

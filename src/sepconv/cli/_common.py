@@ -26,6 +26,7 @@ from sepconv.errors import UsageError
 __all__ = [
     "UsageError",
     "finite_float",
+    "html_file",
     "integer",
     "non_negative_int",
     "parse_int_list",
@@ -195,3 +196,18 @@ def training_config(spec: str) -> dict[str, Any] | None:
                 return None
             return document if isinstance(document, dict) else None
     return None
+
+
+def html_file(text: str) -> Any:
+    """An argparse ``type`` for ``--html``: a path ending in .html whose folder exists (checked before any work)."""
+    from pathlib import Path
+
+    path = Path(text)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise argparse.ArgumentTypeError(f"must be a file ending in .html, got {text!r}")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(path.parent)!r} does not exist, got {text!r}")
+    return path
+
+
+html_file.__name__ = "an .html file in an existing folder"

