@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from sepconv.train.config import TrainConfig
+from sepconv.viz.style import color as palette_color
 
 __all__ = ["DEMO_MODELS", "demo_config", "execution_path", "run_demo", "table_rows", "write_report"]
 
@@ -34,6 +35,8 @@ DEMO_MODELS = {"standard": "standard_cnn", "separable": "separable_cnn"}
 DEMO_EPOCHS = 5
 DEMO_BATCH_SIZE = 64
 DEMO_LR = 4e-3
+# The two twins' colours in every plot: sepconv's colour-blind-safe blue and orange.
+_TWIN_COLORS = (palette_color(4), palette_color(0))
 
 
 def demo_config(
@@ -232,7 +235,7 @@ def _plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     figure = Figure(figsize=(10, 4))
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     # One colour per model (as in the bar chart); solid = training, dashed = validation.
-    for (role, rows), color in zip(curves.items(), ("tab:blue", "tab:orange"), strict=False):
+    for (role, rows), color in zip(curves.items(), _TWIN_COLORS, strict=False):
         epochs = [row["epoch"] for row in rows]
         loss_axes.plot(
             epochs, [row["train_loss"] for row in rows], color=color, marker="o", label=f"{role} train"
@@ -273,7 +276,7 @@ def _plot_comparison(document: dict[str, Any], path: Path) -> None:
     figure = Figure(figsize=(12, 7.5))
     for axes, (key, title, scale) in zip(figure.subplots(2, 3).flat, panels, strict=True):
         values = [document[role][key] * scale for role in DEMO_MODELS]
-        bars = axes.bar(list(DEMO_MODELS), values, color=["tab:blue", "tab:orange"])
+        bars = axes.bar(list(DEMO_MODELS), values, color=list(_TWIN_COLORS))
         axes.bar_label(
             bars, labels=[f"{value:,.0f}" if key == "params" else f"{value:,.4g}" for value in values]
         )
