@@ -34,6 +34,7 @@ __all__ = [
     "positive_int",
     "print_json",
     "resolve_model",
+    "trained_on",
     "training_config",
 ]
 
@@ -196,6 +197,14 @@ def training_config(spec: str) -> dict[str, Any] | None:
                 return None
             return document if isinstance(document, dict) else None
     return None
+
+
+def trained_on(spec: str) -> tuple[str, int] | None:
+    """(data set name, split seed) the model file ``spec`` was trained on, from its run's config.json; else None."""
+    config = training_config(spec)
+    if config is None or not config.get("dataset"):
+        return None
+    return str(config["dataset"]), int(config.get("seed") or 0)
 
 
 def html_file(text: str) -> Any:

@@ -12,7 +12,7 @@ from sepconv.cli._common import (
     positive_int,
     print_json,
     resolve_model,
-    training_config,
+    trained_on,
 )
 
 
@@ -117,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
 def _training_data(args: argparse.Namespace) -> Any:
     """The data set A (else B) was trained on, from its run's config.json; None when neither is known."""
     for spec in (args.a, args.b):
-        config = training_config(spec)
-        if config is not None and config.get("dataset"):
+        found = trained_on(spec)
+        if found is not None:
             from sepconv.data import load_dataset
 
-            return load_dataset(config["dataset"], root=args.data_root, seed=int(config.get("seed") or 0))
+            return load_dataset(found[0], root=args.data_root, seed=found[1])
     return None
 
 

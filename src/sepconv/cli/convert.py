@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import UsageError, finite_float, positive_int, print_json, resolve_model
+from sepconv.cli._common import UsageError, finite_float, positive_int, print_json, resolve_model, trained_on
 
 _EPILOG = """\
 Each eligible nn.Conv2d (groups 1, kernel wider than 1x1, chosen by --include/--exclude) becomes a depthwise
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--max-error applies with --depth-multiplier auto only, got --depth-multiplier {args.depth_multiplier}"
         )
-    if out.parent and not out.parent.exists():
+    if not out.parent.exists():
         raise UsageError(f"--out {args.out!r}: folder {str(out.parent)!r} does not exist")
     model = resolve_model(args.model)
     size = image_size(args.input_size, model)
@@ -202,14 +202,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _data_set_name(args: argparse.Namespace) -> tuple[str, int] | None:
     """(name, split seed) of the data set: --calibration's, else the one the model was trained on."""
-    from sepconv.cli._common import training_config
-
     if args.calibration not in ("auto", "none"):
         return args.calibration, 0
-    trained_on = training_config(args.model)
-    if trained_on is not None and trained_on.get("dataset"):
-        return str(trained_on["dataset"]), int(trained_on.get("seed", 0) or 0)
-    return None
+    return trained_on(args.model)
 
 
 def _load(args: argparse.Namespace, size: tuple[int, ...] | None) -> Any:

@@ -14,7 +14,7 @@ from sepconv.cli._common import (
     positive_int,
     print_json,
     resolve_model,
-    training_config,
+    trained_on,
 )
 
 # Images per verification batch taken from the data set, and per calibration batch.
@@ -137,10 +137,10 @@ def _load_data(args: argparse.Namespace, model: Any) -> Any:
 
     name, seed = args.dataset or args.calibration, args.seed
     if name is None:
-        trained_on = training_config(args.model)
-        if trained_on is not None:
-            name = trained_on.get("dataset")
-            seed = trained_on.get("seed") if seed is None else seed
+        found = trained_on(args.model)
+        if found is not None:
+            name = found[0]
+            seed = found[1] if seed is None else seed
     if name is None:
         return None
     data = load_dataset(name, root=args.data_root, seed=0 if seed is None else int(seed))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import non_negative_int, parse_int_list, print_json, resolve_model, training_config
+from sepconv.cli._common import non_negative_int, parse_int_list, print_json, resolve_model, trained_on
 from sepconv.errors import UsageError
 
 
@@ -114,14 +114,14 @@ def _input_image(args: argparse.Namespace, model: Any) -> tuple[Any, str]:
     if args.image is not None:
         shape = _image_shape(args.input_size, model)
         return _read_image(Path(args.image), shape), f"{Path(args.image).name} (pixels scaled to [0, 1])"
-    trained_on = training_config(args.model)
-    if trained_on is not None and trained_on.get("dataset"):
-        image = _first_test_image(trained_on["dataset"], int(trained_on.get("seed") or 0))
+    found = trained_on(args.model)
+    if found is not None:
+        image = _first_test_image(*found)
         # The model's own data fixes the size, unless --input-size asks for another one.
         if image is not None and (
             args.input_size is None or tuple(image.shape) == _image_shape(args.input_size, model)
         ):
-            return image, f"{trained_on['dataset']} test image 0 (the model's training data)"
+            return image, f"{found[0]} test image 0 (the model's training data)"
     shape = _image_shape(args.input_size, model)
     if shape == (1, 28, 28):
         return _first_test_image("mnist5k", 0), "mnist5k test image 0"

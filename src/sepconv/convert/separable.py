@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sepconv.arithmetic import conv_macs, conv_params, separable_macs, separable_params
+from sepconv.convert.fold import _LINEAR_CONV_FORWARDS
 from sepconv.io.transforms import record_transform, register_transform
 from sepconv.layers.conv import Conv2d as SepconvConv2d
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
@@ -42,9 +43,6 @@ __all__ = [
 INITS = ("svd", "random")
 # U (C_in, C_out, q), S (C_in, q), Vh (C_in, k^2, k^2): each input channel's filters, decomposed.
 Decomposition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-# Convolutions computing conv(x, weight) + bias from their own weight: a subclass with another forward
-# (weight standardization, say) would not compute what its weight says, so converting it would be wrong.
-_LINEAR_FORWARDS = frozenset({nn.Conv2d.forward, SepconvConv2d.forward})
 
 
 class ConversionWarning(UserWarning):
@@ -327,7 +325,7 @@ def _replay(model: nn.Module, *, depth_multiplier: Mapping[str, int], init: str 
             f"a recorded to_separable step has init='random' (weights come from the file), got {init!r}"
         )
     _check_options(depth_multiplier, init, 2, None)
-    chosen, skipped = _select(model, 1, [], [])
+    chosen, skipped = _select(model, 2, [], [])
     converted = copy.deepcopy(model)
     for name in _named_layers(model, chosen, skipped, depth_multiplier):
         conv = model.get_submodule(name)
@@ -435,7 +433,9 @@ def _why_not(conv: nn.Conv2d, min_kernel_size: int) -> str | None:
         return f"grouped (groups={conv.groups})"
     if max(conv.kernel_size) < min_kernel_size:
         return f"{conv.kernel_size[0]}x{conv.kernel_size[1]} kernel"
-    if type(conv).forward not in _LINEAR_FORWARDS:
+    # A subclass with its own forward (weight standardization, say) does not compute conv(x, weight):
+    # the same rule fold_batchnorm applies.
+    if type(conv).forward not in _LINEAR_CONV_FORWARDS:
         return f"{type(conv).__name__} has its own forward"
     if parametrize.is_parametrized(conv):
         return "parametrized weight"
