@@ -10,10 +10,16 @@ import time
 
 import pytest
 import torch
+from tests.browser import LAPTOP, PHONE, launch
 
 from sepconv import load_model
 from sepconv.cli.main import main
 from sepconv.deploy import OnnxModel
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from launch()
 
 
 def _check_document(document, out_dir):
@@ -69,7 +75,8 @@ def _check_document(document, out_dir):
     assert "http://" not in page and "https://" not in page
 
 
-def test_demo_json_on_small_data_is_reproducible_and_owns_its_folder(tmp_path, capsys):
+@pytest.mark.browser
+def test_demo_json_on_small_data_is_reproducible_and_owns_its_folder(tmp_path, capsys, browser):
     documents = []
     for name in ("first", "again"):
         copy = tmp_path / f"{name}.html"
@@ -81,6 +88,7 @@ def test_demo_json_on_small_data_is_reproducible_and_owns_its_folder(tmp_path, c
         _check_document(documents[-1], tmp_path / name)
         assert copy.read_bytes() == (tmp_path / name / "report.html").read_bytes()
     document, again = documents
+    _check_page_in_a_browser(browser, tmp_path / "first.html", document, tmp_path)
     assert document["standard"]["params"] == 575_594 + 2 * 9 * 32 - 4 * 257  # 3 input channels, 6 classes
     # The twins are labelled from what was trained, not from the folder's name.
     assert (document["standard"]["model"], document["separable"]["model"]) == (
@@ -96,6 +104,28 @@ def test_demo_json_on_small_data_is_reproducible_and_owns_its_folder(tmp_path, c
     )
     captured = capsys.readouterr()
     assert code == 2 and f"already holds demo run {document['run_id']}" in captured.err
+
+
+def _check_page_in_a_browser(browser, page, document, tmp_path) -> None:
+    """The demo's report.html in headless Chromium: both plots decode, the table holds the run's numbers."""
+    for viewport in (LAPTOP, PHONE):
+        view = browser.open_page(page, tmp_path / f"demo-{viewport['width']}.png", viewport=viewport)
+        assert view.outside_requests == [] and view.errors == []
+        assert [image["alt"] for image in view.images] == ["training curves", "comparison"]
+        assert all(image["complete"] and image["naturalWidth"] > 0 for image in view.images)
+        assert all(0 < image["shownWidth"] <= viewport["width"] for image in view.images)
+        assert view.page_width <= viewport["width"]
+        (table,) = view.tables
+        rows = {row[0]: (row[1:], values[1:]) for row, values in zip(table["rows"], table["values"])}
+        texts, values = rows["parameters"]
+        assert texts[:2] == [f"{document[role]['params']:,}" for role in ("standard", "separable")]
+        assert values == [
+            document["standard"]["params"],
+            document["separable"]["params"],
+            pytest.approx(document["standard"]["params"] / document["separable"]["params"], rel=1e-9),
+        ]
+        texts, values = rows["test accuracy"]
+        assert values[:2] == [document[role]["test_accuracy"] for role in ("standard", "separable")]
 
 
 @pytest.mark.parametrize(

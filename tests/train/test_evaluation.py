@@ -143,8 +143,9 @@ def test_plot_writes_a_png_at_the_path_and_leaves_matplotlib_alone(tmp_path, mon
     assert path == tmp_path / "confusion"
     with Image.open(path) as image:
         assert image.format == "PNG"
-        # The figure is max(4, 0.45 * 6 classes + 2) = 4.7 inches square at 100 dpi.
-        assert image.size == (470, 470)
+        # The matrix is max(4, 0.45 * 6 classes + 2) = 4.7 inches square, plus 0.8 inch for the colour
+        # bar, at 100 dpi.
+        assert image.size == (550, 470)
     if pyplot is None:
         assert "matplotlib.pyplot" not in sys.modules  # the object API needs no pyplot
     else:

@@ -64,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=non_negative_int, default=0, help="seed of the random values (default 0)"
     )
     parser.add_argument(
-        "--out", help=f".gif (or .mp4 with ffmpeg) to write (default {_DEFAULT_OUT}; none with --json)"
+        "--out",
+        help=f".gif, or .mp4 (needs ffmpeg on PATH or pip install 'sepconv[video]'), to write (default {_DEFAULT_OUT}; none with --json)",
     )
     parser.add_argument(
         "--fps", type=finite_float(minimum=0, min_inclusive=False), default=2.0, help="default 2"

@@ -393,12 +393,22 @@ def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, floa
 
 def _write_html_report(document: dict[str, Any], out_dir: Path, *, paragraphs: list[str]) -> Path:
     """``report.html``: the same table, text and plots as ``report.md``, as one self-contained page."""
-    from sepconv.viz.report import Image, Section, Table, write_html
+    from sepconv.viz.report import Cell, Image, Section, Table, write_html
 
-    standard, separable = document["standard"], document["separable"]
+    standard, separable, ratios = document["standard"], document["separable"], document["ratios"]
+    # Same text as report.md; each number keeps its exact value, which the page sorts by.
+    exact = {label: (standard[key], separable[key], ratios[key]) for label, key, _ in _ROWS}
+    exact["test accuracy"] = (
+        standard["test_accuracy"],
+        separable["test_accuracy"],
+        ratios["test_accuracy_difference"],
+    )
     table = Table(
         headers=["", "standard_cnn", "separable_cnn", "standard / separable"],
-        rows=[list(row) for row in table_rows(document)],
+        rows=[
+            [label, *(Cell(text, float(value)) for text, value in zip(texts, exact[label]))]
+            for label, *texts in table_rows(document)
+        ],
         title="standard vs separable",
     )
     images = [

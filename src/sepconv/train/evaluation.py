@@ -163,23 +163,28 @@ def _check_logits(logits: object, num_classes: int) -> None:
 
 
 def plot_confusion_matrix(evaluation: Evaluation, path: str | Path, *, title: str = "") -> Path:
-    """Write the confusion matrix as a PNG heat map with the counts in the cells.
+    """Write the confusion matrix as a PNG heat map with the counts in the cells, at exactly ``path``.
 
-    Uses matplotlib's object API (no ``pyplot``), so it changes neither the backend nor pyplot's
-    list of open figures.
+    Drawn in sepconv's figure style with matplotlib's object API (no ``pyplot`` state), with a
+    single-hue sequential colour map that reads the same under colour-vision deficiencies, and
+    written atomically: an interrupted write leaves no partial file.
     """
-    from matplotlib.figure import Figure
+    import io
+
+    from sepconv.io.atomic import atomic_write_bytes
+    from sepconv.viz.style import new_figure
 
     counts = evaluation.confusion.numpy()
     size = max(4.0, 0.45 * len(evaluation.class_names) + 2)
-    figure = Figure(figsize=(size, size))
+    figure = new_figure(size + 0.8, size)
     axes = figure.subplots()
-    axes.imshow(counts, cmap="Blues")
+    heat = axes.imshow(counts, cmap="Blues")
+    figure.colorbar(heat, ax=axes, shrink=0.8, label="images")
     ticks = range(len(evaluation.class_names))
     axes.set_xticks(ticks, evaluation.class_names, rotation=45, ha="right")
     axes.set_yticks(ticks, evaluation.class_names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
     axes.set_title(title or f"accuracy {evaluation.accuracy:.2%} on {evaluation.num_samples} samples")
     threshold = counts.max() / 2 if counts.size else 0
     if len(evaluation.class_names) <= 30:
@@ -189,8 +194,8 @@ def plot_confusion_matrix(evaluation: Evaluation, path: str | Path, *, title: st
                 axes.text(
                     column, row, str(counts[row, column]), ha="center", va="center", fontsize=8, color=color
                 )
-    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=100, format="png")  # PNG whatever the suffix: the path is used as given
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100, format="png")  # exactly at path: matplotlib would add ".png" to a bare name
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())

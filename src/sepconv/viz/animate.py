@@ -5,7 +5,7 @@ Computing and drawing are separate. :func:`conv_step`, :func:`conv_transpose_ste
 channels the kernel reads, the value written); every value is read from the output of the real PyTorch
 operation (``F.conv2d`` / ``F.conv_transpose2d``) on the same tensors, and cross-checked against the sum
 over the drawn window, so a picture cannot disagree with the operator. :func:`write_animation` draws the
-frames with matplotlib's object API and writes an animated GIF (or an MP4 when ``ffmpeg`` is on PATH)
+frames with matplotlib's object API and writes an animated GIF (or an MP4 when ``ffmpeg`` is available)
 atomically. A transposed convolution is shown as its zero-insertion view: the input with ``stride - 1``
 zeros between pixels, padded by ``dilation * (kernel - 1) - padding`` (plus ``output_padding`` at the
 end), then a stride-1 convolution with the flipped kernel.
@@ -352,7 +352,8 @@ def write_animation(
 ) -> Path:
     """Draw every frame and write an animated GIF (or MP4, by suffix) atomically; returns ``path``.
 
-    ``progress(done, total)`` is called after each frame is drawn. MP4 needs ``ffmpeg`` on PATH.
+    ``progress(done, total)`` is called after each frame is drawn. MP4 needs ``ffmpeg``: on PATH, or
+    the one the ``imageio-ffmpeg`` package ships (``pip install 'sepconv[video]'``).
     Nothing is written when drawing or encoding fails.
     """
     target = Path(path)
@@ -361,8 +362,11 @@ def write_animation(
         raise ValueError(f"path must end in .gif or .mp4, got {str(path)!r}")
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
-    if kind == "mp4" and shutil.which("ffmpeg") is None:
-        raise ValueError("writing .mp4 needs ffmpeg on PATH; write a .gif instead")
+    ffmpeg = ffmpeg_executable() if kind == "mp4" else None
+    if kind == "mp4" and ffmpeg is None:
+        raise ValueError(
+            "writing .mp4 needs ffmpeg: put it on PATH or pip install 'sepconv[video]'; or write a .gif"
+        )
     _check_writable(target)
     total = len(animation.frames)
     if total > MAX_FRAMES:
@@ -376,7 +380,7 @@ def write_animation(
             images.append(renderer.render(frame))
             if progress is not None:
                 progress(len(images), total)
-    data = _encode_gif(images, fps) if kind == "gif" else _encode_mp4(images, fps)
+    data = _encode_gif(images, fps) if ffmpeg is None else _encode_mp4(images, fps, ffmpeg)
     return atomic_write_bytes(target, data)
 
 
@@ -680,13 +684,28 @@ def _encode_gif(images: Sequence[Any], fps: float) -> bytes:
     return buffer.getvalue()
 
 
-def _encode_mp4(images: Sequence[Any], fps: float) -> bytes:
+def ffmpeg_executable() -> str | None:
+    """The ffmpeg to encode MP4 with: the one on PATH, else imageio-ffmpeg's bundled binary, else None."""
+    found = shutil.which("ffmpeg")
+    if found is not None:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:  # the package is installed without a binary for this platform
+        return None
+
+
+def _encode_mp4(images: Sequence[Any], fps: float, ffmpeg: str) -> bytes:
     height, width = images[0].shape[:2]
     # H.264 wants even sizes; a fragmented MP4 can be written to a pipe, so the bytes go through
     # atomic_write_bytes like every other file.
     even = [image[: height - height % 2, : width - width % 2] for image in images]
     command = [
-        "ffmpeg", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+        ffmpeg, "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
         "-s", f"{even[0].shape[1]}x{even[0].shape[0]}", "-r", f"{fps}", "-i", "pipe:0",
         "-pix_fmt", "yuv420p", "-movflags", "frag_keyframe+empty_moov", "-f", "mp4", "pipe:1",
     ]  # fmt: skip

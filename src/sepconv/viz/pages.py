@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sepconv.io.atomic import PathLike
-from sepconv.viz.report import Section, Table, figure_image, write_html
+from sepconv.viz.report import Cell, Section, Table, figure_image, write_html
 from sepconv.viz.style import color, new_figure
 
 __all__ = ["comparison_sections", "summary_sections", "write_comparison_html", "write_summary_html"]
@@ -95,6 +95,24 @@ def write_summary_html(summary: Any, path: PathLike) -> Path:
 def comparison_sections(comparison: Any) -> list[Section]:
     """The side-by-side table, a latency vs MACs chart, and the agreement of ``comparison``."""
     header, *rows = comparison.table_rows()
+    a, b = comparison.a, comparison.b
+    # The text rounds ("575.6K"); each cell keeps its exact number, to sort by and to read back.
+    exact = {
+        "parameters": (a.params, b.params),
+        "MACs per image": (a.macs, b.macs),
+        "forward ms": (a.forward_ms, b.forward_ms),
+        "forward+backward ms": (a.forward_backward_ms, b.forward_backward_ms),
+    }
+    rows = [
+        [
+            label,
+            *(Cell(text, float(value)) for text, value in zip(texts, exact[label])),
+            _ratio_cell(ratio, *exact[label]),
+        ]
+        if label in exact
+        else [label, *texts, ratio]
+        for label, *texts, ratio in rows
+    ]
     table = Table(headers=header, rows=rows, title="Side by side", caption=comparison.timing_note())
     figure = new_figure(8, 3.2)
     left, right = figure.subplots(1, 2)
@@ -126,6 +144,10 @@ def comparison_sections(comparison: Any) -> list[Section]:
             images=[figure_image(figure, "MACs and latency")],
         )
     ]
+
+
+def _ratio_cell(text: str, a: float, b: float) -> Cell | str:
+    return Cell(text, a / b) if text and b else text
 
 
 def write_comparison_html(comparison: Any, path: PathLike) -> Path:

@@ -46,12 +46,14 @@ class Table:
 
     @property
     def numeric(self) -> list[bool]:
-        """Per column: whether every cell in it sorts as a number (right-aligned header)."""
+        """Per column: whether it holds numbers (right-aligned); blanks and a few text cells may sit among them."""
         cells = self.cells
-        return [
-            bool(cells) and all(row[index].value is not None for row in cells if index < len(row))
-            for index in range(len(self.headers))
-        ]
+        numeric = []
+        for index in range(len(self.headers)):
+            column = [row[index] for row in cells if index < len(row) and row[index].text]
+            numbers = sum(cell.value is not None for cell in column)
+            numeric.append(numbers > 0 and numbers >= len(column) / 2)
+        return numeric
 
 
 @dataclass(frozen=True)

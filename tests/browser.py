@@ -1,0 +1,151 @@
+"""Open sepconv's HTML pages in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
+
+What a page does in a browser cannot be read off its source: whether every embedded image decodes,
+whether the Content-Security-Policy lets the sorting script run, whether the page asks the network for
+anything, whether it fits a phone's width. :func:`open_page` loads a file, records every request and
+console error, and reads back the images, tables and layout as the browser sees them.
+
+The browser is never downloaded: README's test command installs Debian's ``chromium`` and Playwright
+drives that binary (``SEPCONV_CHROMIUM`` names another). Without one the tests fail with that advice
+rather than skip, so CI cannot pass while quietly not checking the pages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Without the background-networking switches Chromium calls Google's servers at start-up, which
+# would be (refused) network traffic that is not the page's.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+]
+
+LAPTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+
+_READ_PAGE = """() => ({
+  images: Array.from(document.images).map(image => ({
+    alt: image.alt, complete: image.complete, naturalWidth: image.naturalWidth,
+    naturalHeight: image.naturalHeight, shownWidth: image.getBoundingClientRect().width,
+  })),
+  tables: Array.from(document.querySelectorAll("table")).map(table => ({
+    caption: table.caption ? table.caption.textContent : "",
+    fits: table.parentElement.scrollWidth <= table.parentElement.clientWidth,
+    headers: Array.from(table.tHead.rows[0].cells).map(cell => cell.textContent),
+    rows: Array.from(table.tBodies[0].rows).map(row => Array.from(row.cells).map(cell => cell.textContent)),
+    values: Array.from(table.tBodies[0].rows).map(
+      row => Array.from(row.cells).map(cell => cell.dataset.value === undefined ? null : Number(cell.dataset.value))),
+  })),
+  pageWidth: document.documentElement.scrollWidth,
+  viewportWidth: window.innerWidth,
+  title: document.title,
+})"""
+
+
+def chromium_executable() -> str:
+    """The Chromium binary to drive: ``$SEPCONV_CHROMIUM``, else ``chromium`` on PATH; fails the test if none."""
+    named = os.environ.get("SEPCONV_CHROMIUM")
+    found = named or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found or not Path(found).exists():
+        pytest.fail(
+            "headless Chromium is needed for the HTML-page tests and none was found "
+            f"({'SEPCONV_CHROMIUM=' + named if named else 'no chromium on PATH'}): README's test command "
+            "installs Debian's package (apt-get install chromium); or deselect them with -m 'not browser'",
+            pytrace=False,
+        )
+    return found
+
+
+@dataclass
+class PageView:
+    """What the browser saw of one page: its requests, console errors, images, tables and layout."""
+
+    url: str
+    requests: list[str]
+    errors: list[str]
+    images: list[dict[str, Any]]
+    tables: list[dict[str, Any]]
+    page_width: int
+    viewport_width: int
+    title: str
+    screenshot: Path
+
+    @property
+    def outside_requests(self) -> list[str]:
+        """Every request other than the page file itself (``data:`` URIs make none)."""
+        return [url for url in self.requests if url != self.url]
+
+
+class Browser:
+    """One headless Chromium for a test module; each :meth:`open_page` gets a fresh, isolated context."""
+
+    def __init__(self, browser: Any) -> None:
+        self._browser = browser
+
+    def open_page(
+        self,
+        path: Path,
+        screenshot: Path,
+        *,
+        viewport: dict[str, int] = LAPTOP,
+        clicks: tuple[str, ...] = (),
+    ) -> PageView:
+        """Load ``path``, click each selector in ``clicks`` in turn, screenshot the whole page and read it."""
+        context = self._browser.new_context(viewport=viewport, offline=True, java_script_enabled=True)
+        try:
+            page = context.new_page()
+            requests: list[str] = []
+            errors: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.on(
+                "console", lambda message: errors.append(message.text) if message.type == "error" else None
+            )
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            url = path.resolve().as_uri()
+            page.goto(url, wait_until="load")
+            for selector in clicks:
+                page.click(selector)
+            page.screenshot(path=str(screenshot), full_page=True)
+            seen = page.evaluate(_READ_PAGE)
+        finally:
+            context.close()
+        return PageView(
+            url=url,
+            requests=requests,
+            errors=errors,
+            images=seen["images"],
+            tables=seen["tables"],
+            page_width=seen["pageWidth"],
+            viewport_width=seen["viewportWidth"],
+            title=seen["title"],
+            screenshot=screenshot,
+        )
+
+
+def launch() -> Iterator[Browser]:
+    """Start headless Chromium under Playwright (a generator for a pytest fixture); closes it after."""
+    executable = chromium_executable()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:  # installed with the test extra; its absence is a broken setup, not a skip
+        pytest.fail(f"Playwright is needed for the HTML-page tests: pip install -e '.[test]' ({error})")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield Browser(browser)
+        finally:
+            browser.close()

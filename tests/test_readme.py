@@ -1,0 +1,22 @@
+"""README's two set-up commands: CI runs the second one word for word, so the two must never drift apart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _setup_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", setup, flags=re.DOTALL)]
+
+
+def test_ci_runs_readme_command_2_word_for_word() -> None:
+    install_and_demo, install_and_test = _setup_commands()
+    assert install_and_demo == "pip install . && sepconv demo"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci[-1] == install_and_test
+    assert "set -euo pipefail" in ci  # a failed install step fails CI instead of running a partial suite
