@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import nn
 
@@ -35,17 +35,29 @@ def test_conv_output_size_matches_torch(size, kernel_size, stride, padding, dila
     size=st.integers(1, 12),
     kernel_size=st.integers(1, 5),
     stride=st.integers(1, 3),
-    padding=st.integers(0, 2),
+    padding=st.integers(0, 4),
     dilation=st.integers(1, 2),
     extra=st.integers(0, 2),
 )
+# Both outcomes on every run, whatever else is drawn: 1 px, k=1, p=1 gives 0 - 2 + 0 + 0 + 1 = -1 (refused);
+# 4 px, k=3, s=2, p=1, output_padding 1 gives 6 - 2 + 2 + 1 + 1 = 8.
+@example(size=1, kernel_size=1, stride=1, padding=1, dilation=1, extra=0)
+@example(size=4, kernel_size=3, stride=2, padding=1, dilation=1, extra=1)
 def test_conv_transpose_output_size_matches_torch(size, kernel_size, stride, padding, dilation, extra):
+    # Every drawn case is checked: where the padding leaves no output, both PyTorch and sepconv refuse.
     output_padding = extra % max(stride, dilation)
-    expected_size = (size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
-    if expected_size < 1:
-        return
     conv = nn.ConvTranspose2d(1, 1, kernel_size, stride, padding, output_padding, dilation=dilation)
+    by_hand = (size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
+    if by_hand < 1:
+        with pytest.raises(RuntimeError):
+            conv(torch.zeros(1, 1, size, size))
+        with pytest.raises(ValueError, match=f"padding={padding} leaves no output"):
+            arithmetic.conv_transpose_output_size(
+                size, kernel_size, stride, padding, output_padding, dilation
+            )
+        return
     expected = conv(torch.zeros(1, 1, size, size)).shape[-1]
+    assert expected == by_hand
     got = arithmetic.conv_transpose_output_size(size, kernel_size, stride, padding, output_padding, dilation)
     assert got == expected
 
@@ -130,3 +142,16 @@ def test_receptive_field_recurrence_by_hand():
     assert (stem.size, stem.stride, stem.start) == (11, 4, 0.0)
     # dilated 3x3 (d=2) sees 5 pixels.
     assert arithmetic.receptive_field_step(arithmetic.ReceptiveField(), 3, dilation=2).size == 5
+
+
+def test_receptive_field_start_by_hand():
+    # start_out = start_in + ((k_eff - 1)/2 - p) * j_in: the centre of the first unit, in input pixels.
+    padded = arithmetic.receptive_field_step(arithmetic.ReceptiveField(), 3, padding=2)
+    assert (padded.size, padded.stride, padded.start) == (3, 1, -1.0)  # 1 - 2: outside the image
+    # after a jump of 2 and start 1: 5x5 dilated 2 (k_eff 9), stride 3, padding 1:
+    # size 3 + 8*2 = 19, jump 6, start 1 + (4 - 1)*2 = 7
+    field = arithmetic.ReceptiveField(size=3, stride=2, start=1.0)
+    step = arithmetic.receptive_field_step(field, 5, stride=3, padding=1, dilation=2)
+    assert (step.size, step.stride, step.start) == (19, 6, 7.0)
+    # an even kernel puts the centre between two pixels: 2x2 stride 2, no padding
+    assert arithmetic.receptive_field_step(arithmetic.ReceptiveField(), 2, stride=2).start == 0.5

@@ -8,10 +8,13 @@ def test_import_pulls_in_no_heavy_dependency():
     code = (
         "import sys, sepconv, sepconv.layers, sepconv.models, sepconv.arithmetic\n"
         "heavy = ('lightning', 'pytorch_lightning', 'onnxruntime', 'matplotlib', 'visdom', 'tensorboard', 'mlxtend')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+        # The probe sees a heavy import when there is one (tensorboard: the quickest of them to import).
+        "import tensorboard\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.split() == ["[]", "['tensorboard']"]
 
 
 def test_arithmetic_does_not_import_torch():

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.analysis.reference_costs import macs_from_layer_formulas
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -101,6 +102,10 @@ def test_depth_folds_children_and_keeps_totals():
     layer3 = next(row for row in folded.layers if row.name == "layer3")
     assert layer3.macs == sum(row.macs for row in full.layers if row.name.startswith("layer3."))
     assert layer3.output_shape == (1, 256, 4, 4)
+    # independent of summarize: per-layer formulas over the whole model, and over layer3 alone on its
+    # input (layer2's output at 64 px: 128 channels at 8x8)
+    assert full.total_macs == macs_from_layer_formulas(model, (1, 3, 64, 64))
+    assert layer3.macs == macs_from_layer_formulas(model.layer3, (1, 128, 8, 8))
 
 
 def test_parameters_of_modules_not_called_are_listed():

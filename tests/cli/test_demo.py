@@ -23,11 +23,37 @@ def browser():
 
 
 def _check_document(document, out_dir):
+    from torch.utils.data import DataLoader
+
+    from sepconv.data import load_dataset
+
+    recipe = document["recipe"]
+    test_split = load_dataset(recipe["dataset"], seed=recipe["seed"]).test
+    assert recipe["test_samples"] == len(test_split)
     for role in ("standard", "separable"):
         figures = document[role]
         for key in ("params", "macs", "test_accuracy", "train_seconds", "latency_ms"):
             assert key in figures, key
-        assert 0 <= figures["test_accuracy"] <= 1
+        # An accuracy is k/N for a count k of the N test images: the float64 quotient k/N is exact to
+        # the last bit, so the k found by rounding must give it back exactly.
+        correct = round(figures["test_accuracy"] * len(test_split))
+        assert 0 <= correct <= len(test_split)
+        assert correct / len(test_split) == figures["test_accuracy"]
+        # k recounted from the saved model on the same test images, in the memory format training
+        # evaluated with (the same batches of 256). Training may have evaluated on another kernel
+        # path, whose float32 logits differ by roundoff, so only images whose top two logits lie
+        # within 1e-4 of each other (far above that roundoff) may be counted differently.
+        model = load_model(figures["model_path"]).eval()
+        recount = near_ties = 0
+        with torch.inference_mode():
+            for images, labels in DataLoader(test_split, batch_size=256):
+                if figures["channels_last"]:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                logits = model(images)
+                recount += int((logits.argmax(dim=1) == labels).sum())
+                top = logits.topk(2, dim=1).values
+                near_ties += int((top[:, 0] - top[:, 1] < 1e-4).sum())
+        assert abs(recount - correct) <= near_ties, role
         assert figures["train_seconds"] > 0 and figures["latency_ms"] > 0
     # Exact counts of fixed architectures (about 8x for 3x3 convolutions: 1/9 + 1/C_out of the cost);
     # 5x is the demo's promised floor, so no noise is involved.

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from tests.cli.running import run_sepconv as _run
 
-from sepconv import save_model
+from sepconv import load_model, save_model
 from sepconv.cli.main import main
 from sepconv.data import load_dataset
 from sepconv.models import create_model
@@ -130,4 +131,83 @@ def test_a_model_with_another_channel_count_is_refused(tmp_path, capsys):
     assert err == (
         f"sepconv evaluate: error: {model_file} does not fit data set synthetic: the model takes 1 input "
         "channels (layer 'features.0.0') but the data set's images have 3 (image shape (3, 32, 32))\n"
+    )
+
+
+def _by_hand(model, split, batch_size: int) -> tuple[float, list[list[int]]]:
+    """Accuracy and confusion matrix (rows: true class) of ``model`` on a split's stored uint8 images.
+
+    The synthetic set's normalization is written out here: x / 255, then (x - 0.5) / 0.25 per channel
+    (a power-of-two divisor, so the float32 result is the same whatever the order of the operations).
+    The batches are the same as the command's, so each logit comes from the same kernel call.
+    """
+    images = (split.images.to(torch.float32) / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        predicted = torch.cat([model(chunk).argmax(dim=1) for chunk in images.split(batch_size)])
+    confusion = [[0] * 6 for _ in range(6)]
+    for true, guess in zip(split.labels.tolist(), predicted.tolist(), strict=True):
+        confusion[true][guess] += 1
+    return sum(confusion[k][k] for k in range(6)) / len(split), confusion
+
+
+@pytest.fixture(scope="module")
+def untrained_model_file(tmp_path_factory):
+    """A model whose predictions vary from image to image, without a training run.
+
+    Freshly initialised, the network predicts one class for every image (1/6 on each stratified split,
+    which could not tell the splits apart), so its head is set in closed form to a nearest-class-mean
+    rule on its random features of the seed-0 training images: logit_k = (m_k - c).(f - c) - |m_k - c|^2/2.
+    """
+    torch.manual_seed(5)
+    model = create_model("separable_cnn", widths=[4, 8, 8, 16], in_channels=3, num_classes=6).eval()
+    train = load_dataset("synthetic", seed=0).train
+    with torch.no_grad():
+        features = model.pool(model.features((train.images.float() / 255 - 0.5) / 0.25)).flatten(1)
+        center = features.mean(0)
+        offsets = torch.stack([features[train.labels == k].mean(0) for k in range(6)]) - center
+        model.classifier[1].weight.copy_(offsets)
+        model.classifier[1].bias.copy_(-offsets @ center - 0.5 * offsets.square().sum(1))
+    return save_model(model, tmp_path_factory.mktemp("model") / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def recounts(untrained_model_file):
+    """Split name -> (size, accuracy, confusion matrix) recounted by hand for seed 3, batches of 64."""
+    splits = load_dataset("synthetic", seed=3)
+    model = load_model(untrained_model_file)
+    return {
+        name: (len(getattr(splits, name)), *_by_hand(model, getattr(splits, name), batch_size=64))
+        for name in ("train", "val", "test")
+    }
+
+
+def test_the_recounts_tell_the_splits_apart(recounts):
+    assert [size for size, _, _ in recounts.values()] == [840, 120, 240]
+    assert len({str(confusion) for _, _, confusion in recounts.values()}) == 3
+    assert len({accuracy for _, accuracy, _ in recounts.values()}) == 3
+
+
+@pytest.mark.parametrize("split_name", ["train", "val", "test"])
+def test_split_accuracy_equals_a_recount_by_hand(
+    untrained_model_file, recounts, tmp_path, capsys, split_name
+):
+    png = tmp_path / "c.png"
+    arguments = ["--dataset", "synthetic", "--seed", "3", "--split", split_name, "--batch-size", "64"]
+    code, out, err = _run(
+        ["evaluate", str(untrained_model_file), *arguments, "--json", "--confusion-png", str(png)], capsys
+    )
+    assert code == 0, err
+    document = json.loads(out)
+    size, accuracy, confusion = recounts[split_name]
+    assert (document["split"], document["num_samples"]) == (split_name, size)
+    assert document["confusion_matrix"] == confusion
+    assert document["accuracy"] == accuracy  # the same integer count over the same N: exactly equal
+
+
+def test_an_unknown_split_is_one_line_and_exit_2(tmp_path, capsys):
+    code, out, err = _run(["evaluate", str(tmp_path / "model.safetensors"), "--split", "holdout"], capsys)
+    assert (code, out) == (2, "")
+    assert err == (
+        "sepconv evaluate: error: argument --split: invalid choice: 'holdout' (choose from 'test', 'val', "
+        "'train') (see 'sepconv evaluate --help')\n"
     )

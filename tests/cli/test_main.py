@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 
@@ -104,15 +105,55 @@ def test_bare_keyboard_interrupt_prints_interrupted_exit_130(monkeypatch, capsys
     assert capsys.readouterr().err == "sepconv calc: interrupted\n"
 
 
-def test_sepconv_debug_shows_the_traceback_of_user_errors(monkeypatch):
+@pytest.mark.parametrize("value", ["1", "yes", "true", "2", "off"])
+def test_sepconv_debug_set_to_anything_but_0_reraises_user_errors(monkeypatch, capsys, value):
+    # main._debug: any value other than "" and "0" turns it on (even "off": the variable is a switch).
     error = ValueError("bad value")
     _raise_from_calc(monkeypatch, error)
-    monkeypatch.setenv("SEPCONV_DEBUG", "1")
+    monkeypatch.setenv("SEPCONV_DEBUG", value)
     with pytest.raises(ValueError) as raised:
         main(["calc"])
-    assert raised.value is error
-    monkeypatch.setenv("SEPCONV_DEBUG", "0")  # "0" means off
+    assert raised.value is error  # the very exception, so its traceback is the handler's
+    assert capsys.readouterr().err == ""  # no one-line summary on top of the traceback
+
+
+@pytest.mark.parametrize("value", [None, "", "0"])
+def test_sepconv_debug_unset_empty_or_0_keeps_the_one_line_error(monkeypatch, capsys, value):
+    if value is None:
+        monkeypatch.delenv("SEPCONV_DEBUG", raising=False)
+    else:
+        monkeypatch.setenv("SEPCONV_DEBUG", value)
+    _raise_from_calc(monkeypatch, ValueError("bad value"))
     assert main(["calc"]) == 2
+    assert capsys.readouterr().err == "sepconv calc: error: bad value\n"
+
+
+def test_sepconv_debug_reraises_a_real_commands_error_with_the_same_message(monkeypatch, tmp_path, capsys):
+    missing = tmp_path / "missing.safetensors"
+    monkeypatch.setenv("SEPCONV_DEBUG", "0")
+    assert main(["evaluate", str(missing)]) == 2
+    assert capsys.readouterr().err == f"sepconv evaluate: error: model file not found: {missing}\n"
+    monkeypatch.setenv("SEPCONV_DEBUG", "1")
+    with pytest.raises(UsageError) as raised:
+        main(["evaluate", str(missing)])
+    assert str(raised.value) == f"model file not found: {missing}"
+
+
+@pytest.mark.slow  # two fresh interpreters import torch: several seconds on a busy 2-core machine
+def test_sepconv_debug_in_a_real_process_prints_the_traceback_and_exits_1(tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    command = [sys.executable, "-m", "sepconv", "evaluate", str(missing)]
+    environment = {key: value for key, value in os.environ.items() if key != "SEPCONV_DEBUG"}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=environment)
+    assert (quiet.returncode, quiet.stderr) == (
+        2,
+        f"sepconv evaluate: error: model file not found: {missing}\n",
+    )
+    loud = subprocess.run(command, capture_output=True, text=True, env={**environment, "SEPCONV_DEBUG": "1"})
+    assert loud.returncode == 1  # Python's own exit for an uncaught exception
+    assert loud.stderr.startswith("Traceback (most recent call last):\n")
+    assert loud.stderr.rstrip().endswith(f"sepconv.errors.UsageError: model file not found: {missing}")
+    assert "sepconv evaluate: error:" not in loud.stderr
 
 
 def test_broken_pipe_is_quiet_exit_0(monkeypatch, capsys):

@@ -162,7 +162,6 @@ def test_bf16_runs_only_where_the_cpu_has_native_bf16():
 
 
 def test_onnx_fp32_matches_eager():
-    pytest.importorskip("onnxruntime")
     report = benchmark_paths(tiny_model(), batch_sizes=(1, 3), paths=["onnx_fp32"], **FAST)
     assert report.skipped == []
     results = by_key(report.results)
@@ -176,7 +175,6 @@ def test_onnx_fp32_matches_eager():
 @pytest.mark.slow
 def test_onnx_int8_is_close_to_eager():
     # Static quantization (calibration runs and graph rewriting) takes several seconds.
-    pytest.importorskip("onnxruntime")
     report = benchmark_paths(tiny_model(), batch_sizes=(1, 3), paths=["onnx_int8"], **FAST)
     assert report.skipped == []
     results = by_key(report.results)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.layers.reference import Bounded
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
 
@@ -151,18 +152,48 @@ def test_inverted_residual_forward_and_gradients_match_torchvision(
         torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-4, msg=name)
 
 
-def test_blocks_in_bfloat16_stay_close_to_float32():
+def test_blocks_in_bfloat16_stay_within_the_rounding_bound_of_a_float64_reference():
     block = DepthwiseSeparableBlock(8, 16, stride=2).eval()
     residual = InvertedResidual(8, 8, 1, 6).eval()
     _randomize_norms(block)
     _randomize_norms(residual)
-    x = torch.randn(2, 8, 12, 12)
-    # bf16 keeps 8 significant bits (rounding 2^-8 = 3.9e-3 relative); up to ~10 roundings in series
-    # (input, 3 conv weights, 3 conv and 3 norm outputs) give ~4e-2; atol 8e-2 for near-zero outputs.
-    for module in (block, residual):
-        expected = module(x)
-        out = module.to(torch.bfloat16)(x.to(torch.bfloat16)).float()
-        torch.testing.assert_close(out, expected, rtol=5e-2, atol=8e-2)
+    block, residual = block.to(torch.bfloat16), residual.to(torch.bfloat16)
+    x = torch.randn(2, 8, 12, 12).to(torch.bfloat16)
+    # Each block written out as its layers in float64 on its own bf16 parameters, carrying the bound of
+    # the bf16 result's error step by step (reference.Bounded: each convolution and norm rounds once to
+    # bf16 from float32, 2^-8 of itself; ReLU/ReLU6 do not grow an error; the residual sum rounds once).
+    # Before, the test allowed rtol 5e-2 / atol 8e-2 against the float32 block on unrounded inputs.
+    dw, dw_norm = block.depthwise[0], block.depthwise[1]
+    pw, pw_norm = block.pointwise[0], block.pointwise[1]
+    expected = (
+        Bounded.exact(x)
+        .pad(1, 1, 1, 1)
+        .conv(dw.weight, stride=2, groups=8)
+        .batch_norm(dw_norm)
+        .clamp()
+        .conv(pw.weight)
+        .batch_norm(pw_norm)
+        .clamp()
+    )
+    expected.assert_holds(block(x))
+    expand, depthwise, project, project_norm = residual.conv
+    branch = (
+        Bounded.exact(x)
+        .conv(expand[0].weight)
+        .batch_norm(expand[1])
+        .clamp(6.0)
+        .pad(1, 1, 1, 1)
+        .conv(depthwise[0].weight, groups=48)
+        .batch_norm(depthwise[1])
+        .clamp(6.0)
+        .conv(project.weight)
+        .batch_norm(project_norm)
+    )
+    expected = Bounded.exact(x).add(branch)
+    expected.assert_holds(residual(x))
+    # Seven roundings in series, each carried through the weights after it: a few percent of the
+    # outputs' size, below what a wrong padding, stride or statistic changes.
+    assert float(expected.error.mean()) < 0.05 * float(expected.value.abs().mean())
 
 
 def test_depthwise_separable_block_gradients_match_plain_modules():

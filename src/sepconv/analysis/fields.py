@@ -358,22 +358,33 @@ def _pad(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> TensorFi
     return replace(field, axes=tuple(axes))
 
 
-def _interpolation_rule(extra_taps: int) -> _Rule:
-    """Resizing: the jump scales by in/out; linear modes reach one more input unit, cubic ones three."""
+def _interpolation_rule(extra_taps: int, half_pixel: bool = True) -> _Rule:
+    """Resizing: the jump scales by in/out; linear modes reach one more input unit, cubic ones three.
+
+    Unit o's centre is the source coordinate PyTorch computes: o * ratio for the legacy 'nearest' mode,
+    (o + 1/2) * ratio - 1/2 (half-pixel centres) for 'nearest-exact' and the linear and cubic modes,
+    o * (in - 1)/(out - 1) with align_corners. The ratio is 1/scale where the call carries a scale
+    factor (PyTorch uses it even when the output size was rounded down), else in/out.
+    """
+    first_scale = 3 if extra_taps else 2  # linear and cubic modes take align_corners before the scales
 
     @_spatial_rule
     def rule(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> TensorField:
         count = len(field.axes)
-        align_corners = len(args) > 2 and args[2] is True
+        align_corners = extra_taps > 0 and len(args) > 2 and args[2] is True
+        scales = list(args[first_scale:])
+        if len(scales) == 1 and isinstance(scales[0], (list, tuple)):  # the .vec overloads: one list
+            scales = list(scales[0])
+        scales = (scales + [None] * count)[:count]
         axes = []
-        for axis, in_size, out_size in zip(
-            field.axes, args[0].shape[-count:], out.shape[-count:], strict=True
+        for axis, in_size, out_size, scale in zip(
+            field.axes, args[0].shape[-count:], out.shape[-count:], scales, strict=True
         ):
             if align_corners and out_size > 1:
                 ratio, offset = (in_size - 1) / (out_size - 1), 0.0
             else:
-                ratio = in_size / out_size
-                offset = 0.0 if extra_taps == 0 else 0.5 * ratio - 0.5  # half-pixel centres
+                ratio = 1 / scale if scale else in_size / out_size
+                offset = 0.5 * ratio - 0.5 if half_pixel else 0.0
             axes.append(
                 ReceptiveField(
                     size=axis.size + extra_taps * axis.stride,
@@ -447,7 +458,8 @@ for _rule, _names in (
     (_pad, ("replication_pad1d", "replication_pad2d", "replication_pad3d", "_pad_circular")),
     (_slice, ("slice",)),
     (_reorder, ("permute", "transpose")),
-    (_interpolation_rule(0), ("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d")),
+    (_interpolation_rule(0, half_pixel=False), ("upsample_nearest1d", "upsample_nearest2d")),
+    (_interpolation_rule(0, half_pixel=False), ("upsample_nearest3d",)),
     (_interpolation_rule(0), ("_upsample_nearest_exact1d", "_upsample_nearest_exact2d")),
     (_interpolation_rule(0), ("_upsample_nearest_exact3d",)),
     (_interpolation_rule(1), ("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d")),

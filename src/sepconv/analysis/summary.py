@@ -14,6 +14,8 @@ pooling are not: the convention of the MobileNet papers and of ``torch.utils.flo
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -187,9 +189,11 @@ def summarize(
     """Shapes, parameters, MACs and receptive field of every layer of ``model``, from one forward pass.
 
     Give ``input_size`` (the full shape, batch included: ``(1, 3, 224, 224)``; a random input of
-    ``dtype``, by default that of the model's parameters) or ``inputs`` (a tensor, or a tuple of positional arguments). The model runs in
-    eval mode without gradients on ``device`` and is put back as it was (mode and device). ``depth``
-    folds submodules deeper than that many levels into their ancestor, like torchinfo's depth.
+    ``dtype``, by default that of the model's parameters) or ``inputs`` (a tensor, or a tuple of
+    positional arguments). The model runs in eval mode without gradients on ``device`` and is put
+    back as it was (mode and device); with ``device="meta"`` a copy with empty meta weights runs
+    instead (nothing computed, nothing allocated, the model untouched). ``depth`` folds submodules
+    deeper than that many levels into their ancestor, like torchinfo's depth.
 
     >>> from torch import nn
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2))
@@ -203,6 +207,8 @@ def summarize(
         raise ValueError(f"depth must be an integer >= 0 or None, got {depth!r}")
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if torch.device(device).type == "meta":
+        model = _meta_copy(model)
     arguments = _make_inputs(input_size, inputs, device, dtype)
     calls, output, lost_at = _run(model, arguments, device)
     rows = _rows(model, calls, depth)
@@ -244,6 +250,21 @@ def _make_inputs(
         )
     generator = torch.Generator().manual_seed(0)
     return (torch.randn(shape, generator=generator, dtype=dtype).to(device),)
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """``model`` with empty meta tensors for its parameters and buffers (tied ones stay tied).
+
+    Nothing is copied but the module structure, and the caller's model keeps its weights, which moving
+    it with ``model.to("meta")`` would discard (they cannot be moved back).
+    """
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        meta = torch.empty_like(tensor, device="meta")
+        if isinstance(tensor, nn.Parameter):
+            meta = nn.Parameter(meta, requires_grad=tensor.requires_grad)
+        memo[id(tensor)] = meta
+    return copy.deepcopy(model, memo)
 
 
 def _run(

@@ -11,6 +11,11 @@ A file is untrusted: before anything real is built, the recipe is checked and th
 is built on the ``meta`` device (:mod:`sepconv.io.recipe`), and its tensors' names, shapes and dtypes
 must match the file's header. So a small file whose recipe asks for a huge model costs a header read
 and a meta build, and the real build happens only for a file that holds every byte of the weights.
+
+Tied tensors (one tensor under several names, e.g. weight tying) are stored once per name and come
+back tied because the rebuilt model ties them: :func:`save_model` refuses a model whose ties differ
+from those of the model its recipe builds, and loading refuses a file whose tied names hold
+different values.
 """
 
 from __future__ import annotations
@@ -27,7 +32,15 @@ from torch import nn
 
 from sepconv.errors import SepconvError
 from sepconv.io.atomic import PathLike, atomic_write_bytes
-from sepconv.io.recipe import MAX_RECIPE_CHARS, TensorSpec, check_recipe, expected_tensors, rebuild
+from sepconv.io.recipe import (
+    MAX_RECIPE_CHARS,
+    TensorSpec,
+    check_recipe,
+    expected_tensors,
+    expected_ties,
+    rebuild,
+    tied_names,
+)
 from sepconv.io.transforms import get_transform, model_transforms
 
 __all__ = [
@@ -79,6 +92,7 @@ def save_model(model: nn.Module, path: PathLike, *, spec: Mapping[str, Any] | No
         "transforms": transforms,
     }
     _checked_json(target, "model recipe", rebuild_recipe)
+    _check_ties_match_recipe(target, model, rebuild_recipe)
     document = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -97,6 +111,37 @@ def _checked_json(path: Path, label: str, value: Any) -> str:
             f"cannot save {path}: the {label} {value!r} is not plain JSON ({error}); build the model with "
             f"arguments that are numbers, strings, lists or dicts (e.g. act_layer='relu6', not a class)"
         ) from None
+
+
+def _check_ties_match_recipe(path: Path, model: nn.Module, recipe: dict[str, Any]) -> None:
+    """Refuse a model whose tied tensors (shared memory) differ from those its recipe's model ties.
+
+    The file stores every name's values separately; ties come back only as the rebuilt model makes
+    them. A tie made after ``create_model`` would load untied, and a tie the model undid would load
+    one name's values into both: either way the loaded model would differ, so say so at save time.
+    A recipe that cannot be rebuilt is left for loading to report.
+    """
+    try:
+        spec, transforms = check_recipe(recipe)
+        expected = expected_ties(spec, transforms)
+    except (TypeError, ValueError, KeyError, OverflowError, RuntimeError, NotImplementedError):
+        return
+    held = tied_names(model.state_dict())
+    if held != expected:
+        untied = [" = ".join(names) for names in held if names not in expected]
+        retied = [" = ".join(names) for names in expected if names not in held]
+        raise ValueError(
+            f"cannot save {type(model).__name__} to {path}: a model file keeps only the ties (shared "
+            f"tensors) its recipe ({_describe(spec)}) builds; "
+            + "; ".join(
+                f"{label}: {', '.join(groups)}"
+                for label, groups in (
+                    ("tied here but not by the recipe", untied),
+                    ("tied by the recipe but not here", retied),
+                )
+                if groups
+            )
+        )
 
 
 def _unshared_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -156,8 +201,21 @@ def load_model(path: PathLike) -> nn.Module:
         tensors = {name: handle.get_tensor(name) for name in stored}
     _verify_checksum(file, document, tensors)
     model = rebuild(spec, transforms)
+    _check_tied_values(file, model, tensors)
     model.load_state_dict(tensors, strict=True)
     return model.eval()
+
+
+def _check_tied_values(file: Path, model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Names the rebuilt model ties share one tensor, so the file must hold the same values for each."""
+    for names in tied_names(model.state_dict()):
+        first = tensors[names[0]]
+        differing = [name for name in names[1:] if not torch.equal(tensors[name], first)]
+        if differing:
+            raise CheckpointError(
+                f"{file}: the model ties {', '.join(names)} (one shared tensor), but the file holds "
+                f"different values for {names[0]} and {', '.join(differing)}"
+            )
 
 
 def _open(file: Path) -> Any:

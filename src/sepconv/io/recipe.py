@@ -19,7 +19,15 @@ from torch.overrides import TorchFunctionMode
 
 from sepconv.io.transforms import get_transform
 
-__all__ = ["MAX_RECIPE_CHARS", "TensorSpec", "check_recipe", "expected_tensors", "rebuild"]
+__all__ = [
+    "MAX_RECIPE_CHARS",
+    "TensorSpec",
+    "check_recipe",
+    "expected_tensors",
+    "expected_ties",
+    "rebuild",
+    "tied_names",
+]
 
 # sepconv's own recipes are a few hundred characters; the cap bounds the work a recipe can ask of the
 # meta build (e.g. a list of thousands of layer settings), which no header check can catch earlier.
@@ -97,13 +105,40 @@ def expected_tensors(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) 
     with only its large tensors on ``meta``. The builders' own errors (TypeError, ValueError, ...)
     propagate, for the caller to report against the file.
     """
+    state = _meta_build(spec, transforms).state_dict()
+    return {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in state.items()}
+
+
+def expected_ties(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The :func:`tied_names` of the recipe's model, built without allocating it (as expected_tensors)."""
+    return tied_names(_meta_build(spec, transforms).state_dict())
+
+
+def tied_names(state: Mapping[str, torch.Tensor]) -> list[tuple[str, ...]]:
+    """Groups of ``state_dict`` names whose tensors share memory (tied weights, aliasing buffers), sorted.
+
+    Works on the ``meta`` device too: the grouping is by storage object, not by address.
+
+    >>> layer = nn.Linear(2, 2)
+    >>> module = nn.ModuleDict({"a": layer, "b": layer})
+    >>> tied_names(module.state_dict())
+    [('a.bias', 'b.bias'), ('a.weight', 'b.weight')]
+    """
+    groups: dict[int, list[str]] = {}
+    for name, tensor in state.items():
+        if tensor.numel():
+            # _cdata identifies the storage itself (meta tensors have no address to compare).
+            groups.setdefault(tensor.untyped_storage()._cdata, []).append(name)
+    return sorted(tuple(sorted(names)) for names in groups.values() if len(names) > 1)
+
+
+def _meta_build(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) -> nn.Module:
     try:
         with torch.device("meta"):
-            model = rebuild(spec, transforms)
+            return rebuild(spec, transforms)
     except NotImplementedError:  # "Cannot copy out of meta tensor": the builder needed real values
         with _MetaUnlessSmall():
-            model = rebuild(spec, transforms)
-    return {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in model.state_dict().items()}
+            return rebuild(spec, transforms)
 
 
 class _MetaUnlessSmall(TorchFunctionMode):
