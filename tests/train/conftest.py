@@ -56,7 +56,20 @@ def _tiny_config(out_dir, **overrides) -> TrainConfig:
     return TrainConfig(**settings)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
     """The factory of tiny run configurations: ``tiny_config(out_dir, **overrides)``."""
     return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def recorded_tiny_run(tmp_path_factory, tiny_data, tiny_config):
+    """One uninterrupted ``tiny_config`` run (12 steps, one data-loading process) and what each step saw:
+    ``(result, steps)``, ``steps`` being :class:`tests.train.runs.StepRecord` per optimizer step."""
+    from tests.train.runs import StepRecorder, fit_with_callbacks
+
+    recorder = StepRecorder()
+    result = fit_with_callbacks(
+        tiny_config(tmp_path_factory.mktemp("recorded") / "run"), [recorder], data=tiny_data
+    )
+    return result, recorder.steps

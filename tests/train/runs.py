@@ -1,15 +1,22 @@
-"""Shared by the tests that run ``sepconv train`` in a subprocess and stop it: the command, and a wait."""
+"""Shared by the training tests: ``sepconv train`` in a subprocess, and in-process runs that a test
+records step by step and stops at a step of its choosing (:func:`fit_with_callbacks`)."""
 
 from __future__ import annotations
 
-import subprocess
+import random
+import socket
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
-import pytest
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Checkpoint
 
-from sepconv.train.checkpoint import list_checkpoints
+from sepconv.train.checkpoint import checkpoint_name
 
 
 def synthetic_train_command(out_dir: Path, *extra: str) -> list[str]:
@@ -39,11 +46,147 @@ def synthetic_train_command(out_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def wait_for_a_checkpoint(process: subprocess.Popen, out_dir: Path, timeout_seconds: float = 120) -> None:
-    """Return once ``process`` has written its first checkpoint (training is under way); fail if it never does."""
-    deadline = time.monotonic() + timeout_seconds
-    while not list_checkpoints(out_dir / "checkpoints") and process.poll() is None:
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no checkpoint was written within {timeout_seconds} s")
-        time.sleep(0.01)
+@contextmanager
+def reserved_port() -> Iterator[int]:
+    """A TCP port that no other process is handed while the block runs, for a DDP run's ``MASTER_PORT``.
+
+    Picking a free port and closing it (what Lightning does when ``MASTER_PORT`` is unset) leaves a
+    window in which another process can take it. Here the port stays bound, with ``SO_REUSEADDR`` and
+    never listening: the kernel then hands it to no ``bind(port 0)``, while the run's TCP store, which
+    binds with ``SO_REUSEADDR`` too, can still listen on it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("", 0))
+        yield holder.getsockname()[1]
+
+
+_SIGNAL_DRIVER = '''\
+"""`sepconv train` ARGS..., sent signal SIGNAL by itself right after the checkpoint of step STEP is written."""
+import os
+import signal
+import sys
+
+from lightning.pytorch.callbacks import Checkpoint
+
+from sepconv.cli.main import main
+from sepconv.train import trainer as trainer_module
+from sepconv.train.checkpoint import checkpoint_name
+
+SIGNAL, STEP = getattr(signal, sys.argv[1]), int(sys.argv[2])
+
+
+class SignalAfterCheckpoint(Checkpoint):
+    # A Checkpoint appended behind the run's PeriodicCheckpoint: Lightning runs this hook after that one's.
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        written = trainer.checkpoint_callback.last_path
+        if written is not None and written.name == checkpoint_name(STEP, module.run_id):
+            os.kill(os.getpid(), SIGNAL)
+
+
+original = trainer_module.make_trainer
+
+
+def make_trainer(*args, **kwargs):
+    parts = original(*args, **kwargs)
+    parts.trainer.callbacks.append(SignalAfterCheckpoint())
+    return parts
+
+
+trainer_module.make_trainer = make_trainer
+sys.exit(main(sys.argv[3:]))
+'''
+
+
+def signal_after_checkpoint(folder: Path, signal_name: str, step: int, command: list[str]) -> list[str]:
+    """``command`` (a :func:`synthetic_train_command`) run so that it sends itself ``signal_name`` right
+    after writing the checkpoint of ``step``: where the signal lands is the test's choice, not the
+    machine's timing. The driver script is written into ``folder``."""
+    driver = folder / "signal_after_checkpoint.py"
+    driver.write_text(_SIGNAL_DRIVER)
+    return [sys.executable, str(driver), signal_name, str(step), *command[3:]]  # after `python -m sepconv`
+
+
+# In-process runs with callbacks the test adds: how a test splits a run at a step of its choosing, and
+# records what each step saw, without a signal, a sleep or a subprocess.
+
+
+class StepRecord(NamedTuple):
+    """What optimizer step ``step`` (1-based) started from: its batch and every global RNG's state."""
+
+    step: int
+    images: torch.Tensor
+    labels: torch.Tensor
+    torch_rng: torch.Tensor
+    numpy_rng: tuple
+    python_rng: tuple
+
+
+class StepRecorder(pl.Callback):
+    """Records each training step's batch and the global generators' states as the step starts."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepRecord] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        images, labels = batch
+        numpy_state = np.random.get_state()
+        self.steps.append(
+            StepRecord(
+                trainer.global_step + 1,
+                images.detach().clone(),
+                labels.detach().clone(),
+                torch.get_rng_state(),
+                (numpy_state[0], numpy_state[1].copy(), *numpy_state[2:]),
+                random.getstate(),
+            )
+        )
+
+
+class StopRun(Exception):  # noqa: N818 (the test's stop signal, not an error)
+    """Raised by :class:`StopAfterStep` to end a run in the middle."""
+
+
+class StopAfterStep(Checkpoint):
+    """Ends the run with :class:`StopRun` as soon as the checkpoint of optimizer step ``step`` is written:
+    at the end of that step, or at the end of its epoch for an epoch-end checkpoint. A ``Checkpoint``
+    appended behind the run's ``PeriodicCheckpoint`` (see :func:`fit_with_callbacks`), so that Lightning
+    runs each of its hooks after that one's, the epoch-end hook included."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def _stop_if_written(self, trainer, module) -> None:
+        written = trainer.checkpoint_callback.last_path
+        if written is not None and written.name == checkpoint_name(self.step, module.run_id):
+            raise StopRun(f"stopped by the test after the checkpoint of step {self.step}")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._stop_if_written(trainer, module)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self._stop_if_written(trainer, module)
+
+
+def fit_with_callbacks(config, callbacks, **fit_kwargs):
+    """``sepconv.train.fit(config, **fit_kwargs)`` with ``callbacks`` appended to the Trainer's own.
+
+    ``fit`` takes no callbacks, so :func:`sepconv.train.trainer.make_trainer` is wrapped for the
+    duration: the callbacks go after every callback of the run (Lightning reorders callbacks only when
+    the Trainer is built), so in a step's hooks they run after ``PeriodicCheckpoint`` has written its
+    checkpoint.
+    """
+    from sepconv.train import trainer as trainer_module
+
+    original = trainer_module.make_trainer
+
+    def make_trainer(*args, **kwargs):
+        parts = original(*args, **kwargs)
+        parts.trainer.callbacks.extend(callbacks)
+        return parts
+
+    trainer_module.make_trainer = make_trainer
+    try:
+        return trainer_module.fit(config, **fit_kwargs)
+    finally:
+        trainer_module.make_trainer = original

@@ -105,7 +105,11 @@ def load_checkpoint(state_path: str | Path) -> dict[str, Any]:
             f"{weights_path} is missing (its training state {state_path.name} refers to it)"
         )
     expected = state.get("sepconv_weights_sha256")
-    if expected is not None and _sha256(weights_path) != expected:
+    if expected is None:  # every state sepconv writes pairs itself with its weights; refuse any other
+        raise CheckpointError(
+            f"{state_path.name} records no checksum of its weights file {weights_path.name}"
+        )
+    if _sha256(weights_path) != expected:
         raise CheckpointError(f"{weights_path} does not match the checksum recorded in {state_path.name}")
     model = load_model(weights_path)
     state["state_dict"] = {_MODEL_PREFIX + key: value for key, value in model.state_dict().items()}
@@ -274,6 +278,8 @@ class PeriodicCheckpoint(Checkpoint):
             # The epoch is complete: a resume from here starts the next one from its first batch.
             loader.sampler.set_epoch(epoch + 1)
             loader.batches_done = 0
-        is_last = epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
+        # Lightning does not set should_stop when max_steps ends the run, possibly mid-epoch.
+        reached_max_steps = (trainer.max_steps or -1) > 0 and trainer.global_step >= trainer.max_steps
+        is_last = epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop or reached_max_steps
         if (self.every_epochs and (epoch + 1) % self.every_epochs == 0) or is_last:
             self._save(trainer, module)
