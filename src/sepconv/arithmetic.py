@@ -68,6 +68,8 @@ def valid_groups(in_channels: int, out_channels: int) -> list[int]:
 
 def check_groups(in_channels: int, out_channels: int, groups: int) -> int:
     """Validate ``groups`` against both channel counts, listing the valid values when it is wrong."""
+    check_positive("in_channels", in_channels)
+    check_positive("out_channels", out_channels)
     check_positive("groups", groups)
     if in_channels % groups or out_channels % groups:
         raise ValueError(
@@ -83,7 +85,7 @@ def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
     >>> effective_kernel_size(3, dilation=2)
     5
     """
-    return dilation * (kernel_size - 1) + 1
+    return check_positive("dilation", dilation) * (check_positive("kernel_size", kernel_size) - 1) + 1
 
 
 def conv_output_size(
@@ -194,7 +196,7 @@ def conv_macs(
     kernel_h, kernel_w = _pair("kernel_size", kernel_size)
     out_h, out_w = _pair("output_size", output_size)
     check_groups(in_channels, out_channels, groups)
-    return batch_size * out_channels * out_h * out_w * kernel_h * kernel_w * (in_channels // groups)
+    return check_positive("batch_size", batch_size) * out_channels * out_h * out_w * kernel_h * kernel_w * (in_channels // groups)
 
 
 def conv_transpose_macs(
@@ -213,7 +215,7 @@ def conv_transpose_macs(
     kernel_h, kernel_w = _pair("kernel_size", kernel_size)
     in_h, in_w = _pair("input_size", input_size)
     check_groups(in_channels, out_channels, groups)
-    return batch_size * in_channels * in_h * in_w * kernel_h * kernel_w * (out_channels // groups)
+    return check_positive("batch_size", batch_size) * in_channels * in_h * in_w * kernel_h * kernel_w * (out_channels // groups)
 
 
 def depthwise_params(
@@ -258,7 +260,7 @@ def separable_macs(
     batch_size: int = 1,
 ) -> int:
     """Multiply-adds of a depthwise-separable convolution at the given output size."""
-    hidden = in_channels * depth_multiplier
+    hidden = in_channels * check_positive("depth_multiplier", depth_multiplier)
     depthwise = conv_macs(
         in_channels, hidden, kernel_size, output_size, groups=in_channels, batch_size=batch_size
     )
@@ -330,7 +332,9 @@ def receptive_field_step(
 
 
 def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(value, int):
+    if not isinstance(value, (tuple, list)):  # an int, or anything else check_positive names and refuses
         return check_positive(name, value), value
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
     first, second = value
     return check_positive(name, first), check_positive(name, second)

@@ -101,6 +101,7 @@ def _check_document(document, out_dir):
     assert "http://" not in page and "https://" not in page
 
 
+@pytest.mark.slow  # trains four small models: about 2 minutes
 @pytest.mark.browser
 def test_demo_json_on_small_data_is_reproducible_and_owns_its_folder(tmp_path, capsys, browser):
     documents = []

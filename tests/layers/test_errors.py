@@ -49,6 +49,7 @@ def test_bad_arguments_name_parameter_and_value(build, pattern):
         build()
 
 
+@pytest.mark.slow  # a fresh interpreter under python -O: about 8 s
 def test_argument_checks_survive_python_dash_o():
     # assert statements vanish under -O; our checks must not.
     code = "from sepconv.layers import DepthwiseConv2d\ntry:\n    DepthwiseConv2d(4, 3, stride=0)\nexcept ValueError as e:\n    print(e)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -47,6 +48,7 @@ def _worker(rank: int, init_file: str, results: dict) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # starts two processes: about 8 s
 def test_two_processes_normalise_with_the_statistics_of_the_whole_batch(tmp_path):
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(str(tmp_path / "init"), results), nprocs=WORLD)

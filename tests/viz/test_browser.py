@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
@@ -14,6 +15,7 @@ from tests.browser import LAPTOP, PHONE, Browser, PageView, launch
 from tests.cli.running import run_sepconv
 
 from sepconv.analysis import summarize
+from sepconv.cli.main import main
 from sepconv.models import create_model
 from sepconv.viz.report import Image, Section, Table, write_html
 
@@ -41,11 +43,17 @@ def _assert_healthy(view: PageView, *, images: int, tables: int, viewport: dict[
     assert len(shot.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50
 
 
+@pytest.fixture(scope="module")
+def summary_page(tmp_path_factory) -> Path:
+    """`sepconv summary mobilenet_v2 --html` once for the module (its summary takes seconds)."""
+    page = tmp_path_factory.mktemp("summary") / "summary.html"
+    assert main(["summary", "mobilenet_v2", "--html", str(page)]) == 0
+    return page
+
+
 @pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
-def test_the_summary_page_in_a_browser(browser: Browser, tmp_path, capsys, viewport) -> None:
-    page = tmp_path / "summary.html"
-    code, _, stderr = run_sepconv(["summary", "mobilenet_v2", "--html", str(page)], capsys)
-    assert code == 0, stderr
+def test_the_summary_page_in_a_browser(browser: Browser, summary_page, tmp_path, viewport) -> None:
+    page = summary_page
     view = browser.open_page(page, tmp_path / "summary.png", viewport=viewport)
     _assert_healthy(view, images=1, tables=2, viewport=viewport)
     model = create_model("mobilenet_v2")

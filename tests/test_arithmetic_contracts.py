@@ -1,0 +1,431 @@
+"""The exact contract of sepconv.arithmetic: every validation message, every default, exact integers.
+
+tests/test_arithmetic.py checks the formulas against PyTorch's layers; this file pins what those checks
+leave loose (a mutation run found each gap): the full text of every ValueError (the parameter it names
+and the value it quotes, matched by an anchored regex so that "XXkernel_sizeXX" or "None" cannot pass),
+bools and floats refused as integers, the default of every optional argument, and results that must be
+exact ``int``s. References: values worked out by hand (the arithmetic is written in the comments) and,
+for the receptive field, a brute-force walk over input pixels written independently of the recurrence.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sepconv import arithmetic
+from sepconv.arithmetic import ReceptiveField
+
+# ---------------------------------------------------------------------------------------------------
+# A1: every validated parameter of every public function, each bad value -> the exact message
+# ---------------------------------------------------------------------------------------------------
+
+POSITIVE = "{name} must be a positive integer, got {value}"
+NON_NEGATIVE = "{name} must be a non-negative integer, got {value}"
+
+# (bad value passed, the text the message quotes). 1.0 and True are refused although they compare
+# equal to a valid int: only the type checks catch them.
+BAD_POSITIVE = [(0, "0"), (-1, "-1"), (2.5, "2.5"), (1.0, "1.0"), (True, "True"), (False, "False")]
+BAD_NON_NEGATIVE = [(-1, "-1"), (1.5, "1.5"), (0.0, "0.0"), (False, "False"), (True, "True")]
+# An int-or-pair parameter: a bad int, or a pair with one bad entry (in either position); the message
+# quotes the bad entry (a bare float too).
+BAD_PAIR = [
+    (0, "0"),
+    (-1, "-1"),
+    (True, "True"),
+    (2.5, "2.5"),
+    ((3, 0), "0"),
+    ((0, 3), "0"),
+    ((3, -2), "-2"),
+    ((3, 2.5), "2.5"),
+    ((True, 3), "True"),
+]
+
+# function name -> (valid keyword arguments, {validated parameter: kind}). Every call site of
+# check_positive / check_non_negative / _pair in the module is reached through one of these.
+CALLS = {
+    "valid_groups": (
+        {"in_channels": 16, "out_channels": 32},
+        {"in_channels": "positive", "out_channels": "positive"},
+    ),
+    "check_groups": (
+        {"in_channels": 16, "out_channels": 32, "groups": 4},
+        {"in_channels": "positive", "out_channels": "positive", "groups": "positive"},
+    ),
+    "conv_output_size": (
+        {"input_size": 10, "kernel_size": 3, "stride": 1, "padding": 0, "dilation": 1},
+        {
+            "input_size": "positive",
+            "kernel_size": "positive",
+            "stride": "positive",
+            "padding": "non_negative",
+            "dilation": "positive",
+        },
+    ),
+    "conv_transpose_output_size": (
+        {"input_size": 4, "kernel_size": 3, "stride": 2, "padding": 0, "output_padding": 0, "dilation": 1},
+        {
+            "input_size": "positive",
+            "kernel_size": "positive",
+            "stride": "positive",
+            "padding": "non_negative",
+            "output_padding": "non_negative",
+            "dilation": "positive",
+        },
+    ),
+    "same_padding": (
+        {"input_size": 10, "kernel_size": 3, "stride": 1, "dilation": 1},
+        {"input_size": "positive", "kernel_size": "positive", "stride": "positive", "dilation": "positive"},
+    ),
+    "conv_params": (
+        {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "groups": 1},
+        {"in_channels": "positive", "out_channels": "positive", "kernel_size": "pair", "groups": "positive"},
+    ),
+    "conv_macs": (
+        {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "output_size": 8, "groups": 1},
+        {
+            "in_channels": "positive",
+            "out_channels": "positive",
+            "kernel_size": "pair",
+            "output_size": "pair",
+            "groups": "positive",
+            "batch_size": "positive",
+        },
+    ),
+    "conv_transpose_macs": (
+        {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "input_size": 8, "groups": 1},
+        {
+            "in_channels": "positive",
+            "out_channels": "positive",
+            "kernel_size": "pair",
+            "input_size": "pair",
+            "groups": "positive",
+            "batch_size": "positive",
+        },
+    ),
+    "depthwise_params": (
+        {"in_channels": 8, "kernel_size": 3, "depth_multiplier": 1},
+        {"in_channels": "positive", "kernel_size": "pair", "depth_multiplier": "positive"},
+    ),
+    "pointwise_params": (
+        {"in_channels": 16, "out_channels": 32, "groups": 1},
+        {"in_channels": "positive", "out_channels": "positive", "groups": "positive"},
+    ),
+    "separable_params": (
+        {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "depth_multiplier": 1},
+        {
+            "in_channels": "positive",
+            "out_channels": "positive",
+            "kernel_size": "pair",
+            "depth_multiplier": "positive",
+        },
+    ),
+    "separable_macs": (
+        {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "output_size": 8},
+        {
+            "in_channels": "positive",
+            "out_channels": "positive",
+            "kernel_size": "pair",
+            "output_size": "pair",
+            "depth_multiplier": "positive",
+            "batch_size": "positive",
+        },
+    ),
+    "effective_kernel_size": (
+        {"kernel_size": 3, "dilation": 2},
+        {"kernel_size": "positive", "dilation": "positive"},
+    ),
+    "separable_cost_ratio": (
+        {"out_channels": 32, "kernel_size": 3},
+        {"out_channels": "positive", "kernel_size": "pair"},
+    ),
+    "make_divisible": ({"value": 20, "divisor": 8}, {"divisor": "positive"}),
+}
+
+_BAD = {"positive": BAD_POSITIVE, "non_negative": BAD_NON_NEGATIVE, "pair": BAD_PAIR}
+_TEMPLATE = {"positive": POSITIVE, "non_negative": NON_NEGATIVE, "pair": POSITIVE}
+
+
+# Public names that take no argument to validate here: the two checks are tested directly below;
+# receptive_field_step takes an already-validated layer's numbers.
+NOT_IN_CALLS = {
+    "ReceptiveField",
+    "check_positive",
+    "check_non_negative",
+    "receptive_field_step",
+}
+
+
+def test_calls_cover_every_public_function():
+    # A new public function must be added to CALLS (or, knowingly, to NOT_IN_CALLS).
+    assert set(arithmetic.__all__) == set(CALLS) | NOT_IN_CALLS
+
+
+def _cases():
+    for function, (valid, params) in CALLS.items():
+        for param, kind in params.items():
+            yield pytest.param(function, valid, param, kind, id=f"{function}-{param}")
+
+
+# One test per parameter, looping over its bad values (one test per value would be 250 items, about
+# 2.5 s of pytest overhead for microseconds of work); each failure still names the function, the
+# parameter and the value.
+@pytest.mark.parametrize(("function", "valid", "param", "kind"), list(_cases()))
+def test_every_bad_argument_is_refused_with_a_message_naming_it(function, valid, param, kind):
+    call = getattr(arithmetic, function)
+    # The valid call itself must succeed, so that the error below can only come from `param`.
+    call(**valid)
+    for bad, quoted in _BAD[kind]:
+        expected = "^" + re.escape(_TEMPLATE[kind].format(name=param, value=quoted)) + "$"
+        with pytest.raises(ValueError, match=expected):
+            got = call(**{**valid, param: bad})
+            pytest.fail(f"{function}({param}={bad!r}) returned {got!r} instead of raising")
+
+
+def test_a_pair_of_three_is_refused_naming_the_parameter():
+    with pytest.raises(
+        ValueError, match=r"^kernel_size must be a positive integer or a pair of them, got \(3, 3, 3\)$"
+    ):
+        arithmetic.conv_params(4, 8, (3, 3, 3))
+
+
+def test_the_message_template_is_exact():
+    # One case spelled out without the template, so the template itself is pinned too.
+    with pytest.raises(ValueError, match=r"^kernel_size must be a positive integer, got 0$"):
+        arithmetic.conv_output_size(10, kernel_size=0)
+    with pytest.raises(ValueError, match=r"^padding must be a non-negative integer, got -1$"):
+        arithmetic.conv_output_size(10, kernel_size=3, padding=-1)
+    with pytest.raises(ValueError, match=r"^output_size must be a positive integer, got 0$"):
+        arithmetic.conv_macs(4, 8, 3, output_size=(5, 0))
+
+
+# ---------------------------------------------------------------------------------------------------
+# A2: check_positive / check_non_negative refuse bools and floats (not only values out of range)
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "message"),
+    [
+        (arithmetic.check_positive, True, r"^width must be a positive integer, got True$"),
+        (arithmetic.check_positive, 2.5, r"^width must be a positive integer, got 2\.5$"),
+        (arithmetic.check_positive, 3.0, r"^width must be a positive integer, got 3\.0$"),
+        (arithmetic.check_non_negative, False, r"^width must be a non-negative integer, got False$"),
+        (arithmetic.check_non_negative, True, r"^width must be a non-negative integer, got True$"),
+        (arithmetic.check_non_negative, 1.5, r"^width must be a non-negative integer, got 1\.5$"),
+        (arithmetic.check_non_negative, "1", r"^width must be a non-negative integer, got '1'$"),
+    ],
+)
+def test_checks_refuse_bools_and_floats(check, value, message):
+    with pytest.raises(ValueError, match=message):
+        check("width", value)
+
+
+def test_checks_return_valid_values_unchanged():
+    assert arithmetic.check_positive("width", 1) == 1
+    assert arithmetic.check_positive("width", 10**12) == 10**12
+    assert arithmetic.check_non_negative("width", 0) == 0
+    assert arithmetic.check_non_negative("width", 7) == 7
+
+
+# ---------------------------------------------------------------------------------------------------
+# A3, A4 and the other messages that quote computed values
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_kernel_wider_than_the_padded_input_message():
+    # k=3, d=2: effective kernel 2*(3-1)+1 = 5 pixels > 4 + 2*0.
+    with pytest.raises(
+        ValueError,
+        match=r"^kernel_size=3 with dilation=2 spans 5 pixels, more than the padded input \(4 \+ 2\*0\)$",
+    ):
+        arithmetic.conv_output_size(4, kernel_size=3, dilation=2)
+    # k=5, d=1: 1*(5-1)+1 = 5 pixels > 1 + 2*1 = 3.
+    with pytest.raises(
+        ValueError,
+        match=r"^kernel_size=5 with dilation=1 spans 5 pixels, more than the padded input \(1 \+ 2\*1\)$",
+    ):
+        arithmetic.conv_output_size(1, kernel_size=5, padding=1)
+    # Exactly fitting is fine: 2 + 2*1 - 4 = 0 -> one output.
+    assert arithmetic.conv_output_size(2, kernel_size=4, padding=1) == 1
+
+
+def test_transposed_padding_that_leaves_no_output_message():
+    # (1-1)*1 - 2*1 + 1*(1-1) + 0 + 1 = -1
+    with pytest.raises(ValueError, match=r"^padding=1 leaves no output \(computed size -1\)$"):
+        arithmetic.conv_transpose_output_size(1, kernel_size=1, padding=1)
+    # (2-1)*1 - 2*2 + 1*(3-1) + 0 + 1 = 0
+    with pytest.raises(ValueError, match=r"^padding=2 leaves no output \(computed size 0\)$"):
+        arithmetic.conv_transpose_output_size(2, kernel_size=3, padding=2)
+    # (1-1)*1 - 0 + 0 + 0 + 1 = 1: the smallest size allowed.
+    assert arithmetic.conv_transpose_output_size(1, kernel_size=1) == 1
+
+
+def test_output_padding_and_groups_messages():
+    with pytest.raises(ValueError, match=r"^output_padding=2 must be smaller than stride=2 or dilation=1$"):
+        arithmetic.conv_transpose_output_size(4, kernel_size=3, stride=2, output_padding=2)
+    # output_padding=1 < max(stride=1, dilation=2) is allowed: (4-1)*1 - 0 + 2*(3-1) + 1 + 1 = 9
+    assert arithmetic.conv_transpose_output_size(4, kernel_size=3, dilation=2, output_padding=1) == 9
+    # gcd(16, 32) = 16, whose divisors are 1, 2, 4, 8, 16.
+    with pytest.raises(
+        ValueError,
+        match=r"^groups=3 must divide in_channels=16 and out_channels=32; valid values: \[1, 2, 4, 8, 16\]$",
+    ):
+        arithmetic.check_groups(16, 32, 3)
+    assert arithmetic.check_groups(16, 32, 16) == 16
+
+
+# ---------------------------------------------------------------------------------------------------
+# A5, A6: defaults of optional arguments and exact integer results
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_defaults_by_hand():
+    # conv_params, bias=True, groups=1 by default: 3*3*16*32 + 32 = 4608 + 32 = 4640
+    assert arithmetic.conv_params(16, 32, 3) == 4640
+    # pointwise_params, bias=True, groups=1 by default: 1*1*16*32 + 32 = 544
+    assert arithmetic.pointwise_params(16, 32) == 544
+    # depthwise_params, depth_multiplier=1, bias=True: 3*3*(8/8)*8 + 8 = 80 (multiplier 2 would give 160)
+    assert arithmetic.depthwise_params(8, 3) == 80
+    # effective_kernel_size, dilation=1: 1*(3-1)+1 = 3
+    assert arithmetic.effective_kernel_size(3) == 3
+    # conv_transpose_output_size, stride=1, padding=0, output_padding=0, dilation=1:
+    # (4-1)*1 - 0 + 1*(3-1) + 0 + 1 = 6 (stride 2 would give 9)
+    assert arithmetic.conv_transpose_output_size(4, 3) == 6
+    # same_padding, stride=1, dilation=1: output 224, total = (224-1)*1 + 3 - 224 = 2 -> (1, 1)
+    assert arithmetic.same_padding(224, 3) == (1, 1)
+    # conv_output_size, stride=1, padding=0, dilation=1: 10 - 3 + 1 = 8
+    assert arithmetic.conv_output_size(10, 3) == 8
+    # conv_macs, groups=1, batch_size=1: 32 * 8*8 * 3*3 * 16 = 294912
+    assert arithmetic.conv_macs(16, 32, 3, 8) == 294912
+    # make_divisible, divisor=8: int(20 + 4) // 8 * 8 = 24
+    assert arithmetic.make_divisible(20) == 24
+    # ReceptiveField(): one pixel, stride one, centred on pixel 0
+    assert ReceptiveField() == ReceptiveField(size=1, stride=1, start=0.0)
+
+
+def test_conv_transpose_macs_is_an_exact_int():
+    # groups=1, batch_size=1 by default: 4 * 5*5 * 3*3 * (6/1) = 4 * 25 * 9 * 6 = 5400 (groups 2: 2700)
+    macs = arithmetic.conv_transpose_macs(4, 6, 3, input_size=5)
+    assert macs == 5400
+    assert type(macs) is int
+    # Non-square, grouped, batched: 2 * 6 * (3*4) * (1*3) * (4/2) = 2 * 6 * 12 * 3 * 2 = 864
+    macs = arithmetic.conv_transpose_macs(6, 4, (1, 3), input_size=(3, 4), groups=2, batch_size=2)
+    assert macs == 864
+    assert type(macs) is int
+
+
+def test_separable_params_by_hand():
+    # depthwise 3*3*16 (no bias) + pointwise 16*32 + 32 = 144 + 544 = 688
+    assert arithmetic.separable_params(16, 32, 3) == 688
+    # depth_multiplier=2: hidden 32; depthwise 3*3*1*32 = 288 (no bias) + pointwise 32*32 + 32 = 1056 -> 1344
+    assert arithmetic.separable_params(16, 32, 3, depth_multiplier=2) == 1344
+    # bias=False drops only the pointwise bias: 144 + 512 = 656
+    assert arithmetic.separable_params(16, 32, 3, bias=False) == 656
+
+
+def test_separable_macs_by_hand():
+    # hidden = 8*2 = 16; depthwise: 3 * 16 * 10*10 * 3*3 * (8/8) = 43200;
+    # pointwise: 3 * 16 * 10*10 * 1 * 16 = 76800; total 120000 = 3*(8*2*9*100 + 16*16*100)
+    macs = arithmetic.separable_macs(8, 16, 3, 10, depth_multiplier=2, batch_size=3)
+    assert macs == 120000
+    assert type(macs) is int
+    # Defaults (multiplier 1, batch 1): 8*100*9 + 16*100*8 = 7200 + 12800 = 20000
+    assert arithmetic.separable_macs(8, 16, 3, 10) == 20000
+
+
+# ---------------------------------------------------------------------------------------------------
+# A7: make_divisible's rounding edges
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # 44 is half-way between 40 and 48: int(44 + 8/2) // 8 * 8 = 48 (a tie rounds up)
+        ((44, 8), 48),
+        # 43 rounds down: int(47) // 8 * 8 = 40, and 40 >= 0.9*43 = 38.7 keeps it
+        ((43, 8), 40),
+        # int(10 + 4.5) // 9 * 9 = 9, and 9 is exactly 90% of 10: not "below 90%", so kept
+        ((10, 9), 9),
+        # int(100 + 16) // 32 * 32 = 96, and 96 >= 0.9*100 = 90 keeps it
+        ((100, 32), 96),
+        # int(11 + 5) // 10 * 10 = 10, and 10 >= 0.9*11 = 9.9 keeps it
+        ((11, 10), 10),
+        # int(11.9 + 4) // 8 * 8 = 8 < 0.9*11.9 = 10.71: one divisor more, 16
+        ((11.9, 8), 16),
+    ],
+)
+def test_make_divisible_rounding(args, expected):
+    assert arithmetic.make_divisible(*args) == expected
+
+
+def test_make_divisible_min_value():
+    # min_value=24 is the floor: max(24, int(10+4)//8*8 = 8) = 24; 24 >= 9 kept. (With the floor
+    # taken from divisor instead it would be 8, then 8 < 9 -> 16.)
+    assert arithmetic.make_divisible(10, 8, min_value=24) == 24
+    # min_value=16: max(16, 8) = 16.
+    assert arithmetic.make_divisible(10, 8, min_value=16) == 16
+    # A floor below the rounded value changes nothing: int(100+4)//8*8 = 104
+    assert arithmetic.make_divisible(100, 8, min_value=16) == 104
+    # A floor that is no multiple of the divisor: int(3 + 4) // 8 * 8 = 0 -> max(1, 0) = 1, and
+    # 1 < 0.9*3 = 2.7 -> 1 + 8 = 9
+    assert arithmetic.make_divisible(3, 8, min_value=1) == 9
+
+
+# ---------------------------------------------------------------------------------------------------
+# A8: receptive_field_step's start (and size, stride) against a brute-force walk over pixels
+# ---------------------------------------------------------------------------------------------------
+
+
+def _brute_force_field(layers):
+    """Receptive field of units 0 and 1 of the last layer, by listing the input pixels they reach.
+
+    An output unit j of a layer (k, s, p, d) reads the units j*s - p + i*d, i < k, of the layer below
+    (negative indices are padding, kept as coordinates). Pixel i of the input has centre i.
+    """
+
+    def pixels(unit, depth):
+        if depth == 0:
+            return {unit}
+        k, s, p, d = layers[depth - 1]
+        return set().union(*(pixels(unit * s - p + i * d, depth - 1) for i in range(k)))
+
+    first, second = pixels(0, len(layers)), pixels(1, len(layers))
+    size = max(first) - min(first) + 1
+    start = (min(first) + max(first)) / 2
+    return ReceptiveField(size=size, stride=(min(second) + max(second)) / 2 - start, start=start)
+
+
+def _recurrence(layers):
+    field = ReceptiveField()
+    for k, s, p, d in layers:
+        field = arithmetic.receptive_field_step(field, k, stride=s, padding=p, dilation=d)
+    return field
+
+
+def test_receptive_field_step_with_a_start_by_hand():
+    # r = 3 + (3-1)*2 = 7; j = 2*2 = 4; start = 1 + ((3-1)/2 - 0) * 2 = 3
+    field = arithmetic.receptive_field_step(
+        ReceptiveField(size=3, stride=2, start=1.0), kernel_size=3, stride=2
+    )
+    assert field == ReceptiveField(size=7, stride=4, start=3.0)
+    # That field is what a conv (k=3, s=2, p=0) gives from the input: the brute force agrees.
+    assert _brute_force_field([(3, 2, 0, 1), (3, 2, 0, 1)]) == ReceptiveField(size=7, stride=4, start=3.0)
+    # padding=0 is the default: with padding 2, start = 1 + (1 - 2) * 2 = -1
+    padded = arithmetic.receptive_field_step(ReceptiveField(3, 2, 1.0), kernel_size=3, stride=2, padding=2)
+    assert padded == ReceptiveField(size=7, stride=4, start=-1.0)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [(3, 2, 0, 1), (3, 2, 0, 1)],
+        [(7, 2, 3, 1), (3, 2, 1, 1), (3, 1, 1, 1)],  # a ResNet stem and one block
+        [(3, 1, 2, 2), (2, 2, 0, 1), (5, 3, 1, 2)],  # dilation, an even kernel, stride > 2
+        [(1, 2, 0, 1), (3, 3, 4, 3), (2, 1, 1, 1)],
+    ],
+)
+def test_receptive_field_matches_brute_force(layers):
+    assert _recurrence(layers) == _brute_force_field(layers)
