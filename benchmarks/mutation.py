@@ -311,6 +311,24 @@ def print_survivors(rows: list[FileResult], full_diff: bool) -> None:
                 print(f"    - {removed_lines(diff)}\n    + {changed_lines(diff)}")
 
 
+def _lock_workdir(workdir: Path):
+    """An exclusive lock on ``workdir`` held until the process exits, or None if another run holds it.
+
+    Two runs would share ``workdir/running`` and delete each other's verdicts; mutmut renames its
+    processes, so looking for them with ``ps`` does not find them.
+    """
+    import fcntl
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    handle = open(workdir / ".lock", "w")  # noqa: SIM115 (kept open: the lock lives as long as the run)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", action="append", choices=list(GROUPS), help="group to run (repeatable)")
@@ -346,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir.resolve().is_relative_to(ROOT):
         parser.error("--workdir must be outside the repository (mutmut writes a mutants/ folder there)")
 
+    if not args.report_only:
+        lock = _lock_workdir(args.workdir)
+        if lock is None:
+            parser.error(
+                f"another mutation run is using {args.workdir}; wait for it or pass another --workdir"
+            )
     equivalent = load_equivalent()
     rows: list[FileResult] = []
     timings: dict[str, float] = {}
