@@ -331,3 +331,21 @@ def test_every_second_epoch_is_written(tmp_path):
         trainer.current_epoch, trainer.global_step = epoch, 3 * (epoch + 1)
         callback.on_train_epoch_end(trainer, _module())
     assert trainer.saved == [checkpoint_name(6, RUN_A), checkpoint_name(12, RUN_A)]
+
+
+def test_a_one_step_run_is_written_at_its_end(tmp_path):
+    # max_steps=1 ends the run mid-epoch after step 1, which every_steps=4 does not write.
+    trainer = _Trainer(train_dataloader=_loader(), global_step=1, max_epochs=3, max_steps=1)
+    callback = PeriodicCheckpoint(tmp_path, every_steps=4, every_epochs=0, keep=5)
+    callback.on_train_epoch_end(trainer, _module())
+    assert trainer.saved == [checkpoint_name(1, RUN_A)]
+
+
+def test_every_third_epoch_is_written(tmp_path):
+    # Epochs are counted from 0: the 3rd and 6th end at current_epoch 2 and 5 (steps 9 and 18).
+    callback = PeriodicCheckpoint(tmp_path, every_steps=0, every_epochs=3, keep=5)
+    trainer = _Trainer(train_dataloader=_loader(), max_epochs=10)
+    for epoch in range(6):
+        trainer.current_epoch, trainer.global_step = epoch, 3 * (epoch + 1)
+        callback.on_train_epoch_end(trainer, _module())
+    assert trainer.saved == [checkpoint_name(9, RUN_A), checkpoint_name(18, RUN_A)]
