@@ -196,7 +196,15 @@ def conv_macs(
     kernel_h, kernel_w = _pair("kernel_size", kernel_size)
     out_h, out_w = _pair("output_size", output_size)
     check_groups(in_channels, out_channels, groups)
-    return check_positive("batch_size", batch_size) * out_channels * out_h * out_w * kernel_h * kernel_w * (in_channels // groups)
+    return (
+        check_positive("batch_size", batch_size)
+        * out_channels
+        * out_h
+        * out_w
+        * kernel_h
+        * kernel_w
+        * (in_channels // groups)
+    )
 
 
 def conv_transpose_macs(
@@ -215,7 +223,15 @@ def conv_transpose_macs(
     kernel_h, kernel_w = _pair("kernel_size", kernel_size)
     in_h, in_w = _pair("input_size", input_size)
     check_groups(in_channels, out_channels, groups)
-    return check_positive("batch_size", batch_size) * in_channels * in_h * in_w * kernel_h * kernel_w * (out_channels // groups)
+    return (
+        check_positive("batch_size", batch_size)
+        * in_channels
+        * in_h
+        * in_w
+        * kernel_h
+        * kernel_w
+        * (out_channels // groups)
+    )
 
 
 def depthwise_params(
