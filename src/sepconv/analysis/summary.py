@@ -311,7 +311,7 @@ def _rows(model: nn.Module, calls: list[ModuleCall], depth: int | None) -> list[
         if not call.is_leaf and not folded:
             notes.append("own ops")
         rows.append(_row(call, macs, parameters, seen, notes))
-    rows.extend(_unused_rows(model, seen))
+    rows.extend(_unused_rows(model, seen, depth))
     return rows
 
 
@@ -342,32 +342,40 @@ def _row(
     )
 
 
-def _unused_rows(model: nn.Module, seen: set[int]) -> list[LayerSummary]:
-    """Modules whose parameters the forward pass never reached (e.g. GoogLeNet's auxiliary heads in eval)."""
-    rows = []
-    for name, module in model.named_modules():
+def _unused_rows(model: nn.Module, seen: set[int], depth: int | None) -> list[LayerSummary]:
+    """Modules whose parameters the forward pass never reached (e.g. GoogLeNet's auxiliary heads in eval).
+
+    With ``depth``, a module deeper than that is reported under its ancestor at ``depth``, as called
+    modules are folded.
+    """
+    modules = dict(model.named_modules())
+    found: dict[str, list[nn.Parameter]] = {}
+    for name, module in modules.items():
         fresh = [p for p in _own_parameters(module) if id(p) not in seen]
         if not fresh:
             continue
         seen.update(id(p) for p in fresh)
-        rows.append(
-            LayerSummary(
-                name=name,
-                type=type(module).__name__,
-                input_shape=None,
-                output_shape=None,
-                params=sum(p.numel() for p in fresh),
-                trainable_params=sum(p.numel() for p in fresh if p.requires_grad),
-                macs=0,
-                output_bytes=0,
-                receptive_field=None,
-                effective_stride=None,
-                start=None,
-                depth=0 if not name else name.count(".") + 1,
-                notes=("not called",),
-            )
+        if depth is not None and name.count(".") >= depth:
+            name = ".".join(name.split(".")[:depth])
+        found.setdefault(name, []).extend(fresh)
+    return [
+        LayerSummary(
+            name=name,
+            type=type(modules[name]).__name__,
+            input_shape=None,
+            output_shape=None,
+            params=sum(p.numel() for p in fresh),
+            trainable_params=sum(p.numel() for p in fresh if p.requires_grad),
+            macs=0,
+            output_bytes=0,
+            receptive_field=None,
+            effective_stride=None,
+            start=None,
+            depth=0 if not name else name.count(".") + 1,
+            notes=("not called",),
         )
-    return rows
+        for name, fresh in found.items()
+    ]
 
 
 def _field_columns(

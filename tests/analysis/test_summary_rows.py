@@ -1,0 +1,236 @@
+"""Which rows ``summarize`` reports and every field of them, on a model built so each rule shows once.
+
+The model has a shared container called twice, a container whose own forward does MACs with a
+buffer and no parameters, one with a parameter and no MACs, a module with no tensor input, one that
+returns no tensor, a frozen parameter and a submodule that forward never calls. Every expected
+value below is worked by hand from the layer shapes; the JSON keys are the documented schema, so a
+renamed key is a break for every consumer of ``summary --json``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sepconv.analysis import summarize
+
+
+class Mixer(nn.Module):
+    """A 3x3 conv child, then the container's own 1x1 conv with a fixed buffer (no parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1, bias=False)
+        self.register_buffer("mix", torch.eye(2).reshape(2, 2, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.conv(x), self.mix)
+
+
+class Scaled(nn.Module):
+    """A ReLU child, then the container's own multiply by a parameter (parameters, no MACs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.ReLU()
+        self.scale = nn.Parameter(torch.ones(1, 2, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x) * self.scale
+
+
+class Const(nn.Module):
+    """Called with an int, not a tensor: no input shape, and an output no input pixel reaches."""
+
+    def forward(self, size: int) -> torch.Tensor:
+        return torch.ones(1, 1, size, size)
+
+
+class Probe(nn.Module):
+    """Returns nothing: no output shape and no field."""
+
+    def forward(self, x: torch.Tensor) -> None:
+        return None
+
+
+class Net(nn.Module):
+    def __init__(self, with_const: bool = True) -> None:
+        super().__init__()
+        self.with_const = with_const
+        self.stem = nn.Conv2d(1, 2, 3, stride=2, padding=1)
+        self.mixer = Mixer()
+        self.scaled = Scaled()
+        self.probe = Probe()
+        self.head = nn.Conv2d(2, 3, 1)
+        self.unused = nn.Sequential(nn.Linear(4, 5))
+        self.unused[0].bias.requires_grad_(False)
+        self.offset = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.mixer(x)
+        x = self.mixer(x)
+        x = self.scaled(x)
+        self.probe(x)
+        x = self.head(x) + self.offset
+        if self.with_const:
+            x = x + self.const(4)
+        return x
+
+
+def build(with_const: bool = True) -> Net:
+    model = Net(with_const)
+    if with_const:
+        model.const = Const()
+    return model
+
+
+F32 = 4  # bytes per element
+C2 = 1 * 2 * 4 * 4  # elements of a (1, 2, 4, 4) map
+C3 = 1 * 3 * 4 * 4
+MAP2, MAP3 = [1, 2, 4, 4], [1, 3, 4, 4]
+
+
+def row(name, type_, depth, in_shape, out_shape, params, macs, out_bytes, field, *, trainable=None,
+        call_index=0, notes=()):  # fmt: skip
+    """One expected layer dict. field: (size, stride, start) per axis, both axes equal, or None."""
+    size, stride, start = field if field else (None, None, None)
+    return {
+        "name": name,
+        "type": type_,
+        "call_index": call_index,
+        "depth": depth,
+        "input_shape": in_shape,
+        "output_shape": out_shape,
+        "params": params,
+        "trainable_params": params if trainable is None else trainable,
+        "macs": macs,
+        "flops": 2 * macs,
+        "output_bytes": out_bytes,
+        "receptive_field": None if field is None else [size, size],
+        "effective_stride": None if field is None else [stride, stride],
+        "start": None if field is None else [start, start],
+        # Distill's effective padding (size - 1) / 2 - start, worked per case below
+        "effective_padding": None if field is None else [(size - 1) // 2 - start] * 2,
+        "sees_whole_input": False,
+        "notes": list(notes),
+    }
+
+
+# Receptive fields (size, stride, start): stem 3x3 stride 2 padding 1 -> (3, 2, 0); each 3x3 conv
+# after it adds (3 - 1) * 2 = 4 -> (7, 2, 0) then (11, 2, 0); 1x1 convs, ReLU and the multiply keep it.
+RF3, RF7, RF11 = (3, 2, 0), (7, 2, 0), (11, 2, 0)
+
+# MACs: stem 2 out x 16 px x 9 taps = 288; mixer.conv 2 x 16 x (2 x 9) = 576; the mixer's own 1x1
+# conv 2 x 16 x 2 = 64; head 3 x 16 x 2 = 96.  Parameters: stem 2 x 9 + 2 = 20; mixer.conv 2 x 2 x 9
+# = 36; scale 2; head 3 x 2 + 3 = 9; offset 3; unused Linear(4, 5) 20 + 5 = 25, of which the
+# frozen bias's 5 are not trainable.
+FULL_ROWS = [
+    row("", "Net", 0, [1, 1, 8, 8], MAP3, 3, 0, C3 * F32, RF11, notes=["own ops"]),
+    row("stem", "Conv2d", 1, [1, 1, 8, 8], MAP2, 20, 288, C2 * F32, RF3),
+    row("mixer", "Mixer", 1, MAP2, MAP2, 0, 64, C2 * F32, RF7, notes=["own ops"]),
+    row("mixer.conv", "Conv2d", 2, MAP2, MAP2, 36, 576, C2 * F32, RF7),
+    row("mixer", "Mixer", 1, MAP2, MAP2, 0, 64, C2 * F32, RF11, call_index=1, notes=["own ops", "shared"]),
+    row("mixer.conv", "Conv2d", 2, MAP2, MAP2, 0, 576, C2 * F32, RF11, call_index=1, notes=["shared"]),
+    row("scaled", "Scaled", 1, MAP2, MAP2, 2, 0, C2 * F32, RF11, notes=["own ops"]),
+    row("scaled.act", "ReLU", 2, MAP2, MAP2, 0, 0, C2 * F32, RF11),
+    row("probe", "Probe", 1, MAP2, None, 0, 0, 0, None),
+    row("head", "Conv2d", 1, MAP2, MAP3, 9, 96, C3 * F32, RF11),
+    row("const", "Const", 1, None, [1, 1, 4, 4], 0, 0, 16 * F32, None),
+    row("unused.0", "Linear", 2, None, None, 25, 0, 0, None, trainable=20, notes=["not called"]),
+]
+
+UNITS = {
+    "macs": "multiply-accumulates (one multiply + one add)",
+    "flops": "2 x macs",
+    "output_bytes": "bytes",
+    "receptive_field": "input pixels per spatial axis",
+}
+
+
+def expected_summary(rows: list[dict], depth: int | None) -> dict:
+    total_macs = 288 + 2 * (576 + 64) + 96  # 1,664: the shared mixer's work counts at both calls
+    return {
+        "model": "Net",
+        "input_shapes": [[1, 1, 8, 8]],
+        "output_shapes": [MAP3],
+        "units": UNITS,
+        "total_params": 3 + 20 + 36 + 2 + 9 + 25,  # 95
+        "trainable_params": 95 - 5,
+        "total_macs": total_macs,
+        "total_flops": 2 * total_macs,
+        "activation_bytes": sum(r["output_bytes"] for r in rows),
+        "receptive_field": [11, 11],
+        "effective_stride": [2, 2],
+        # the root and the head both end with the 11-pixel field; the root finishes last
+        "receptive_field_layer": "(model)",
+        "receptive_field_lost_at": None,
+        "depth": depth,
+        "layers": rows,
+    }
+
+
+def test_every_row_and_field_of_the_summary_matches_the_hand_count():
+    summary = summarize(build(), (1, 1, 8, 8))
+    expected = expected_summary(FULL_ROWS, None)
+    assert expected["activation_bytes"] == 192 * 2 + 128 * 7 + 64  # 1,344 bytes, counted by hand
+    got = summary.to_dict()
+    for got_row, want_row in zip(got["layers"], expected["layers"], strict=True):
+        assert got_row == want_row, want_row["name"]
+    assert got == expected
+
+
+def test_depth_one_folds_children_and_groups_uncalled_modules_under_their_ancestor():
+    folded = [
+        FULL_ROWS[0],
+        FULL_ROWS[1],
+        # a folded container: its own work plus its children's, all its parameters, no "own ops"
+        row("mixer", "Mixer", 1, MAP2, MAP2, 36, 576 + 64, C2 * F32, RF7),
+        row("mixer", "Mixer", 1, MAP2, MAP2, 0, 576 + 64, C2 * F32, RF11, call_index=1, notes=["shared"]),
+        row("scaled", "Scaled", 1, MAP2, MAP2, 2, 0, C2 * F32, RF11),
+        FULL_ROWS[8],
+        FULL_ROWS[9],
+        FULL_ROWS[10],
+        # the uncalled Linear inside `unused` is reported as `unused`, at depth 1 like every other row
+        row("unused", "Sequential", 1, None, None, 25, 0, 0, None, trainable=20, notes=["not called"]),
+    ]
+    summary = summarize(build(), (1, 1, 8, 8), depth=1)
+    expected = expected_summary(folded, 1)
+    assert (
+        expected["activation_bytes"] == 192 * 2 + 128 * 4 + 64
+    )  # 960 bytes: root, head; stem, 2 mixers, scaled; const
+    assert summary.to_dict() == expected
+    assert [layer.display_name for layer in summary.layers][:4] == [
+        "(model)",
+        "stem",
+        "mixer",
+        "mixer (call 2)",
+    ]
+
+
+def test_a_container_with_exactly_one_own_mac_and_no_parameters_gets_a_row():
+    class Dot(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Identity()
+            self.register_buffer("weight", torch.full((1, 1), 2.0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) @ self.weight  # (1, 1) @ (1, 1): one multiply-accumulate
+
+    summary = summarize(Dot(), (1, 1))
+    assert [(layer.name, layer.macs, layer.params, layer.notes) for layer in summary.layers] == [
+        ("", 1, 0, ("own ops",)),
+        ("inner", 0, 0, ()),
+    ]
+
+
+def test_a_meta_run_keeps_frozen_parameters_frozen():
+    model = build(with_const=False)  # Const makes a CPU tensor, which a meta run cannot add
+    on_cpu = summarize(model, (1, 1, 8, 8)).to_dict()
+    on_meta = summarize(model, (1, 1, 8, 8), device="meta").to_dict()
+    assert (
+        on_meta["trainable_params"] == on_cpu["trainable_params"] == 90
+    )  # the 5-element frozen bias stays frozen
+    assert on_meta == on_cpu
