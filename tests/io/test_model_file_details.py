@@ -484,3 +484,73 @@ def test_plain_recipes_are_accepted_and_returned_as_copies():
     assert spec["kwargs"] is not kwargs and transforms[0] is not steps[0]
     # Without a transforms entry, the recipe has none.
     assert check_recipe({"spec": TINY_SPEC}) == (TINY_SPEC, [])
+
+
+# --- boundaries and the exact text of the remaining messages ----------------------------------------
+
+
+def test_nine_bytes_are_too_short_and_ten_are_the_smallest_readable_file(tmp_path):
+    # 8 bytes of header length, then the header: "{}" is the shortest header, so 10 bytes is the
+    # smallest safetensors file, and 9 bytes is always truncated.
+    nine = tmp_path / "nine.safetensors"
+    nine.write_bytes((1).to_bytes(8, "little") + b"{")
+    with pytest.raises(
+        CheckpointError, match=_whole(f"{nine} {NOT_OURS}: it is 9 bytes long, truncated or empty")
+    ):
+        read_model_metadata(nine)
+    ten = tmp_path / "ten.safetensors"
+    ten.write_bytes((2).to_bytes(8, "little") + b"{}")
+    with safe_open(ten, framework="pt") as handle:  # safetensors itself reads it: no tensors, no metadata
+        assert list(handle.keys()) == [] and handle.metadata() is None
+    with pytest.raises(
+        CheckpointError, match=_whole(f"{ten} {NOT_OURS}: it has no sepconv recipe in its metadata")
+    ):
+        read_model_metadata(ten)
+
+
+def test_a_damaged_header_is_reported_with_the_readers_own_words(tmp_path):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes((2**62).to_bytes(8, "little") + b"{}" * 20)  # a header length past the end
+    with pytest.raises(Exception) as raw:  # what safetensors says, read here directly
+        safe_open(garbage, framework="pt")
+    words = str(raw.value).split()
+    assert len(words) > 1
+    with pytest.raises(CheckpointError) as info:
+        load_model(garbage)
+    assert str(info.value) == f"{garbage} {NOT_OURS}: {' '.join(words)}"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_a_recipe_holding_a_non_finite_number_is_refused_before_writing(tmp_path, value):
+    # JSON has no NaN or infinity: a file holding one would not be portable JSON for other readers.
+    model = _tiny_model()
+    target = tmp_path / "nan.safetensors"
+    spec = {"name": "separable_cnn", "kwargs": {"widths": [4, 4, 4, 4], "num_classes": 3, "dropout": value}}
+    with pytest.raises(ValueError) as info:
+        save_model(model, target, spec=spec)
+    recipe = {"spec": spec, "transforms": []}
+    with pytest.raises(ValueError) as json_error:  # the json module's own words for it
+        json.dumps(value, allow_nan=False)
+    assert str(info.value) == (
+        f"cannot save {target}: the model recipe {recipe!r} is not plain JSON ({json_error.value}); build "
+        "the model with arguments that are numbers, strings, lists or dicts (e.g. act_layer='relu6', not "
+        "a class)"
+    )
+    assert not target.exists()
+
+
+def test_the_same_recipe_written_in_another_key_order_gives_the_same_file(tmp_path):
+    # Keys are sorted in the stored document, so a file's bytes do not depend on argument order.
+    first = create_model("separable_cnn", widths=(4, 4, 4, 4), num_classes=3)
+    second = create_model("separable_cnn", num_classes=3, widths=(4, 4, 4, 4))
+    second.load_state_dict(first.state_dict())
+    a = save_model(first, tmp_path / "a.safetensors").read_bytes()
+    b = save_model(second, tmp_path / "b.safetensors").read_bytes()
+    assert a == b
+    with safe_open(tmp_path / "a.safetensors", framework="pt") as handle:
+        raw = handle.metadata()["sepconv"]
+    document = json.loads(raw)
+    assert list(document) == sorted(document) and list(document["spec"]["kwargs"]) == [
+        "num_classes",
+        "widths",
+    ]

@@ -146,3 +146,20 @@ def test_a_file_with_different_values_for_tied_names_is_refused(tmp_path):
         f"{forged}: the model ties decode.weight, encode.weight (one shared tensor), but the file holds "
         "different values for decode.weight and encode.weight"
     )
+
+
+def test_ties_added_and_undone_together_are_all_named(tmp_path):
+    model = _built()  # the recipe ties decode.weight to encode.weight
+    model.decode.weight = nn.Parameter(torch.zeros(4, 4))  # undone
+    model.decode.bias = model.encode.bias  # two ties the recipe does not make
+    model.extra = nn.Linear(4, 4)
+    model.extra.weight = model.decode.weight
+    target = tmp_path / "both.safetensors"
+    with pytest.raises(ValueError) as raised:
+        save_model(model, target)
+    assert str(raised.value) == (
+        f"cannot save TiedAutoencoder to {target}: a model file keeps only the ties (shared tensors) its "
+        "recipe (tied_autoencoder()) builds; tied here but not by the recipe: decode.bias = encode.bias, "
+        "decode.weight = extra.weight; tied by the recipe but not here: decode.weight = encode.weight"
+    )
+    assert list(tmp_path.iterdir()) == []

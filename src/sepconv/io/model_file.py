@@ -225,7 +225,8 @@ def _open(file: Path) -> Any:
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {file}")
     size = file.stat().st_size
-    if size < 8:
+    # The smallest safetensors file is 10 bytes: the 8-byte header length and the header "{}".
+    if size < 10:
         raise CheckpointError(f"{_not_ours(file)}: it is {size} bytes long, truncated or empty")
     try:
         # Reads and validates the header only (offsets must cover the file exactly); data stays on disk.
