@@ -6,6 +6,11 @@ The order of an epoch is a pure function of ``(seed, epoch)``, drawn from the sa
 ``state_dict()`` records the epoch and how many batches of it are done, so a run killed mid-epoch and
 resumed sees exactly the batches it had not seen yet, in the same order. Lightning saves and restores
 that state with the rest of the checkpoint (it treats any loader with ``state_dict`` as resumable).
+
+Random draws made while reading a sample (the training augmentation) come from a generator seeded by
+``(seed, epoch, index)`` (:class:`EpochSeededDataset`), not from the global RNG of whichever process or
+worker reads it: a resumed run, a run with loader workers and one without all see the same augmented
+images, and reading data never moves the RNG that dropout and initialisation draw from.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["ResumableDataLoader", "ShardedEpochSampler", "make_loader"]
+__all__ = ["EpochSeededDataset", "ResumableDataLoader", "ShardedEpochSampler", "make_loader"]
 
 
 class ShardedEpochSampler(DistributedSampler):
@@ -29,6 +35,8 @@ class ShardedEpochSampler(DistributedSampler):
     >>> sampler.start_batch = 1
     >>> list(sampler)
     [5, 7, 9]
+
+    With ``keyed=True`` it yields ``(epoch, index)`` keys, for an :class:`EpochSeededDataset`.
     """
 
     def __init__(
@@ -40,17 +48,54 @@ class ShardedEpochSampler(DistributedSampler):
         shuffle: bool,
         rank: int = 0,
         world_size: int = 1,
+        keyed: bool = False,
     ) -> None:
         if len(dataset) < 1:  # type: ignore[arg-type]
             raise ValueError("cannot sample from an empty data set")
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
         self.batch_size = batch_size
         self.start_batch = 0
+        self.keyed = keyed
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Any]:
         order = list(super().__iter__())
         start, self.start_batch = self.start_batch * self.batch_size, 0
+        if self.keyed:
+            return iter([(self.epoch, index) for index in order[start:]])
         return iter(order[start:])
+
+
+class EpochSeededDataset(Dataset):
+    """``dataset`` read with ``(epoch, index)`` keys: each read runs under a torch generator seeded by
+    ``(seed, epoch, index)``, and the global torch RNG is put back afterwards.
+
+    A sample's augmentation then depends only on the seed, the epoch and the sample, not on the
+    process or loader worker that reads it or on what that process drew before; so resuming mid-epoch
+    and changing ``num_workers`` do not change the augmented images.
+
+    >>> class Noisy(torch.utils.data.Dataset):
+    ...     def __len__(self): return 2
+    ...     def __getitem__(self, index): return torch.rand(1).item()
+    >>> data = EpochSeededDataset(Noisy(), seed=7)
+    >>> data[0, 1] == data[0, 1] != data[1, 1]
+    True
+    """
+
+    def __init__(self, dataset: Dataset, *, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        # SeedSequence mixes the three numbers into well-spread generator seeds (nearby keys do not
+        # give correlated streams, as seed + epoch + index would).
+        sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1, np.uint64)[0])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            return self.dataset[index]
 
 
 class ResumableDataLoader(DataLoader):
@@ -102,5 +147,6 @@ def make_loader(
         shuffle=shuffle,
         rank=rank,
         world_size=world_size,
+        keyed=True,
     )
-    return ResumableDataLoader(dataset, sampler, num_workers=num_workers)
+    return ResumableDataLoader(EpochSeededDataset(dataset, seed=seed), sampler, num_workers=num_workers)
