@@ -100,6 +100,27 @@ def test_an_empty_file_and_a_foreign_file_are_told_apart(tmp_path):
     assert str(refused.value) == f"{foreign} is not a sepconv training state (written by save_training_state)"
 
 
+def test_truncated_states_are_named_down_to_an_empty_payload(tmp_path):
+    whole = tmp_path / "whole.state"
+    save_training_state(whole, {"epoch": 1})
+    data = whole.read_bytes()
+    header = len(_STATE_MAGIC) + 32  # the magic, then a SHA-256 digest of the payload
+    # cut inside the digest, right after it, and one byte short of the end
+    for keep in (header - 1, header, len(data) - 1):
+        cut = tmp_path / f"cut{keep}.state"
+        cut.write_bytes(data[:keep])
+        with pytest.raises(CheckpointError) as refused:
+            load_training_state(cut)
+        assert (
+            str(refused.value) == f"{cut} is corrupt or truncated: its contents do not match their checksum"
+        )
+    # A header whose digest is that of zero bytes, and no payload: still truncated, not "refused".
+    empty = _forged(tmp_path / "empty-payload.state", b"")
+    with pytest.raises(CheckpointError) as refused:
+        load_training_state(empty)
+    assert str(refused.value) == f"{empty} is corrupt or truncated: its contents do not match their checksum"
+
+
 def test_a_refused_payload_quotes_torchs_reason_cut_at_300_characters(tmp_path):
     payload = malicious_pickle(tmp_path / "pwned")
     reason = _torch_refusal(payload)

@@ -65,7 +65,8 @@ def load_training_state(path: PathLike) -> dict[str, Any]:
         kind = "empty" if not data else "not a sepconv training state (written by save_training_state)"
         raise CheckpointError(f"{file} is {kind}")
     payload = data[header_size:]
-    if len(data) < header_size or hashlib.sha256(payload).digest() != data[len(_STATE_MAGIC) : header_size]:
+    # A header with no payload is truncated too, even where its digest is that of zero bytes.
+    if len(data) <= header_size or hashlib.sha256(payload).digest() != data[len(_STATE_MAGIC) : header_size]:
         raise CheckpointError(f"{file} is corrupt or truncated: its contents do not match their checksum")
     try:
         state = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
