@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from tests.analysis.test_attention_costs import OperatorLog, mha_by_hand
 from torch import nn
+from torch.utils.flop_counter import flop_registry
 
 from sepconv.analysis import summarize
-from sepconv.analysis.costs import attention_macs, macs_of
+from sepconv.analysis.costs import attention_macs, counts_macs, macs_of
 
 aten = torch.ops.aten
 
@@ -182,3 +183,12 @@ def test_to_dict_of_a_tiny_model_by_hand():
     assert document == expected
     assert json.loads(json.dumps(document)) == expected  # JSON-ready: survives a round trip unchanged
     assert summary.layers[0].to_dict() == conv
+
+
+def test_counts_macs_knows_torchs_formulas_sepconvs_own_and_neither():
+    aten = torch.ops.aten
+    # convolution has a formula in torch's registry only; the native attention only in sepconv's own
+    assert aten.convolution in flop_registry and aten._native_multi_head_attention not in flop_registry
+    assert counts_macs(aten.convolution)
+    assert counts_macs(aten._native_multi_head_attention)
+    assert not counts_macs(aten.relu)

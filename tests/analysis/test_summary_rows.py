@@ -9,6 +9,7 @@ renamed key is a break for every consumer of ``summary --json``.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -234,3 +235,84 @@ def test_a_meta_run_keeps_frozen_parameters_frozen():
         on_meta["trainable_params"] == on_cpu["trainable_params"] == 90
     )  # the 5-element frozen bias stays frozen
     assert on_meta == on_cpu
+
+
+# --- inputs, depth and device: what summarize accepts, and what it leaves alone ----------------------
+
+
+def test_given_inputs_are_moved_to_the_meta_device_with_the_model():
+    model = build(with_const=False)
+    on_cpu = summarize(model, inputs=torch.ones(1, 1, 8, 8)).to_dict()
+    assert summarize(model, inputs=torch.ones(1, 1, 8, 8), device="meta").to_dict() == on_cpu
+    assert on_cpu["total_macs"] == 1664
+
+
+def test_the_made_up_input_is_a_seed_zero_normal_and_the_global_rng_is_untouched():
+    seen = []
+
+    class Record(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return x
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    summarize(Record(), (2, 3, 4))
+    summarize(Record(), (2, 3, 4))
+    assert torch.equal(torch.get_rng_state(), before)
+    expected = torch.randn((2, 3, 4), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(seen[0], expected) and torch.equal(seen[1], expected)
+
+
+def test_a_model_without_parameters_gets_an_input_of_the_default_dtype():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        summary = summarize(nn.Sequential(nn.ReLU()), (1, 2, 3, 3))
+    finally:
+        torch.set_default_dtype(previous)
+    assert summary.layers[0].output_bytes == 18 * 8  # 18 float64 elements
+
+
+@pytest.mark.parametrize("input_size", [(), (1, 0, 4, 4), (1, 3, 2.5, 4), (1, "3", 4, 4), (1, True, 4, 4)])
+def test_an_input_size_that_is_not_positive_integers_is_refused_by_name(input_size):
+    with pytest.raises(ValueError) as refused:
+        summarize(build(), input_size)
+    assert str(refused.value) == (
+        f"input_size must be positive integers, batch included (1, 3, 224, 224); got {input_size!r}"
+    )
+
+
+def test_exactly_one_of_input_size_and_inputs():
+    for arguments in ({}, {"input_size": (1, 1, 8, 8), "inputs": torch.ones(1, 1, 8, 8)}):
+        with pytest.raises(ValueError) as refused:
+            summarize(build(), **arguments)
+        assert str(refused.value) == "give exactly one of input_size (e.g. (1, 3, 224, 224)) and inputs"
+
+
+@pytest.mark.parametrize("depth", [-1, True, 1.5, "1"])
+def test_a_depth_that_is_not_a_non_negative_integer_is_refused_by_name(depth):
+    with pytest.raises(ValueError) as refused:
+        summarize(build(), (1, 1, 8, 8), depth=depth)
+    assert str(refused.value) == f"depth must be an integer >= 0 or None, got {depth!r}"
+
+
+def test_depth_zero_is_one_row_for_the_whole_model():
+    summary = summarize(build(), (1, 1, 8, 8), depth=0)
+    assert [(row.name, row.params, row.macs, row.notes) for row in summary.layers] == [("", 95, 1664, ())]
+
+
+def test_uncalled_modules_sharing_a_weight_count_it_once_and_fold_to_their_ancestor():
+    model = build()
+    model.unused.append(nn.Sequential(nn.Linear(4, 5)))  # unused.1.0, never called
+    model.unused[1][0].weight = model.unused[0].weight  # tied: 20 weights, stored once
+    full = {
+        row.name: row.params for row in summarize(model, (1, 1, 8, 8)).layers if "not called" in row.notes
+    }
+    assert full == {"unused.0": 25, "unused.1.0": 5}  # the tied weight is counted at its first module
+    at_two = {
+        row.name: (row.params, row.depth)
+        for row in summarize(model, (1, 1, 8, 8), depth=2).layers
+        if "not called" in row.notes
+    }
+    assert at_two == {"unused.0": (25, 2), "unused.1": (5, 2)}

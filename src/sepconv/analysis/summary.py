@@ -188,11 +188,13 @@ def summarize(
 ) -> ModelSummary:
     """Shapes, parameters, MACs and receptive field of every layer of ``model``, from one forward pass.
 
-    Give ``input_size`` (the full shape, batch included: ``(1, 3, 224, 224)``; a random input of
-    ``dtype``, by default that of the model's parameters) or ``inputs`` (a tensor, or a tuple of
-    positional arguments). The model runs in eval mode without gradients on ``device`` and is put
-    back as it was (mode and device); with ``device="meta"`` a copy with empty meta weights runs
-    instead (nothing computed, nothing allocated, the model untouched). ``depth`` folds submodules
+    Give ``input_size`` (the full shape, batch included: ``(1, 3, 224, 224)``; a standard normal input
+    of ``dtype``, by default that of the model's floating-point parameters, else torch's default dtype,
+    drawn from its own generator seeded 0: the same input every call, and the global RNG is left
+    alone) or ``inputs`` (a tensor, or a tuple of positional arguments). The model runs in eval mode
+    without gradients on ``device`` and is put back as it was (mode and device); with
+    ``device="meta"`` a copy with empty meta weights runs instead (nothing computed, nothing
+    allocated, the model untouched). ``depth`` folds submodules
     deeper than that many levels into their ancestor, like torchinfo's depth.
 
     >>> from torch import nn
@@ -206,7 +208,9 @@ def summarize(
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
         raise ValueError(f"depth must be an integer >= 0 or None, got {depth!r}")
     if dtype is None:
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        dtype = next(
+            (p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype()
+        )
     if torch.device(device).type == "meta":
         model = _meta_copy(model)
     arguments = _make_inputs(input_size, inputs, device, dtype)
