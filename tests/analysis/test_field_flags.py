@@ -177,3 +177,44 @@ def test_the_elementwise_rule_gives_plain_flags():
     assert tracker.propagate(aten.sigmoid.default, (whole,), {}, torch.sigmoid(whole)) == TensorField(
         whole_input=True
     )
+
+
+def test_a_selected_one_unit_map_broadcast_over_a_selected_map_adds_global_context():
+    # a[0, 0] is (5, 5) with a 3x3 field; b[0, 0] is (1, 1) with a 7x7 field: only spatial dims left
+    class Selected(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 7)
+            self.mul = Op(lambda pair: pair[0][0, 0] * pair[1][0, 0])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mul((self.a(x), self.b(x)))
+
+    _, by_name = rows(Selected().double(), (1, 1, 7, 7))
+    row = by_name["mul"]
+    assert (row.receptive_field, row.start, row.notes) == ((3, 3), (1, 1), ("global context",))
+
+
+def test_a_column_broadcast_across_its_own_map_loses_track():
+    # m + m[:, :1]: unit (i, j) also reads column 0 of its row, which no local field describes
+    model = positive(nn.Conv2d(1, 1, 3), Op(lambda m: m[0, 0] + m[0, 0][:, :1]))
+    summary, by_name = rows(model, (1, 1, 7, 7))
+    assert by_name["1"].notes == ("unknown",) and by_name["1"].receptive_field is None
+    assert summary.receptive_field_lost_at == "aten.add in '1'"
+    # the measurement: unit (0, 4) reaches input columns 4..6 (its own window) and 0..2 (column 0's),
+    # a field with a hole at column 3 that no (size, stride, start) can describe
+    assert {column for _, column in reached_pixels(model, (1, 1, 7, 7), (0, 4))} == {0, 1, 2, 4, 5, 6}
+
+
+@pytest.mark.parametrize(
+    ("pool", "start"),
+    [
+        (lambda x: F.max_pool2d(x, [3], [2]), 1),  # one number for both axes, given as a list
+        (lambda x: F.avg_pool2d(x, [3], [2], [1]), 0),
+    ],
+    ids=["max_pool2d([3], [2])", "avg_pool2d([3], [2], [1])"],
+)
+def test_pooling_sizes_given_once_for_both_axes_apply_to_both(pool, start):
+    _, by_name = rows(nn.Sequential(Op(pool)).double(), (1, 1, 9, 9))
+    row = by_name["0"]
+    assert (row.receptive_field, row.effective_stride, row.start) == ((3, 3), (2, 2), (start, start))
