@@ -247,11 +247,12 @@ class InvertedResidual(nn.Module):
         if projection_norm is not None:
             layers.append(projection_norm.to(device=device, dtype=dtype))
         self.conv = nn.Sequential(*layers)
+        self._has_projection_norm = projection_norm is not None
         self.fused = True
 
     def norm_act_pair(self) -> tuple[nn.Module, nn.Module | None] | None:
         """The projection's normalization (no activation follows it), if ``conv`` ends with one."""
-        return (self.conv[-1], None) if len(self.conv) > 1 else None
+        return (self.conv[-1], None) if self._has_projection_norm else None
 
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and self.training:
