@@ -203,3 +203,23 @@ def test_training_runs_the_projection_norm_through_the_fused_kernel(monkeypatch)
         (nn.BatchNorm2d, block.conv[1][2]),
         (nn.BatchNorm2d, None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "kind"),
+    [((4, 8, 1), PointwiseConv2d), ((2, 4, 3), DepthwiseConv2d), ((4, 8, 3), Conv2d)],
+    ids=["pointwise", "depthwise", "general"],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_layer_passes_bias_device_and_dtype_to_each_class(arguments, kind, bias):
+    groups = 2 if kind is DepthwiseConv2d else 1  # groups == in_channels == 2: depthwise, multiplier 2
+    layer = conv_layer(*arguments, groups=groups, bias=bias, device="meta", dtype=torch.float64)
+    assert type(layer) is kind
+    assert {(p.device.type, p.dtype) for p in layer.parameters()} == {("meta", torch.float64)}
+    assert (layer.bias is not None) == bias
+    assert layer.weight.shape[0] == arguments[1]
+
+
+def test_conv_layer_passes_groups_to_a_grouped_pointwise_conv():
+    layer = conv_layer(4, 8, 1, groups=2)
+    assert type(layer) is PointwiseConv2d and layer.groups == 2 and layer.weight.shape == (8, 2, 1, 1)
