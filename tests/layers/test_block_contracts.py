@@ -223,3 +223,11 @@ def test_conv_layer_passes_bias_device_and_dtype_to_each_class(arguments, kind, 
 def test_conv_layer_passes_groups_to_a_grouped_pointwise_conv():
     layer = conv_layer(4, 8, 1, groups=2)
     assert type(layer) is PointwiseConv2d and layer.groups == 2 and layer.weight.shape == (8, 2, 1, 1)
+
+
+def test_conv_layer_passes_dilation_and_groups_to_a_general_conv():
+    layer = conv_layer(4, 8, 3, dilation=2, groups=2)
+    assert type(layer) is Conv2d and (layer.dilation, layer.groups) == ((2, 2), 2)
+    x = torch.randn(1, 4, 9, 9, generator=torch.Generator().manual_seed(0))
+    reference = nn.functional.conv2d(x, layer.weight, layer.bias, dilation=2, groups=2)
+    torch.testing.assert_close(layer(x), reference, rtol=0, atol=0)
