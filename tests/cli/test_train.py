@@ -24,6 +24,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # a two-epoch CLI training run: about 6 s
 def test_train_json_prints_one_document_matching_the_csv(tmp_path, capsys):
     code = main(["train", *TINY, "--epochs", "2", "--batch-size", "64", "--out", str(tmp_path), "--json"])
     captured = capsys.readouterr()
@@ -141,6 +142,7 @@ def test_resume_names_each_setting_that_would_change_the_result(tmp_path, capsys
     assert "data num_classes 6 -> 10" in captured.err and "data in_channels 3 -> 1" in captured.err
 
 
+@pytest.mark.slow  # CLI training runs: about 9 s
 def test_resume_ignores_checkpoints_of_another_run(tmp_path, capsys):
     code, captured = _train(tmp_path / "a", "--checkpoint-every", "4", capsys=capsys)
     assert code == 0, captured.err
@@ -167,6 +169,7 @@ def test_a_short_one_cycle_run_trains(tmp_path, capsys):
     assert [row["step"] for row in json.loads(captured.out)["history"]] == [4]
 
 
+@pytest.mark.slow  # CLI training runs: about 13 s
 def test_the_same_seed_gives_the_same_numbers(tmp_path, capsys):
     runs = []
     for name in ("first", "second"):

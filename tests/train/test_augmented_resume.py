@@ -59,6 +59,7 @@ def _indices(data, step: int, seed: int = 0, batch_size: int = 32, steps_per_epo
     return order[index * batch_size : (index + 1) * batch_size]
 
 
+@pytest.mark.slow  # four training runs with two loader workers each: about 25 s
 @pytest.mark.parametrize("split", [4, 8], ids=["mid-epoch-1", "mid-epoch-2"])
 def test_an_augmented_run_split_mid_epoch_with_two_workers_is_the_uninterrupted_run(
     tmp_path, augmented_data, tiny_config, augmented_reference, split
