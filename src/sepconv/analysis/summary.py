@@ -194,8 +194,8 @@ def summarize(
     alone) or ``inputs`` (a tensor, or a tuple of positional arguments). The model runs in eval mode
     without gradients on ``device`` and is put back as it was (mode and device); with
     ``device="meta"`` a copy with empty meta weights runs instead (nothing computed, nothing
-    allocated, the model untouched). ``depth`` folds submodules
-    deeper than that many levels into their ancestor, like torchinfo's depth.
+    allocated, the model untouched). ``depth`` folds submodules deeper than that many levels into
+    their ancestor, like torchinfo's depth.
 
     >>> from torch import nn
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2))

@@ -93,8 +93,10 @@ class EpochSeededDataset(Dataset):
         # SeedSequence mixes the three numbers into well-spread generator seeds (nearby keys do not
         # give correlated streams, as seed + epoch + index would).
         sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1, np.uint64)[0])
+        # Only the CPU generator is reseeded (torch.manual_seed would reseed every GPU's too, and
+        # fork_rng(devices=[]) puts back the CPU's alone).
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed)
+            torch.random.default_generator.manual_seed(sample_seed)
             return self.dataset[index]
 
 
