@@ -324,13 +324,18 @@ def test_with_no_epoch_checkpoints_only_the_runs_last_epoch_end_is_written(tmp_p
     assert trainer.saved == ([checkpoint_name(5, RUN_A)] if written else [])
 
 
-def test_every_second_epoch_is_written(tmp_path):
-    callback = PeriodicCheckpoint(tmp_path, every_steps=0, every_epochs=2, keep=5)
+# Epochs are counted from 0, three steps each: every 2nd epoch ends at current_epoch 1 and 3 (steps 6
+# and 12); every 3rd at current_epoch 2 and 5 (steps 9 and 18).
+@pytest.mark.parametrize(
+    ("every_epochs", "epochs_run", "written_steps"), [(2, 5, [6, 12]), (3, 6, [9, 18])], ids=["2nd", "3rd"]
+)
+def test_every_nth_epoch_is_written(tmp_path, every_epochs, epochs_run, written_steps):
+    callback = PeriodicCheckpoint(tmp_path, every_steps=0, every_epochs=every_epochs, keep=5)
     trainer = _Trainer(train_dataloader=_loader(), max_epochs=10)
-    for epoch in range(5):
+    for epoch in range(epochs_run):
         trainer.current_epoch, trainer.global_step = epoch, 3 * (epoch + 1)
         callback.on_train_epoch_end(trainer, _module())
-    assert trainer.saved == [checkpoint_name(6, RUN_A), checkpoint_name(12, RUN_A)]
+    assert trainer.saved == [checkpoint_name(step, RUN_A) for step in written_steps]
 
 
 def test_a_one_step_run_is_written_at_its_end(tmp_path):
@@ -339,13 +344,3 @@ def test_a_one_step_run_is_written_at_its_end(tmp_path):
     callback = PeriodicCheckpoint(tmp_path, every_steps=4, every_epochs=0, keep=5)
     callback.on_train_epoch_end(trainer, _module())
     assert trainer.saved == [checkpoint_name(1, RUN_A)]
-
-
-def test_every_third_epoch_is_written(tmp_path):
-    # Epochs are counted from 0: the 3rd and 6th end at current_epoch 2 and 5 (steps 9 and 18).
-    callback = PeriodicCheckpoint(tmp_path, every_steps=0, every_epochs=3, keep=5)
-    trainer = _Trainer(train_dataloader=_loader(), max_epochs=10)
-    for epoch in range(6):
-        trainer.current_epoch, trainer.global_step = epoch, 3 * (epoch + 1)
-        callback.on_train_epoch_end(trainer, _module())
-    assert trainer.saved == [checkpoint_name(9, RUN_A), checkpoint_name(18, RUN_A)]
