@@ -1,0 +1,123 @@
+"""What this machine can give a run: usable CPU cores, available memory, visible GPUs.
+
+Flags that scale work or memory (``--devices``, batch sizes, input sizes, ranks, animation geometry) are
+checked against these figures *before* the big allocation, so that a mistyped ``--batch-sizes 100000``
+costs one line instead of the machine. The figures honour the limits a container or a job scheduler
+sets (CPU affinity, cgroup v2 ``cpu.max`` and ``memory.max``), which ``os.cpu_count()`` and the
+system's total memory do not.
+
+This module imports neither torch nor numpy: the command line uses it before any heavy import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+
+__all__ = [
+    "MemoryLimitError",
+    "available_memory_bytes",
+    "format_bytes",
+    "gpu_count",
+    "require_memory",
+    "usable_cpu_count",
+]
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def usable_cpu_count() -> int:
+    """CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota.
+
+    >>> usable_cpu_count() >= 1
+    True
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        cores = os.cpu_count() or 1
+    quota = _read_text(_CGROUP / "cpu.max")
+    if quota:
+        limit, _, period = quota.partition(" ")
+        if limit != "max" and period:
+            with contextlib.suppress(ValueError):  # a malformed file: keep the affinity count
+                cores = min(cores, max(1, math.ceil(int(limit) / int(period))))
+    return max(1, cores)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory a new allocation can have without swapping: ``MemAvailable``, capped by a cgroup v2 limit.
+
+    None where the system does not say (not Linux); callers then skip their memory checks.
+    """
+    available: int | None = None
+    for line in (_read_text(Path("/proc/meminfo")) or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            available = int(line.split()[1]) * 1024
+            break
+    limit, used = _read_text(_CGROUP / "memory.max"), _read_text(_CGROUP / "memory.current")
+    if limit and limit != "max" and used:
+        try:
+            room = max(0, int(limit) - int(used))
+        except ValueError:
+            return available
+        available = room if available is None else min(available, room)
+    return available
+
+
+def gpu_count() -> int:
+    """CUDA GPUs visible to PyTorch (0 without torch's CUDA support); imports torch only when called."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class MemoryLimitError(ValueError):
+    """A parameter whose value would need more memory than this machine has available."""
+
+
+def require_memory(parameter: str, value: object, needed_bytes: float, *, what: str = "") -> None:
+    """Refuse ``parameter=value`` when it needs more than the memory available now.
+
+    ``needed_bytes`` is the caller's estimate of the allocation the value leads to (a lower bound is
+    enough: the check exists to stop values that cannot fit, not to predict a peak). The message names
+    the parameter, the value, the estimate and the limit, so that the command line can print it as is.
+
+    >>> require_memory("batch_size", 8, 1024)
+    >>> require_memory("batch_size", 10**9, 2.0**80, what="input tensors")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    sepconv.machine.MemoryLimitError: batch_size=1000000000 needs about ... for input tensors, more than ...
+    """
+    available = available_memory_bytes()
+    if available is None or needed_bytes <= available:
+        return
+    purpose = f" for {what}" if what else ""
+    raise MemoryLimitError(
+        f"{parameter}={value} needs about {format_bytes(needed_bytes)}{purpose}, more than the "
+        f"{format_bytes(available)} of memory available on this machine; use a smaller {parameter}"
+    )
+
+
+def format_bytes(count: float) -> str:
+    """A byte count for people: ``format_bytes(3 * 2**30)`` is ``'3.0 GiB'``.
+
+    >>> format_bytes(512), format_bytes(1536), format_bytes(3 * 2**30), format_bytes(2.0**80)
+    ('512 B', '1.5 KiB', '3.0 GiB', '1.1e+12 TiB')
+    """
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value, unit = float(count), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    if unit == 0:
+        return f"{int(value)} B"
+    return f"{value:.1f} {units[unit]}" if value < 10_000 else f"{value:.1e} {units[unit]}"
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
