@@ -131,7 +131,7 @@ def test_unknown_checkpoint_and_bad_out(tmp_path, capsys):
     )
     assert code == 2 and f"checkpoint file not found: {tmp_path / 'gone.safetensors'}" in stderr
     code, _, stderr = run_sepconv(["convert", "standard_cnn", "--out", str(tmp_path / "x.pt")], capsys)
-    assert code == 2 and "--out must be a .safetensors file" in stderr
+    assert code == 2 and "--out must end in .safetensors, got" in stderr
     code, _, stderr = run_sepconv(
         ["convert", "no_such_model", "--out", str(tmp_path / "x.safetensors")], capsys
     )

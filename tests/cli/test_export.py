@@ -133,7 +133,7 @@ def test_an_unknown_model_name(tmp_path, capsys):
 
 def test_onnx_must_name_an_onnx_file(tmp_path, capsys):
     code, out, err = run_sepconv(["export", "separable_cnn", "--onnx", str(tmp_path / "out.txt")], capsys)
-    assert_one_line_error(code, out, err, mentions="--onnx must name a .onnx file")
+    assert_one_line_error(code, out, err, mentions=f"--onnx must end in .onnx, got {str(tmp_path / 'out.txt')!r}")
     assert list(tmp_path.iterdir()) == []
 
 

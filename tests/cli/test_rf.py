@@ -97,7 +97,7 @@ def test_unreadable_image_and_unwritable_path(tmp_path, capsys):
     assert not out.exists()
     blocked = text / "rf.png"  # a file where a folder would have to be
     code, _, stderr = run_sepconv([*BASE, "--out", str(blocked)], capsys)
-    assert code == 2 and "cannot write --out" in stderr and stderr.count("\n") == 1
+    assert code == 2 and f"--out {str(blocked)!r}: {str(text)!r} is not a folder" in stderr and stderr.count("\n") == 1
     code, _, stderr = run_sepconv([*BASE, "--out", str(tmp_path / "rf.jpg")], capsys)
     assert code == 2 and "--out must end in .png or .svg" in stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]

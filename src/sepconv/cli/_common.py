@@ -10,6 +10,9 @@ so that argparse itself refuses a bad value with one line naming the flag and th
 - :func:`finite_float` for floats: refuses ``nan`` and ``inf`` always, and values outside the bounds
   given (``finite_float(minimum=0, min_inclusive=False)`` is "> 0", e.g. ``--lr``);
   :data:`positive_float` is exactly that.
+
+Output flags use the action :class:`OutputFile` (``action=OutputFile, suffixes=(".png", ".svg")``): the
+suffix, and that the path is not a folder, device, FIFO or socket, are checked at parse time.
 """
 
 from __future__ import annotations
@@ -17,16 +20,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sepconv.errors import UsageError
 
 __all__ = [
+    "HTML_SUFFIXES",
+    "OutputFile",
     "UsageError",
+    "check_output_file",
     "finite_float",
-    "html_file",
     "integer",
     "non_negative_int",
     "parse_int_list",
@@ -159,8 +166,6 @@ def resolve_model(spec: str, **kwargs: Any) -> Any:
     Names are those of ``sepconv.models.list_models()`` (``mobilenet_v2``, ``torchvision:resnet18``);
     ``kwargs`` (e.g. ``num_classes``) apply to names only.
     """
-    from pathlib import Path
-
     from sepconv.models import create_model
 
     path = Path(spec)
@@ -183,8 +188,6 @@ def training_config(spec: str) -> dict[str, Any] | None:
     the config names the data set (``"dataset"``) and split seed (``"seed"``) the model was trained on.
     None for a registered name, a file outside a run folder, or an unreadable config.
     """
-    from pathlib import Path
-
     path = Path(spec)
     if not path.is_file():
         return None
@@ -207,16 +210,76 @@ def trained_on(spec: str) -> tuple[str, int] | None:
     return str(config["dataset"]), int(config.get("seed") or 0)
 
 
-def html_file(text: str) -> Any:
-    """An argparse ``type`` for ``--html``: a path ending in .html whose folder exists (checked before any work)."""
-    from pathlib import Path
+def check_output_file(
+    flag: str, value: str | os.PathLike[str], suffixes: Sequence[str], *, folder_must_exist: bool = False
+) -> Path:
+    """``value`` as the path an output flag writes, checked before any work; else a one-line UsageError.
 
+    Every output flag of every command goes through this (as the argparse action :class:`OutputFile`, or
+    directly for a default path such as ``evaluate``'s PNG beside its model). Refused, naming ``flag``
+    and ``value``: a suffix other than ``suffixes`` (case ignored); an existing path that is not a
+    regular file (a folder, a device, a FIFO, a socket: writing would replace it; a symbolic link is
+    written through to its regular file, see :func:`sepconv.io.atomic.check_output_path`); a path
+    below a file; with ``folder_must_exist``, a missing folder.
+
+    >>> check_output_file("--out", "picture.jpg", (".png", ".svg"))
+    Traceback (most recent call last):
+    sepconv.errors.UsageError: --out must end in .png or .svg, got 'picture.jpg'
+    """
+    from sepconv.io.atomic import OutputPathError, check_output_path
+
+    text = os.fspath(value)
     path = Path(text)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise argparse.ArgumentTypeError(f"must be a file ending in .html, got {text!r}")
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"folder {str(path.parent)!r} does not exist, got {text!r}")
+    if path.suffix.lower() not in {suffix.lower() for suffix in suffixes}:
+        raise UsageError(f"{flag} must end in {' or '.join(suffixes)}, got {text!r}")
+    try:
+        check_output_path(path, parameter=flag)
+    except OutputPathError as error:
+        raise UsageError(str(error)) from None
+    folder = path.parent
+    if folder_must_exist and not folder.is_dir():
+        raise UsageError(f"{flag} {text!r}: folder {str(folder)!r} does not exist")
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the missing folders below this one are created by the write
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {text!r}: {str(folder)!r} is not a folder")
     return path
 
 
-html_file.__name__ = "an .html file in an existing folder"
+class OutputFile(argparse.Action):
+    """An argparse action for an output flag: :func:`check_output_file` at parse time, stores a Path.
+
+    ``parser.add_argument("--out", action=OutputFile, suffixes=(".png", ".svg"))``; a refusal is one
+    line, exit code 2, before the command does anything.
+    """
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        *,
+        suffixes: Sequence[str],
+        folder_must_exist: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.suffixes = tuple(suffixes)
+        self.folder_must_exist = folder_must_exist
+        kwargs.setdefault("metavar", f"FILE{self.suffixes[0]}")
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        flag = option_string or self.dest
+        try:
+            path = check_output_file(flag, values, self.suffixes, folder_must_exist=self.folder_must_exist)
+        except UsageError as error:
+            parser.error(str(error))
+        setattr(namespace, self.dest, path)
+
+
+HTML_SUFFIXES = (".html", ".htm")

@@ -9,7 +9,9 @@ import sys
 from typing import Any
 
 from sepconv.cli._common import (
+    OutputFile,
     UsageError,
+    check_output_file,
     finite_float,
     non_negative_int,
     parse_int_list,
@@ -65,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--out",
+        action=OutputFile,
+        suffixes=(".gif", ".mp4"),
         help=f".gif, or .mp4 (needs ffmpeg on PATH or pip install 'sepconv[video]'), to write (default {_DEFAULT_OUT}; none with --json)",
     )
     parser.add_argument(
@@ -180,6 +184,9 @@ def geometry_from_layer(spec: str, input_size: int | tuple[int, int]) -> dict[st
 def run(args: argparse.Namespace) -> int:
     from sepconv.viz.animate import plan_animation, write_animation
 
+    out = args.out if args.out is not None or args.json else _DEFAULT_OUT
+    if out is not None:
+        out = str(check_output_file("--out", out, (".gif", ".mp4")))  # the default, too, before any work
     if args.layer:
         given = [f"--{flag.replace('_', '-')}" for flag in _GEOMETRY_FLAGS if getattr(args, flag) is not None]
         given += [
@@ -192,7 +199,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         geometry = geometry_from_flags(args)
     animation = plan_animation(**geometry)
-    out = args.out if args.out is not None or args.json else _DEFAULT_OUT
     if out is not None:
         _write_with_progress(write_animation, animation, out, args.fps)
     if args.json:

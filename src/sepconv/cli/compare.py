@@ -7,8 +7,9 @@ import sys
 from typing import Any
 
 from sepconv.cli._common import (
+    HTML_SUFFIXES,
+    OutputFile,
     UsageError,
-    html_file,
     positive_int,
     print_json,
     resolve_model,
@@ -70,7 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(
         "--html",
-        type=html_file,
+        action=OutputFile,
+        suffixes=HTML_SUFFIXES,
+        folder_must_exist=True,
         metavar="FILE.html",
         default=None,
         help="also write a self-contained HTML page",

@@ -8,7 +8,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import UsageError, finite_float, positive_int, print_json, resolve_model, trained_on
+from sepconv.cli._common import (
+    OutputFile,
+    UsageError,
+    finite_float,
+    positive_int,
+    print_json,
+    resolve_model,
+    trained_on,
+)
 
 _EPILOG = """\
 Each eligible nn.Conv2d (groups 1, kernel wider than 1x1, chosen by --include/--exclude) becomes a depthwise
@@ -52,7 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model", metavar="MODEL", help="registered model name or sepconv model file / checkpoint"
     )
     parser.add_argument(
-        "--out", required=True, metavar="FILE.safetensors", help="where to write the converted model"
+        "--out",
+        required=True,
+        action=OutputFile,
+        suffixes=(".safetensors",),
+        folder_must_exist=True,
+        metavar="FILE.safetensors",
+        help="where to write the converted model",
     )
     parser.add_argument(
         "--depth-multiplier",
@@ -134,9 +148,7 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.io import save_model
     from sepconv.models import default_input_size
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise UsageError(f"--out must be a .safetensors file (a sepconv model file), got {args.out!r}")
+    out = Path(args.out)  # its suffix, kind and folder were checked when the flags were parsed
     if args.depth_multiplier == "auto" and args.max_error is None:
         raise UsageError(
             "--depth-multiplier auto needs --max-error E (the largest relative weight error, e.g. 0.1)"
@@ -145,8 +157,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--max-error applies with --depth-multiplier auto only, got --depth-multiplier {args.depth_multiplier}"
         )
-    if not out.parent.exists():
-        raise UsageError(f"--out {args.out!r}: folder {str(out.parent)!r} does not exist")
     model = resolve_model(args.model)
     size = image_size(args.input_size, model)
     if args.recalibrate_bn is not None and _data_set_name(args) is None:

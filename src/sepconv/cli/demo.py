@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import html_file, integer, positive_float, positive_int, print_json
+from sepconv.cli._common import HTML_SUFFIXES, OutputFile, integer, positive_float, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bars")
     parser.add_argument(
         "--html",
-        type=html_file,
+        action=OutputFile,
+        suffixes=HTML_SUFFIXES,
+        folder_must_exist=True,
         metavar="FILE.html",
         default=None,
         help="also copy the HTML report (always written as report.html in --out) to FILE",

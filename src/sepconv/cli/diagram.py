@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sepconv.cli._common import UsageError, finite_float, integer, positive_int, print_json
+from sepconv.cli._common import OutputFile, finite_float, integer, positive_int, print_json
 from sepconv.viz.diagram import DIAGRAM_KINDS  # torch- and matplotlib-free, cheap to import
 
 # A diagram draws at most 32 boxes per column whatever the count; this bound only keeps the exact
@@ -40,19 +40,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--input-size", type=positive_int, default=56, help="output height = width for the MACs (default 56)"
     )
-    parser.add_argument("--out", required=True, help="the picture to write: FILE.png or FILE.svg")
+    parser.add_argument(
+        "--out",
+        required=True,
+        action=OutputFile,
+        suffixes=(".png", ".svg"),
+        help="the picture to write: FILE.png or FILE.svg",
+    )
     parser.add_argument("--json", action="store_true", help="print the counts as one JSON document")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sepconv.viz.diagram import diagram, format_count
-    from sepconv.viz.style import FIGURE_FORMATS, save_figure
+    from sepconv.viz.style import save_figure
 
-    out = Path(args.out)
-    # Refuse a bad suffix before drawing anything.
-    if out.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
-        raise UsageError(f"--out must end in .png or .svg, got {args.out!r}")
+    out = Path(args.out)  # its suffix and kind were checked when the flags were parsed
     figure, plan = diagram(
         args.kind,
         in_channels=args.in_channels,

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import UsageError, non_negative_int, positive_int, print_json
+from sepconv.cli._common import (
+    OutputFile,
+    UsageError,
+    check_output_file,
+    non_negative_int,
+    positive_int,
+    print_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256")
     parser.add_argument(
-        "--confusion-png", metavar="PATH", help="where to write the PNG (default: beside CHECKPOINT)"
+        "--confusion-png",
+        action=OutputFile,
+        suffixes=(".png",),
+        metavar="PATH",
+        help="where to write the PNG (default: beside CHECKPOINT)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=run)
@@ -54,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.train.evaluation import ModelDataMismatchError, evaluate_model, plot_confusion_matrix
 
     model_file = _model_file(args.checkpoint)
+    png = check_output_file(
+        "--confusion-png",
+        args.confusion_png or model_file.with_name(f"{model_file.stem}-confusion.png"),
+        (".png",),
+    )  # the default beside the model, too, before any work
     if model_file.suffix == ".onnx":
         from sepconv.deploy import OnnxModel
 
@@ -80,11 +96,6 @@ def run(args: argparse.Namespace) -> int:
         )
     except ModelDataMismatchError as error:
         raise UsageError(f"{model_file} does not fit data set {data.name}: {error}") from error
-    png = (
-        Path(args.confusion_png)
-        if args.confusion_png
-        else model_file.with_name(f"{model_file.stem}-confusion.png")
-    )
     plot_confusion_matrix(
         evaluation, png, title=f"{model_file.name} on {data.name} {args.split}: {evaluation.accuracy:.2%}"
     )

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from sepconv.cli._common import (
+    OutputFile,
     UsageError,
+    check_output_file,
     finite_float,
     non_negative_int,
     positive_int,
@@ -37,7 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="registered model name or sepconv model file")
-    parser.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument(
+        "--onnx",
+        required=True,
+        action=OutputFile,
+        suffixes=(".onnx",),
+        folder_must_exist=True,
+        metavar="FILE",
+        help="the .onnx file to write",
+    )
     parser.add_argument(
         "--input-size", help="C,H,W, or H,W / H with the model's channels; default: the model's own"
     )
@@ -77,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.cli.summary import image_size
     from sepconv.deploy import export_onnx
 
-    target = Path(args.onnx)
-    if target.suffix != ".onnx":
-        raise UsageError(f"--onnx must name a .onnx file, got {args.onnx!r}")
+    target = Path(args.onnx)  # its suffix and kind were checked when the flags were parsed
+    if args.int8:  # its int8 twin is written too: the same rule, before any work
+        check_output_file("--onnx", target.with_suffix(".int8.onnx"), (".onnx",))
     model = resolve_model(args.model)
     input_size = image_size(args.input_size, model)
     data = _load_data(args, model)

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import non_negative_int, parse_int_list, print_json, resolve_model, trained_on
+from sepconv.cli._common import (
+    OutputFile,
+    non_negative_int,
+    parse_int_list,
+    print_json,
+    resolve_model,
+    trained_on,
+)
 from sepconv.errors import UsageError
 
 
@@ -38,7 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--input-size", help="C,H,W, or H or H,W with the model's channels (default: the model's own)"
     )
     parser.add_argument(
-        "--out", required=True, metavar="FILE", help="where to write the picture (.png or .svg)"
+        "--out",
+        required=True,
+        action=OutputFile,
+        suffixes=(".png", ".svg"),
+        metavar="FILE",
+        help="where to write the picture (.png or .svg)",
     )
     parser.add_argument("--json", action="store_true", help="print the numbers as one JSON document")
     parser.set_defaults(handler=run)
@@ -46,11 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sepconv.viz.fields import receptive_field_map
-    from sepconv.viz.style import FIGURE_FORMATS, save_figure
+    from sepconv.viz.style import save_figure
 
-    out = Path(args.out)
-    if out.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
-        raise UsageError(f"--out must end in .png or .svg, got {args.out!r}")
+    out = Path(args.out)  # its suffix and kind were checked when the flags were parsed
     position = _position(args.position)
     model = resolve_model(args.model)
     image, label = _input_image(args, model)

@@ -7,7 +7,14 @@ import math
 import sys
 from typing import Any
 
-from sepconv.cli._common import html_file, non_negative_int, parse_int_list, print_json, resolve_model
+from sepconv.cli._common import (
+    HTML_SUFFIXES,
+    OutputFile,
+    non_negative_int,
+    parse_int_list,
+    print_json,
+    resolve_model,
+)
 from sepconv.errors import UsageError
 
 # A random input above this many elements (4 GiB of float32) is a typo, not a model to summarize.
@@ -45,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     output.add_argument("--csv", action="store_true", help="print CSV, one row per layer (exact integers)")
     parser.add_argument(
         "--html",
-        type=html_file,
+        action=OutputFile,
+        suffixes=HTML_SUFFIXES,
+        folder_must_exist=True,
         metavar="FILE.html",
         default=None,
         help="also write a self-contained HTML page (tables, a MACs chart)",

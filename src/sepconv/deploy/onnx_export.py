@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from sepconv.errors import SepconvError
-from sepconv.io.atomic import atomic_write_bytes
+from sepconv.io.atomic import atomic_write_bytes, check_output_path
 
 __all__ = [
     "INPUT_NAME",
@@ -123,6 +123,7 @@ def export_onnx(
         raise ValueError(f"path must end in .onnx, got {str(target)!r}")
     if target.is_dir():
         raise ValueError(f"path {str(target)!r} is a folder; give a file name ending in .onnx")
+    check_output_path(target, parameter="path")  # a device or FIFO is refused before the export work
     if not target.parent.is_dir():
         raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist")
     size = _input_size(model, input_size, inputs)

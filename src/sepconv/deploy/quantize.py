@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sepconv.deploy.onnx_export import METADATA_KEY, ExportError
-from sepconv.io.atomic import atomic_write_bytes
+from sepconv.io.atomic import atomic_write_bytes, check_output_path
 
 __all__ = ["onnx_accuracy", "quantize_onnx"]
 
@@ -51,6 +51,7 @@ def quantize_onnx(
         raise FileNotFoundError(f"ONNX model file not found: {source}")
     if target.suffix != ".onnx":
         raise ValueError(f"int8_path must end in .onnx, got {str(target)!r}")
+    check_output_path(target, parameter="int8_path")  # a device or FIFO is refused before quantizing
     if target.resolve() == source.resolve():
         raise ValueError(f"int8_path must differ from fp32_path, got {str(target)!r} for both")
     source_model = onnx.load(str(source), load_external_data=False)

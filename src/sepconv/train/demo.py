@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from sepconv.io.atomic import atomic_write_bytes
 from sepconv.train.config import TrainConfig
 from sepconv.viz.style import color as palette_color
 
@@ -109,7 +110,7 @@ def run_demo(
         )
         document["run_id"] = folder.run_id
         document["total_seconds"] = time.perf_counter() - started
-        (folder.path / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+        atomic_write_bytes(folder.path / "results.json", (json.dumps(document, indent=2) + "\n").encode())
     return document
 
 
@@ -228,6 +229,15 @@ def _deploy(model: torch.nn.Module, data: Any, path: Path) -> dict[str, Any]:
     }
 
 
+def _save_png(figure: Any, path: Path) -> None:
+    """``figure`` as a PNG, written atomically like every other file of the run."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def _plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -258,7 +268,7 @@ def _plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
         axes.grid(alpha=0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save_png(figure, path)
 
 
 def _plot_comparison(document: dict[str, Any], path: Path) -> None:
@@ -287,7 +297,7 @@ def _plot_comparison(document: dict[str, Any], path: Path) -> None:
             axes.margins(y=0.12)  # room for the value above the taller bar
             axes.set_xlabel(f"standard / separable: {document['ratios'][key]:.2f}x")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save_png(figure, path)
 
 
 # (label, key, format) of each measured row; the ratio column is standard / separable.
@@ -386,7 +396,7 @@ def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, floa
         "",
     ]
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines))
+    atomic_write_bytes(report, "\n".join(lines).encode())
     _write_html_report(document, out_dir, paragraphs=[recipe_text, " ".join(explanation).replace("`", "")])
     return report
 

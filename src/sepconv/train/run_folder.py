@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sepconv.errors import SepconvError
+from sepconv.io.atomic import atomic_write_bytes
 
 __all__ = [
     "LOCK_NAME",
@@ -178,7 +179,7 @@ def claim_run_folder(
             )
         run_id = new_run_id()
         document = {"run_id": run_id, "kind": kind, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        (folder / RUN_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        atomic_write_bytes(folder / RUN_FILE, (json.dumps(document, indent=2) + "\n").encode())
         return RunFolder(folder, run_id, kind, _lock=lock)
     except BaseException:
         lock.close()

@@ -493,7 +493,7 @@ def finish_run(
     init_from_sha256: str | None = None,
 ) -> TrainResult:
     """Evaluate on the test split and write ``model.safetensors`` and ``result.json`` (rank 0 only)."""
-    from sepconv.io import save_model
+    from sepconv.io import atomic_write_bytes, save_model
     from sepconv.train.evaluation import evaluate_model
     from sepconv.train.sync_norm import restore_batchnorm
 
@@ -529,7 +529,7 @@ def finish_run(
             model, data.test, num_classes=data.num_classes, channels_last=precision.channels_last
         ).accuracy
     result.model_path = save_model(model.cpu(), out_dir / "model.safetensors")
-    (out_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    atomic_write_bytes(out_dir / "result.json", (json.dumps(result.to_dict(), indent=2) + "\n").encode())
     return result
 
 
@@ -559,6 +559,7 @@ def fit(
     """
     import lightning.pytorch as pl
 
+    from sepconv.io import atomic_write_bytes
     from sepconv.train.checkpoint import InterruptRequest, TrainingInterrupted
     from sepconv.train.run_folder import check_out_dir, claim_run_folder
 
@@ -624,8 +625,9 @@ def fit(
                 warn=warn,
             )
             if is_rank_zero:
-                (Path(config.out_dir) / "config.json").write_text(
-                    json.dumps(config.to_dict(), indent=2) + "\n"
+                atomic_write_bytes(
+                    Path(config.out_dir) / "config.json",
+                    (json.dumps(config.to_dict(), indent=2) + "\n").encode(),
                 )
             try:
                 parts.trainer.fit(

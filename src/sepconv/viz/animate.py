@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from sepconv import arithmetic
-from sepconv.io.atomic import PathLike, atomic_write_bytes
+from sepconv.io.atomic import PathLike, atomic_write_bytes, check_output_path
 
 __all__ = [
     "MAX_FRAMES",
@@ -517,6 +517,7 @@ def _check_writable(target: Path) -> None:
     """Refuse an unwritable destination before spending time on drawing (the write re-checks anyway)."""
     import os
 
+    check_output_path(target, parameter="path")  # a device, FIFO or socket would be replaced
     folder = target.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # atomic_write_bytes creates the missing folders below this one
