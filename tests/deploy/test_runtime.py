@@ -7,6 +7,8 @@ normalization is done by hand here ((pixels / 255 - mean) / std), not by sepconv
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -197,10 +199,11 @@ def test_a_file_without_sepconv_metadata_still_runs(exported, tmp_path):
     assert onnx_model.input_size == (1, 28, 28)  # read from the graph's input instead
     images = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(6))
     torch.testing.assert_close(onnx_model(images), logits(model, images), atol=LOGITS_ATOL, rtol=0)
-    # No stored normalization: predict takes the images as they are (floats, no / 255 for floats).
-    _, probabilities = onnx_model.predict(images)
+    # No stored normalization: predict takes the images as they are (floats in [0, 1], no / 255).
+    unit_images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(6))
+    _, probabilities = onnx_model.predict(unit_images)
     torch.testing.assert_close(
-        probabilities, torch.softmax(logits(model, images), 1), atol=LOGITS_ATOL, rtol=0
+        probabilities, torch.softmax(logits(model, unit_images), 1), atol=LOGITS_ATOL, rtol=0
     )
 
 
@@ -213,3 +216,210 @@ def test_broken_sepconv_metadata_is_an_export_error(exported, tmp_path, text):
     onnx.save(proto, str(broken))
     with pytest.raises(ExportError, match="sepconv metadata"):
         OnnxModel(broken)
+
+
+# --- untrusted input: what predict takes, and the metadata a file may carry (issue 20) -----------
+
+
+def test_predict_refuses_nan(onnx_model):
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(7))
+    images[1, 0, 3, 4] = float("nan")
+    with pytest.raises(ValueError) as raised:
+        onnx_model.predict(images)
+    assert str(raised.value) == (
+        "images hold NaN or infinite values; predict takes uint8 in 0..255 or floats in [0, 1]"
+    )
+
+
+def test_predict_refuses_floats_of_0_to_255(onnx_model):
+    # The issue's case: 0-255 pixels as floats were taken as 0-1 and scored 0%.
+    images = raw_digits(2).float()
+    with pytest.raises(ValueError) as raised:
+        onnx_model.predict(images)
+    assert str(raised.value) == (
+        f"images are floats in [0, {float(images.max()):g}]; predict takes floats in [0, 1] or uint8 in "
+        f"0..255 (divide 0-255 floats by 255; call the model itself on images already normalized)"
+    )
+    # The same pixels divided by 255 are what uint8 input gives.
+    from_floats, _ = onnx_model.predict(images / 255)
+    from_bytes, _ = onnx_model.predict(raw_digits(2))
+    assert torch.equal(from_floats, from_bytes)
+
+
+def test_predict_refuses_integers_other_than_uint8(onnx_model):
+    with pytest.raises(
+        ValueError, match=r"^images have dtype int64; predict takes uint8 in 0\.\.255 or floats"
+    ):
+        onnx_model.predict(raw_digits(1).long())
+
+
+def test_as_module_feeds_the_file_its_own_normalization(exported, onnx_model):
+    # A data set normalized otherwise (mean 0.5, std 0.25): the module undoes it and applies the file's,
+    # so it scores what predict scores on the raw images.
+    raw = raw_digits(8)
+    dataset_normalized = (raw.float() / 255 - 0.5) / 0.25
+    module = onnx_model.as_module(input_mean=[0.5], input_std=[0.25])
+    with torch.no_grad():
+        through_module = torch.softmax(module(dataset_normalized), 1)
+    _, by_predict = onnx_model.predict(raw)
+    by_hand = torch.softmax(logits(exported[0], (raw.float() / 255 - MEAN) / STD), 1)
+    # Undoing and redoing a normalization moves each pixel by a few float32 ulps: far below LOGITS_ATOL.
+    torch.testing.assert_close(through_module, by_predict, atol=LOGITS_ATOL, rtol=0)
+    torch.testing.assert_close(through_module, by_hand, atol=LOGITS_ATOL, rtol=0)
+    # ... where the images as given would be read under the wrong normalization.
+    with torch.no_grad():
+        as_given = torch.softmax(onnx_model.as_module()(dataset_normalized), 1)
+    assert (as_given - by_hand).abs().max() > 0.1
+
+
+def _with_metadata(exported, tmp_path, document_or_text) -> Path:
+    proto = onnx.load(str(exported[1]))
+    del proto.metadata_props[:]
+    text = document_or_text if isinstance(document_or_text, str) else json.dumps(document_or_text)
+    proto.metadata_props.add(key="sepconv", value=text)
+    path = tmp_path / "edited.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def _stored(exported) -> dict:
+    proto = onnx.load(str(exported[1]))
+    return json.loads({entry.key: entry.value for entry in proto.metadata_props}["sepconv"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"mean": [float("nan")]}, "mean is [nan]; it must be 1 finite number, one per input channel"),
+        (
+            {"mean": [0.1, 0.2, 0.3]},
+            "mean is [0.1, 0.2, 0.3]; it must be 1 finite number, one per input channel",
+        ),
+        ({"std": [-0.3]}, "std is [-0.3]; it must be 1 finite number, one per input channel, each > 0"),
+        ({"std": [0]}, "std is [0]; it must be 1 finite number, one per input channel, each > 0"),
+        (
+            {"class_names": ["a", "b"]},
+            "class_names holds 2 names; it must be 10 strings, one per model output",
+        ),
+        (
+            {"class_names": [1] * 10},
+            "class_names[0] is 1; class names must be strings of at most 1,024 characters",
+        ),
+        (
+            {"input_size": [3, 28, 28]},
+            "input_size is [3, 28, 28], but the model's graph takes images of [1, 28, 28] (channels, height, width)",
+        ),
+        (
+            {"input_size": [1, 10**9, 28]},
+            "input_size is [1, 1000000000, 28]; it must be [channels, height, width], three integers in [1, 65,536]",
+        ),
+    ],
+    ids=[
+        "nan-mean",
+        "mean-count",
+        "negative-std",
+        "zero-std",
+        "class-count",
+        "class-type",
+        "size-graph",
+        "size-huge",
+    ],
+)
+def test_metadata_that_does_not_fit_the_graph_is_refused(exported, tmp_path, edit, message):
+    path = _with_metadata(exported, tmp_path, {**_stored(exported), **edit})
+    with pytest.raises(ExportError) as raised:
+        OnnxModel(path)
+    assert str(raised.value) == f"{path}: its sepconv metadata's {message}"
+
+
+def test_deeply_nested_metadata_is_refused_without_a_recursion_error(exported, tmp_path):
+    path = _with_metadata(exported, tmp_path, "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ExportError) as raised:
+        OnnxModel(path)
+    assert (
+        str(raised.value) == f"{path}: its sepconv metadata nests 100000 levels deep, more than the 12 it may"
+    )
+
+
+def test_oversized_metadata_is_refused(exported, tmp_path):
+    from sepconv.deploy.onnx_export import MAX_METADATA_CHARS
+
+    # The issue's 200 MB of class names, scaled down to just over the bound: refused on its length
+    # before it is parsed.
+    names = ["x" * 1000] * (MAX_METADATA_CHARS // 1000)
+    text = json.dumps({**_stored(exported), "class_names": names})
+    path = _with_metadata(exported, tmp_path, text)
+    with pytest.raises(ExportError) as raised:
+        OnnxModel(path)
+    assert str(raised.value) == (
+        f"{path}: its sepconv metadata is {len(text):,} characters long, more than the {MAX_METADATA_CHARS:,} "
+        f"it may be"
+    )
+
+
+# --- export refuses what OnnxModel would refuse, before exporting -------------------------------
+
+
+def _exporter_must_not_run(monkeypatch):
+    import sepconv.deploy.onnx_export as onnx_export
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the exporter ran")
+
+    monkeypatch.setattr(onnx_export, "_export", fail)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"mean": [float("nan")], "std": [STD]}, "metadata['mean'] is [nan]; it must be 1 finite number"),
+        (
+            {"mean": [MEAN], "std": [-1.0]},
+            "metadata['std'] is [-1.0]; it must be 1 finite number, one per input",
+        ),
+        (
+            {"class_names": ["a", "b", "c"]},
+            "metadata['class_names'] holds 3 names; it must be 10 strings, one per",
+        ),
+    ],
+    ids=["nan-mean", "negative-std", "class-count"],
+)
+def test_export_refuses_metadata_that_does_not_fit_before_exporting(tmp_path, monkeypatch, metadata, message):
+    _exporter_must_not_run(monkeypatch)
+    target = tmp_path / "model.onnx"
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        export_onnx(digit_classifier(), target, input_size=(1, 28, 28), metadata=metadata)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("input_size", "message"),
+    [
+        (
+            (3, 28, 28),
+            "input_size (3, 28, 28) has 3 channels, but the model takes 1 (layer '0')",
+        ),
+        (
+            (1, 4, 4),
+            "input_size (1, 4, 4) does not fit the model: it fails at layer '3' (Conv2d) (Calculated padded input "
+            "size per channel: (1 x 1). Kernel size: (3 x 3). Kernel size can't be greater than actual input size)",
+        ),
+    ],
+    ids=["channels", "too-small"],
+)
+def test_export_names_an_input_size_the_model_cannot_take_before_exporting(
+    tmp_path, monkeypatch, input_size, message
+):
+    _exporter_must_not_run(monkeypatch)
+    with pytest.raises(ValueError) as raised:
+        export_onnx(digit_classifier(), tmp_path / "model.onnx", input_size=input_size)
+    assert str(raised.value) == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_inputs_must_be_a_tensor(tmp_path):
+    with pytest.raises(TypeError) as raised:
+        export_onnx(digit_classifier(), tmp_path / "model.onnx", inputs=[1, 2])
+    assert (
+        str(raised.value) == "inputs must be a torch.Tensor of images (N, C, H, W) or None, got list [1, 2]"
+    )

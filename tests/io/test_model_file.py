@@ -304,8 +304,11 @@ def test_recipe_asking_for_impossible_sizes_is_refused(tmp_path):
     path = _forged_file(
         tmp_path / "overflow.safetensors", {"name": "separable_cnn", "kwargs": {"widths": [2**62] * 4}}
     )
+    # Refused by the bound on a recipe's numbers, before the builder sees the width.
     with pytest.raises(
-        CheckpointError, match=r"overflow\.safetensors: cannot build the model its recipe describes"
+        CheckpointError,
+        match=r"overflow\.safetensors: its recipe's spec kwargs\['widths'\]\[0\] is 4611686018427387904, "
+        r"beyond the \+-1,048,576 a recipe's numbers may be \(MAX_RECIPE_NUMBER\)$",
     ):
         load_model(path)
 

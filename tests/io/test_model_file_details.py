@@ -235,8 +235,8 @@ def test_recipe_longer_than_the_limit_is_refused_before_parsing(tmp_path):
         read_model_metadata(path)
     path = _with_metadata(tmp_path / "over.safetensors", at_limit + " ")
     expected = (
-        f"{path}: its sepconv recipe is {MAX_RECIPE_CHARS + 1} characters long, over the "
-        f"{MAX_RECIPE_CHARS} a recipe may have"
+        f"{path}: its sepconv recipe is {MAX_RECIPE_CHARS + 1:,} characters long, more than the "
+        f"{MAX_RECIPE_CHARS:,} it may be"
     )
     with pytest.raises(CheckpointError, match=_whole(expected)):
         read_model_metadata(path)

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="accuracy, per-class accuracy and confusion matrix (PNG) of a trained model",
         description=(
             "Evaluate a model file written by sepconv (model.safetensors, a checkpoint's .safetensors / "
-            ".state file, or a .onnx file from sepconv export, run by ONNX Runtime) on a split of a data set; writes the confusion matrix as a PNG."
+            ".state file, or a .onnx file from sepconv export, run by ONNX Runtime on the data set's images under "
+            "the normalization stored in it, as OnnxModel.predict runs it) on a split of a data set; writes the "
+            "confusion matrix as a PNG."
         ),
     )
     parser.add_argument(
@@ -59,6 +61,17 @@ def _model_file(checkpoint: str) -> Path:
     return path
 
 
+def _deployed(onnx_model: Any, model_file: Path, data: Any) -> Any:
+    """The ONNX file as a module run by ONNX Runtime, fed the data set's images under the file's own
+    stored normalization (as OnnxModel.predict applies it), so the accuracy is the deployed file's."""
+    if onnx_model.mean is not None and len(onnx_model.mean) != data.in_channels:
+        raise UsageError(
+            f"{model_file} does not fit data set {data.name}: the file takes {len(onnx_model.mean)} input "
+            f"channels but the data set's images have {data.in_channels}"
+        )
+    return onnx_model.as_module(input_mean=list(data.mean), input_std=list(data.std))
+
+
 def run(args: argparse.Namespace) -> int:
     from sepconv import load_model
     from sepconv.data import load_dataset
@@ -70,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
         args.confusion_png or model_file.with_name(f"{model_file.stem}-confusion.png"),
         (".png",),
     )  # the default beside the model, too, before any work
+    onnx_model = None
     if model_file.suffix == ".onnx":
         from sepconv.deploy import OnnxModel
 
-        model = OnnxModel(model_file).as_module()  # evaluated exactly as deployed: by ONNX Runtime
+        onnx_model = OnnxModel(model_file)
     else:
         model = load_model(model_file)
     data = load_dataset(
@@ -86,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     split = getattr(data, args.split)
     if len(split) == 0:
         raise UsageError(f"the {args.split} split of {args.dataset} is empty")
+    if onnx_model is not None:
+        model = _deployed(onnx_model, model_file, data)
     try:
         evaluation = evaluate_model(
             model,

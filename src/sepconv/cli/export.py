@@ -86,6 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sepconv.cli.summary import image_size
     from sepconv.deploy import export_onnx
+    from sepconv.deploy.onnx_export import check_input_fits
 
     target = Path(args.onnx)  # its suffix and kind were checked when the flags were parsed
     if args.int8:  # its int8 twin is written too: the same rule, before any work
@@ -104,8 +105,16 @@ def run(args: argparse.Namespace) -> int:
                 f"--input-size {args.input_size!r} does not match data set {data.name}'s images {size}"
             )
         input_size = size
+        # The data set's normalization and class names go into the file: refuse one the model does not
+        # fit (as evaluate does), before anything is exported.
+        _check_data_fits(args, model, data)
         inputs = _first_images(data.test if len(data.test) else data.train, VERIFY_IMAGES)
         metadata = {"mean": data.mean, "std": data.std, "class_names": data.class_names, "dataset": data.name}
+    elif input_size is not None:
+        try:
+            check_input_fits(model, input_size, parameter="--input-size")
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     report = export_onnx(
         model,
         target,
@@ -159,6 +168,24 @@ def _load_data(args: argparse.Namespace, model: Any) -> Any:
             f"--dataset {args.dataset!r} and --calibration {args.calibration!r} must be the same data set"
         )
     return data
+
+
+def _check_data_fits(args: argparse.Namespace, model: Any, data: Any) -> None:
+    """A UsageError naming the data set's flag unless the model takes its images and has its class count."""
+    from sepconv.deploy.onnx_export import check_input_fits
+
+    flag = "--dataset" if args.dataset else "--calibration" if args.calibration else None
+    source = f"{flag} {data.name}" if flag else f"data set {data.name} (the model's training run's)"
+    size = (data.in_channels, *data.image_size)
+    try:
+        outputs = check_input_fits(model, size, parameter=f"{source}'s image size")
+    except ValueError as error:
+        raise UsageError(f"{error}; give the data set the model was trained on") from None
+    if outputs is not None and outputs != data.num_classes:
+        raise UsageError(
+            f"{source} has {data.num_classes} classes but {args.model} outputs {outputs}; give the data set the "
+            f"model was trained on, whose normalization and class names the file will carry"
+        )
 
 
 def _first_images(split: Any, count: int) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import json
 import logging
@@ -34,15 +35,20 @@ from torch import nn
 
 from sepconv.errors import SepconvError
 from sepconv.io.atomic import atomic_write_bytes, check_output_path
+from sepconv.io.bounded_json import load_bounded_json
 
 __all__ = [
     "INPUT_NAME",
+    "MAX_METADATA_CHARS",
     "METADATA_KEY",
     "OUTPUT_NAME",
     "ExportError",
     "ExportReport",
+    "check_input_fits",
+    "check_metadata",
     "export_onnx",
     "onnx_metadata",
+    "parse_metadata",
     "verify_onnx",
 ]
 
@@ -51,6 +57,14 @@ OUTPUT_NAME = "logits"
 METADATA_KEY = "sepconv"
 METADATA_FORMAT = "sepconv-onnx"
 METADATA_VERSION = 1
+# Bounds on the metadata an .onnx file may carry (it is untrusted input to OnnxModel and evaluate).
+# The largest real document is a recipe (a few KB) and the class names of a 21,843-class ImageNet
+# model (~0.5 MB); the recipe inside nests up to 8 levels (sepconv.io.recipe.MAX_RECIPE_DEPTH) below
+# spec/kwargs.
+MAX_METADATA_CHARS = 4 * 1024 * 1024
+MAX_METADATA_DEPTH = 12
+MAX_CLASS_NAME_CHARS = 1024
+MAX_INPUT_SIDE = 65_536
 
 
 class ExportError(SepconvError, ValueError):
@@ -118,6 +132,11 @@ def export_onnx(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if inputs is not None and not isinstance(inputs, torch.Tensor):
+        raise TypeError(
+            f"inputs must be a torch.Tensor of images (N, C, H, W) or None, got {type(inputs).__name__} "
+            f"{inputs!r:.80}"
+        )
     target = Path(path)
     if target.suffix != ".onnx":
         raise ValueError(f"path must end in .onnx, got {str(target)!r}")
@@ -148,7 +167,9 @@ def export_onnx(
         exported, folded_names = fold_batchnorm_with_report(reference)
     else:
         exported = reference
-    document = onnx_metadata(model, size, folded_names, metadata)
+    # The model must run on input_size before the exporter is asked: its failure would blame ONNX.
+    num_classes = check_input_fits(reference, size)
+    document = onnx_metadata(model, size, folded_names, metadata, num_classes=num_classes)
 
     with _scratch_file(target) as scratch:
         opset = _export(exported, size, scratch, document)
@@ -178,8 +199,15 @@ def onnx_metadata(
     input_size: Sequence[int],
     folded_batchnorms: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
+    *,
+    num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """The self-description stored in an exported file (JSON under the ``sepconv`` metadata key)."""
+    """The self-description stored in an exported file (JSON under the ``sepconv`` metadata key).
+
+    ``extra``'s normalization and class names are checked as :class:`OnnxModel` checks them on
+    loading (:func:`check_metadata`, against ``num_classes``, the model's outputs, when given), so a
+    file that would be refused later is not written.
+    """
     from sepconv import __version__
     from sepconv.io.transforms import model_transforms
     from sepconv.models import model_spec
@@ -191,15 +219,17 @@ def onnx_metadata(
             f"metadata keys must be among mean, std, class_names, dataset, precision, quantization, got "
             f"{sorted(unknown)}"
         )
-    channels = int(input_size[0])
-    for key in ("mean", "std"):
+    for key in ("mean", "std", "class_names"):
         if extra.get(key) is not None:
-            values = [float(value) for value in extra[key]]
-            if len(values) != channels or (key == "std" and any(value <= 0 for value in values)):
-                raise ValueError(f"metadata {key} must hold {channels} numbers (std > 0), got {extra[key]!r}")
-            extra[key] = values
-    if extra.get("class_names") is not None:
-        extra["class_names"] = [str(name) for name in extra["class_names"]]
+            if isinstance(extra[key], str | bytes) or not isinstance(extra[key], Sequence | np.ndarray):
+                raise ValueError(f"metadata[{key!r}] must be a list, got {extra[key]!r:.100}")
+            extra[key] = [str(item) if key == "class_names" else _plain_number(item) for item in extra[key]]
+    sizes = [int(value) for value in input_size]
+    check_metadata(
+        {key: extra.get(key) for key in ("mean", "std", "class_names")} | {"input_size": sizes},
+        subject="metadata[{key!r}]",
+        num_classes=num_classes,
+    )
     return {
         "format": METADATA_FORMAT,
         "version": METADATA_VERSION,
@@ -216,6 +246,187 @@ def onnx_metadata(
         "class_names": extra.pop("class_names", None),
         **extra,
     }
+
+
+def _plain_number(value: Any) -> Any:
+    # Numbers (numpy's and torch's too) become floats; anything else is left for check_metadata to name.
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number | torch.Tensor):
+        return value
+    return float(value)
+
+
+def parse_metadata(text: str, *, where: str) -> dict[str, Any]:
+    """sepconv's metadata JSON from an .onnx file, parsed within :data:`MAX_METADATA_CHARS` and a depth bound.
+
+    ``where`` names the file. Raises :class:`ExportError` for a document too long, too deep, not JSON
+    or not an object.
+    """
+    try:
+        document = load_bounded_json(
+            text,
+            what=f"{where}: its sepconv metadata",
+            max_chars=MAX_METADATA_CHARS,
+            max_depth=MAX_METADATA_DEPTH,
+        )
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    if not isinstance(document, dict):
+        raise ExportError(
+            f"{where}: its sepconv metadata must be a JSON object, got {type(document).__name__}"
+        )
+    return document
+
+
+def check_metadata(
+    document: Mapping[str, Any],
+    *,
+    subject: str,
+    num_classes: int | None = None,
+    graph_input: Sequence[Any] | None = None,
+) -> None:
+    """Check the stored ``input_size``, ``mean``, ``std`` and ``class_names``; a ValueError for the first wrong.
+
+    ``input_size``: three integers in [1, 65536], equal to the graph's input sizes where the graph
+    fixes them (``graph_input``: ``(C, H, W)``, ``None`` or a name for a dynamic size). ``mean``: one
+    finite number per input channel; ``std``: one finite number > 0 per channel; ``class_names``: one
+    string (at most 1,024 characters) per model output (``num_classes``, when known). Each may be
+    absent or null. ``subject`` is a format string naming the entry, e.g. ``"metadata[{key!r}]"``.
+    """
+
+    def name(key: str) -> str:
+        return subject.format(key=key)
+
+    size = document.get("input_size")
+    if size is not None:
+        if (
+            not isinstance(size, list)
+            or len(size) != 3
+            or any(
+                isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INPUT_SIDE for v in size
+            )
+        ):
+            raise ValueError(
+                f"{name('input_size')} is {size!r:.100}; it must be [channels, height, width], three integers "
+                f"in [1, {MAX_INPUT_SIDE:,}]"
+            )
+        if graph_input is not None:
+            fixed = [(stored, dim) for stored, dim in zip(size, graph_input) if isinstance(dim, int)]
+            if any(stored != dim for stored, dim in fixed):
+                raise ValueError(
+                    f"{name('input_size')} is {size!r}, but the model's graph takes images of "
+                    f"{list(graph_input)!r} (channels, height, width)"
+                )
+    sizes = size if size is not None else list(graph_input or [])
+    channels = sizes[0] if sizes and isinstance(sizes[0], int) else None
+    for key in ("mean", "std"):
+        values = document.get(key)
+        if values is None:
+            continue
+        wanted = (
+            f"{channels} finite number{'s' if channels != 1 else ''}, one per input channel"
+            if channels
+            else "finite numbers"
+        )
+        if key == "std":
+            wanted += ", each > 0"
+        valid = (
+            isinstance(values, list)
+            and (channels is None or len(values) == channels)
+            and 0 < len(values) <= MAX_INPUT_SIDE
+            and all(
+                not isinstance(v, bool)
+                and isinstance(v, int | float)
+                and math.isfinite(v)
+                and (key == "mean" or v > 0)
+                for v in values
+            )
+        )
+        if not valid:
+            raise ValueError(f"{name(key)} is {values!r:.100}; it must be {wanted}")
+    names = document.get("class_names")
+    if names is not None:
+        wanted = f"{num_classes} strings, one per model output" if num_classes else "strings"
+        if not isinstance(names, list) or (num_classes is not None and len(names) != num_classes):
+            count = f"{len(names):,} names" if isinstance(names, list) else f"{names!r:.100}"
+            raise ValueError(f"{name('class_names')} holds {count}; it must be {wanted}")
+        for index, item in enumerate(names):
+            if not isinstance(item, str) or len(item) > MAX_CLASS_NAME_CHARS:
+                raise ValueError(
+                    f"{name('class_names')}[{index}] is {item!r:.100}; class names must be strings of at most "
+                    f"{MAX_CLASS_NAME_CHARS:,} characters"
+                )
+
+
+def check_input_fits(
+    model: nn.Module, input_size: Sequence[int], *, parameter: str = "input_size"
+) -> int | None:
+    """Run ``model`` on one random image of ``input_size`` (C, H, W); return how many classes it outputs.
+
+    A model that cannot take that size raises a ValueError naming ``parameter`` (a flag, for the
+    command line), the size, the layer that failed and the model's own input size, so that a wrong
+    size is not reported as the exporter's failure. A model that returns other than one tensor raises
+    :class:`ExportError`; the count is None for an output that is not ``(batch, classes)``.
+    """
+    size = tuple(int(value) for value in input_size)
+    default = _default_size(model)
+    valid = f"; the model was built for {default}" if default and default != size else ""
+    first_conv = next(
+        (
+            (name, module)
+            for name, module in model.named_modules()
+            if isinstance(module, nn.modules.conv._ConvNd)
+        ),
+        None,
+    )
+    if first_conv is not None and first_conv[1].in_channels != size[0]:
+        name, conv = first_conv
+        raise ValueError(
+            f"{parameter} {size} has {size[0]} channel{'s' if size[0] != 1 else ''}, but the model takes "
+            f"{conv.in_channels} (layer '{name}'){valid}"
+        )
+    # The modules running when the model fails, outermost first: the last one is where it failed.
+    running: list[tuple[str, nn.Module]] = []
+
+    def entered(module: nn.Module, args: Any, name: str = "") -> None:
+        running.append((name, module))
+
+    def left(module: nn.Module, args: Any, output: Any) -> None:
+        running.pop()  # a forward hook that returns something would replace the output
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(functools.partial(entered, name=name)))
+        handles.append(module.register_forward_hook(left))
+    image = torch.randn((1, *size), generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    try:
+        with torch.inference_mode():
+            model.eval()
+            output = model(image)
+    except (RuntimeError, ValueError, IndexError) as error:
+        where = (
+            f" at layer '{running[-1][0]}' ({type(running[-1][1]).__name__})"
+            if running and running[-1][0]
+            else ""
+        )
+        raise ValueError(
+            f"{parameter} {size} does not fit the model: it fails{where} ({_first_line(error)}){valid}"
+        ) from error
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    logits = _single_output(output)
+    return int(logits.shape[1]) if logits.ndim == 2 else None
+
+
+def _default_size(model: nn.Module) -> tuple[int, int, int] | None:
+    from sepconv.models.registry import default_input_size
+
+    try:
+        return tuple(default_input_size(model))  # type: ignore[return-value]
+    except (ValueError, TypeError):
+        return None
 
 
 def verify_onnx(

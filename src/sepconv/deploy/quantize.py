@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sepconv.deploy.onnx_export import METADATA_KEY, ExportError
+from sepconv.deploy.onnx_export import METADATA_KEY, parse_metadata
 from sepconv.io.atomic import atomic_write_bytes, check_output_path
 
 __all__ = ["onnx_accuracy", "quantize_onnx"]
@@ -121,10 +121,7 @@ def _carry_metadata(source: Path, source_model: Any, model: Any, quantization: d
     stored = {entry.key: entry.value for entry in source_model.metadata_props}
     document: dict[str, Any] = {}
     if METADATA_KEY in stored:
-        try:
-            document = json.loads(stored[METADATA_KEY])
-        except json.JSONDecodeError:
-            raise ExportError(f"{source}: its sepconv metadata is not valid JSON") from None
+        document = parse_metadata(stored[METADATA_KEY], where=str(source))
     document.update(
         precision="int8",
         quantization={"format": "QDQ", "activations": "uint8", "weights": "int8", **quantization},

@@ -2,11 +2,12 @@
 
 :class:`OnnxModel` wraps one ``onnxruntime.InferenceSession`` (CPU) and the metadata sepconv stored
 in the file (input size, normalization, class names), so a deployed model needs nothing but the file.
+The file is untrusted: that metadata is parsed within a size and depth bound and checked against the
+graph (one mean and one std > 0 per input channel, one class name per output) when the file is opened.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepconv.deploy.onnx_export import METADATA_KEY, ExportError
+from sepconv.deploy.onnx_export import METADATA_KEY, ExportError, check_metadata, parse_metadata
 
 __all__ = ["OnnxModel"]
 
@@ -102,11 +103,31 @@ class OnnxModel:
 
         ``images``: one image ``(C, H, W)`` or a batch ``(N, C, H, W)``, either ``uint8`` in 0..255 or
         floats in [0, 1]; the stored mean and std (the training normalization) are applied here.
+        Floats outside [0, 1] (0-255 images not yet divided by 255, or already-normalized ones: call
+        the model itself for those), NaN and other dtypes are refused with a ValueError.
         """
         batch = torch.as_tensor(images)
         if batch.ndim == 3:
             batch = batch.unsqueeze(0)
-        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
+        if batch.dtype == torch.uint8:
+            batch = batch.float() / 255.0
+        elif batch.is_floating_point():
+            batch = batch.float()
+            if batch.numel() and not bool(torch.isfinite(batch).all()):
+                raise ValueError(
+                    "images hold NaN or infinite values; predict takes uint8 in 0..255 or floats in [0, 1]"
+                )
+            if batch.numel() and (float(batch.min()) < 0.0 or float(batch.max()) > 1.0):
+                raise ValueError(
+                    f"images are floats in [{float(batch.min()):g}, {float(batch.max()):g}]; predict takes floats in "
+                    f"[0, 1] or uint8 in 0..255 (divide 0-255 floats by 255; call the model itself on images "
+                    f"already normalized)"
+                )
+        else:
+            raise ValueError(
+                f"images have dtype {str(batch.dtype).removeprefix('torch.')}; predict takes uint8 in 0..255 or "
+                f"floats in [0, 1]"
+            )
         if self.mean is not None and self.std is not None:
             from sepconv.data.splits import normalize
 
@@ -114,31 +135,73 @@ class OnnxModel:
         probabilities = torch.softmax(self(batch), dim=1)  # type: ignore[arg-type]
         return probabilities.argmax(dim=1), probabilities
 
-    def as_module(self) -> nn.Module:
-        """This model as an inference-only ``nn.Module`` (for code that takes modules: evaluation)."""
-        return _OnnxModule(self)
+    def as_module(
+        self, *, input_mean: list[float] | None = None, input_std: list[float] | None = None
+    ) -> nn.Module:
+        """This model as an inference-only ``nn.Module`` (for code that takes modules: evaluation).
+
+        Given ``input_mean``/``input_std``, the module takes images normalized with them (a data set's)
+        and feeds the model the same images under the file's stored normalization, as :meth:`predict`
+        would: so evaluating on a data set measures the file as it is deployed. Without them, or for a
+        file that stores no normalization, the images go in as given.
+        """
+        if (input_mean is None) != (input_std is None):
+            raise ValueError("input_mean and input_std must be given together (a data set's normalization)")
+        renormalize = None
+        if input_mean is not None and self.mean is not None and self.std is not None:
+            channels = len(self.mean)
+            for name, values in (("input_mean", input_mean), ("input_std", input_std)):
+                if len(values) != channels:  # type: ignore[arg-type]
+                    raise ValueError(
+                        f"{name} has {len(values)} values but {self.path} stores a normalization for "  # type: ignore[arg-type]
+                        f"{channels} input channels"
+                    )
+            renormalize = (list(input_mean), list(input_std), self.mean, self.std)  # type: ignore[arg-type]
+        return _OnnxModule(self, renormalize)
 
     def __repr__(self) -> str:
         return f"OnnxModel({str(self.path)!r}, threads={self.threads})"
 
 
 class _OnnxModule(nn.Module):
-    def __init__(self, onnx_model: OnnxModel) -> None:
+    def __init__(
+        self,
+        onnx_model: OnnxModel,
+        renormalize: tuple[list[float], list[float], list[float], list[float]] | None = None,
+    ) -> None:
         super().__init__()
         self.onnx_model = onnx_model
+        self.renormalize = renormalize
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.renormalize is not None:
+            from sepconv.data.splits import normalize
+
+            given_mean, given_std, stored_mean, stored_std = self.renormalize
+            shape = (1, -1, 1, 1)
+            raw = images.float() * torch.tensor(given_std).reshape(shape) + torch.tensor(given_mean).reshape(
+                shape
+            )
+            images = normalize(raw, stored_mean, stored_std)
         return self.onnx_model(images.contiguous())  # type: ignore[return-value]
 
 
 def _read_metadata(session: Any, file: Path) -> dict[str, Any]:
+    """The file's sepconv metadata, bounded and checked against its graph; ``{}`` for a file from elsewhere."""
     text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if text is None:
         return {}  # an ONNX file from elsewhere: it runs, it just cannot describe itself
+    document = parse_metadata(text, where=str(file))
+    graph_input = session.get_inputs()[0].shape
+    graph_output = session.get_outputs()[0].shape
+    num_classes = graph_output[1] if len(graph_output) == 2 and isinstance(graph_output[1], int) else None
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        raise ExportError(f"{file}: its sepconv metadata is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise ExportError(f"{file}: its sepconv metadata must be a JSON object")
+        check_metadata(
+            document,
+            subject=f"{file}: its sepconv metadata's {{key}}",
+            num_classes=num_classes,
+            graph_input=graph_input[1:] if len(graph_input) == 4 else None,
+        )
+    except ValueError as error:
+        raise ExportError(str(error)) from None
     return document

@@ -32,8 +32,10 @@ from torch import nn
 
 from sepconv.errors import SepconvError
 from sepconv.io.atomic import PathLike, atomic_write_bytes
+from sepconv.io.bounded_json import load_bounded_json
 from sepconv.io.recipe import (
     MAX_RECIPE_CHARS,
+    RecipeLimitError,
     TensorSpec,
     check_recipe,
     expected_tensors,
@@ -55,6 +57,9 @@ __all__ = [
 FORMAT_NAME = "sepconv"
 FORMAT_VERSION = 1
 _METADATA_KEY = "sepconv"
+# The whole recipe document (format, version, spec, transforms, checksum) around arguments that may
+# nest MAX_RECIPE_DEPTH deep.
+_MAX_DOCUMENT_DEPTH = 16
 
 
 class CheckpointError(SepconvError, ValueError):
@@ -224,6 +229,8 @@ def _open(file: Path) -> Any:
 
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {file}")
+    if file.suffix.lower() == ".onnx":
+        raise CheckpointError(_onnx_given(file))
     size = file.stat().st_size
     # The smallest safetensors file is 10 bytes: the 8-byte header length and the header "{}".
     if size < 10:
@@ -232,7 +239,24 @@ def _open(file: Path) -> Any:
         # Reads and validates the header only (offsets must cover the file exactly); data stays on disk.
         return safe_open(file, framework="pt", device="cpu")
     except SafetensorError as error:
+        if _looks_like_onnx(file):
+            raise CheckpointError(_onnx_given(file)) from None
         raise CheckpointError(f"{_not_ours(file)}: {' '.join(str(error).split())}") from None
+
+
+def _onnx_given(file: Path) -> str:
+    return (
+        f"{file} is an ONNX file (written by sepconv export), not a sepconv model file: run it with "
+        f"'sepconv evaluate {file}' or sepconv.deploy.OnnxModel; commands that take a MODEL (summary, "
+        f"bench, convert, compare, export, optimize) need the .safetensors model file it was exported from"
+    )
+
+
+def _looks_like_onnx(file: Path) -> bool:
+    """Whether ``file`` starts as an ONNX ModelProto does: ir_version (field 1), then producer_name (field 2)."""
+    with file.open("rb") as handle:
+        start = handle.read(3)
+    return len(start) == 3 and start[0] == 0x08 and start[1] < 0x80 and start[2] == 0x12
 
 
 def _not_ours(file: Path) -> str:
@@ -244,15 +268,15 @@ def _document(file: Path, handle: Any) -> dict[str, Any]:
     raw = (handle.metadata() or {}).get(_METADATA_KEY)
     if raw is None:
         raise CheckpointError(f"{_not_ours(file)}: it has no sepconv recipe in its metadata")
-    if len(raw) > MAX_RECIPE_CHARS:
-        raise CheckpointError(
-            f"{file}: its sepconv recipe is {len(raw)} characters long, over the {MAX_RECIPE_CHARS} a "
-            f"recipe may have"
-        )
     try:
-        document = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{file}: its sepconv recipe is not valid JSON ({error})") from None
+        document = load_bounded_json(
+            raw,
+            what=f"{file}: its sepconv recipe",
+            max_chars=MAX_RECIPE_CHARS,
+            max_depth=_MAX_DOCUMENT_DEPTH,
+        )
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{_not_ours(file)}: unexpected recipe {document!r:.300}")
     if document.get("version") != FORMAT_VERSION:
@@ -271,6 +295,8 @@ def _header_spec(handle: Any, name: str) -> tuple[tuple[int, ...], str]:
 def _expected(file: Path, spec: dict[str, Any], transforms: list[dict[str, Any]]) -> dict[str, TensorSpec]:
     try:
         return expected_tensors(spec, transforms)
+    except RecipeLimitError as error:
+        raise CheckpointError(f"{file}: {error}") from None
     except (TypeError, ValueError, KeyError, OverflowError, RuntimeError, NotImplementedError) as error:
         # The builders' argument errors, and torch's for sizes no tensor can have, on the meta device.
         message = " ".join(str(error).split())[:300]

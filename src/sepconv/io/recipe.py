@@ -1,16 +1,20 @@
 """A model file's recipe: what it may say, and the model it describes, worked out without allocating it.
 
 The recipe, ``{"spec": {"name", "kwargs"}, "transforms": [{"name", "kwargs"}, ...]}``, is untrusted
-input: a few hundred bytes of JSON can ask for a model of billions of parameters. So before anything
-real is built, :func:`check_recipe` accepts only registered names and plain, finite JSON arguments,
-and :func:`expected_tensors` builds the model on PyTorch's ``meta`` device (shapes and dtypes, no
-storage) to learn which tensors it would need, for the caller to compare with the file's header.
+input: a few hundred bytes of JSON can ask for a model of billions of parameters, or for a billion
+blocks. So before anything real is built, :func:`check_recipe` accepts only registered names and plain,
+finite JSON arguments within the bounds below (nesting, list lengths, numbers, transform steps), and
+:func:`expected_tensors` builds the model on PyTorch's ``meta`` device (shapes and dtypes, no storage)
+to learn which tensors it would need, for the caller to compare with the file's header. The meta build
+itself is bounded too: it stops at the first module beyond :data:`MAX_RECIPE_MODULES` or parameter
+beyond :data:`MAX_RECIPE_PARAMETERS`, whatever in the arguments asked for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -21,6 +25,13 @@ from sepconv.io.transforms import get_transform
 
 __all__ = [
     "MAX_RECIPE_CHARS",
+    "MAX_RECIPE_DEPTH",
+    "MAX_RECIPE_ITEMS",
+    "MAX_RECIPE_MODULES",
+    "MAX_RECIPE_NUMBER",
+    "MAX_RECIPE_PARAMETERS",
+    "MAX_RECIPE_TRANSFORMS",
+    "RecipeLimitError",
     "TensorSpec",
     "check_recipe",
     "expected_tensors",
@@ -32,17 +43,36 @@ __all__ = [
 # sepconv's own recipes are a few hundred characters; the cap bounds the work a recipe can ask of the
 # meta build (e.g. a list of thousands of layer settings), which no header check can catch earlier.
 MAX_RECIPE_CHARS = 65_536
+# The counts inside it, checked before the meta build. sepconv's and torchvision's builders need
+# arguments nested 2 deep (mobilenet_v2's inverted_residual_setting), lists of at most a few hundred
+# items (a conversion's ranks, one per layer) and numbers far below a million (widths, classes).
+MAX_RECIPE_DEPTH = 8
+MAX_RECIPE_ITEMS = 4096
+MAX_RECIPE_NUMBER = 2**20
+MAX_RECIPE_TRANSFORMS = 16
+# What the meta build may construct. torchvision's largest models have 1,409 modules
+# (efficientnet_v2_l) and 644 million parameters (regnet_y_128gf); each meta module costs ~7 KB and
+# ~0.1 ms, so the module bound keeps a hostile recipe's meta build under ~150 MB and a few seconds.
+MAX_RECIPE_MODULES = 20_000
+MAX_RECIPE_PARAMETERS = 2**32
 # In the fallback build (see _MetaUnlessSmall), tensors up to this many elements get real storage.
 _SMALL_NUMEL = 4096
 
 TensorSpec = tuple[tuple[int, ...], torch.dtype]
 
 
+class RecipeLimitError(ValueError):
+    """A recipe that asks for more than a model file may describe (see the ``MAX_RECIPE_*`` bounds)."""
+
+
 def check_recipe(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``(spec, transforms)`` of a recipe, or a ValueError saying what is wrong with it.
 
     Accepts a registered model name (:func:`sepconv.models.list_models`), registered transform names,
-    and arguments that are plain JSON (strings, booleans, null, finite numbers, lists, objects).
+    and arguments that are plain JSON (strings, booleans, null, finite numbers, lists, objects), at
+    most :data:`MAX_RECIPE_TRANSFORMS` transforms, and arguments nested at most :data:`MAX_RECIPE_DEPTH`
+    deep, with lists and objects of at most :data:`MAX_RECIPE_ITEMS` items and numbers of magnitude at
+    most :data:`MAX_RECIPE_NUMBER` (a :class:`RecipeLimitError` naming the argument otherwise).
     """
     from sepconv.models import list_models
 
@@ -52,6 +82,11 @@ def check_recipe(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict
         raise ValueError(f"its recipe names the model {spec['name']!r}, which is not a registered model")
     if not isinstance(transforms, list):
         raise ValueError(f"its recipe's transforms must be a list, got {transforms!r:.200}")
+    if len(transforms) > MAX_RECIPE_TRANSFORMS:
+        raise RecipeLimitError(
+            f"its recipe's transforms hold {len(transforms):,} steps, more than the {MAX_RECIPE_TRANSFORMS} "
+            f"a model file may replay (MAX_RECIPE_TRANSFORMS)"
+        )
     for index, step in enumerate(transforms):
         _check_step(f"transforms[{index}]", step)
         get_transform(step["name"])
@@ -63,24 +98,38 @@ def _check_step(where: str, step: Any) -> None:
         raise ValueError(f"its recipe's {where} must be {{'name': str, 'kwargs': dict}}, got {step!r:.200}")
     if not isinstance(step["kwargs"], dict):
         raise ValueError(f"its recipe's {where} kwargs must be a dict, got {step['kwargs']!r:.200}")
-    _check_plain(f"{where} kwargs", step["kwargs"])
+    _check_plain(f"{where} kwargs", step["kwargs"], depth=0)
 
 
-def _check_plain(where: str, value: Any) -> None:
-    # json.loads accepts NaN and Infinity; a model argument never needs them.
-    if value is None or isinstance(value, bool | str | int):
+def _check_plain(where: str, value: Any, *, depth: int) -> None:
+    # Every count that can drive construction is bounded here, before anything is built: a builder
+    # loops over a list's items and up to its numbers (a block count of 10**9 would run for hours).
+    if value is None or isinstance(value, bool | str):
         return
-    if isinstance(value, float):
-        if not math.isfinite(value):
+    if isinstance(value, int | float):
+        # json.loads accepts NaN and Infinity; a model argument never needs them.
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"its recipe's {where} holds {value!r}; numbers must be finite")
+        if abs(value) > MAX_RECIPE_NUMBER:
+            raise RecipeLimitError(
+                f"its recipe's {where} is {value!r:.40}, beyond the +-{MAX_RECIPE_NUMBER:,} a recipe's "
+                f"numbers may be (MAX_RECIPE_NUMBER)"
+            )
         return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_plain(f"{where}[{index}]", item)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_plain(f"{where}[{key!r}]", item)
+    if isinstance(value, list | dict):
+        if depth >= MAX_RECIPE_DEPTH:
+            raise RecipeLimitError(
+                f"its recipe's {where} nests lists or objects more than {MAX_RECIPE_DEPTH} deep "
+                f"(MAX_RECIPE_DEPTH)"
+            )
+        if len(value) > MAX_RECIPE_ITEMS:
+            raise RecipeLimitError(
+                f"its recipe's {where} holds {len(value):,} items, more than the {MAX_RECIPE_ITEMS:,} a "
+                f"recipe's lists and objects may hold (MAX_RECIPE_ITEMS)"
+            )
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            _check_plain(f"{where}[{key!r}]", item, depth=depth + 1)
         return
     raise ValueError(f"its recipe's {where} holds {value!r:.200}, which is not plain JSON")
 
@@ -134,11 +183,56 @@ def tied_names(state: Mapping[str, torch.Tensor]) -> list[tuple[str, ...]]:
 
 def _meta_build(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) -> nn.Module:
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _construction_budget(spec):
             return rebuild(spec, transforms)
     except NotImplementedError:  # "Cannot copy out of meta tensor": the builder needed real values
-        with _MetaUnlessSmall():
+        with _MetaUnlessSmall(), _construction_budget(spec):
             return rebuild(spec, transforms)
+
+
+@contextlib.contextmanager
+def _construction_budget(spec: Mapping[str, Any]) -> Iterator[None]:
+    """Stop the build at the first module beyond MAX_RECIPE_MODULES or parameter beyond MAX_RECIPE_PARAMETERS.
+
+    The argument checks bound each number, not what a builder makes of them (blocks x repeats x
+    widths), so the build itself is counted: every submodule and parameter a module registers passes
+    through torch's global registration hooks, removed again on the way out.
+    """
+    from torch.nn.modules import module as module_hooks
+
+    counts = {"modules": 0, "parameters": 0}
+    described = _describe_spec(spec)
+
+    def count_module(parent: nn.Module, name: str, submodule: nn.Module | None) -> None:
+        counts["modules"] += 1
+        if counts["modules"] > MAX_RECIPE_MODULES:
+            raise RecipeLimitError(
+                f"its recipe ({described}) builds more than {MAX_RECIPE_MODULES:,} modules, the most a model "
+                f"file may describe (MAX_RECIPE_MODULES); torchvision's largest model has 1,409"
+            )
+
+    def count_parameter(parent: nn.Module, name: str, parameter: torch.Tensor | None) -> None:
+        counts["parameters"] += 0 if parameter is None else parameter.numel()
+        if counts["parameters"] > MAX_RECIPE_PARAMETERS:
+            raise RecipeLimitError(
+                f"its recipe ({described}) builds more than {MAX_RECIPE_PARAMETERS:,} parameters, the most a "
+                f"model file may describe (MAX_RECIPE_PARAMETERS)"
+            )
+
+    handles = [
+        module_hooks.register_module_module_registration_hook(count_module),
+        module_hooks.register_module_parameter_registration_hook(count_parameter),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _describe_spec(spec: Mapping[str, Any]) -> str:
+    arguments = ", ".join(f"{key}={value!r}" for key, value in spec["kwargs"].items())
+    return f"{spec['name']}({arguments})"[:200]
 
 
 class _MetaUnlessSmall(TorchFunctionMode):
