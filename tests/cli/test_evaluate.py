@@ -211,3 +211,93 @@ def test_an_unknown_split_is_one_line_and_exit_2(tmp_path, capsys):
         "sepconv evaluate: error: argument --split: invalid choice: 'holdout' (choose from 'test', 'val', "
         "'train') (see 'sepconv evaluate --help')\n"
     )
+
+
+# --- an .onnx file is evaluated under its own stored normalization, as OnnxModel.predict runs it ----
+
+
+def _random_digit_classifier() -> torch.nn.Module:
+    """A small CNN with BatchNorm far from the identity, so its predictions follow the input's scale."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 6 * 6, 10),
+    ).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.copy_(0.3 * torch.randn(module.num_features, generator=generator))
+    return model
+
+
+def _confusion(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    return torch.bincount(labels * classes + predicted, minlength=classes**2).reshape(classes, classes)
+
+
+@pytest.mark.slow  # exports a model and evaluates 1,000 images twice
+def test_evaluate_of_an_onnx_file_agrees_with_predict(tmp_path, capsys):
+    from sepconv.deploy import OnnxModel, export_onnx
+
+    # Stored normalization (0.5, 0.2) unlike mnist5k's own (0.1307, 0.3081): evaluate must use the file's.
+    data = load_dataset("mnist5k", seed=0)
+    path = tmp_path / "digits.onnx"
+    model = _random_digit_classifier()
+    export_onnx(
+        model,
+        path,
+        input_size=(1, 28, 28),
+        metadata={"mean": [0.5], "std": [0.2], "class_names": list(data.class_names)},
+    )
+    code, out, err = _run(
+        ["evaluate", str(path), "--dataset", "mnist5k", "--json", "--confusion-png", str(tmp_path / "c.png")],
+        capsys,
+    )
+    assert code == 0, err
+    evaluated = torch.tensor(json.loads(out)["confusion_matrix"])
+    raw_images, labels = data.test.images, torch.as_tensor(data.test.labels)
+    predicted, _ = OnnxModel(path).predict(raw_images)  # uint8: / 255, then the stored mean and std
+    by_predict = _confusion(predicted, labels, 10)
+    # evaluate undoes the data set's normalization and applies the file's: each pixel moves by a few
+    # float32 ulps against predict's, so at most a near-tie flips (one image moves two cells).
+    assert int(evaluated.sum()) == len(labels) == 1000
+    assert int((evaluated - by_predict).abs().sum()) <= 2
+    # The data set's own normalization, which evaluate used before, predicts otherwise on a quarter of
+    # the images (240 of 1,000 here): the agreement above is not the two normalizations agreeing.
+    with torch.no_grad():
+        as_before = model((raw_images.float() / 255 - 0.1307) / 0.3081).argmax(1)
+    assert int((as_before != predicted).sum()) > 100
+
+
+def test_evaluate_of_an_onnx_file_with_broken_metadata_is_one_line(tmp_path, capsys):
+    import onnx
+
+    from sepconv.deploy import export_onnx
+
+    path = tmp_path / "digits.onnx"
+    export_onnx(
+        _random_digit_classifier(), path, input_size=(1, 28, 28), metadata={"mean": [0.5], "std": [0.2]}
+    )
+    proto = onnx.load(str(path))
+    document = json.loads({entry.key: entry.value for entry in proto.metadata_props}["sepconv"])
+    del proto.metadata_props[:]
+    proto.metadata_props.add(key="sepconv", value=json.dumps({**document, "std": [-0.2]}))
+    onnx.save(proto, str(path))
+    png = tmp_path / "c.png"
+    code, out, err = _run(
+        ["evaluate", str(path), "--dataset", "mnist5k", "--confusion-png", str(png)], capsys
+    )
+    assert (code, out) == (2, "")
+    assert err == (
+        f"sepconv evaluate: error: {path}: its sepconv metadata's std is [-0.2]; it must be 1 finite number, "
+        f"one per input channel, each > 0\n"
+    )
+    assert not png.exists()

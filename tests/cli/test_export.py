@@ -133,7 +133,9 @@ def test_an_unknown_model_name(tmp_path, capsys):
 
 def test_onnx_must_name_an_onnx_file(tmp_path, capsys):
     code, out, err = run_sepconv(["export", "separable_cnn", "--onnx", str(tmp_path / "out.txt")], capsys)
-    assert_one_line_error(code, out, err, mentions=f"--onnx must end in .onnx, got {str(tmp_path / 'out.txt')!r}")
+    assert_one_line_error(
+        code, out, err, mentions=f"--onnx must end in .onnx, got {str(tmp_path / 'out.txt')!r}"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -331,3 +333,67 @@ def test_evaluate_refuses_a_file_that_is_not_onnx(tmp_path, capsys):
     code, out, err = run_sepconv(["evaluate", str(fake), "--dataset", "synthetic"], capsys)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "is not an ONNX model ONNX Runtime can load" in err
+
+
+# --- data sets and sizes that do not fit the model: refused before exporting (issue 20) ------------
+
+
+def test_a_data_set_with_another_class_count_is_refused_before_exporting(tmp_path, capsys):
+    # separable_cnn with 4 classes against mnist5k's 10: storing mnist5k's class names and
+    # normalization would write a file that describes another model.
+    model_file = save_model(create_model("separable_cnn", num_classes=4), tmp_path / "four.safetensors")
+    target = tmp_path / "four.onnx"
+    for flag in ("--dataset", "--calibration"):
+        code, out, err = run_sepconv(
+            ["export", str(model_file), "--onnx", str(target), flag, "mnist5k"], capsys
+        )
+        assert_one_line_error(code, out, err, mentions="")
+        assert err == (
+            f"sepconv export: error: {flag} mnist5k has 10 classes but {model_file} outputs 4; give the data set "
+            f"the model was trained on, whose normalization and class names the file will carry\n"
+        )
+        assert onnx_files(tmp_path) == []
+
+
+def test_a_data_set_with_other_channels_is_refused_before_exporting(tmp_path, capsys):
+    target = tmp_path / "m.onnx"
+    code, out, err = run_sepconv(
+        ["export", "separable_cnn", "--onnx", str(target), "--dataset", "synthetic"], capsys
+    )
+    assert_one_line_error(code, out, err, mentions="")
+    assert err == (
+        "sepconv export: error: --dataset synthetic's image size (3, 32, 32) has 3 channels, but the model takes 1 "
+        "(layer 'features.0.0'); the model was built for (1, 28, 28); give the data set the model was trained on\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (
+            "3,28,28",
+            "--input-size (3, 28, 28) has 3 channels, but the model takes 1 (layer 'features.0.0'); the model "
+            "was built for (1, 28, 28)",
+        ),
+        (
+            "1,1,1",
+            "--input-size (1, 1, 1) does not fit the model: it fails at layer 'features.2' (MaxPool2d) (Given "
+            "input size: (64x1x1). Calculated output size: (64x0x0). Output size is too small); the model was "
+            "built for (1, 28, 28)",
+        ),
+    ],
+    ids=["channels", "too-small"],
+)
+def test_an_input_size_the_model_cannot_take_is_named_before_exporting(
+    tmp_path, capsys, monkeypatch, size, message
+):
+    import sepconv.deploy.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "_export", lambda *args: pytest.fail("the exporter ran"))
+    code, out, err = run_sepconv(
+        ["export", "standard_cnn", "--onnx", str(tmp_path / "m.onnx"), "--input-size", size], capsys
+    )
+    assert_one_line_error(code, out, err, mentions="")
+    assert err == f"sepconv export: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []

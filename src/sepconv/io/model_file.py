@@ -246,7 +246,7 @@ def _open(file: Path) -> Any:
 
 def _onnx_given(file: Path) -> str:
     return (
-        f"{file} is an ONNX file (written by sepconv export), not a sepconv model file: run it with "
+        f"{file} is an ONNX file (as sepconv export writes), not a sepconv model file: run it with "
         f"'sepconv evaluate {file}' or sepconv.deploy.OnnxModel; commands that take a MODEL (summary, "
         f"bench, convert, compare, export, optimize) need the .safetensors model file it was exported from"
     )
