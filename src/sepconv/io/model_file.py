@@ -10,7 +10,8 @@ damaged copy into a :class:`CheckpointError` that names the file.
 A file is untrusted: before anything real is built, the recipe is checked and the model it describes
 is built on the ``meta`` device (:mod:`sepconv.io.recipe`), and its tensors' names, shapes and dtypes
 must match the file's header. So a small file whose recipe asks for a huge model costs a header read
-and a meta build, and the real build happens only for a file that holds every byte of the weights.
+and a meta build (itself bounded: see :mod:`sepconv.io.recipe`), and the real build happens only for
+a file that holds every byte of the weights.
 
 Tied tensors (one tensor under several names, e.g. weight tying) are stored once per name and come
 back tied because the rebuilt model ties them: :func:`save_model` refuses a model whose ties differ
@@ -38,6 +39,7 @@ from sepconv.io.recipe import (
     RecipeLimitError,
     TensorSpec,
     check_recipe,
+    describe_spec,
     expected_tensors,
     expected_ties,
     rebuild,
@@ -137,7 +139,7 @@ def _check_ties_match_recipe(path: Path, model: nn.Module, recipe: dict[str, Any
         retied = [" = ".join(names) for names in expected if names not in held]
         raise ValueError(
             f"cannot save {type(model).__name__} to {path}: a model file keeps only the ties (shared "
-            f"tensors) its recipe ({_describe(spec)}) builds; "
+            f"tensors) its recipe ({describe_spec(spec)}) builds; "
             + "; ".join(
                 f"{label}: {', '.join(groups)}"
                 for label, groups in (
@@ -301,7 +303,7 @@ def _expected(file: Path, spec: dict[str, Any], transforms: list[dict[str, Any]]
         # The builders' argument errors, and torch's for sizes no tensor can have, on the meta device.
         message = " ".join(str(error).split())[:300]
         raise CheckpointError(
-            f"{file}: cannot build the model its recipe describes ({_describe(spec)}): {message}"
+            f"{file}: cannot build the model its recipe describes ({describe_spec(spec)}): {message}"
         ) from error
 
 
@@ -316,7 +318,7 @@ def _check_tensors_fit(
     held = sum(math.prod(shape) for shape, _ in stored.values())
     if needed != held:
         raise CheckpointError(
-            f"{file}: its recipe ({_describe(spec)}) builds a model with {len(expected)} tensors of "
+            f"{file}: its recipe ({describe_spec(spec)}) builds a model with {len(expected)} tensors of "
             f"{needed:,} values, but the file holds {len(stored)} tensors of {held:,} values"
         )
     missing = sorted(set(expected) - set(stored))
@@ -358,11 +360,6 @@ def _torch_dtype_kind(dtype: torch.dtype) -> str:
     if dtype.is_floating_point:
         return "float"
     return "complex" if dtype.is_complex else "integer"
-
-
-def _describe(spec: Mapping[str, Any]) -> str:
-    arguments = ", ".join(f"{key}={value!r}" for key, value in spec["kwargs"].items())
-    return f"{spec['name']}({arguments})"[:200]
 
 
 def _verify_checksum(file: Path, document: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:

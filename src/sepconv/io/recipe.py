@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "RecipeLimitError",
     "TensorSpec",
     "check_recipe",
+    "describe_spec",
     "expected_tensors",
     "expected_ties",
     "rebuild",
@@ -196,14 +198,18 @@ def _construction_budget(spec: Mapping[str, Any]) -> Iterator[None]:
 
     The argument checks bound each number, not what a builder makes of them (blocks x repeats x
     widths), so the build itself is counted: every submodule and parameter a module registers passes
-    through torch's global registration hooks, removed again on the way out.
+    through torch's global registration hooks, removed again on the way out. Only this thread's
+    build is counted: another thread building its own modules meanwhile is none of its business.
     """
     from torch.nn.modules import module as module_hooks
 
     counts = {"modules": 0, "parameters": 0}
-    described = _describe_spec(spec)
+    described = describe_spec(spec)
+    builder = threading.get_ident()
 
     def count_module(parent: nn.Module, name: str, submodule: nn.Module | None) -> None:
+        if threading.get_ident() != builder:
+            return
         counts["modules"] += 1
         if counts["modules"] > MAX_RECIPE_MODULES:
             raise RecipeLimitError(
@@ -212,6 +218,8 @@ def _construction_budget(spec: Mapping[str, Any]) -> Iterator[None]:
             )
 
     def count_parameter(parent: nn.Module, name: str, parameter: torch.Tensor | None) -> None:
+        if threading.get_ident() != builder:
+            return
         counts["parameters"] += 0 if parameter is None else parameter.numel()
         if counts["parameters"] > MAX_RECIPE_PARAMETERS:
             raise RecipeLimitError(
@@ -230,7 +238,8 @@ def _construction_budget(spec: Mapping[str, Any]) -> Iterator[None]:
             handle.remove()
 
 
-def _describe_spec(spec: Mapping[str, Any]) -> str:
+def describe_spec(spec: Mapping[str, Any]) -> str:
+    """``name(key=value, ...)`` of a recipe's spec, cut at 200 characters, for messages."""
     arguments = ", ".join(f"{key}={value!r}" for key, value in spec["kwargs"].items())
     return f"{spec['name']}({arguments})"[:200]
 
