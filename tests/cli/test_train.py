@@ -80,6 +80,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch, ar
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sepconv train: error:"), captured.err
     assert message in lines[0]
+    assert not (tmp_path / "run").exists()  # refused before --out was claimed (issue 20)
 
 
 def test_empty_image_folder_is_a_clear_error(tmp_path, capsys):
@@ -153,6 +154,8 @@ def test_resume_ignores_checkpoints_of_another_run(tmp_path, capsys):
     foreign = sorted((tmp_path / "b" / "checkpoints").iterdir())
     for path in foreign:
         shutil.copy(path, tmp_path / "a" / "checkpoints" / path.name)
+    # As a run stopped after its last checkpoint, before result.json: a finished run is not resumed.
+    (tmp_path / "a" / "result.json").unlink()
     code, captured = _train(
         tmp_path / "a", "--checkpoint-every", "4", "--resume", str(tmp_path / "a"), capsys=capsys
     )
@@ -218,3 +221,37 @@ def test_every_config_field_is_a_flag_with_the_config_default(capsys):
         "--model-arg",
     ):
         assert flag in text
+
+
+def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_overwrite_beside_resume_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, captured = _train(tmp_path, "--resume", str(tmp_path), "--overwrite", capsys=capsys)
+    assert (code, captured.out) == (2, "")
+    assert captured.err == (
+        "sepconv train: error: --overwrite clears --out and --resume continues the run in it: give one of "
+        "them, not both\n"
+    )
+    assert _files(tmp_path).keys() == {"notes.txt"}
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
+    code, captured = _train(tmp_path, "--max-steps", "2", capsys=capsys)
+    assert code == 0, captured.err
+    run_id = json.loads(captured.out)["run_id"]
+    before = _files(tmp_path)
+    code, captured = _train(tmp_path, "--max-steps", "2", "--resume", str(tmp_path), capsys=capsys)
+    assert (code, captured.out) == (2, "")
+    assert captured.err == (
+        f"sepconv train: error: --resume: run {run_id} in {tmp_path} has finished ({tmp_path / 'result.json'}); "
+        "nothing to resume and nothing was changed; start a new run with another --out, or --overwrite\n"
+    )
+    assert _files(tmp_path) == before  # result.json, model.safetensors, checkpoints: bytes and mtimes
+    assert json.loads((tmp_path / "result.json").read_text())["last_checkpoint"] is not None

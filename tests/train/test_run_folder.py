@@ -85,3 +85,69 @@ def test_an_existing_file_is_not_a_folder(tmp_path):
         check_out_dir(tmp_path / "file")
     assert check_out_dir(tmp_path / "new" / "run") == Path(tmp_path / "new" / "run")
     assert os.fspath(check_out_dir("runs/x")) == "runs/x"
+
+
+# --- a run that fails before training gives its folder back; finished runs (issue 20) -----------
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_abandon_removes_what_the_claim_made_and_the_folder_can_be_claimed_again(tmp_path):
+    folder = tmp_path / "runs" / "new" / "run"  # "runs" and "new" do not exist yet
+    claimed = claim_run_folder(folder, kind="train")
+    (folder / "config.json").write_text("{}")
+    (folder / "tensorboard").mkdir()
+    (folder / "tensorboard" / "events").write_bytes(b"x")
+    assert claimed.created == tmp_path / "runs" and not claimed.holds_only_its_claim()
+    claimed.abandon()
+    assert list(tmp_path.iterdir()) == []  # as it was before the claim
+    with claim_run_folder(folder, kind="train") as again:  # no --overwrite needed
+        assert again.run_id != claimed.run_id
+
+
+def test_abandon_keeps_a_folder_that_existed_and_empties_it(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    claimed = claim_run_folder(folder, kind="demo")
+    assert claimed.created is None and claimed.holds_only_its_claim()
+    (folder / "standard_cnn").mkdir()
+    claimed.abandon()
+    assert folder.is_dir() and _names(folder) in ([], [".sepconv.lock"])
+    claim_run_folder(folder, kind="demo").release()
+
+
+def test_abandon_of_a_resumed_run_only_releases_its_lock(tmp_path):
+    with claim_run_folder(tmp_path / "run", kind="train") as first:
+        (tmp_path / "run" / "metrics.csv").write_text("epoch\n1\n")
+    before = _names(tmp_path / "run")
+    resumed = claim_run_folder(tmp_path / "run", kind="train", resume_run_id=first.run_id)
+    resumed.abandon()
+    assert _names(tmp_path / "run") == before
+    assert (tmp_path / "run" / "metrics.csv").read_text() == "epoch\n1\n"
+    claim_run_folder(tmp_path / "run", kind="train", resume_run_id=first.run_id).release()  # lock free
+
+
+def test_an_out_that_is_a_fifo_is_refused_naming_what_it_is(tmp_path):
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(RunFolderError) as refused:
+        claim_run_folder(fifo, kind="train")
+    assert str(refused.value) == (
+        f"--out {str(fifo)!r} is a FIFO (named pipe), not a folder; give a folder (new or empty)"
+    )
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_finished_run_reads_the_result_of_that_run_only(tmp_path):
+    from sepconv.train.run_folder import finished_run
+
+    assert finished_run(tmp_path, "0123456789ab") is None
+    (tmp_path / "result.json").write_text(json.dumps({"run_id": "0123456789ab", "last_checkpoint": "c"}))
+    assert finished_run(tmp_path, "0123456789ab") == {"run_id": "0123456789ab", "last_checkpoint": "c"}
+    assert finished_run(tmp_path, "ba9876543210") is None  # another run's result
+    (tmp_path / "result.json").write_text("{trunc")
+    assert finished_run(tmp_path, "0123456789ab") is None

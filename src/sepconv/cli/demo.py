@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import HTML_SUFFIXES, OutputFile, integer, positive_float, positive_int, print_json
+from sepconv.cli._common import (
+    HTML_SUFFIXES,
+    OutputFile,
+    UsageError,
+    integer,
+    positive_float,
+    positive_int,
+    print_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,23 +82,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sepconv.train.demo import run_demo
+    from sepconv.train.demo import DemoDataError, run_demo
+
+    if args.progress and args.json:
+        # Lightning draws its bars on stdout, where --json promises one document and nothing else.
+        raise UsageError(
+            "--progress draws on stdout, where --json prints one JSON document: give one of them"
+        )
 
     def status(message: str) -> None:
         print(f"sepconv demo: {message}", file=sys.stderr, flush=True)
 
-    document = run_demo(
-        args.out,
-        dataset=args.dataset,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        fused=args.fused,
-        progress=args.progress and not args.json,
-        overwrite=args.overwrite,
-        status=None if args.json else status,
-    )
+    try:
+        document = run_demo(
+            args.out,
+            dataset=args.dataset,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            fused=args.fused,
+            progress=args.progress,
+            overwrite=args.overwrite,
+            status=None if args.json else status,
+        )
+    except DemoDataError as error:
+        raise UsageError(f"--dataset {args.dataset!r} cannot be used for the demo: {error.reason}") from None
     if args.html is not None:
         from sepconv.io.atomic import atomic_write_bytes
 

@@ -24,8 +24,10 @@ and result.json. A folder that holds another run's files is refused: --resume it
 
 resume: --resume OUT (or OUT/checkpoints, or one .state file) continues from the newest checkpoint of
 that run that loads cleanly, skipping a truncated or corrupt newest one; run it with the same arguments as
-the first run (a setting that changes the result is refused, naming each difference). Ctrl-C writes a
-checkpoint and stops (exit 130); a second Ctrl-C stops at once.
+the first run (a setting that changes the result is refused, naming each difference; so is --overwrite,
+and a run that has finished, which is left as it is). Ctrl-C writes a checkpoint and stops (exit 130); a
+second Ctrl-C stops at once. Everything is checked before --out is claimed; a run that fails before its
+first training step leaves --out as it found it.
 
 fine-tuning: --init-from FILE starts from the weights and architecture of a sepconv model file (a run's
 model.safetensors, a checkpoint, a `sepconv convert` output) with a new optimizer and schedule, e.g.
@@ -149,6 +151,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from sepconv.train.config import TrainConfig
     from sepconv.train.trainer import find_resume_run_folder
 
+    if args.overwrite and args.resume:
+        raise UsageError(
+            "--overwrite clears --out and --resume continues the run in it: give one of them, not both"
+        )
     values = {item.name: getattr(args, item.name) for item in _cli_fields()}
     values["model_kwargs"] = _model_kwargs(values["model_kwargs"])
     values["progress_bar"] = not args.json

@@ -7,7 +7,10 @@ each twin to ONNX (``model.onnx`` beside its weights, verified) and times it dep
 and writes ``results.json``, ``report.md``, ``curves.png`` and ``comparison.png`` into the output folder.
 The numbers in those files are the very objects returned (and printed by ``sepconv demo``).
 The output folder belongs to the demo run (:mod:`sepconv.train.run_folder`): an earlier run's folder is
-refused unless ``overwrite`` clears it first, so a report never mixes two runs.
+refused unless ``overwrite`` clears it first, so a report never mixes two runs. Everything is checked
+before the folder is claimed (:func:`check_demo_inputs`: the folder, non-empty train and test splits,
+at least two classes, both twins against the images), and a demo that fails before either twin
+starts training gives the folder back, so the corrected command runs without ``overwrite``.
 
 The same seed gives the same accuracies and losses on the same machine: each twin's memory format and
 precision follow a fixed rule (:mod:`sepconv.train.precision`), not a timing.
@@ -30,7 +33,16 @@ from sepconv.io.atomic import atomic_write_bytes
 from sepconv.train.config import TrainConfig
 from sepconv.viz.style import color as palette_color
 
-__all__ = ["DEMO_MODELS", "demo_config", "execution_path", "run_demo", "table_rows", "write_report"]
+__all__ = [
+    "DEMO_MODELS",
+    "DemoDataError",
+    "check_demo_inputs",
+    "demo_config",
+    "execution_path",
+    "run_demo",
+    "table_rows",
+    "write_report",
+]
 
 DEMO_MODELS = {"standard": "standard_cnn", "separable": "separable_cnn"}
 DEMO_EPOCHS = 5
@@ -38,6 +50,45 @@ DEMO_BATCH_SIZE = 64
 DEMO_LR = 4e-3
 # The two twins' colours in every plot: sepconv's colour-blind-safe blue and orange.
 _TWIN_COLORS = (palette_color(4), palette_color(0))
+
+
+class DemoDataError(ValueError):
+    """The data set cannot give a demo (an empty split, one class, images the twins do not take).
+
+    ``dataset`` is the name given; the message names it, and the reason.
+    """
+
+    def __init__(self, dataset: str, reason: str) -> None:
+        super().__init__(f"dataset {dataset!r} cannot be used for the demo: {reason}")
+        self.dataset = dataset
+        self.reason = reason
+
+
+def check_demo_inputs(data: Any, configs: list[TrainConfig]) -> None:
+    """Everything the twins' runs would refuse, checked before anything is claimed or trained.
+
+    Each twin is trained on the train split and measured on the test split (accuracy, the exported
+    ONNX file's verification and latency), so both must hold images; a classifier needs two classes;
+    each twin must take the images (channels, a size its pooling allows). Raises :class:`DemoDataError`.
+    """
+    from sepconv.train.trainer import build_model, check_data, check_model_fits_data
+
+    try:
+        for config in configs:
+            config.validate()
+        check_data(data, warn=lambda message: None)  # each twin's run says what was skipped
+        if len(data.test) == 0:
+            raise ValueError(
+                f"its test split is empty ({len(data.train)} train, {len(data.val)} validation images): "
+                "the demo measures each twin on test images; give it more images per class"
+            )
+        for config in configs:
+            model = build_model(config, data.in_channels, data.num_classes)
+            check_model_fits_data(model, data, config.model)
+    except DemoDataError:
+        raise
+    except ValueError as error:
+        raise DemoDataError(data.name, str(error)) from None
 
 
 def demo_config(
@@ -91,23 +142,36 @@ def run_demo(
     ``out_dir`` must be empty or new, or hold an earlier demo and ``overwrite`` be set (it is cleared).
     """
     from sepconv.data import load_dataset
-    from sepconv.train.run_folder import claim_run_folder
+    from sepconv.train.run_folder import check_out_dir, claim_run_folder
 
     started = time.perf_counter()
     say = status or (lambda message: None)
-    with claim_run_folder(out_dir, kind="demo", overwrite=overwrite) as folder:
-        data = load_dataset(dataset, seed=seed)
-        document = _train_and_compare(
-            folder.path,
-            data,
+    folder_path = check_out_dir(out_dir)
+    data = load_dataset(dataset, seed=seed)
+    configs = [
+        demo_config(
+            model_name,
+            folder_path,
+            dataset=data.name,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
             seed=seed,
-            fused=fused,
             progress=progress,
-            say=say,
+            fused=fused,
         )
+        for model_name in DEMO_MODELS.values()
+    ]
+    check_demo_inputs(data, configs)
+    with claim_run_folder(folder_path, kind="demo", overwrite=overwrite) as folder:
+        try:
+            document = _train_and_compare(folder.path, data, configs, say=say)
+        except BaseException:
+            # Each twin's run gives its own folder back when it fails before training; if neither
+            # wrote anything, neither did the demo: the corrected command may use the folder.
+            if folder.holds_only_its_claim():
+                folder.abandon()
+            raise
         document["run_id"] = folder.run_id
         document["total_seconds"] = time.perf_counter() - started
         atomic_write_bytes(folder.path / "results.json", (json.dumps(document, indent=2) + "\n").encode())
@@ -115,35 +179,17 @@ def run_demo(
 
 
 def _train_and_compare(
-    out_dir: Path,
-    data: Any,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    fused: str,
-    progress: bool,
-    say: Callable[[str], None],
+    out_dir: Path, data: Any, configs: list[TrainConfig], *, say: Callable[[str], None]
 ) -> dict[str, Any]:
     from sepconv.train.trainer import fit
 
     dataset = data.name
     results: dict[str, Any] = {}
     curves: dict[str, list[dict[str, float]]] = {}
-    for role, model_name in DEMO_MODELS.items():
+    first = configs[0]
+    epochs, batch_size, lr, seed, fused = first.epochs, first.batch_size, first.lr, first.seed, first.fused
+    for (role, model_name), config in zip(DEMO_MODELS.items(), configs, strict=True):
         say(f"training {model_name} ({epochs} epochs on {len(data.train)} {dataset} images)")
-        config = demo_config(
-            model_name,
-            out_dir,
-            dataset=dataset,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            progress=progress,
-            fused=fused,
-        )
         trained = fit(config, data=data)
         say(f"measuring {model_name}")
         results[role] = _measure(trained, data, out_dir)

@@ -4,11 +4,16 @@ Without this, a second run into the same ``--out`` kept the first run's checkpoi
 ``--resume`` silently continued the other run. Now:
 
 * :func:`check_out_dir` refuses empty or unsafe folders (the current directory, one of its parents,
-  the home folder, the file-system root, an existing file);
+  the home folder, the file-system root, an existing file, device, FIFO or socket);
 * :func:`claim_run_folder` takes an exclusive lock (``.sepconv.lock``; a second process on the same
   folder is refused at once, and the lock dies with its process), then refuses a folder that holds
   another run's files unless the run is resumed (same run id) or ``overwrite`` clears it first, and
-  writes ``run.json`` (``run_id``, ``kind``, start time) for a new run.
+  writes ``run.json`` (``run_id``, ``kind``, start time) for a new run;
+* :meth:`RunFolder.abandon` gives a new run's folder back when the run fails before training starts
+  (everything in it was written by this run: the claim needs an empty folder), so that the corrected
+  command is not refused as "already holds a run"; runs validate everything they can *before*
+  claiming, so this is for what cannot be checked earlier (a trainer that fails to start);
+* :func:`finished_run` tells a finished run (its ``result.json``) from one that can be resumed.
 
 The run id also goes into every checkpoint's file name, so only this run's checkpoints are pruned or
 resumed (:mod:`sepconv.train.checkpoint`).
@@ -26,20 +31,23 @@ from pathlib import Path
 from typing import IO, Any
 
 from sepconv.errors import SepconvError
-from sepconv.io.atomic import atomic_write_bytes
+from sepconv.io.atomic import atomic_write_bytes, non_regular_kind
 
 __all__ = [
     "LOCK_NAME",
+    "RESULT_FILE",
     "RUN_FILE",
     "RunFolder",
     "RunFolderError",
     "check_out_dir",
     "claim_run_folder",
+    "finished_run",
     "new_run_id",
     "read_run_file",
 ]
 
 RUN_FILE = "run.json"
+RESULT_FILE = "result.json"
 LOCK_NAME = ".sepconv.lock"
 # Files an earlier sepconv (before run.json) left in its folders: enough to recognise one to clear.
 _LEGACY_MARKERS = ("config.json", "results.json")
@@ -62,7 +70,8 @@ def check_out_dir(out_dir: str | os.PathLike[str], *, flag: str = "--out") -> Pa
     path = Path(text).expanduser()
     resolved = path.resolve()
     if path.exists() and not path.is_dir():
-        raise RunFolderError(f"{flag} {text!r} is an existing file, not a folder")
+        kind = non_regular_kind(path) or "an existing file"
+        raise RunFolderError(f"{flag} {text!r} is {kind}, not a folder; give a folder (new or empty)")
     current = Path.cwd().resolve()
     unsafe = {Path(resolved.anchor), Path.home().resolve()}
     if resolved in unsafe or resolved == current or resolved in current.parents:
@@ -82,20 +91,67 @@ def read_run_file(folder: Path) -> dict[str, Any] | None:
     return document if isinstance(document, dict) and isinstance(document.get("run_id"), str) else None
 
 
+def finished_run(folder: Path, run_id: str) -> dict[str, Any] | None:
+    """The ``result.json`` of run ``run_id`` in ``folder`` if that run finished, else None.
+
+    A run writes ``result.json`` when it ends (its last epoch, ``max_steps`` or early stopping); a run
+    stopped by Ctrl-C, a crash or a kill has none, and is resumed from its newest checkpoint.
+    """
+    try:
+        document = json.loads((folder / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("run_id") != run_id:
+        return None
+    return document
+
+
 @dataclass
 class RunFolder:
-    """A claimed output folder; ``release()`` (or the end of the process) drops the lock."""
+    """A claimed output folder; ``release()`` (or the end of the process) drops the lock.
+
+    ``created``: the outermost folder the claim made (the folder itself or a missing parent), which
+    :meth:`abandon` removes again; None when the folder existed.
+    """
 
     path: Path
     run_id: str
     kind: str
     resumed: bool = False
+    created: Path | None = None
     _lock: IO[bytes] | None = field(default=None, repr=False)
 
     def release(self) -> None:
         if self._lock is not None:
             self._lock.close()  # closing the descriptor releases the flock
             self._lock = None
+
+    def holds_only_its_claim(self) -> bool:
+        """Whether nothing but ``run.json`` (and the lock) is in the folder: the run has written nothing."""
+        return [path.name for path in _contents(self.path)] == [RUN_FILE]
+
+    def abandon(self) -> None:
+        """Give the folder back after the run failed before training started, and release the lock.
+
+        A new run's folder was empty when claimed, so everything in it is this run's and is removed
+        (the folder too, when the claim created it): the corrected command then starts without
+        ``--overwrite``. A resumed run's folder holds the run being resumed: only the lock is released.
+        """
+        try:
+            if not self.resumed and self._lock is not None:
+                for path in _contents(self.path):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                if self.created is not None:
+                    (self.path / LOCK_NAME).unlink(missing_ok=True)
+                    for folder in (self.path, *self.path.parents):
+                        folder.rmdir()  # each is empty: the claim made it for this run
+                        if folder == self.created:
+                            break
+        finally:
+            self.release()
 
     def __enter__(self) -> RunFolder:
         return self
@@ -157,6 +213,11 @@ def claim_run_folder(
     ``run.json`` to carry that id. Raises :class:`RunFolderError` naming the folder otherwise.
     """
     folder = check_out_dir(out_dir, flag=flag)
+    created = None
+    for missing in (folder, *folder.parents):
+        if missing.exists():
+            break
+        created = missing
     folder.mkdir(parents=True, exist_ok=True)
     lock = _lock(folder, flag)
     try:
@@ -180,7 +241,7 @@ def claim_run_folder(
         run_id = new_run_id()
         document = {"run_id": run_id, "kind": kind, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write_bytes(folder / RUN_FILE, (json.dumps(document, indent=2) + "\n").encode())
-        return RunFolder(folder, run_id, kind, _lock=lock)
+        return RunFolder(folder, run_id, kind, created=created, _lock=lock)
     except BaseException:
         lock.close()
         raise

@@ -9,7 +9,8 @@ A run is a sequence of named stages, each a function of its own:
 3. :func:`build_model` and :func:`check_model_fits_data` — the model (``create_model``, or the
    ``init_from`` file's architecture and weights), checked on one real image;
 4. :func:`~sepconv.train.precision.choose_precision` — memory format and bf16 by a fixed rule;
-5. :func:`check_resume_matches` — a resumed run changes nothing that changes the result;
+5. :func:`check_resume_matches` — a resumed run changes nothing that changes the result, and
+   :func:`check_not_finished` — a finished run is not resumed (it is left as it is);
 6. :func:`~sepconv.train.run_folder.claim_run_folder` — the output folder, locked, for this run only;
 7. :func:`make_trainer` — the Lightning ``Trainer`` with our module, checkpoints and loggers;
 8. :func:`finish_run` — test accuracy, ``model.safetensors`` and ``result.json``.
@@ -45,6 +46,7 @@ __all__ = [
     "build_model",
     "check_data",
     "check_model_fits_data",
+    "check_not_finished",
     "check_resume_matches",
     "data_fingerprint",
     "find_resume_point",
@@ -184,6 +186,24 @@ def find_resume_point(resume: str | Path, warn: Callable[[str], None]) -> Resume
     if found is None:
         raise ValueError(f"--resume: no usable checkpoint of run {run['run_id']} in {folder / 'checkpoints'}")
     return ResumePoint(found, load_checkpoint(found), run["run_id"], folder)
+
+
+def check_not_finished(point: ResumePoint) -> None:
+    """Refuse to resume a run that finished at ``point`` (its ``result.json`` names that checkpoint).
+
+    Lightning would load the checkpoint, find nothing left to train and rewrite ``model.safetensors``
+    and ``result.json`` (with no checkpoint of its own); a finished run is left exactly as it is. A run
+    whose last checkpoint is unusable, so that an earlier one is resumed, still continues.
+    """
+    from sepconv.train.run_folder import RESULT_FILE, RunFolderError, finished_run
+
+    result = finished_run(point.folder, point.run_id)
+    last = None if result is None else result.get("last_checkpoint")
+    if last is not None and Path(str(last)).name == point.path.name:
+        raise RunFolderError(
+            f"--resume: run {point.run_id} in {point.folder} has finished ({point.folder / RESULT_FILE}); "
+            "nothing to resume and nothing was changed; start a new run with another --out, or --overwrite"
+        )
 
 
 def load_training_data(config: TrainConfig) -> Any:
@@ -556,6 +576,11 @@ def fit(
     ``model.safetensors`` and ``result.json``. ``resume`` is a checkpoint or a run folder (see
     :func:`find_resume_point`). A first Ctrl-C writes a checkpoint and raises ``KeyboardInterrupt``
     whose message says where it is and how to resume.
+
+    Everything is checked before the folder is claimed (settings, folder, data, model against data,
+    a resume against its run); a new run that still fails before its first training step gives the
+    folder back (:meth:`~sepconv.train.run_folder.RunFolder.abandon`). ``overwrite`` with ``resume``
+    is refused, and so is resuming a finished run (its ``result.json``), which changes nothing.
     """
     import lightning.pytorch as pl
 
@@ -564,6 +589,10 @@ def fit(
     from sepconv.train.run_folder import check_out_dir, claim_run_folder
 
     config.validate()
+    if config.overwrite and resume is not None:
+        raise ValueError(
+            "overwrite clears the output folder and resume continues the run in it: give one of them, not both"
+        )
     check_out_dir(config.out_dir)
     _on_gpu(config)
     warn = warn or _warn
@@ -574,11 +603,6 @@ def fit(
     pl.seed_everything(config.seed, workers=True, verbose=False)
     data = load_training_data(config) if data is None else data
     check_data(data, warn)
-    if config.fused != "off" and not _on_gpu(config):
-        from sepconv.kernels import kernels_available
-
-        kernels_available()  # the one-time compile of a new machine is not training time
-    started = time.perf_counter()
     model = build_model(config, data.in_channels, data.num_classes)
     if initial is None:
         check_model_fits_data(model, data, config.model)
@@ -589,6 +613,12 @@ def fit(
             f"{initial.describe()} from {initial.path}",
             classes_hint=f"the file fixes the classes: start from a model built for {data.num_classes}",
         )
+    if config.fused != "off" and not _on_gpu(config):
+        from sepconv.kernels import kernels_available
+
+        # After the checks, which must not wait for it; the one-time compile is not training time.
+        kernels_available()
+    started = time.perf_counter()
     precision = choose_precision(
         model,
         on_gpu=_on_gpu(config),
@@ -599,6 +629,7 @@ def fit(
     fingerprint = data_fingerprint(data)
     if point is not None:
         check_resume_matches(point, config, precision, fingerprint, init_sha256=init_sha256)
+        check_not_finished(point)
 
     is_rank_zero = _is_launch_rank_zero()
     folder = None
@@ -606,11 +637,12 @@ def fit(
         folder = claim_run_folder(
             config.out_dir,
             kind="train",
-            overwrite=config.overwrite and point is None,
+            overwrite=config.overwrite,
             resume_run_id=None if point is None else point.run_id,
         )
     run_id = point.run_id if point is not None else folder.run_id if folder is not None else ""
     interrupt = InterruptRequest()
+    parts = None
     try:
         with _quiet_lightning(), interrupt.installed():
             parts = make_trainer(
@@ -649,6 +681,18 @@ def fit(
                 resumed_from=None if point is None else point.path,
                 init_from_sha256=init_sha256,
             )
+    except BaseException:
+        if folder is not None and not _training_started(parts, Path(config.out_dir)):
+            folder.abandon()  # nothing to resume: the corrected command may use the folder again
+        raise
     finally:
         if folder is not None:
             folder.release()
+
+
+def _training_started(parts: _RunParts | None, out_dir: Path) -> bool:
+    """Whether a run got as far as a training step or a checkpoint (then its folder is kept)."""
+    if parts is not None and parts.trainer.global_step > 0:
+        return True
+    checkpoints = out_dir / "checkpoints"
+    return checkpoints.is_dir() and any(checkpoints.iterdir())
