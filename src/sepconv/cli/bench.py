@@ -67,7 +67,6 @@ def _path_names(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from sepconv.cli.summary import image_size
-    from sepconv.deploy.bench import benchmark_paths
 
     batch_sizes = parse_int_list("--batch-sizes", args.batch_sizes)
     model = resolve_model(args.model)
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         "min_run_seconds": args.seconds,
     }
     if args.json:
-        report = benchmark_paths(model, **options)
+        report = _benchmark(model, options)
         print_json({"model": args.model, **report.to_dict()})
         return 0
 
@@ -96,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
         transient=True,
     ) as bar:
         task = bar.add_task("starting", total=None)
-        report = benchmark_paths(
+        report = _benchmark(
             model,
-            **options,
+            options,
             progress=lambda description, completed, total: bar.update(
                 task, description=description, completed=completed, total=total
             ),
@@ -111,3 +110,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(report.format_table())
     return 0
+
+
+def _benchmark(model: Any, options: dict[str, Any], **progress: Any) -> Any:
+    """:func:`benchmark_paths`, its refusals naming this command's flags."""
+    from sepconv.cli._memory import with_flags
+    from sepconv.deploy.bench import benchmark_paths
+    from sepconv.machine import MemoryLimitError
+
+    try:
+        return benchmark_paths(model, **options, **progress)
+    except MemoryLimitError as error:
+        raise with_flags(error, {"input_size": "--input-size", "batch_sizes": "--batch-sizes"}) from error

@@ -82,24 +82,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sepconv.cli._memory import with_flags
     from sepconv.cli.summary import image_size
     from sepconv.deploy.compare import compare_models
+    from sepconv.machine import MemoryLimitError
 
     model_a, model_b = resolve_model(args.a), resolve_model(args.b)
     input_size = image_size(args.input_size, model_a)
     data = _training_data(args)
     if input_size is None and data is None:
         _check_default_sizes(args, model_a, model_b)
-    comparison = compare_models(
-        model_a,
-        model_b,
-        names=(args.a, args.b),
-        input_size=input_size,
-        batch_size=args.batch_size,
-        repeats=args.repeats,
-        dataset=data,
-        samples=args.samples,
-    )
+    try:
+        comparison = compare_models(
+            model_a,
+            model_b,
+            names=(args.a, args.b),
+            input_size=input_size,
+            batch_size=args.batch_size,
+            repeats=args.repeats,
+            dataset=data,
+            samples=args.samples,
+        )
+    except MemoryLimitError as error:
+        flags = {"input_size": "--input-size", "batch_size": "--batch-size", "samples": "--samples"}
+        raise with_flags(error, flags) from error
     if args.html is not None:
         from sepconv.viz.pages import write_comparison_html
 

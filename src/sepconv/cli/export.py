@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,13 @@ def run(args: argparse.Namespace) -> int:
         check_output_file("--onnx", target.with_suffix(".int8.onnx"), (".onnx",))
     model = resolve_model(args.model)
     input_size = image_size(args.input_size, model)
+    if input_size is not None:  # verification runs every batch size at once: refuse what cannot fit
+        from sepconv.cli._memory import require_input_memory
+
+        batches = inspect.signature(export_onnx).parameters["batch_sizes"].default
+        require_input_memory(
+            args.input_size, model, (max(batches), *input_size), other_images=sum(batches) - max(batches)
+        )
     data = _load_data(args, model)
     if args.int8 and data is None:
         raise UsageError("--int8 needs --calibration DATASET: int8 scales must be calibrated on real images")

@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)  # its suffix and kind were checked when the flags were parsed
     position = _position(args.position)
     model = resolve_model(args.model)
+    if args.input_size is not None:  # the gradient pass runs the model once at this size
+        from sepconv.cli._memory import require_input_memory
+
+        require_input_memory(args.input_size, model, (1, *_image_shape(args.input_size, model)))
     image, label = _input_image(args, model)
     field, figure = receptive_field_map(
         model, args.layer, image, position=position, channel=args.channel, input_label=label

@@ -102,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.analysis import summarize
 
     model = resolve_model(args.model)
-    summary = summarize(model, input_shape(args.input_size, model), depth=args.depth)
+    shape = input_shape(args.input_size, model)
+    if args.input_size is not None:  # summarize runs the model once at this size
+        from sepconv.cli._memory import require_input_memory
+
+        require_input_memory(args.input_size, model, shape)
+    summary = summarize(model, shape, depth=args.depth)
     if args.html is not None:
         from sepconv.viz.pages import write_summary_html
 

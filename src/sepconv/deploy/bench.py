@@ -39,6 +39,7 @@ __all__ = [
     "PathResult",
     "PathUnavailableError",
     "benchmark_paths",
+    "memory_estimate_bytes",
 ]
 
 # A forward (or training step) with its input already bound, in the form the path wants it.
@@ -557,6 +558,9 @@ def benchmark_paths(
     total)`` is called as work advances. ``extra_paths`` are timed in the same rounds after ``paths``
     (a baseline of the caller's: another model, another runtime); their bind gets the same inputs.
 
+    Before any input is made, a lower bound of the memory the inputs and activations need
+    (:func:`memory_estimate_bytes`) is checked against the memory available: beyond it a
+    :class:`~sepconv.machine.MemoryLimitError` (a ValueError) names ``input_size`` or ``batch_sizes``.
     The model is not changed: every path works on its own copy.
     """
     from sepconv.models import default_input_size
@@ -587,13 +591,14 @@ def benchmark_paths(
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     train_names = [name for name in names if table[name].prepare_training is not None] if train else []
+    reference = copy.deepcopy(model).cpu().float().eval()
+    _require_memory(reference, size, batches, names)
 
     threads = torch.get_num_threads()
     generator = torch.Generator().manual_seed(0)
     inputs = {batch: torch.randn(batch, *size, generator=generator) for batch in batches}
     counter = _ProgressCounter(progress, len(names) + len(train_names) + min_rounds * (1 + bool(train_names)))
     timing = _TimingPlan(warmup_calls, min_rounds, min_run_seconds, min_block_seconds, settle_seconds)
-    reference = copy.deepcopy(model).cpu().float().eval()
 
     with tempfile.TemporaryDirectory(prefix="sepconv-bench-") as folder:
         workspace = _Workspace(reference, size, Path(folder))
@@ -629,6 +634,50 @@ def benchmark_paths(
         train_results=train_results,
         train_skipped=train_skipped,
     )
+
+
+def memory_estimate_bytes(
+    model: nn.Module, input_size: Sequence[int], batch_sizes: Sequence[int], paths: Sequence[str] = ("eager",)
+) -> int:
+    """A lower bound, in bytes, of the memory :func:`benchmark_paths` needs for these batch sizes and paths.
+
+    It counts the float32 input batches, all alive for the whole run (one per batch size), their
+    channels_last copies (bound by the ``channels_last`` and ``folded_channels_last`` paths when the
+    layout differs, i.e. more than one channel and pixel; all alive once the last of those paths runs),
+    and the largest module call at the largest batch, its arguments and new outputs
+    (:func:`sepconv.analysis.memory.largest_call_bytes`). Weights, the
+    other activations, training's saved tensors and the ONNX Runtime copies are left out.
+    """
+    from sepconv.analysis.memory import largest_call_bytes
+
+    channels, height, width = input_size
+    copies = 1
+    if channels > 1 and height * width > 1:
+        copies += sum(name in ("channels_last", "folded_channels_last") for name in paths)
+    inputs = 4 * channels * height * width * sum(batch_sizes) * copies
+    return inputs + largest_call_bytes(model, (max(batch_sizes), *input_size), dtype=torch.float32)
+
+
+def _require_memory(model: nn.Module, size: tuple[int, ...], batches: list[int], names: list[str]) -> None:
+    """Refuse, before any input is made, an input size or batch sizes that cannot fit in memory."""
+    from sepconv.machine import require_memory
+
+    # One image first: when even that cannot fit, the input size is to blame, not the batch sizes.
+    single = memory_estimate_bytes(model, size, [1], names)
+    require_memory(
+        "input_size",
+        ",".join(map(str, size)),
+        single,
+        what="one input image and the activations of the largest layer",
+    )
+    if batches != [1]:
+        needed = memory_estimate_bytes(model, size, batches, names)
+        require_memory(
+            "batch_sizes",
+            ",".join(map(str, batches)),
+            needed,
+            what="the input batches and the activations of the largest layer",
+        )
 
 
 def _check_batch_sizes(batch_sizes: Sequence[int]) -> list[int]:

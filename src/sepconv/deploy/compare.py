@@ -16,6 +16,7 @@ is ``None`` and ``agreement_reason`` says why.
 from __future__ import annotations
 
 import copy
+import math
 import platform
 import statistics
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "ModelMeasurement",
     "agreement_images",
     "compare_models",
+    "memory_estimate_bytes",
     "output_agreement",
 ]
 
@@ -237,7 +239,10 @@ def compare_models(
     ``dataset`` is given, else the models' registered size (they must agree). The agreement images are
     ``images`` when given, else up to ``samples`` test images of ``dataset``, else of the embedded
     mnist5k for 1x28x28 inputs, else random normal ones (see :func:`agreement_images`). Both models run
-    on the CPU in float32, on copies: the models given are not changed.
+    on the CPU in float32, on copies: the models given are not changed. Before any image is made, a
+    lower bound of the memory needed (:func:`memory_estimate_bytes`) is checked against the memory
+    available: beyond it a :class:`~sepconv.machine.MemoryLimitError` (a ValueError) names
+    ``input_size``, ``samples`` or ``batch_size``.
 
     >>> from sepconv.models import create_model
     >>> from sepconv.convert import fold_batchnorm
@@ -259,6 +264,8 @@ def compare_models(
         )
     reference_a = copy.deepcopy(model_a).cpu().float().eval()
     reference_b = copy.deepcopy(model_b).cpu().float().eval()
+    random_images = samples if images is None and dataset is None and size != (1, 28, 28) else 0
+    _require_memory((reference_a, reference_b), size, batch_size, random_images)
     summary_a = _summary(reference_a, size, label_a)
     summary_b = _summary(reference_b, size, label_b)
 
@@ -295,6 +302,40 @@ def compare_models(
         repeats=repeats,
         threads=torch.get_num_threads(),
     )
+
+
+def memory_estimate_bytes(
+    models: Sequence[nn.Module], input_size: Sequence[int], batch_size: int, random_images: int = 0
+) -> int:
+    """A lower bound, in bytes, of the memory :func:`compare_models` needs at this input and batch size.
+
+    It counts the float32 timing batch and the ``random_images`` agreement images (both alive while
+    the models are timed), and the largest module call of either model at ``batch_size``
+    (:func:`sepconv.analysis.memory.largest_call_bytes`). Weights, the other activations and the
+    tensors a backward pass keeps are left out.
+    """
+    from sepconv.analysis.memory import largest_call_bytes
+
+    image_bytes = 4 * math.prod(input_size)
+    largest = max(
+        largest_call_bytes(model, (batch_size, *input_size), dtype=torch.float32) for model in models
+    )
+    return image_bytes * (batch_size + random_images) + largest
+
+
+def _require_memory(
+    models: Sequence[nn.Module], size: tuple[int, ...], batch_size: int, random_images: int
+) -> None:
+    """Refuse, before any image is made, an input size, sample count or batch size that cannot fit."""
+    from sepconv.machine import require_memory
+
+    text = ",".join(map(str, size))
+    # Smallest first, so that the line names the value to blame: one image, then the samples, then the batch.
+    what = "the images and the activations of the largest layer"
+    require_memory("input_size", text, memory_estimate_bytes(models, size, 1), what=what)
+    require_memory("samples", random_images, memory_estimate_bytes(models, size, 1, random_images), what=what)
+    needed = memory_estimate_bytes(models, size, batch_size, random_images)
+    require_memory("batch_size", batch_size, needed, what=what)
 
 
 def _check_positive(name: str, value: Any) -> None:
