@@ -62,3 +62,25 @@ def test_compare_batch_size():
         ["compare", "standard_cnn", "separable_cnn", "--batch-size", "100000"], "--batch-size"
     )
     assert line.startswith("sepconv compare: error: --batch-size=100000 needs about ")
+
+
+@pytest.mark.slow
+def test_animate_dilation_with_same_padding(tmp_path):
+    out = tmp_path / "conv.gif"
+    args = ["animate", "--dilation", "1000", "--padding", "same", "--out", str(out)]
+    line = check_refused(args, "--dilation")
+    # 25 frames of a 52,498 x 52,250-pixel canvas: the 78.5 GiB allocation this used to attempt.
+    assert line.startswith("sepconv animate: error: --dilation=1000 needs about ")
+    assert "25 frames of " in line and not out.exists()
+
+
+@pytest.mark.slow
+def test_convert_depth_multiplier(tmp_path):
+    out = tmp_path / "converted.safetensors"
+    run = run_with_memory(["convert", "standard_cnn", "--out", str(out), "--depth-multiplier", "1000000"])
+    lines = run.stderr.strip().splitlines()
+    assert run.code == 2 and len(lines) == 1, run.stderr
+    assert 0 < run.maxrss_bytes < MAX_RSS_BYTES
+    # A rank above every layer's exact one (3x3 kernels: 9) is refused before any layer is built.
+    assert lines[0].startswith("sepconv convert: error: --depth-multiplier=1000000 is above the exact rank")
+    assert lines[0].endswith("use at most 9") and not out.exists()

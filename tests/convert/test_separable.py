@@ -99,17 +99,65 @@ def test_float64_identity_is_exact_and_keeps_dtype() -> None:
     assert _relative(layer(x), conv(x)) < 1e-12
 
 
-def test_rank_above_the_maximum_stays_exact_with_zero_mixing_for_the_extra_filters() -> None:
+def test_a_rank_above_every_layers_exact_rank_is_refused() -> None:
+    conv = nn.Conv2d(2, 20, 2)  # k^2 = 4 < C_out: rank 4 is exact, 6 would only add parameters
+    with pytest.raises(ValueError, match=r"^depth_multiplier=6 is above the exact rank .* use at most 4$"):
+        to_separable(nn.Sequential(conv), depth_multiplier=6, input_size=(2, 5, 5))
+    with pytest.raises(ValueError, match=r"^depth_multiplier\['0'\]=5 is above that layer's exact rank 4"):
+        to_separable(nn.Sequential(conv), depth_multiplier={"0": 5}, input_size=(2, 5, 5))
+
+
+def test_a_rank_above_some_layers_exact_rank_is_capped_there_with_a_warning() -> None:
     torch.manual_seed(3)
-    conv = nn.Conv2d(2, 20, 2)  # k^2 = 4 < C_out: rank 4 is exact, 6 asks for 2 filters more
-    converted, report = to_separable(nn.Sequential(conv), depth_multiplier=6, input_size=(2, 5, 5))
-    layer = converted[0]
-    assert report.layers[0].max_rank == 4 and report.layers[0].weight_error == 0.0
-    x = torch.randn(1, 2, 5, 5)
-    assert _relative(layer(x), conv(x)) < 1e-4
-    extra = layer.pointwise.weight[:, :, 0, 0].reshape(20, 2, 6)[:, :, 4:]
-    assert torch.count_nonzero(extra) == 0  # the extra filters' outputs are not mixed in yet
-    assert torch.count_nonzero(layer.depthwise.weight.reshape(2, 6, 4)[:, 4:]) > 0  # but they can learn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 16, 3))  # exact ranks 4 and 9
+    with pytest.warns(
+        ConversionWarning, match=r"depth_multiplier=6 is above the exact rank of 1 layer\(s\).*: 0 \(4\)"
+    ):
+        converted, report = to_separable(model, depth_multiplier=6, input_size=(3, 9, 9))
+    assert [layer.depth_multiplier for layer in report.layers] == [4, 6]
+    assert converted[0].depth_multiplier == 4 and report.layers[0].weight_error == 0.0
+    x = torch.randn(1, 3, 9, 9)
+    assert _relative(converted[0](x), model[0](x)) < 1e-4  # exact at its exact rank
+    assert any("exact rank of 1 layer" in note for note in report.warnings)
+
+
+def test_auto_leaves_a_layer_whose_separable_form_is_larger_and_says_so() -> None:
+    torch.manual_seed(5)
+    # conv 0: 3 -> 16, 3x3: 3*16*9 + 16 = 448 parameters; exact (error 0) needs rank 9:
+    # 3*9*9 + 3*9*16 + 16 = 691 > 448, so it stays. conv 1: 16 -> 16, 3x3 at a loose bound needs a low rank.
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3))
+    with pytest.warns(
+        ConversionWarning, match=r"^depth_multiplier='auto' left 2 layer\(s\) as they were \(0, 1\)"
+    ):
+        converted, report = to_separable(model, depth_multiplier="auto", max_relative_error=0.0)
+    assert report.layers == ()
+    assert dict(report.skipped)["0"] == "auto rank 9 has more parameters, 691 > 448"
+    assert report.total_params_after == report.total_params_before
+    assert all(type(layer) is nn.Conv2d for layer in converted)
+    _, loose = to_separable(model, depth_multiplier="auto", max_relative_error=0.9)
+    assert report.total_params_before >= loose.total_params_after
+    assert all(layer.params_after <= layer.params_before for layer in loose.layers)
+
+
+def test_a_fixed_rank_that_makes_the_model_larger_is_warned_about() -> None:
+    conv = nn.Conv2d(4, 8, 3)  # 4*8*9 + 8 = 296 parameters; rank 8: 4*8*9 + 4*8*8 + 8 = 552
+    with pytest.warns(ConversionWarning, match=r"more parameters than the original \(552 > 296\)"):
+        _, report = to_separable(nn.Sequential(conv), depth_multiplier=8)
+    assert (report.total_params_before, report.total_params_after) == (296, 552)
+
+
+def test_ranks_whose_layers_cannot_fit_in_memory_are_refused_before_building(monkeypatch) -> None:
+    import sepconv.machine
+
+    model = nn.Sequential(nn.Conv2d(8, 64, 3))
+    # The copy of the model (8*64*9 + 64 floats) and the new layer at rank 9
+    # (8*9*9 + 8*9*64 + 64 floats), float32.
+    needed = 4 * (8 * 64 * 9 + 64) + 4 * (8 * 9 * 9 + 8 * 9 * 64 + 64)
+    monkeypatch.setattr(sepconv.machine, "available_memory_bytes", lambda: needed - 1)
+    with pytest.raises(ValueError, match=r"^depth_multiplier=9 needs about 39\.0 KiB .* more than the"):
+        to_separable(model, depth_multiplier=9)
+    monkeypatch.setattr(sepconv.machine, "available_memory_bytes", lambda: needed)
+    assert to_separable(model, depth_multiplier=9)[1].layers[0].depth_multiplier == 9
 
 
 def test_weight_error_is_the_composed_filters_error_and_never_grows_with_rank() -> None:
@@ -150,7 +198,8 @@ def test_auto_picks_the_smallest_rank_within_the_error() -> None:
         converted, report = to_separable(
             model, depth_multiplier="auto", max_relative_error=bound, input_size=(3, 12, 12)
         )
-        for layer, name in zip(report.layers, ("0", "2")):
+        for layer in report.layers:  # auto leaves out layers it would make larger
+            name = layer.name
             conv = model.get_submodule(name)
             chosen = _relative(_composed_weight(converted.get_submodule(name)), conv.weight)
             assert chosen <= bound + 1e-9

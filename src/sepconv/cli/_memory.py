@@ -24,10 +24,14 @@ def with_flags(error: Exception, flags: Mapping[str, str]) -> UsageError:
     >>> str(with_flags(ValueError("batch_sizes=[8] needs more; use a smaller batch_sizes"), {"batch_sizes": "--batch-sizes"}))
     '--batch-sizes=[8] needs more; use a smaller --batch-sizes'
     """
-    message = str(error)
+    return UsageError(flag_text(str(error), flags))
+
+
+def flag_text(message: str, flags: Mapping[str, str]) -> str:
+    """``message`` with each parameter of ``flags`` replaced by its flag (for warnings, as for errors)."""
     for parameter, flag in flags.items():
         message = re.sub(rf"(?<![\w-]){re.escape(parameter)}(?!\w)", flag, message)
-    return UsageError(message)
+    return message
 
 
 def require_input_memory(text: str, model: Any, input_shape: Sequence[int], *, other_images: int = 0) -> None:

@@ -22,10 +22,17 @@ _EPILOG = """\
 Each eligible nn.Conv2d (groups 1, kernel wider than 1x1, chosen by --include/--exclude) becomes a depthwise
 k x k convolution with r filters per input channel followed by a pointwise 1x1 one, initialised from the
 SVD of the original filters: exact when r >= min(out_channels, k*k), the best rank-r approximation below.
+A larger r only adds parameters: above every layer's exact rank it is refused, above some layers' it is
+capped there (with a warning). auto leaves a layer as it was (with a warning) when its separable form at
+the rank --max-error needs has more parameters than the original, so it never makes a model larger.
 The report gives, per layer, r, parameters and MACs before and after, the relative weight error and the
 relative output error on calibration images. Fine-tune the result with
   sepconv train --init-from FILE.safetensors --dataset ...
 """
+
+
+# to_separable's parameters and the flags that set them, for its errors and warnings.
+_FLAGS = {"depth_multiplier": "--depth-multiplier", "max_relative_error": "--max-error"}
 
 
 def depth_multiplier(text: str) -> int | str:
@@ -143,6 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sepconv.cli._memory import flag_text, with_flags
     from sepconv.cli.summary import image_size
     from sepconv.convert import to_separable
     from sepconv.io import save_model
@@ -167,19 +175,23 @@ def run(args: argparse.Namespace) -> int:
     calibration, source = _calibration(args, model, size)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        converted, report = to_separable(
-            model,
-            depth_multiplier=args.depth_multiplier,
-            init=args.init,
-            min_kernel_size=args.min_kernel_size,
-            include=args.include,
-            exclude=args.exclude,
-            max_relative_error=args.max_error,
-            calibration=calibration,
-            input_size=size,
-        )
+        try:
+            converted, report = to_separable(
+                model,
+                depth_multiplier=args.depth_multiplier,
+                init=args.init,
+                min_kernel_size=args.min_kernel_size,
+                include=args.include,
+                exclude=args.exclude,
+                max_relative_error=args.max_error,
+                calibration=calibration,
+                input_size=size,
+            )
+        except ValueError as error:  # the library names its parameters; the user typed flags
+            raise with_flags(error, _FLAGS) from error
     for warning in caught:
-        print(f"sepconv convert: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+        message = flag_text(" ".join(str(warning.message).split()), _FLAGS)
+        print(f"sepconv convert: warning: {message}", file=sys.stderr)
     recalibrated = None
     if args.recalibrate_bn is not None:
         from sepconv.convert import recalibrate_batchnorm
@@ -198,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    sys.stdout.write(report.format_table())
+    sys.stdout.write(flag_text(report.format_table(), _FLAGS))
     if source is not None:
         print(f"calibration images: {source}")
     if recalibrated is not None:

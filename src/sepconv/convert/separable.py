@@ -46,7 +46,8 @@ Decomposition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class ConversionWarning(UserWarning):
-    """A conversion setting that selected nothing (an include or exclude pattern matching no layer)."""
+    """A conversion setting that selected nothing or did less than asked: a pattern matching no layer, a
+    rank capped at the exact one, layers ``auto`` left as they were, a result larger than the original."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,12 @@ def to_separable(
     split of each input channel's filters (see the module docs), exact for r >= min(out_channels, k^2);
     ``"random"`` gives the layer its default initialisation. ``depth_multiplier`` is r for every layer,
     ``"auto"`` (with ``max_relative_error=e``: per layer the smallest r whose relative weight error is
-    <= e), or ``{name: r}``. ``calibration`` (a batch of inputs) adds each layer's output error;
+    <= e), or ``{name: r}``. A rank above a layer's exact one only adds parameters: an integer r above
+    every converted layer's exact rank, or a ``{name: r}`` above that layer's, is a ValueError; an
+    integer r above some layers' exact rank is capped there, with a :class:`ConversionWarning`.
+    ``"auto"`` leaves a layer as it was (listed in ``skipped``, with a warning) when its separable form
+    at the rank it needs has more parameters than the original, so it never makes a model larger; a
+    fixed r that does gets a warning. ``calibration`` (a batch of inputs) adds each layer's output error;
     ``input_size`` (C, H, W; default the registered model's own) sets the image the MACs are counted for.
     ``model`` itself is not changed. A model built by ``create_model`` records the conversion, so
     ``save_model``/``load_model`` rebuild the converted architecture.
@@ -235,6 +241,12 @@ def to_separable(
     if not chosen:
         raise ValueError(_nothing_to_convert(model, skipped, include_patterns))
 
+    capped = _check_ranks(model, chosen, depth_multiplier)
+    if capped:
+        notes.append(capped)
+        warnings.warn(capped, ConversionWarning, stacklevel=2)
+    _require_memory(model, chosen, depth_multiplier)
+
     converted = copy.deepcopy(model)
     plans, weight_errors = [], {}
     for name in chosen:
@@ -242,13 +254,26 @@ def to_separable(
         svd = _channel_svd(conv) if init == "svd" else None
         errors = None if svd is None else _errors_by_rank(svd[1])
         rank = _rank_for(name, depth_multiplier, max_relative_error, errors)
+        rank = min(rank, _max_rank(conv))  # above it a rank only adds parameters (capped above, with a note)
+        if depth_multiplier == "auto" and (larger := _larger_than_original(conv, rank)) is not None:
+            skipped.append((name, larger))
+            continue
         new_layer = _separable_like(conv, rank, svd)
         new_layer._sepconv_name = name
         converted.set_submodule(name, new_layer)
         plans.append((name, conv, new_layer, rank))
         weight_errors[name] = None if errors is None else errors[min(rank, len(errors) - 1)]
 
-    if getattr(model, "_sepconv_spec", None) is not None:
+    kept = [name for name, reason in skipped if reason.startswith("auto rank")]
+    if kept:
+        message = (
+            f"depth_multiplier='auto' left {len(kept)} layer(s) as they were ({', '.join(kept[:5])}"
+            f"{', ...' if len(kept) > 5 else ''}): at the rank max_relative_error={max_relative_error} needs, "
+            "their separable form has more parameters than the original; allow a larger max_relative_error"
+        )
+        notes.append(message)
+        warnings.warn(message, ConversionWarning, stacklevel=2)
+    if getattr(model, "_sepconv_spec", None) is not None and plans:
         ranks = {name: rank for name, _, _, rank in plans}
         record_transform(converted, model, "to_separable", depth_multiplier=ranks, init="random")
 
@@ -275,13 +300,23 @@ def to_separable(
 
         total_macs_before = summarize(model, (1, *size)).total_macs
         total_macs_after = total_macs_before + sum(layer.macs_after - layer.macs_before for layer in layers)  # type: ignore[operator]
+    params_before = sum(p.numel() for p in model.parameters())
+    params_after = sum(p.numel() for p in converted.parameters())
+    if params_after > params_before:
+        message = (
+            f"the converted model has more parameters than the original ({params_after:,} > "
+            f"{params_before:,}): at depth_multiplier={depth_multiplier!r} the separable layers save nothing; "
+            "use a smaller depth_multiplier"
+        )
+        notes.append(message)
+        warnings.warn(message, ConversionWarning, stacklevel=2)
     report = ConversionReport(
         layers=layers,
         skipped=tuple(skipped),
         init=init,
         input_size=size,
-        total_params_before=sum(p.numel() for p in model.parameters()),
-        total_params_after=sum(p.numel() for p in converted.parameters()),
+        total_params_before=params_before,
+        total_params_after=params_after,
         total_macs_before=total_macs_before,
         total_macs_after=total_macs_after,
         calibration_samples=None if calibration is None else int(calibration.shape[0]),
@@ -496,6 +531,74 @@ def _errors_by_rank(singular_values: torch.Tensor) -> list[float]:
 
 def _max_rank(conv: nn.Conv2d) -> int:
     return min(conv.out_channels, conv.kernel_size[0] * conv.kernel_size[1])
+
+
+def _check_ranks(model: nn.Module, chosen: list[str], depth_multiplier: Any) -> str | None:
+    """Refuse ranks above the exact one where they only add parameters; a note for the layers capped.
+
+    At r = min(C_out, k^2) the conversion is already exact: a larger r adds filters whose mixing is
+    zero, a model several times larger that computes the same. A mapping that asks that of a layer is
+    refused; one integer r above the exact rank of *every* layer is refused; one above the exact rank
+    of some layers only (those with few output channels) is capped there, and the note says which.
+    """
+    exact = {name: _max_rank(model.get_submodule(name)) for name in chosen}
+    if isinstance(depth_multiplier, Mapping):
+        for name, rank in depth_multiplier.items():
+            if name in exact and rank > exact[name]:
+                raise ValueError(
+                    f"depth_multiplier[{name!r}]={rank} is above that layer's exact rank {exact[name]} "
+                    f"(min(out_channels, k*k), where the conversion is already exact): use at most {exact[name]}"
+                )
+        return None
+    if depth_multiplier == "auto" or not exact:
+        return None
+    largest = max(exact.values())
+    if depth_multiplier > largest:
+        raise ValueError(
+            f"depth_multiplier={depth_multiplier} is above the exact rank of every layer to convert (the "
+            f"largest useful rank is {largest}: min(out_channels, k*k), where the conversion is already "
+            f"exact); a larger rank only adds parameters: use at most {largest}"
+        )
+    capped = [f"{name} ({rank})" for name, rank in exact.items() if depth_multiplier > rank]
+    if not capped:
+        return None
+    return (
+        f"depth_multiplier={depth_multiplier} is above the exact rank of {len(capped)} layer(s), which use "
+        f"their exact rank instead: {', '.join(capped[:5])}{', ...' if len(capped) > 5 else ''}"
+    )
+
+
+def _larger_than_original(conv: nn.Conv2d, rank: int) -> str | None:
+    """Why ``conv`` stays as it is under ``auto``: its separable form at ``rank`` has more parameters."""
+    kernel = (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
+    bias = conv.bias is not None
+    before = conv_params(conv.in_channels, conv.out_channels, kernel, bias=bias)
+    after = separable_params(conv.in_channels, conv.out_channels, kernel, rank, bias=bias)
+    # Per layer MACs scale as parameters do (both are weights x output pixels), so one test covers both.
+    if after <= before:
+        return None
+    return f"auto rank {rank} has more parameters, {after:,} > {before:,}"
+
+
+def _require_memory(model: nn.Module, chosen: list[str], depth_multiplier: Any) -> None:
+    """Refuse ranks whose new layers cannot fit in memory, before any is built.
+
+    The estimate counts the copy of the model and the new layers' weights at the requested ranks (capped
+    at the exact rank, as built); the SVD's workspace and the calibration pass are left out.
+    """
+    from sepconv.machine import require_memory
+
+    if depth_multiplier == "auto":
+        return  # ranks come from the SVD, at most the exact rank: never beyond the layers' own scale
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    for name in chosen:
+        conv = model.get_submodule(name)
+        rank = depth_multiplier[name] if isinstance(depth_multiplier, Mapping) else depth_multiplier
+        kernel = (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
+        count = separable_params(conv.in_channels, conv.out_channels, kernel, min(rank, _max_rank(conv)))
+        weights += count * conv.weight.element_size()
+    value = "{...}" if isinstance(depth_multiplier, Mapping) else depth_multiplier
+    require_memory("depth_multiplier", value, weights, what="the copy of the model and its separable layers")
 
 
 def _rank_for(

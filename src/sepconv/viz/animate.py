@@ -124,9 +124,14 @@ class ConvStep:
 
 @dataclass(frozen=True)
 class ConvAnimation:
-    """The steps of one animation (one, or depthwise then pointwise for a separable convolution)."""
+    """The steps of one animation (one, or depthwise then pointwise for a separable convolution).
+
+    sized_by: the geometry parameter and value that made the drawn grid largest, which a memory
+    refusal of :func:`write_animation` names (``None``: name the animation itself).
+    """
 
     steps: tuple[ConvStep, ...]
+    sized_by: tuple[str, Any] | None = None
 
     @property
     def frames(self) -> list[Frame]:
@@ -266,7 +271,9 @@ def plan_animation(
     given are small random integers drawn from ``seed`` (inputs 0..4, weights -2..2), so the arithmetic
     is exact and the same seed always gives the same animation. Given tensors (any numeric dtype) are
     used as float64 and set the channel counts; ``input`` is (C, H, W) or (1, C, H, W), weights have
-    the shapes of ``nn.Conv2d`` / ``nn.ConvTranspose2d`` for this geometry.
+    the shapes of ``nn.Conv2d`` / ``nn.ConvTranspose2d`` for this geometry. A grid that cannot fit
+    in memory is refused before any tensor is made (:class:`~sepconv.machine.MemoryLimitError`, naming
+    the parameter that sized it: ``input_size``, ``padding``, ``dilation``, ``kernel_size`` or ``stride``).
 
     >>> plan_animation(input=torch.arange(1, 10).reshape(1, 3, 3), weight=torch.ones(1, 1, 2, 2)).output
     tensor([[[12., 16.],
@@ -302,6 +309,10 @@ def plan_animation(
     arithmetic.check_groups(in_channels, conv_out, groups)
     kernel = _pair("kernel_size", kernel_size)
     height, width = _pair("input_size", input_size)
+    size = (height, width) if input is None else (int(input.shape[-2]), int(input.shape[-1]))
+    sized_by = _require_plan_memory(
+        in_channels, size, kernel, stride, padding, dilation, transposed, output_padding, input_size
+    )
     generator = torch.Generator().manual_seed(seed)
 
     def small_integers(shape: Sequence[int], low: int, high: int) -> torch.Tensor:
@@ -328,7 +339,7 @@ def plan_animation(
             dilation=dilation,
             groups=groups,
         )
-        return ConvAnimation((step,))
+        return ConvAnimation((step,), sized_by)
     first = conv_step(
         input,
         weight,
@@ -339,12 +350,12 @@ def plan_animation(
         name="depthwise" if (depthwise or separable) else "conv",
     )
     if not separable:
-        return ConvAnimation((first,))
+        return ConvAnimation((first,), sized_by)
     if pointwise_weight is None:
         pointwise_weight = small_integers((out_channels, conv_out, 1, 1), -2, 2)
     # The pointwise step reads the depthwise output exactly as the real SeparableConv2d does.
     second = conv_step(first.output, pointwise_weight, name="pointwise")
-    return ConvAnimation((first, second))
+    return ConvAnimation((first, second), sized_by)
 
 
 def write_animation(
@@ -354,7 +365,9 @@ def write_animation(
 
     ``progress(done, total)`` is called after each frame is drawn. MP4 needs ``ffmpeg``: on PATH, or
     the one the ``imageio-ffmpeg`` package ships (``pip install 'sepconv[video]'``).
-    Nothing is written when drawing or encoding fails.
+    Nothing is written when drawing or encoding fails. Frames that cannot fit in memory (a lower
+    bound: the canvas and one RGB copy of every frame) are refused before the first is drawn, with a
+    :class:`~sepconv.machine.MemoryLimitError` naming the geometry parameter that sized the grid.
     """
     target = Path(path)
     kind = target.suffix.lower().lstrip(".")
@@ -373,6 +386,7 @@ def write_animation(
         raise ValueError(
             f"the animation would have {total} frames (more than {MAX_FRAMES}); use a smaller input or fewer channels"
         )
+    _require_render_memory(animation)
     images = []
     for step in animation.steps:
         renderer = _StepRenderer(step)
@@ -453,6 +467,116 @@ def _make_step(
                     )
                 )
     return ConvStep(name, grid, is_padding, kernel, output, stride, dilation, groups, tuple(frames))
+
+
+def _shown_grid(
+    size: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: Pair,
+    padding: PaddingArg,
+    dilation: Pair,
+    transposed: bool,
+    output_padding: Pair,
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(grid height, width), (input-pixel extent, padding extent) of the tallest axis: arithmetic only."""
+    stride_pair, dilation_pair = _pair("stride", stride), _pair("dilation", dilation)
+    if transposed:
+        padding_pair = (0, 0) if padding == "valid" else _pair("padding", padding, minimum=0)  # type: ignore[arg-type]
+        extra = _pair("output_padding", output_padding, minimum=0)
+        pixels = [(size[axis] - 1) * stride_pair[axis] + 1 for axis in range(2)]
+        pads = [
+            2 * (dilation_pair[axis] * (kernel[axis] - 1) - padding_pair[axis]) + extra[axis]
+            for axis in range(2)
+        ]
+    else:
+        amounts = _padding_amounts(padding, size, kernel, stride_pair, dilation_pair)
+        pixels = list(size)
+        pads = [amounts[0] + amounts[1], amounts[2] + amounts[3]]
+    grid = (max(1, pixels[0] + pads[0]), max(1, pixels[1] + pads[1]))
+    axis = 0 if grid[0] >= grid[1] else 1
+    return grid, (pixels[axis], pads[axis]), (stride_pair[axis], dilation_pair[axis])
+
+
+def _require_plan_memory(
+    channels: int,
+    size: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: Pair,
+    padding: PaddingArg,
+    dilation: Pair,
+    transposed: bool,
+    output_padding: Pair,
+    input_size: Pair,
+) -> tuple[str, Any]:
+    """Refuse a geometry whose drawn grid cannot fit in memory; returns the parameter that sizes it most.
+
+    The estimate counts the float64 input and the float64 grid the kernel slides over (padded, or
+    zero-inserted), both alive while the step is computed; a lower bound of what planning allocates.
+    """
+    from sepconv.machine import require_memory
+
+    grid, (pixels, pads), (axis_stride, axis_dilation) = _shown_grid(
+        size, kernel, stride, padding, dilation, transposed, output_padding
+    )
+    # What a refusal names: the padding when it outweighs the pixels ('same' padding comes from the
+    # dilation, else the kernel), the stride when inserted zeros outweigh the input, else the input.
+    if pads > pixels:
+        if isinstance(padding, str) or transposed:
+            sized_by = ("dilation", dilation) if axis_dilation > 1 else ("kernel_size", _kernel_value(kernel))
+        else:
+            sized_by = ("padding", padding)
+    elif transposed and axis_stride > 1:
+        sized_by = ("stride", stride)
+    else:
+        sized_by = ("input_size", input_size)
+    needed = 8 * channels * (size[0] * size[1] + grid[0] * grid[1])
+    require_memory(*sized_by, needed, what=f"the {grid[0]}x{grid[1]} grid the kernel slides over")
+    return sized_by
+
+
+def _kernel_value(kernel: tuple[int, int]) -> int | tuple[int, int]:
+    return kernel[0] if kernel[0] == kernel[1] else kernel
+
+
+def _canvas_size(step: ConvStep) -> tuple[int, int]:
+    """(width, height) in pixels of the figure :class:`_StepRenderer` draws ``step`` on."""
+    from matplotlib import rcParams
+
+    width, height = _figure_inches(tuple(step.grid.shape), tuple(step.output.shape[-2:]))
+    dpi = float(rcParams["figure.dpi"])  # new_figure keeps matplotlib's figure dpi
+    return int(width * dpi), int(height * dpi)
+
+
+def _figure_inches(grid_shape: Sequence[int], output_size: Sequence[int]) -> tuple[float, float]:
+    """(width, height) in inches of a step's figure: one panel per input channel and one for the output."""
+    channels, height, width = grid_shape
+    out_height, out_width = output_size
+    columns = [width] * channels + [out_width]
+    figure_width = _CELL_INCHES * (sum(columns) + 1.5 * len(columns)) + 1.6
+    figure_height = _CELL_INCHES * max(height, out_height) + 1.2
+    return figure_width, figure_height
+
+
+def _require_render_memory(animation: ConvAnimation) -> None:
+    """Refuse an animation whose frames cannot fit in memory, before drawing the first.
+
+    The estimate counts the RGBA canvas of the largest step (4 bytes a pixel) and the RGB copy of
+    every frame kept for encoding (3 bytes a pixel); a lower bound of what drawing allocates
+    (matplotlib's own buffers and the encoder's are left out).
+    """
+    from sepconv.machine import require_memory
+
+    if any(step.grid.shape[0] + 1 > MAX_DRAWN_CHANNELS for step in animation.steps):
+        return  # the renderer refuses it, naming the channel count
+    sizes = [_canvas_size(step) for step in animation.steps]
+    pixels = [width * height for width, height in sizes]
+    frames = sum(len(step.frames) * count * 3 for step, count in zip(animation.steps, pixels))
+    needed = frames + 4 * max(pixels)
+    parameter, value = animation.sized_by or ("animation", f"{len(animation.frames)} frames")
+    width, height = max(sizes, key=lambda size: size[0] * size[1])
+    require_memory(
+        parameter, value, needed, what=f"{len(animation.frames)} frames of {width}x{height} pixels"
+    )
 
 
 def _as_float64(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -563,9 +687,7 @@ class _StepRenderer:
         self.written_rgb = 0.6 + 0.4 * np.array(to_rgb(color(1)))
         self.current_rgb = np.array(to_rgb(color(1)))
         columns = [width] * channels + [out_width]
-        figure_width = _CELL_INCHES * (sum(columns) + 1.5 * len(columns)) + 1.6
-        figure_height = _CELL_INCHES * max(height, out_height) + 1.2
-        self.figure = new_figure(figure_width, figure_height)
+        self.figure = new_figure(*_figure_inches((channels, height, width), (out_height, out_width)))
         FigureCanvasAgg(self.figure)
         axes = self.figure.subplots(1, len(columns), width_ratios=columns, squeeze=False)[0]
         numbered_input = max(height, width) <= MAX_NUMBERED_GRID
