@@ -121,6 +121,10 @@ def export_onnx(
     when none are given. The batch dimension is dynamic; verification runs at each of
     ``batch_sizes``. ``metadata`` (``mean``, ``std``, ``class_names``, ``dataset``) is stored in the
     file with the model's recipe, so :class:`sepconv.deploy.OnnxModel` can predict from raw images.
+    Before the exporter runs, the model runs once on ``input_size`` (:func:`check_input_fits`: a size
+    it cannot take is a ValueError naming ``input_size`` and the layer) and ``metadata`` is checked
+    as OnnxModel checks it on loading (one finite mean and one std > 0 per input channel, one class
+    name per output), so no file is written that would describe another model.
 
     >>> import tempfile, pathlib
     >>> folder = pathlib.Path(tempfile.mkdtemp())
@@ -227,7 +231,7 @@ def onnx_metadata(
     sizes = [int(value) for value in input_size]
     check_metadata(
         {key: extra.get(key) for key in ("mean", "std", "class_names")} | {"input_size": sizes},
-        subject="metadata[{key!r}]",
+        subject="metadata['{key}']",
         num_classes=num_classes,
     )
     return {
@@ -290,11 +294,11 @@ def check_metadata(
     fixes them (``graph_input``: ``(C, H, W)``, ``None`` or a name for a dynamic size). ``mean``: one
     finite number per input channel; ``std``: one finite number > 0 per channel; ``class_names``: one
     string (at most 1,024 characters) per model output (``num_classes``, when known). Each may be
-    absent or null. ``subject`` is a format string naming the entry, e.g. ``"metadata[{key!r}]"``.
+    absent or null. ``subject`` names the entry, ``{key}`` standing for its key: ``"metadata['{key}']"``.
     """
 
     def name(key: str) -> str:
-        return subject.format(key=key)
+        return subject.replace("{key}", key)  # not str.format: a file's path may hold braces
 
     size = document.get("input_size")
     if size is not None:
