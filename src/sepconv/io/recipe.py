@@ -53,9 +53,11 @@ MAX_RECIPE_ITEMS = 4096
 MAX_RECIPE_NUMBER = 2**20
 MAX_RECIPE_TRANSFORMS = 16
 # What the meta build may construct. torchvision's largest models have 1,409 modules
-# (efficientnet_v2_l) and 644 million parameters (regnet_y_128gf); each meta module costs ~7 KB and
-# ~0.1 ms, so the module bound keeps a hostile recipe's meta build under ~150 MB and a few seconds.
-MAX_RECIPE_MODULES = 20_000
+# (efficientnet_v2_l) and 644 million parameters (regnet_y_128gf); a conversion adds a few modules
+# per layer. Each meta module costs ~4 KB and ~0.1 ms (0.5 ms on a busy 2-core machine: 20,000 took
+# 9.8 s and 74 MB there), so the module bound keeps a hostile recipe's meta build to a few seconds
+# and tens of MB.
+MAX_RECIPE_MODULES = 10_000
 MAX_RECIPE_PARAMETERS = 2**32
 # In the fallback build (see _MetaUnlessSmall), tensors up to this many elements get real storage.
 _SMALL_NUMEL = 4096
