@@ -42,7 +42,7 @@ def _train(out_dir, devices: int, *extra: str) -> dict:
         "synthetic",
         "--model-arg",
         "widths=[8,16,16,32]",
-        # No dropout: its masks are drawn per process, so it is the one part that cannot be the same.
+        # No dropout, to isolate BatchNorm; test_ddp_equality.py trains with it (keyed dropout).
         "--model-arg",
         "dropout=0",
         "--batch-size",

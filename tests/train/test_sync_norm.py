@@ -1,4 +1,5 @@
-"""DistributedBatchNorm over 2 gloo processes equals one BatchNorm over the whole batch (float64)."""
+"""DistributedBatchNorm over 2 gloo processes equals one BatchNorm over the whole batch: float64 to
+summation-order rounding, and bf16 input (what autocast feeds it) to one bf16 rounding."""
 
 from __future__ import annotations
 
@@ -24,34 +25,53 @@ def _reference_and_inputs():
     return norm, images, upstream
 
 
+def _bf16_reference_and_inputs():
+    """float32 parameters and buffers, bf16 input and upstream gradient: BatchNorm under bf16 autocast."""
+    norm, images, upstream = _reference_and_inputs()
+    return norm.float(), images.bfloat16(), upstream.bfloat16()
+
+
+def _run_share(rank: int, reference: nn.Module, images: torch.Tensor, upstream: torch.Tensor) -> dict:
+    distributed = nn.BatchNorm2d(3).to(reference.weight.dtype)
+    distributed.load_state_dict(reference.state_dict())
+    assert use_distributed_batchnorm(distributed) == 1
+    share = slice(rank * 4, rank * 4 + 4)
+    local = images[share].clone().requires_grad_()
+    output = distributed(local)
+    output.backward(upstream[share])
+    weight_grad = distributed.weight.grad.clone()
+    dist.all_reduce(weight_grad)  # what DDP does with the local weight gradients (as a sum here)
+    return {
+        "output": output.detach(),
+        "input_grad": local.grad,
+        "weight_grad": weight_grad,
+        "running_mean": distributed.running_mean.clone(),
+        "running_var": distributed.running_var.clone(),
+    }
+
+
 def _worker(rank: int, init_file: str, results: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        reference, images, upstream = _reference_and_inputs()
-        distributed = nn.BatchNorm2d(3).double()
-        distributed.load_state_dict(reference.state_dict())
-        assert use_distributed_batchnorm(distributed) == 1
-        share = slice(rank * 4, rank * 4 + 4)
-        local = images[share].clone().requires_grad_()
-        output = distributed(local)
-        output.backward(upstream[share])
-        weight_grad = distributed.weight.grad.clone()
-        dist.all_reduce(weight_grad)  # what DDP does with the local weight gradients (as a sum here)
         results[rank] = {
-            "output": output.detach(),
-            "input_grad": local.grad,
-            "weight_grad": weight_grad,
-            "running_mean": distributed.running_mean.clone(),
-            "running_var": distributed.running_var.clone(),
+            "float64": _run_share(rank, *_reference_and_inputs()),
+            "bf16": _run_share(rank, *_bf16_reference_and_inputs()),
         }
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # starts two processes: about 8 s
-def test_two_processes_normalise_with_the_statistics_of_the_whole_batch(tmp_path):
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory) -> dict:
+    """Each rank's output, gradients and running statistics for its half of the batch, both dtypes."""
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(str(tmp_path / "init"), results), nprocs=WORLD)
+    mp.spawn(_worker, args=(str(tmp_path_factory.mktemp("sync_norm") / "init"), results), nprocs=WORLD)
+    return dict(results)
+
+
+@pytest.mark.slow  # starts two processes: about 8 s
+def test_two_processes_normalise_with_the_statistics_of_the_whole_batch(two_process_results):
+    results = {rank: value["float64"] for rank, value in two_process_results.items()}
     reference, images, upstream = _reference_and_inputs()
     whole = images.clone().requires_grad_()
     output = reference(whole)
@@ -67,6 +87,33 @@ def test_two_processes_normalise_with_the_statistics_of_the_whole_batch(tmp_path
         # Running variance is the unbiased one over all 8 x 5 x 5 values, as plain BatchNorm's is.
         torch.testing.assert_close(got["running_mean"], reference.running_mean, **tolerance)
         torch.testing.assert_close(got["running_var"], reference.running_var, **tolerance)
+
+
+@pytest.mark.slow
+def test_two_processes_under_bf16_match_one_batchnorm_to_bf16_rounding(two_process_results):
+    """bf16 input, float32 parameters and buffers (autocast): what crashed with a bf16 running-stat update.
+
+    PyTorch's BatchNorm computes in float32 and rounds the output once to bf16; the distributed one
+    computes the statistics in float64, so a value may round to the neighbouring bf16 number: one bf16
+    step is 2**-7 of the value at most (8 significant bits). The running statistics and the weight
+    gradient are float32 sums of the same bf16 values in another order and precision: ~1e-6 relative.
+    """
+    reference, images, upstream = _bf16_reference_and_inputs()
+    whole = images.clone().requires_grad_()
+    output = reference(whole)
+    output.backward(upstream)
+    assert output.dtype == torch.bfloat16 and reference.running_mean.dtype == torch.float32
+    one_bf16_step = {"rtol": 2**-7, "atol": 1e-6}
+    for rank in range(WORLD):
+        share = slice(rank * 4, rank * 4 + 4)
+        got = two_process_results[rank]["bf16"]
+        assert got["output"].dtype == got["input_grad"].dtype == torch.bfloat16
+        assert got["running_mean"].dtype == got["running_var"].dtype == torch.float32
+        torch.testing.assert_close(got["output"], output.detach()[share], **one_bf16_step)
+        torch.testing.assert_close(got["input_grad"], whole.grad[share], **one_bf16_step)
+        torch.testing.assert_close(got["weight_grad"], reference.weight.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got["running_mean"], reference.running_mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(got["running_var"], reference.running_var, rtol=1e-6, atol=1e-6)
 
 
 def test_conversion_keeps_state_dict_and_eval_behaviour_and_can_be_undone():

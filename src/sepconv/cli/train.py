@@ -199,7 +199,12 @@ def run(args: argparse.Namespace) -> int:
     def warn(message: str) -> None:
         print(f"sepconv train: warning: {message}", file=sys.stderr, flush=True)
 
-    result = fit(config, resume=args.resume, warn=warn)
+    from sepconv.train.processes import ProcessLimitError
+
+    try:
+        result = fit(config, resume=args.resume, warn=warn)
+    except ProcessLimitError as error:
+        raise UsageError(error.naming("--devices")) from None
     if result.rank != 0:
         return 0
     if args.json:

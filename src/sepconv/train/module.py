@@ -8,13 +8,21 @@ process at once under DDP.
 The memory format and bf16 autocast are applied here (not through Lightning's precision plugin), so
 that :meth:`ClassifierModule.setup` can adopt rank 0's choice on every process before DDP wraps the
 model: the processes of one run can never train in different formats.
+
+Under DDP, :meth:`ClassifierModule.setup` also makes the run draw what one process would: BatchNorm
+statistics over the global batch (:mod:`sepconv.train.sync_norm`), dropout masks of the global batch
+(:mod:`sepconv.train.keyed_dropout`), and the generators put back to where they stood when the module
+was built (Lightning's DDP setup reseeds them, which one process never does: without this, N processes
+would start their dropout stream at another point than one process).
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,6 +63,10 @@ class ClassifierModule(pl.LightningModule):
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.epoch_metrics: dict[str, float] = {}
         self._sums: dict[str, torch.Tensor] = {}
+        # Where the CPU, NumPy and Python generators stand once the model is built (the same on every
+        # process: each seeds alike and builds the same model). CUDA's are left alone: reading them
+        # here would start a CUDA context on every GPU in the launching process.
+        self._start_rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
 
     def setup(self, stage: str) -> None:
         if self.trainer.world_size > 1:
@@ -66,6 +78,14 @@ class ClassifierModule(pl.LightningModule):
                 from sepconv.train.sync_norm import use_distributed_batchnorm
 
                 use_distributed_batchnorm(self.model)
+            from sepconv.train.keyed_dropout import use_keyed_dropout
+
+            use_keyed_dropout(self.model)
+            # Lightning's DDP setup reseeded every generator; one process trains on from the state
+            # after building the model. (A resumed run then restores the checkpoint's states.)
+            torch.set_rng_state(self._start_rng[0])
+            np.random.set_state(self._start_rng[1])
+            random.setstate(self._start_rng[2])
         if self.precision_choice.channels_last:
             self.model.to(memory_format=torch.channels_last)
         from sepconv.kernels import set_fused

@@ -43,38 +43,45 @@ class _DistributedNormFunction(torch.autograd.Function):
         mean = stats[:channels] / total
         variance = (stats[channels : 2 * channels] / total - mean * mean).clamp_min(0)
         inverse_std = torch.rsqrt(variance + eps)
-        normalized = ((wide - mean.view(shape)) * inverse_std.view(shape)).to(x.dtype)
-        ctx.save_for_backward(normalized, inverse_std.to(x.dtype), weight)
+        # As PyTorch's BatchNorm under autocast: a bf16/fp16 input is normalised, scaled and shifted in
+        # float32 and rounded once, to the input's dtype (the parameters stay float32).
+        compute = torch.promote_types(x.dtype, torch.float32)
+        normalized = ((wide - mean.view(shape)) * inverse_std.view(shape)).to(compute)
+        ctx.save_for_backward(normalized, inverse_std.to(compute), weight)
         ctx.total = total
+        ctx.input_dtype = x.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
         output = normalized
         if weight is not None:
-            output = output * weight.view(shape)
+            output = output * weight.to(compute).view(shape)
         if bias is not None:
-            output = output + bias.view(shape)
-        mean, variance = mean.to(x.dtype), variance.to(x.dtype)
+            output = output + bias.to(compute).view(shape)
+        # mean and variance stay float64: the caller rounds them once, to the running buffers' dtype.
         ctx.mark_non_differentiable(mean, variance, total)
-        return output, mean, variance, total
+        return output.to(x.dtype), mean, variance, total
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor, *unused: Any):
         normalized, inverse_std, weight = ctx.saved_tensors
         dims = [dim for dim in range(grad_output.ndim) if dim != 1]
         shape = [1, -1] + [1] * (grad_output.ndim - 2)
-        local_sum = grad_output.sum(dims)
-        local_dot = (grad_output * normalized).sum(dims)
+        grad = grad_output.to(normalized.dtype)
+        local_sum = grad.sum(dims)
+        local_dot = (grad * normalized).sum(dims)
         # The weight and bias gradients stay local: DDP averages them over the processes afterwards.
-        grad_weight = local_dot if weight is not None and ctx.needs_input_grad[1] else None
-        grad_bias = local_sum if ctx.needs_input_grad[2] else None
+        grad_weight = local_dot.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = local_sum.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
         grad_input = None
         if ctx.needs_input_grad[0]:
             sums = _all_reduce_sum(torch.cat([local_sum, local_dot]).double())
             channels = local_sum.numel()
-            mean_grad = (sums[:channels] / ctx.total).to(grad_output.dtype)
-            mean_dot = (sums[channels:] / ctx.total).to(grad_output.dtype)
-            scale = inverse_std if weight is None else inverse_std * weight
+            mean_grad = (sums[:channels] / ctx.total).to(grad.dtype)
+            mean_dot = (sums[channels:] / ctx.total).to(grad.dtype)
+            scale = inverse_std if weight is None else inverse_std * weight.to(grad.dtype)
             grad_input = scale.view(shape) * (
-                grad_output - mean_grad.view(shape) - normalized * mean_dot.view(shape)
+                grad - mean_grad.view(shape) - normalized * mean_dot.view(shape)
             )
+            grad_input = grad_input.to(ctx.input_dtype)
         return grad_input, grad_weight, grad_bias, None
 
 
@@ -94,9 +101,10 @@ class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                unbiased = variance * (total / (total - 1)).to(variance.dtype) if total > 1 else variance
-                self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(unbiased.detach(), momentum)
+                unbiased = variance * (total / (total - 1)) if total > 1 else variance
+                # In the buffers' dtype (float32 under bf16 autocast too), as plain BatchNorm keeps them.
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
         return output
 
 

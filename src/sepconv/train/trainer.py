@@ -515,12 +515,14 @@ def finish_run(
     """Evaluate on the test split and write ``model.safetensors`` and ``result.json`` (rank 0 only)."""
     from sepconv.io import atomic_write_bytes, save_model
     from sepconv.train.evaluation import evaluate_model
+    from sepconv.train.keyed_dropout import restore_dropout
     from sepconv.train.sync_norm import restore_batchnorm
 
     trainer, module, checkpointer = parts.trainer, parts.module, parts.checkpointer
     out_dir = Path(config.out_dir)
     model = module.model
     restore_batchnorm(model)
+    restore_dropout(model)
     precision: PrecisionChoice = module.precision_choice
     result = TrainResult(
         model=model,
@@ -585,16 +587,18 @@ def fit(
     import lightning.pytorch as pl
 
     from sepconv.io import atomic_write_bytes
+    from sepconv.train import processes
     from sepconv.train.checkpoint import InterruptRequest, TrainingInterrupted
     from sepconv.train.run_folder import check_out_dir, claim_run_folder
 
+    processes.die_with_launcher()  # a process Lightning started for this run ends with its launcher
     config.validate()
     if config.overwrite and resume is not None:
         raise ValueError(
             "overwrite clears the output folder and resume continues the run in it: give one of them, not both"
         )
     check_out_dir(config.out_dir)
-    _on_gpu(config)
+    processes.check_process_count(config.devices, on_gpu=_on_gpu(config))
     warn = warn or _warn
     config, initial = resolve_init_from(config)
     init_sha256 = None if initial is None else initial.sha256
@@ -613,6 +617,15 @@ def fit(
             f"{initial.describe()} from {initial.path}",
             classes_hint=f"the file fixes the classes: start from a model built for {data.num_classes}",
         )
+    if config.devices > 1 and _is_launch_rank_zero():
+        # Before any other process starts (the ones Lightning starts run this check too, needlessly).
+        estimate = processes.process_memory_estimate(
+            model,
+            data.train[0][0],
+            batch_share=config.batch_size // (config.devices * config.num_nodes),
+            optimizer_states=2 if config.optimizer == "adamw" else int(config.momentum > 0),
+        )
+        processes.check_process_memory(config.devices, estimate)
     if config.fused != "off" and not _on_gpu(config):
         from sepconv.kernels import kernels_available
 
@@ -662,11 +675,12 @@ def fit(
                     (json.dumps(config.to_dict(), indent=2) + "\n").encode(),
                 )
             try:
-                parts.trainer.fit(
-                    parts.module,
-                    datamodule=_data_module(data, config),
-                    ckpt_path=None if point is None else point.path,
-                )
+                with processes.launched_children(config.devices * config.num_nodes):
+                    parts.trainer.fit(
+                        parts.module,
+                        datamodule=_data_module(data, config),
+                        ckpt_path=None if point is None else point.path,
+                    )
             except TrainingInterrupted as stop:
                 raise KeyboardInterrupt(
                     f"training stopped at step {parts.trainer.global_step}; last checkpoint: {stop.path}; "
