@@ -15,6 +15,7 @@ not counted as MACs (the usual convention of the MobileNet papers and of ``torch
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 __all__ = [
@@ -40,18 +41,44 @@ __all__ = [
 ]
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a str where an int belongs), named with its value.
+
+    A ``TypeError``, as Python's conventions ask; also a ``ValueError``, so that code catching the
+    library's argument errors as ``ValueError`` (the ``sepconv`` command among it) catches it too.
+    Defined here because this module imports nothing from the package; ``sepconv.errors`` re-exports it.
+    """
+
+
+def _integer(name: str, value: object, requirement: str) -> int:
+    """``value`` as an int if it is an integer of any kind (numpy's too, never a bool), else a TypeError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be {requirement}, got {value!r}")
+    return int(value)
+
+
 def check_positive(name: str, value: int) -> int:
-    """Return ``value`` if it is a positive int, else raise a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` as an int if it is a positive integer (numpy's included), else an error naming ``name``.
+
+    A wrong type (a float, a str, a bool) raises :class:`ArgumentTypeError` (a TypeError), a wrong
+    value a ValueError.
+
+    >>> check_positive("groups", 0)
+    Traceback (most recent call last):
+    ValueError: groups must be a positive integer, got 0
+    """
+    number = _integer(name, value, "a positive integer")
+    if number < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return number
 
 
 def check_non_negative(name: str, value: int) -> int:
-    """Return ``value`` if it is an int >= 0, else raise a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    """``value`` as an int if it is an integer >= 0 (numpy's included), else an error naming ``name``."""
+    number = _integer(name, value, "a non-negative integer")
+    if number < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
+    return number
 
 
 def valid_groups(in_channels: int, out_channels: int) -> list[int]:
@@ -60,17 +87,22 @@ def valid_groups(in_channels: int, out_channels: int) -> list[int]:
     >>> valid_groups(16, 32)
     [1, 2, 4, 8, 16]
     """
-    check_positive("in_channels", in_channels)
-    check_positive("out_channels", out_channels)
+    in_channels = check_positive("in_channels", in_channels)
+    out_channels = check_positive("out_channels", out_channels)
     common = math.gcd(in_channels, out_channels)
     return [g for g in range(1, common + 1) if common % g == 0]
 
 
+def _channels_and_groups(in_channels: int, out_channels: int, groups: int) -> tuple[int, int, int]:
+    groups = check_groups(in_channels, out_channels, groups)
+    return int(in_channels), int(out_channels), groups
+
+
 def check_groups(in_channels: int, out_channels: int, groups: int) -> int:
     """Validate ``groups`` against both channel counts, listing the valid values when it is wrong."""
-    check_positive("in_channels", in_channels)
-    check_positive("out_channels", out_channels)
-    check_positive("groups", groups)
+    in_channels = check_positive("in_channels", in_channels)
+    out_channels = check_positive("out_channels", out_channels)
+    groups = check_positive("groups", groups)
     if in_channels % groups or out_channels % groups:
         raise ValueError(
             f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}; "
@@ -98,11 +130,11 @@ def conv_output_size(
     >>> conv_output_size(5, kernel_size=3, dilation=2)
     1
     """
-    check_positive("input_size", input_size)
-    check_positive("kernel_size", kernel_size)
-    check_positive("stride", stride)
-    check_non_negative("padding", padding)
-    check_positive("dilation", dilation)
+    input_size = check_positive("input_size", input_size)
+    kernel_size = check_positive("kernel_size", kernel_size)
+    stride = check_positive("stride", stride)
+    padding = check_non_negative("padding", padding)
+    dilation = check_positive("dilation", dilation)
     span = input_size + 2 * padding - effective_kernel_size(kernel_size, dilation)
     if span < 0:
         raise ValueError(
@@ -128,12 +160,12 @@ def conv_transpose_output_size(
     >>> conv_transpose_output_size(2, kernel_size=3, stride=2)
     5
     """
-    check_positive("input_size", input_size)
-    check_positive("kernel_size", kernel_size)
-    check_positive("stride", stride)
-    check_non_negative("padding", padding)
-    check_non_negative("output_padding", output_padding)
-    check_positive("dilation", dilation)
+    input_size = check_positive("input_size", input_size)
+    kernel_size = check_positive("kernel_size", kernel_size)
+    stride = check_positive("stride", stride)
+    padding = check_non_negative("padding", padding)
+    output_padding = check_non_negative("output_padding", output_padding)
+    dilation = check_positive("dilation", dilation)
     if output_padding >= max(stride, dilation):
         raise ValueError(
             f"output_padding={output_padding} must be smaller than stride={stride} or dilation={dilation}"
@@ -154,10 +186,10 @@ def same_padding(input_size: int, kernel_size: int, stride: int = 1, dilation: i
     >>> same_padding(10, kernel_size=4)
     (1, 2)
     """
-    check_positive("input_size", input_size)
-    check_positive("kernel_size", kernel_size)
-    check_positive("stride", stride)
-    check_positive("dilation", dilation)
+    input_size = check_positive("input_size", input_size)
+    kernel_size = check_positive("kernel_size", kernel_size)
+    stride = check_positive("stride", stride)
+    dilation = check_positive("dilation", dilation)
     output_size = -(-input_size // stride)
     total = max((output_size - 1) * stride + effective_kernel_size(kernel_size, dilation) - input_size, 0)
     return total // 2, total - total // 2
@@ -176,7 +208,7 @@ def conv_params(
     [288, 144, 72]
     """
     kernel_h, kernel_w = _pair("kernel_size", kernel_size)
-    check_groups(in_channels, out_channels, groups)
+    in_channels, out_channels, groups = _channels_and_groups(in_channels, out_channels, groups)
     return kernel_h * kernel_w * (in_channels // groups) * out_channels + (out_channels if bias else 0)
 
 
@@ -195,7 +227,7 @@ def conv_macs(
     """
     kernel_h, kernel_w = _pair("kernel_size", kernel_size)
     out_h, out_w = _pair("output_size", output_size)
-    check_groups(in_channels, out_channels, groups)
+    in_channels, out_channels, groups = _channels_and_groups(in_channels, out_channels, groups)
     return (
         check_positive("batch_size", batch_size)
         * out_channels
@@ -222,7 +254,7 @@ def conv_transpose_macs(
     """
     kernel_h, kernel_w = _pair("kernel_size", kernel_size)
     in_h, in_w = _pair("input_size", input_size)
-    check_groups(in_channels, out_channels, groups)
+    in_channels, out_channels, groups = _channels_and_groups(in_channels, out_channels, groups)
     return (
         check_positive("batch_size", batch_size)
         * in_channels
@@ -238,7 +270,8 @@ def depthwise_params(
     in_channels: int, kernel_size: int | tuple[int, int], depth_multiplier: int = 1, bias: bool = True
 ) -> int:
     """Parameters of a depthwise convolution with ``depth_multiplier`` filters per input channel."""
-    check_positive("depth_multiplier", depth_multiplier)
+    depth_multiplier = check_positive("depth_multiplier", depth_multiplier)
+    in_channels = check_positive("in_channels", in_channels)
     return conv_params(
         in_channels, in_channels * depth_multiplier, kernel_size, groups=in_channels, bias=bias
     )
@@ -261,7 +294,7 @@ def separable_params(
     >>> separable_params(3, 4, 3, bias=False)
     39
     """
-    hidden = in_channels * depth_multiplier
+    hidden = check_positive("in_channels", in_channels) * check_positive("depth_multiplier", depth_multiplier)
     return depthwise_params(in_channels, kernel_size, depth_multiplier, bias=False) + pointwise_params(
         hidden, out_channels, bias=bias
     )
@@ -276,7 +309,7 @@ def separable_macs(
     batch_size: int = 1,
 ) -> int:
     """Multiply-adds of a depthwise-separable convolution at the given output size."""
-    hidden = in_channels * check_positive("depth_multiplier", depth_multiplier)
+    hidden = check_positive("in_channels", in_channels) * check_positive("depth_multiplier", depth_multiplier)
     depthwise = conv_macs(
         in_channels, hidden, kernel_size, output_size, groups=in_channels, batch_size=batch_size
     )
@@ -284,15 +317,21 @@ def separable_macs(
     return depthwise + pointwise
 
 
-def separable_cost_ratio(out_channels: int, kernel_size: int | tuple[int, int]) -> float:
-    """MACs of separable / standard convolution (depth multiplier 1): 1/out_channels + 1/(k_h*k_w).
+def separable_cost_ratio(
+    out_channels: int, kernel_size: int | tuple[int, int], depth_multiplier: int = 1
+) -> float:
+    """MACs of separable / standard convolution: depth_multiplier * (1/out_channels + 1/(k_h*k_w)).
 
-    >>> round(separable_cost_ratio(32, 3), 4)
-    0.1424
+    Both at the same output size: the depthwise step costs m * C_in * k_h * k_w and the pointwise step
+    m * C_in * C_out MACs per output pixel, against C_in * C_out * k_h * k_w for the standard one.
+
+    >>> round(separable_cost_ratio(32, 3), 4), round(separable_cost_ratio(32, 3, depth_multiplier=2), 4)
+    (0.1424, 0.2847)
     """
     kernel_h, kernel_w = _pair("kernel_size", kernel_size)
-    check_positive("out_channels", out_channels)
-    return 1 / out_channels + 1 / (kernel_h * kernel_w)
+    out_channels = check_positive("out_channels", out_channels)
+    depth_multiplier = check_positive("depth_multiplier", depth_multiplier)
+    return depth_multiplier * (1 / out_channels + 1 / (kernel_h * kernel_w))
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -304,8 +343,12 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     >>> make_divisible(32 * 0.75), make_divisible(17), make_divisible(10)
     (24, 16, 16)
     """
-    check_positive("divisor", divisor)
-    floor = divisor if min_value is None else min_value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"value must be a finite number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"value must be a finite number, got {value!r}")
+    divisor = check_positive("divisor", divisor)
+    floor = divisor if min_value is None else check_positive("min_value", min_value)
     rounded = max(floor, int(value + divisor / 2) // divisor * divisor)
     if rounded < 0.9 * value:
         rounded += divisor
@@ -339,7 +382,11 @@ def receptive_field_step(
     >>> field.size
     5
     """
+    if not isinstance(field, ReceptiveField):
+        raise ArgumentTypeError(f"field must be a ReceptiveField, got {type(field).__name__} {field!r}")
     k_eff = effective_kernel_size(kernel_size, dilation)
+    stride = check_positive("stride", stride)
+    padding = check_non_negative("padding", padding)
     return ReceptiveField(
         size=field.size + (k_eff - 1) * field.stride,
         stride=field.stride * stride,
@@ -349,7 +396,8 @@ def receptive_field_step(
 
 def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
     if not isinstance(value, (tuple, list)):  # an int, or anything else check_positive names and refuses
-        return check_positive(name, value), value
+        number = check_positive(name, value)
+        return number, number
     if len(value) != 2:
         raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
     first, second = value

@@ -134,3 +134,29 @@ def test_calc_bad_input_is_one_line_exit_2_from_the_real_command():
         "sepconv calc: error: argument --in-channels: must be an integer in [1, 1048576], got '0' "
         "(see 'sepconv calc --help')\n"
     )
+
+
+def test_calc_formula_uses_the_depth_multiplier_given(capsys):
+    # m = 2, C_out = 64, k = 3: separable / standard = 2 x (1/64 + 1/9) = 0.25347..., which is exactly
+    # the ratio of the separable and standard MAC rows (same output size, 'same' padding).
+    args = [
+        "calc",
+        "--in-channels",
+        "16",
+        "--out-channels",
+        "64",
+        "--depth-multiplier",
+        "2",
+        "--input-size",
+        "8",
+    ]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {row["kind"]: row for row in report["rows"]}
+    assert report["separable_ratio_formula"] == pytest.approx(2 * (1 / 64 + 1 / 9), rel=1e-15)
+    assert report["separable_ratio_formula"] == pytest.approx(rows["separable"]["macs_ratio"], rel=1e-15)
+    assert rows["separable"]["macs"] == 64 * (16 * 2 * 9 + 16 * 2 * 64)  # 8x8 pixels, dw + pw per pixel
+    assert main(args) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "m x (1/out_channels + 1/k^2) = 2 x (1/64 + 1/9) = 0.2535 (depth multiplier m = 2" in text
+    assert "depth multiplier 1" not in text

@@ -97,9 +97,9 @@ def test_factories_call_a_callable_with_the_channel_count():
         ),
         (lambda: InvertedResidual(0, 8, 1, 6), "in_channels must be a positive integer, got 0"),
         (lambda: InvertedResidual(4, 0, 1, 6), "out_channels must be a positive integer, got 0"),
-        (lambda: InvertedResidual(4, 8, 1, True), "expand_ratio must be a positive number, got True"),
-        (lambda: InvertedResidual(4, 8, 1, "6"), "expand_ratio must be a positive number, got '6'"),
-        (lambda: InvertedResidual(4, 8, 1, 0), "expand_ratio must be a positive number, got 0"),
+        (lambda: InvertedResidual(4, 8, 1, True), "expand_ratio must be a positive finite number, got True"),
+        (lambda: InvertedResidual(4, 8, 1, "6"), "expand_ratio must be a positive finite number, got '6'"),
+        (lambda: InvertedResidual(4, 8, 1, 0), "expand_ratio must be a positive finite number, got 0"),
     ],
 )
 def test_block_arguments_are_refused_by_name(build, message):

@@ -39,7 +39,7 @@ from sepconv.models import create_model
             r"padding_mode must be one of .* got 'mirror'",
         ),
         (lambda: SeparableConv2d(4, 0, 3), r"out_channels must be a positive integer, got 0"),
-        (lambda: InvertedResidual(8, 8, 1, 0), r"expand_ratio must be a positive number, got 0"),
+        (lambda: InvertedResidual(8, 8, 1, 0), r"expand_ratio must be a positive finite number, got 0"),
         (lambda: InvertedResidual(8, 8, 0, 6), r"stride must be a positive int .* got 0"),
         (lambda: DepthwiseConv2d(4, 3.0), r"kernel_size must be a positive int .* got 3.0"),
     ],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from torch import nn
 from sepconv.analysis import render
 from sepconv.analysis.fields import TensorField
 from sepconv.analysis.profile import ModuleCall, profile_forward
+from sepconv.arithmetic import ArgumentTypeError
 
 __all__ = ["LayerSummary", "ModelSummary", "summarize"]
 
@@ -205,8 +207,14 @@ def summarize(
     >>> summary.receptive_field, summary.effective_stride
     ((5, 5), (2, 2))
     """
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-        raise ValueError(f"depth must be an integer >= 0 or None, got {depth!r}")
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"model must be an nn.Module, got {type(model).__name__} {model!r:.80}")
+    if depth is not None:
+        if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
+            raise ArgumentTypeError(f"depth must be an integer >= 0 or None, got {depth!r}")
+        if depth < 0:
+            raise ValueError(f"depth must be an integer >= 0 or None, got {depth!r}")
+        depth = int(depth)
     if dtype is None:
         dtype = next(
             (p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype()
@@ -245,15 +253,35 @@ def _make_inputs(
     if (input_size is None) == (inputs is None):
         raise ValueError("give exactly one of input_size (e.g. (1, 3, 224, 224)) and inputs")
     if inputs is not None:
+        if isinstance(inputs, str | bytes) or not isinstance(inputs, torch.Tensor | Sequence):
+            raise ArgumentTypeError(
+                f"inputs must be a tensor or a sequence of the model's positional arguments, "
+                f"got {type(inputs).__name__} {inputs!r:.80}"
+            )
         items = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
         return tuple(item.to(device) if isinstance(item, torch.Tensor) else item for item in items)
-    shape = tuple(input_size)  # type: ignore[arg-type]
-    if not shape or any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in shape):
-        raise ValueError(
-            f"input_size must be positive integers, batch included (1, 3, 224, 224); got {input_size!r}"
+    return (_random_input(input_size, dtype).to(device),)
+
+
+def _random_input(input_size: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A standard normal input of shape ``input_size`` from a generator seeded 0 (the global RNG untouched)."""
+    message = f"input_size must be positive integers, batch included (1, 3, 224, 224); got {input_size!r}"
+    if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):
+        raise ArgumentTypeError(
+            f"{message}: one number is ambiguous, give (1, C, {input_size}, {input_size}) for "
+            f"{input_size}x{input_size} images"
         )
+    if hasattr(input_size, "tolist") and not isinstance(input_size, numbers.Number):
+        input_size = input_size.tolist()  # a numpy array or a tensor of sizes
+    if isinstance(input_size, str | bytes) or not isinstance(input_size, Sequence):
+        raise ArgumentTypeError(message)
+    if any(isinstance(size, bool) or not isinstance(size, numbers.Integral) for size in input_size):
+        raise ArgumentTypeError(message)
+    if not input_size or any(size < 1 for size in input_size):
+        raise ValueError(message)
+    shape = tuple(int(size) for size in input_size)
     generator = torch.Generator().manual_seed(0)
-    return (torch.randn(shape, generator=generator, dtype=dtype).to(device),)
+    return torch.randn(shape, generator=generator, dtype=dtype)
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:

@@ -5,7 +5,8 @@ so that argparse itself refuses a bad value with one line naming the flag and th
 
     sepconv evaluate: error: argument --batch-size: must be an integer >= 1, got '0' (see ...)
 
-- :func:`positive_int` (>= 1: sizes, counts, epochs), :func:`non_negative_int` (>= 0: seeds, workers),
+- :func:`positive_int` (>= 1: sizes, counts, epochs), :func:`non_negative_int` (>= 0: workers),
+  :func:`seed` (every ``--seed``: [0, 2**32 - 1]),
   :func:`integer` for other bounds;
 - :func:`finite_float` for floats: refuses ``nan`` and ``inf`` always, and values outside the bounds
   given (``finite_float(minimum=0, min_inclusive=False)`` is "> 0", e.g. ``--lr``);
@@ -41,6 +42,7 @@ __all__ = [
     "positive_int",
     "print_json",
     "resolve_model",
+    "seed",
     "trained_on",
     "training_config",
 ]
@@ -82,7 +84,12 @@ def integer(*, minimum: int | None = None, maximum: int | None = None) -> Callab
 positive_int = integer(minimum=1)
 positive_int.__doc__ = "An argparse ``type``: an integer >= 1 (a size, a count)."
 non_negative_int = integer(minimum=0)
-non_negative_int.__doc__ = "An argparse ``type``: an integer >= 0 (a seed, a number of workers)."
+non_negative_int.__doc__ = "An argparse ``type``: an integer >= 0 (a number of workers)."
+# numpy's RandomState (and so Lightning's seed_everything) takes seeds in [0, 2**32 - 1]; torch's
+# manual_seed takes more, but one range for every --seed flag keeps them interchangeable.
+MAX_SEED = 2**32 - 1
+seed = integer(minimum=0, maximum=MAX_SEED)
+seed.__doc__ = "An argparse ``type`` for every ``--seed``: an integer in [0, 2**32 - 1], what numpy accepts."
 
 
 def finite_float(

@@ -17,6 +17,7 @@ from sepconv.cli._common import (
     parse_int_list,
     positive_int,
     print_json,
+    seed,
 )
 
 # Channels drawn from a real layer: enough to show the grouping, few enough to read (and to render).
@@ -24,7 +25,18 @@ _MAX_LAYER_GROUPS = 3
 _MAX_LAYER_CHANNELS_PER_GROUP = 2
 _DEFAULT_OUT = "conv.gif"
 # The geometry flags --layer replaces (their defaults are None so that a given one can be refused).
-_GEOMETRY_FLAGS = ("kernel_size", "stride", "padding", "dilation", "groups", "in_channels", "out_channels")
+_DEFAULT_FPS = 2.0
+_GEOMETRY_FLAGS = (
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "in_channels",
+    "out_channels",
+    "depth_multiplier",
+    "output_padding",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,20 +63,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     modes.add_argument("--depthwise", action="store_true", help="groups = in-channels")
     modes.add_argument("--separable", action="store_true", help="depthwise step, then pointwise step")
     parser.add_argument(
-        "--depth-multiplier", type=positive_int, default=1, help="for --depthwise/--separable"
+        "--depth-multiplier", type=positive_int, default=None, help="for --depthwise/--separable (default 1)"
     )
     parser.add_argument(
         "--transposed", action="store_true", help="transposed convolution (zero-insertion view)"
     )
-    parser.add_argument("--output-padding", type=non_negative_int, default=0, help="for --transposed")
+    parser.add_argument(
+        "--output-padding", type=non_negative_int, default=None, help="for --transposed (default 0)"
+    )
     parser.add_argument(
         "--layer",
         metavar="MODEL:NAME",
         help="geometry of a model's layer, e.g. mobilenet_v2:features.2.conv.1.0",
     )
-    parser.add_argument(
-        "--seed", type=non_negative_int, default=0, help="seed of the random values (default 0)"
-    )
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random values (default 0)")
     parser.add_argument(
         "--out",
         action=OutputFile,
@@ -72,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f".gif, or .mp4 (needs ffmpeg on PATH or pip install 'sepconv[video]'), to write (default {_DEFAULT_OUT}; none with --json)",
     )
     parser.add_argument(
-        "--fps", type=finite_float(minimum=0, min_inclusive=False), default=2.0, help="default 2"
+        "--fps", type=finite_float(minimum=0, min_inclusive=False), default=_DEFAULT_FPS, help="default 2"
     )
     parser.add_argument(
         "--json", action="store_true", help="print the frames and output as one JSON document"
@@ -114,10 +126,10 @@ def geometry_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         "dilation": _pair_flag("--dilation", args.dilation, 1),
         "groups": args.groups or 1,
         "depthwise": args.depthwise,
-        "depth_multiplier": args.depth_multiplier,
+        "depth_multiplier": args.depth_multiplier or 1,
         "separable": args.separable,
         "transposed": args.transposed,
-        "output_padding": args.output_padding,
+        "output_padding": args.output_padding or 0,
         "seed": args.seed,
     }
 
@@ -199,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         geometry = geometry_from_layer(args.layer, _pair_flag("--input-size", args.input_size, 5))
         geometry["seed"] = args.seed
     else:
+        _refuse_ignored_flags(args)
         geometry = geometry_from_flags(args)
     try:
         animation = plan_animation(**geometry)
@@ -212,6 +225,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out}: {len(animation.frames)} frames")
     return 0
+
+
+def _refuse_ignored_flags(args: argparse.Namespace) -> None:
+    """A flag that this combination of modes would silently ignore is a mistake: say which and why."""
+    if args.depth_multiplier is not None and not (args.depthwise or args.separable):
+        raise UsageError(
+            f"--depth-multiplier {args.depth_multiplier} applies to --depthwise or --separable only; "
+            "add one of them or drop it"
+        )
+    if args.output_padding is not None and not args.transposed:
+        raise UsageError(
+            f"--output-padding {args.output_padding} applies to --transposed only; add it or drop it"
+        )
+    if args.depthwise and args.out_channels is not None:
+        raise UsageError(
+            f"--out-channels {args.out_channels} has no effect with --depthwise (out-channels = in-channels x "
+            "--depth-multiplier); drop it, or use --separable for a pointwise step to that many channels"
+        )
+    if args.json and args.out is None and args.fps != _DEFAULT_FPS:
+        raise UsageError(f"--fps {args.fps:g} has no effect with --json and no --out (nothing is written)")
 
 
 def _write_with_progress(write: Any, animation: Any, out: str, fps: float) -> None:

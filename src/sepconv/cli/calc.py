@@ -123,7 +123,9 @@ def calculate(
         "input_size": list(input_size),
         "output_size": list(output_size),
         "rows": rows,
-        "separable_ratio_formula": arithmetic.separable_cost_ratio(out_channels, kernel_size),
+        "separable_ratio_formula": arithmetic.separable_cost_ratio(
+            out_channels, kernel_size, depth_multiplier
+        ),
     }
 
 
@@ -176,9 +178,25 @@ def _print_table(report: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
+    console.print(formula_line(report))
+
+
+def formula_line(report: dict[str, Any]) -> str:
+    """The separable / standard MACs ratio as a formula, with the report's depth multiplier in it.
+
+    >>> report = calculate(16, 64, 3, 1, "same", 1, 2, (8, 8), True)
+    >>> formula_line(report).split(" (depth")[0]
+    'separable / standard MACs = m x (1/out_channels + 1/k^2) = 2 x (1/64 + 1/9) = 0.2535'
+    """
+    multiplier = report["depth_multiplier"]
     k_squared = report["kernel_size"] ** 2
-    console.print(
-        f"separable / standard MACs = 1/out_channels + 1/k^2 = 1/{report['out_channels']} + 1/{k_squared} "
-        f"= {report['separable_ratio_formula']:.4f} (depth multiplier 1, bias not counted); MACs per image, "
-        "FLOPs = 2 x MACs"
+    if multiplier == 1:
+        formula = f"1/out_channels + 1/k^2 = 1/{report['out_channels']} + 1/{k_squared}"
+    else:
+        formula = (
+            f"m x (1/out_channels + 1/k^2) = {multiplier} x (1/{report['out_channels']} + 1/{k_squared})"
+        )
+    return (
+        f"separable / standard MACs = {formula} = {report['separable_ratio_formula']:.4f} (depth multiplier m = {multiplier}, bias not "
+        "counted); MACs per image, FLOPs = 2 x MACs"
     )

@@ -11,15 +11,14 @@ from sepconv.cli._common import (
     HTML_SUFFIXES,
     OutputFile,
     UsageError,
-    integer,
     positive_float,
     positive_int,
     print_json,
+    seed,
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from sepconv.train.config import MAX_SEED
     from sepconv.train.demo import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_LR
 
     parser = subparsers.add_parser(
@@ -55,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--seed",
-        type=integer(minimum=0, maximum=MAX_SEED),
+        type=seed,
         default=0,
         help="seed of the split, initialisation and order",
     )

@@ -10,9 +10,9 @@ from sepconv.cli._common import (
     OutputFile,
     UsageError,
     check_output_file,
-    non_negative_int,
     positive_int,
     print_json,
+    seed,
 )
 
 
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", default="mnist5k", help="data set name (default mnist5k)")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="default test")
     parser.add_argument(
-        "--seed", type=non_negative_int, default=0, help="split seed; use the one the model was trained with"
+        "--seed", type=seed, default=0, help="split seed; use the one the model was trained with"
     )
     parser.add_argument("--data-root", help="where torchvision data sets live")
     parser.add_argument("--download", action="store_true", help="allow downloading torchvision data sets")

@@ -13,10 +13,10 @@ from sepconv.cli._common import (
     UsageError,
     check_output_file,
     finite_float,
-    non_negative_int,
     positive_int,
     print_json,
     resolve_model,
+    seed,
     trained_on,
 )
 
@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="batches of 32 to calibrate on (default 8)",
     )
     parser.add_argument(
-        "--seed", type=non_negative_int, default=None, help="split seed (default: the training run's, else 0)"
+        "--seed", type=seed, default=None, help="split seed (default: the training run's, else 0)"
     )
     parser.add_argument("--data-root", help="where torchvision data sets live")
     parser.add_argument("--atol", type=finite_float(minimum=0), default=1e-4, help="default 1e-4")

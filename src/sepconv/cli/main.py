@@ -20,7 +20,7 @@ import os
 import pkgutil
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import sepconv.cli
 from sepconv.errors import SepconvError, UsageError
@@ -30,7 +30,47 @@ __all__ = ["UsageError", "build_parser", "main"]
 _NOT_COMMANDS = {"main"}
 
 
+# Actions that are meant to be given more than once (or that end the parse).
+_REPEATABLE_ACTIONS = (
+    argparse._AppendAction,
+    argparse._AppendConstAction,
+    argparse._CountAction,
+    argparse._HelpAction,
+    argparse._VersionAction,
+    argparse._SubParsersAction,
+)
+
+
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, and no silent last-one-wins.
+
+    A flag that takes a value (``--seed 1 --seed 2``), or two flags that set the same value, would
+    quietly keep the last; here either is refused in one line naming the flag. A switch repeated
+    (``--json --json``) means the same thing twice and passes; flags meant to repeat
+    (``action="append"``) are not affected.
+    """
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._given: dict[str, argparse.Action] = {}  # dest -> the action that set it, for this parse
+        return super().parse_known_args(args, namespace)
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse calls this once per occurrence of a flag, before storing what it returns.
+        if action.option_strings and not isinstance(action, _REPEATABLE_ACTIONS):
+            given = getattr(self, "_given", {})
+            earlier = given.get(action.dest)
+            if earlier is action and action.nargs == 0:
+                return super()._get_values(action, arg_strings)  # --json --json: the same, harmless
+            if earlier is action:
+                self.error(f"argument {'/'.join(action.option_strings)}: given twice; give it once")
+            if earlier is not None:
+                self.error(
+                    f"argument {'/'.join(action.option_strings)}: not allowed with "
+                    f"{'/'.join(earlier.option_strings)}, which sets the same option; give one of them"
+                )
+            given[action.dest] = action
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str) -> NoReturn:
         # argparse prints the whole usage block first; one line (with where to get help) is enough.
         message = " ".join(message.split())  # one line, whatever a type function put in it

@@ -11,6 +11,10 @@ When A and B come from the same architecture (the same ``sepconv.models.model_sp
 ``fold_batchnorm`` or its conversion), their outputs are compared on real images too: the relative
 error of the logits and the fraction of images whose top-1 class agrees. Otherwise that comparison
 is ``None`` and ``agreement_reason`` says why.
+
+A speedup is only reported as one when it stands out of the noise: each latency also carries its
+spread (the interquartile range of its rounds), and when the medians of A and B differ by no more
+than the larger spread (:func:`within_noise`) the table says "within noise" instead.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ __all__ = [
     "ModelMeasurement",
     "agreement_images",
     "compare_models",
+    "latency_spread_ms",
     "memory_estimate_bytes",
     "output_agreement",
+    "within_noise",
 ]
 
 # One batch size for both measurements: 2 is the smallest at which every BatchNorm can run in train
@@ -62,7 +68,11 @@ Number = int | float
 
 @dataclass(frozen=True)
 class ModelMeasurement:
-    """One side of a :class:`Comparison`: costs per image and median latencies at the batch size."""
+    """One side of a :class:`Comparison`: costs per image and median latencies at the batch size.
+
+    The spreads are the interquartile ranges of the rounds (:func:`latency_spread_ms`), None when a
+    single round measured none.
+    """
 
     name: str
     params: int
@@ -70,6 +80,8 @@ class ModelMeasurement:
     receptive_field: tuple[Number, ...] | None
     forward_ms: float
     forward_backward_ms: float
+    forward_spread_ms: float | None = None
+    forward_backward_spread_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +90,10 @@ class ModelMeasurement:
             "macs": self.macs,
             "receptive_field": None if self.receptive_field is None else list(self.receptive_field),
             "latency_ms": {"forward": self.forward_ms, "forward_backward": self.forward_backward_ms},
+            "latency_spread_ms": {
+                "forward": self.forward_spread_ms,
+                "forward_backward": self.forward_backward_spread_ms,
+            },
         }
 
 
@@ -126,6 +142,20 @@ class Comparison:
         }
 
     @property
+    def speedup_within_noise(self) -> dict[str, bool | None]:
+        """Per phase: whether A and B differ by no more than their spread (None: spread not measured)."""
+        a, b = self.a, self.b
+        return {
+            "forward": within_noise(a.forward_ms, a.forward_spread_ms, b.forward_ms, b.forward_spread_ms),
+            "forward_backward": within_noise(
+                a.forward_backward_ms,
+                a.forward_backward_spread_ms,
+                b.forward_backward_ms,
+                b.forward_backward_spread_ms,
+            ),
+        }
+
+    @property
     def mac_ratio(self) -> float | None:
         """A's MACs over B's: the speedup the MAC count promises (None when B counts no MACs)."""
         return self.a.macs / self.b.macs if self.b.macs else None
@@ -135,6 +165,7 @@ class Comparison:
             "a": self.a.to_dict(),
             "b": self.b.to_dict(),
             "speedup": self.speedup,
+            "speedup_within_noise": self.speedup_within_noise,
             "mac_ratio": self.mac_ratio,
             "agreement": None if self.agreement is None else self.agreement.to_dict(),
             "agreement_reason": self.agreement_reason,
@@ -150,7 +181,12 @@ class Comparison:
             f"measured on this machine ({platform.machine() or 'unknown CPU'}, {self.threads} torch threads), "
             f"input {'x'.join(map(str, self.input_size))}, batch {self.batch_size}: latencies are medians of "
             f"{self.repeats} interleaved rounds (A, B, A, B, ...) after warm-up; A / B of a latency is the "
-            "realized speedup, of MACs the promised one"
+            "realized speedup, of MACs the promised one; "
+            + (
+                "'within noise': the medians differ by no more than the larger interquartile range of the rounds"
+                if self.repeats > 1
+                else "one round measures no spread, so these speedups are not tested against noise"
+            )
         )
 
     def agreement_line(self) -> str:
@@ -168,18 +204,18 @@ class Comparison:
         from sepconv.analysis import human_count
 
         a, b = self.a, self.b
-        speedup = self.speedup
+        speedup, noise = self.speedup, self.speedup_within_noise
         return [
             ["", f"A: {a.name}", f"B: {b.name}", "A / B"],
             ["parameters", human_count(a.params), human_count(b.params), _ratio(a.params, b.params)],
             ["MACs per image", human_count(a.macs), human_count(b.macs), _ratio(a.macs, b.macs)],
             ["receptive field (px)", _field(a.receptive_field), _field(b.receptive_field), ""],
-            ["forward ms", f"{a.forward_ms:.3f}", f"{b.forward_ms:.3f}", f"{speedup['forward']:.2f}x"],
+            ["forward ms", f"{a.forward_ms:.3f}", f"{b.forward_ms:.3f}", _speedup(speedup, noise, "forward")],
             [
                 "forward+backward ms",
                 f"{a.forward_backward_ms:.3f}",
                 f"{b.forward_backward_ms:.3f}",
-                f"{speedup['forward_backward']:.2f}x",
+                _speedup(speedup, noise, "forward_backward"),
             ],
         ]
 
@@ -208,6 +244,39 @@ class Comparison:
         for row in rows:
             table.add_row(*row)
         return [table, Text(self.agreement_line()), Text(self.timing_note(), style="dim")]
+
+
+def latency_spread_ms(samples_ms: Sequence[float]) -> float | None:
+    """The interquartile range of per-round latencies (robust to one slow round); None below 2 rounds.
+
+    >>> latency_spread_ms([1.0, 2.0, 3.0, 4.0, 5.0])
+    2.0
+    """
+    if len(samples_ms) < 2:
+        return None
+    lower, _, upper = statistics.quantiles(samples_ms, n=4, method="inclusive")
+    return upper - lower
+
+
+def within_noise(
+    median_a: float, spread_a: float | None, median_b: float, spread_b: float | None
+) -> bool | None:
+    """Whether two medians differ by no more than the larger of their spreads: then A / B is no speedup.
+
+    None when a spread is unknown (a single round). The larger spread, not the sum: a difference inside
+    either side's own round-to-round variation is not one the measurement can vouch for.
+
+    >>> within_noise(10.0, 1.5, 11.0, 0.5), within_noise(10.0, 0.4, 11.0, 0.5)
+    (True, False)
+    """
+    if spread_a is None or spread_b is None:
+        return None
+    return abs(median_a - median_b) <= max(spread_a, spread_b)
+
+
+def _speedup(speedup: dict[str, float], noise: dict[str, bool | None], phase: str) -> str:
+    ratio = f"{speedup[phase]:.2f}x"
+    return f"within noise ({ratio})" if noise[phase] else ratio
 
 
 def _ratio(numerator: int, denominator: int) -> str:
@@ -287,8 +356,10 @@ def compare_models(
             params=summary.total_params,
             macs=summary.total_macs,
             receptive_field=summary.receptive_field,
-            forward_ms=latencies[key, "forward"],
-            forward_backward_ms=latencies[key, "forward_backward"],
+            forward_ms=latencies[key, "forward"][0],
+            forward_backward_ms=latencies[key, "forward_backward"][0],
+            forward_spread_ms=latencies[key, "forward"][1],
+            forward_backward_spread_ms=latencies[key, "forward_backward"][1],
         )
         for key, label, summary in (("a", label_a, summary_a), ("b", label_b, summary_b))
     ]
@@ -486,8 +557,8 @@ def output_agreement(
 
 def _measure_latencies(
     models: dict[str, nn.Module], size: tuple[int, int, int], batch_size: int, repeats: int, warmup_calls: int
-) -> dict[tuple[str, str], float]:
-    """Median ms per call of each model's forward and forward+backward, all four interleaved per round."""
+) -> dict[tuple[str, str], tuple[float, float | None]]:
+    """(median, spread) in ms per call of each model's forward and forward+backward, interleaved per round."""
     images = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(1))
     calls = {}
     for key, model in models.items():
@@ -509,7 +580,8 @@ def _measure_latencies(
     latencies = {}
     for (label, _), seconds in samples.items():
         key, phase = label.split(" ")
-        latencies[key, phase] = 1000.0 * statistics.median(seconds)
+        milliseconds = [1000.0 * value for value in seconds]
+        latencies[key, phase] = statistics.median(milliseconds), latency_spread_ms(milliseconds)
     return latencies
 
 

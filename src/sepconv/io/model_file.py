@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sepconv.errors import SepconvError
+from sepconv.errors import ArgumentTypeError, SepconvError
 from sepconv.io.atomic import PathLike, atomic_write_bytes
 from sepconv.io.bounded_json import load_bounded_json
 from sepconv.io.recipe import (
@@ -80,7 +81,13 @@ def save_model(model: nn.Module, path: PathLike, *, spec: Mapping[str, Any] | No
     """
     from safetensors.torch import save as safetensors_bytes
 
-    target = Path(path)
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"model must be an nn.Module, got {type(model).__name__} {model!r:.80}")
+    if spec is not None and not isinstance(spec, Mapping):
+        raise ArgumentTypeError(
+            f"spec must be a dict {{'name': ..., 'kwargs': {{...}}}} or None, got {spec!r:.80}"
+        )
+    target = _path("path", path)
     recipe = dict(spec) if spec is not None else getattr(model, "_sepconv_spec", None)
     if recipe is None:
         raise ValueError(
@@ -196,7 +203,7 @@ def load_model(path: PathLike) -> nn.Module:
     model or reading any weight, then verifies the checksum, builds, and loads the weights strictly.
     Any problem is a one-line :class:`CheckpointError` naming the file.
     """
-    file = Path(path)
+    file = _path("path", path)
     with _open(file) as handle:
         document = _document(file, handle)
         try:
@@ -211,6 +218,15 @@ def load_model(path: PathLike) -> nn.Module:
     _check_tied_values(file, model, tensors)
     model.load_state_dict(tensors, strict=True)
     return model.eval()
+
+
+def _path(name: str, value: Any) -> Path:
+    """``value`` as a Path if it is a str or an ``os.PathLike``, else a TypeError naming ``name``."""
+    if not isinstance(value, str | os.PathLike):
+        raise ArgumentTypeError(f"{name} must be a file path (str or os.PathLike), got {value!r:.80}")
+    if not os.fspath(value).strip():
+        raise ValueError(f"{name} must be a file path, got {value!r}")
+    return Path(value)
 
 
 def _check_tied_values(file: Path, model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -7,10 +7,13 @@ and conversion tools can recognise the depthwise and pointwise steps by type.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import nn
 
-from sepconv.arithmetic import check_positive
+from sepconv.arithmetic import ArgumentTypeError, check_positive
 from sepconv.kernels.bn_act import batch_norm_act, can_fuse
 from sepconv.layers.conv import Conv2d, IntPair, PaddingArg, to_pair
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
@@ -32,8 +35,11 @@ def conv_layer(
     dtype: torch.dtype | None = None,
 ) -> Conv2d:
     """The most specific convolution class for these arguments: depthwise, pointwise or general."""
+    in_channels = check_positive("in_channels", in_channels)
+    out_channels = check_positive("out_channels", out_channels)
+    groups = check_positive("groups", groups)
     is_one_by_one = to_pair("kernel_size", kernel_size) == (1, 1) and to_pair("stride", stride) == (1, 1)
-    if is_one_by_one and padding in (0, (0, 0), "valid", "same"):
+    if is_one_by_one and _is_zero_padding(padding):
         return PointwiseConv2d(
             in_channels, out_channels, groups=groups, bias=bias, device=device, dtype=dtype
         )
@@ -60,6 +66,16 @@ def conv_layer(
         bias=bias,
         device=device,
         dtype=dtype,
+    )
+
+
+def _is_zero_padding(padding: PaddingArg) -> bool:
+    """Whether ``padding`` adds nothing to a 1x1 stride-1 convolution (numpy integers included)."""
+    if isinstance(padding, str):
+        return padding in ("valid", "same")
+    pair = tuple(padding) if isinstance(padding, tuple | list) else (padding, padding)
+    return len(pair) == 2 and all(
+        isinstance(p, numbers.Integral) and not isinstance(p, bool) and p == 0 for p in pair
     )
 
 
@@ -92,6 +108,8 @@ class ConvNormAct(nn.Sequential):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        in_channels = check_positive("in_channels", in_channels)
+        out_channels = check_positive("out_channels", out_channels)
         kernel_pair = to_pair("kernel_size", kernel_size)
         dilation_pair = to_pair("dilation", dilation)
         if padding is None:
@@ -161,8 +179,9 @@ class DepthwiseSeparableBlock(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_positive("in_channels", in_channels)
-        check_positive("depth_multiplier", depth_multiplier)
+        in_channels = check_positive("in_channels", in_channels)
+        out_channels = check_positive("out_channels", out_channels)
+        depth_multiplier = check_positive("depth_multiplier", depth_multiplier)
         hidden = in_channels * depth_multiplier
         self.depthwise = ConvNormAct(
             in_channels,
@@ -212,12 +231,22 @@ class InvertedResidual(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_positive("in_channels", in_channels)
-        check_positive("out_channels", out_channels)
+        in_channels = check_positive("in_channels", in_channels)
+        out_channels = check_positive("out_channels", out_channels)
         stride_pair = to_pair("stride", stride)
-        if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, int | float) or expand_ratio <= 0:
-            raise ValueError(f"expand_ratio must be a positive number, got {expand_ratio!r}")
+        if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, numbers.Real):
+            raise ArgumentTypeError(f"expand_ratio must be a positive finite number, got {expand_ratio!r}")
+        if not math.isfinite(expand_ratio) or expand_ratio <= 0:
+            raise ValueError(f"expand_ratio must be a positive finite number, got {expand_ratio!r}")
+        expand_ratio = (
+            int(expand_ratio) if isinstance(expand_ratio, numbers.Integral) else float(expand_ratio)
+        )
         hidden = round(in_channels * expand_ratio)
+        if hidden < 1:
+            raise ValueError(
+                f"expand_ratio={expand_ratio!r} leaves no hidden channel at in_channels={in_channels} "
+                f"(round({in_channels} * {expand_ratio!r}) = 0); it must be at least {0.5 / in_channels:g}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride_pair

@@ -10,6 +10,7 @@ treat it like one.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -18,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from sepconv.arithmetic import check_groups, check_positive
+from sepconv.arithmetic import ArgumentTypeError, check_groups, check_positive
 from sepconv.layers.padding import PADDING_MODES, pad_same, plan_padding
 
-__all__ = ["Conv2d", "IntPair", "PaddingArg", "check_input_channels", "name_layers", "to_pair"]
+__all__ = ["Conv2d", "IntPair", "PaddingArg", "check_bias", "check_input_channels", "name_layers", "to_pair"]
 
 # Symbolic tracing cannot do arithmetic on the input's shape, so pad_same must stay one graph node;
 # fx.wrap patches the name in the globals of the module that calls it, which is this one.
@@ -32,19 +33,30 @@ PaddingArg = int | tuple[int, int] | str
 
 
 def to_pair(name: str, value: IntPair) -> tuple[int, int]:
-    """Turn an int or a pair into a pair of positive ints, or raise a ValueError naming ``name``."""
-    if isinstance(value, int):
-        pair: tuple = (value, value)
-    elif isinstance(value, tuple | list):
+    """Turn an integer or a pair of them (numpy's included) into a pair of positive ints.
+
+    A wrong type (a float, a str, a bool) raises :class:`~sepconv.errors.ArgumentTypeError` (a
+    TypeError), a wrong value (0, a pair of three) a ValueError; both name ``name`` and the value.
+    """
+    message = f"{name} must be a positive int or a pair of them, got {value!r}"
+    if isinstance(value, tuple | list):
+        if len(value) != 2:
+            raise ValueError(message)
         pair = tuple(value)
     else:
-        pair = ()
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    for item in pair:
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-            raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    return pair[0], pair[1]
+        pair = (value, value)
+    if any(isinstance(item, bool) or not isinstance(item, numbers.Integral) for item in pair):
+        raise ArgumentTypeError(message)
+    if any(item < 1 for item in pair):
+        raise ValueError(message)
+    return int(pair[0]), int(pair[1])
+
+
+def check_bias(bias: object) -> bool:
+    """``bias`` if it is a bool; anything else (``None``, ``0``, ``"yes"``) is a TypeError naming it."""
+    if not isinstance(bias, bool):
+        raise ArgumentTypeError(f"bias must be True or False, got {bias!r}")
+    return bias
 
 
 def name_layers(model: nn.Module) -> nn.Module:
@@ -69,7 +81,9 @@ def check_input_channels(module: nn.Module, x: torch.Tensor, in_channels: int) -
     )
     if x.dim() == 4 and x.shape[-1] == in_channels:
         message += "; it looks channels-last (N, H, W, C): pass x.permute(0, 3, 1, 2)"
-    elif x.dim() == 4 and x.shape[0] == in_channels:
+    elif x.dim() == 4 and x.shape[0] == in_channels and in_channels > 1:
+        # With one channel the batch of one matches by coincidence: (1, 3, H, W) into a one-channel
+        # layer is an RGB image for a grayscale model, not a swap, and transposing would not fix it.
         message += "; the batch and channel dimensions look swapped: pass x.transpose(0, 1)"
     elif x.dim() == 3 and x.shape[-1] == in_channels:
         message += "; it looks like one channels-last image (H, W, C): pass x.permute(2, 0, 1).unsqueeze(0)"
@@ -101,12 +115,15 @@ class Conv2d(nn.Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        check_positive("in_channels", in_channels)
-        check_positive("out_channels", out_channels)
-        check_groups(in_channels, out_channels, groups)
+        in_channels = check_positive("in_channels", in_channels)
+        out_channels = check_positive("out_channels", out_channels)
+        groups = check_groups(in_channels, out_channels, groups)
+        bias = check_bias(bias)
         kernel_pair = to_pair("kernel_size", kernel_size)
         stride_pair = to_pair("stride", stride)
         dilation_pair = to_pair("dilation", dilation)
+        if not isinstance(padding_mode, str):
+            raise ArgumentTypeError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         plan = plan_padding(padding, kernel_pair, stride_pair, dilation_pair)

@@ -45,8 +45,8 @@ class DepthwiseConv2d(Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        check_positive("in_channels", in_channels)
-        check_positive("depth_multiplier", depth_multiplier)
+        in_channels = check_positive("in_channels", in_channels)
+        depth_multiplier = check_positive("depth_multiplier", depth_multiplier)
         super().__init__(
             in_channels,
             in_channels * depth_multiplier,

@@ -13,12 +13,13 @@ exporter). So an exported model pads correctly at every input size its dynamic a
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from sepconv.arithmetic import effective_kernel_size
+from sepconv.arithmetic import ArgumentTypeError, effective_kernel_size
 
 __all__ = ["PADDING_MODES", "PaddingPlan", "pad_same", "plan_padding"]
 
@@ -67,10 +68,18 @@ def plan_padding(
         return PaddingPlan(
             (0, 0), explicit_pad=(total_w // 2, total_w - total_w // 2, total_h // 2, total_h - total_h // 2)
         )
-    pair = (padding, padding) if isinstance(padding, int) else tuple(padding)
-    if len(pair) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pair):
-        raise ValueError(f"padding must be an int >= 0, a pair of them, 'valid' or 'same'; got {padding!r}")
-    return PaddingPlan((pair[0], pair[1]))
+    message = f"padding must be an int >= 0, a pair of them, 'valid' or 'same'; got {padding!r}"
+    if isinstance(padding, tuple | list):
+        if len(padding) != 2:
+            raise ValueError(message)
+        pair = tuple(padding)
+    else:
+        pair = (padding, padding)
+    if any(isinstance(p, bool) or not isinstance(p, numbers.Integral) for p in pair):
+        raise ArgumentTypeError(message)
+    if any(p < 0 for p in pair):
+        raise ValueError(message)
+    return PaddingPlan((int(pair[0]), int(pair[1])))
 
 
 def _same_amounts(

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sepconv.arithmetic import check_positive
-from sepconv.layers.conv import _CONV_DEFAULTS, IntPair, PaddingArg, _describe
+from sepconv.layers.conv import _CONV_DEFAULTS, IntPair, PaddingArg, _describe, check_bias
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
 
 __all__ = ["SeparableConv2d"]
@@ -45,7 +45,8 @@ class SeparableConv2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_positive("out_channels", out_channels)
+        out_channels = check_positive("out_channels", out_channels)
+        bias = check_bias(bias)
         self.depthwise = DepthwiseConv2d(
             in_channels,
             kernel_size,
@@ -59,7 +60,7 @@ class SeparableConv2d(nn.Module):
             dtype=dtype,
         )
         self.pointwise = PointwiseConv2d(
-            in_channels * depth_multiplier, out_channels, bias=bias, device=device, dtype=dtype
+            self.depthwise.out_channels, out_channels, bias=bias, device=device, dtype=dtype
         )
 
     @property

@@ -40,9 +40,9 @@ class MobileNetV1(nn.Module):
         width_mult = check_float(
             "width_mult", width_mult, minimum=0, maximum=MAX_WIDTH_MULT, min_inclusive=False
         )
-        check_int("num_classes", num_classes, maximum=MAX_CLASSES)
-        check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
-        check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
+        num_classes = check_int("num_classes", num_classes, maximum=MAX_CLASSES)
+        in_channels = check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
+        dropout = check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
         channels = max(1, int(32 * width_mult))
         layers: list[nn.Module] = [
             ConvNormAct(in_channels, channels, 3, stride=2, norm_layer=norm_layer, act_layer=act_layer)

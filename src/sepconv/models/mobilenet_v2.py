@@ -48,10 +48,10 @@ class MobileNetV2(nn.Module):
         width_mult = check_float(
             "width_mult", width_mult, minimum=0, maximum=MAX_WIDTH_MULT, min_inclusive=False
         )
-        check_int("num_classes", num_classes, maximum=MAX_CLASSES)
-        check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
-        check_int("round_nearest", round_nearest, maximum=MAX_CHANNELS)
-        check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
+        num_classes = check_int("num_classes", num_classes, maximum=MAX_CLASSES)
+        in_channels = check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
+        round_nearest = check_int("round_nearest", round_nearest, maximum=MAX_CHANNELS)
+        dropout = check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
         channels = make_divisible(32 * width_mult, round_nearest)
         self.last_channel = make_divisible(1280 * max(1.0, width_mult), round_nearest)
         layers: list[nn.Module] = [

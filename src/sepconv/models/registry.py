@@ -13,12 +13,14 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from sepconv.arithmetic import ArgumentTypeError
 from sepconv.layers.conv import name_layers
 from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, MAX_PARAMETERS, check_int
 
@@ -80,8 +82,17 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name`` with ``kwargs``; unknown names list close matches.
 
     Raises ValueError (naming the model and the argument) for an argument the builder does not take,
-    a value out of range, or a model above ``MAX_PARAMETERS`` parameters, before allocating it.
+    a value out of range, or a model above ``MAX_PARAMETERS`` parameters, before allocating it; a
+    ``name`` that is not a str raises :class:`~sepconv.errors.ArgumentTypeError` (a TypeError).
+    numpy numbers in ``kwargs`` (``np.int64(10)``) are taken as the Python numbers they stand for,
+    so the recipe recorded on the model stays plain JSON.
     """
+    if not isinstance(name, str):
+        raise ArgumentTypeError(
+            f"name must be a model name (a str such as 'mobilenet_v2'), got {name!r}; "
+            "list them with sepconv.models.list_models()"
+        )
+    kwargs = {key: _plain(value) for key, value in kwargs.items()}
     if name.startswith(TORCHVISION_PREFIX):
         build = _torchvision_builder(name, kwargs)
     elif name in _REGISTRY:
@@ -94,6 +105,21 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     model = build()
     model._sepconv_spec = {"name": name, "kwargs": dict(kwargs)}
     return name_layers(model)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy-style numbers (any ``numbers.Integral`` / ``Real``) as Python int / float."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if type(value) in (list, tuple):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _torchvision_builder(name: str, kwargs: dict[str, Any]) -> Callable[[], nn.Module]:

@@ -40,10 +40,10 @@ class SmallCNN(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
-        check_int("num_classes", num_classes, maximum=MAX_CLASSES)
+        in_channels = check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
+        num_classes = check_int("num_classes", num_classes, maximum=MAX_CLASSES)
         stem, stage1, stage2, stage3 = check_channel_list("widths", widths, 4)  # stem and three stages
-        check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
+        dropout = check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
         self.features = nn.Sequential(
             ConvNormAct(in_channels, stem, 3),
             block(stem, stage1),

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
+
+from sepconv.arithmetic import ArgumentTypeError
 
 __all__ = [
     "MAX_CHANNELS",
@@ -40,10 +42,17 @@ MAX_PARAMETERS = 500_000_000  # 2 GB of float32 weights
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1, maximum: int) -> int:
-    """``value`` if it is an integer (not a bool) in ``[minimum, maximum]``, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum:,}], got {value!r}")
-    return value
+    """``value`` as an int if it is an integer (numpy's too, not a bool) in ``[minimum, maximum]``.
+
+    A wrong type raises :class:`~sepconv.errors.ArgumentTypeError` (a TypeError), a value out of range
+    a ValueError; both name ``name``, the value and the range.
+    """
+    message = f"{name} must be an integer in [{minimum}, {maximum:,}], got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ArgumentTypeError(message)
+    if not minimum <= value <= maximum:
+        raise ValueError(message)
+    return int(value)
 
 
 def check_float(
@@ -55,27 +64,39 @@ def check_float(
     min_inclusive: bool = True,
     max_inclusive: bool = True,
 ) -> float:
-    """``value`` if it is a finite real number (not a bool) within the bounds, else a ValueError naming ``name``."""
+    """``value`` as a float if it is a finite real number (numpy's too, not a bool) within the bounds.
+
+    A wrong type raises :class:`~sepconv.errors.ArgumentTypeError` (a TypeError), a value out of range
+    a ValueError; both name ``name``, the value and the interval.
+    """
+    interval = f"{'[' if min_inclusive else '('}{minimum:g}, {maximum:g}{']' if max_inclusive else ')'}"
+    message = f"{name} must be a finite number in {interval}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ArgumentTypeError(message)
     valid = (
-        isinstance(value, Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
+        math.isfinite(value)
         and (value >= minimum if min_inclusive else value > minimum)
         and (value <= maximum if max_inclusive else value < maximum)
     )
     if not valid:
-        interval = f"{'[' if min_inclusive else '('}{minimum:g}, {maximum:g}{']' if max_inclusive else ')'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+        raise ValueError(message)
     return float(value)
 
 
 def check_channel_list(name: str, value: Any, length: int) -> tuple[int, ...]:
-    """``value`` as a tuple if it holds ``length`` channel counts in [1, MAX_CHANNELS], else a ValueError."""
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != length:
+    """``value`` as a tuple of ints if it holds ``length`` channel counts in [1, MAX_CHANNELS].
+
+    Not a sequence (or a str): :class:`~sepconv.errors.ArgumentTypeError`; another length or a count
+    out of range: ValueError; an item that is not an integer: ArgumentTypeError.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ArgumentTypeError(f"{name} must be a sequence of {length} channel counts, got {value!r}")
+    if len(value) != length:
         raise ValueError(f"{name} must be a sequence of {length} channel counts, got {value!r}")
     for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= MAX_CHANNELS:
-            raise ValueError(
-                f"{name} must hold integers in [1, {MAX_CHANNELS:,}], got {item!r} in {list(value)!r}"
-            )
-    return tuple(value)
+        message = f"{name} must hold integers in [1, {MAX_CHANNELS:,}], got {item!r} in {list(value)!r}"
+        if isinstance(item, bool) or not isinstance(item, Integral):
+            raise ArgumentTypeError(message)
+        if not 1 <= item <= MAX_CHANNELS:
+            raise ValueError(message)
+    return tuple(int(item) for item in value)

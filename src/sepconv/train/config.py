@@ -15,8 +15,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "SWITCHES", "TrainConfig", "TrainResult", "result_differences"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "SWITCHES",
+    "TrainConfig",
+    "TrainResult",
+    "parse_visdom_url",
+    "result_differences",
+]
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -192,6 +201,8 @@ class TrainConfig:
                     f"model_kwargs must be empty with init_from (the model file {os.fspath(self.init_from)} "
                     f"fixes the architecture), got {self.model_kwargs!r}"
                 )
+        if self.visdom is not None:
+            parse_visdom_url(self.visdom)  # a typo is refused here, before the run claims its folder
         if self.batch_size % (self.devices * self.num_nodes):
             raise ValueError(
                 f"batch_size ({self.batch_size}) is the global batch and must be divisible by devices x num_nodes "
@@ -218,6 +229,43 @@ def result_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
         if before != now:
             differences.append(f"{item.name} {before!r} -> {now!r}")
     return differences
+
+
+def parse_visdom_url(url: str) -> tuple[str, int]:
+    """``"http://host:port"`` (or ``host:port``, or ``host``) to ``("http://host", port)``; port 8097 by default.
+
+    A URL that cannot reach a server (another scheme, no host, a port outside 1-65535, a path, query
+    or fragment, which visdom would ignore) is a ValueError naming it: visdom never stops a run that
+    has started, so a typo must be caught before (``TrainConfig.validate``).
+
+    >>> parse_visdom_url("localhost:9000")
+    ('http://localhost', 9000)
+    >>> parse_visdom_url("http://10.0.0.5")
+    ('http://10.0.0.5', 8097)
+    >>> parse_visdom_url("http://localhost:80a")
+    Traceback (most recent call last):
+    ValueError: visdom must be a URL like http://host:port (port 1-65535), got 'http://localhost:80a'
+    """
+    message = f"visdom must be a URL like http://host:port (port 1-65535), got {url!r}"
+    if not isinstance(url, str):
+        raise ValueError(message)
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or outside 0-65535
+        raise ValueError(message) from None
+    host = parts.hostname or ""
+    if (
+        parts.scheme not in ("http", "https")
+        or not host
+        or any(character.isspace() for character in host)
+        or port == 0
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(message)
+    return f"{parts.scheme}://{host}", port or 8097
 
 
 def _check_int(name: str, value: Any, *, minimum: int, maximum: int | None = None) -> None:

@@ -19,11 +19,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import lightning.pytorch as pl
 
 from sepconv.io import atomic_write_bytes
+from sepconv.train.config import parse_visdom_url  # defined there so TrainConfig.validate can check URLs
 
 __all__ = ["CSV_COLUMNS", "MetricsHistory", "VisdomReporter", "parse_visdom_url"]
 
@@ -101,24 +101,6 @@ class MetricsHistory(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(row) for row in state_dict.get("rows", [])]
-
-
-def parse_visdom_url(url: str) -> tuple[str, int]:
-    """``"http://host:port"`` (or ``host:port``, or ``host``) to ``("http://host", port)``; port 8097 by default.
-
-    >>> parse_visdom_url("localhost:9000")
-    ('http://localhost', 9000)
-    >>> parse_visdom_url("http://10.0.0.5")
-    ('http://10.0.0.5', 8097)
-    """
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if not parts.hostname:
-        raise ValueError(f"visdom URL must look like http://host:port, got {url!r}")
-    try:
-        port = parts.port or 8097
-    except ValueError:
-        raise ValueError(f"visdom URL has an invalid port: {url!r}") from None
-    return f"{parts.scheme}://{parts.hostname}", port
 
 
 class VisdomReporter:
