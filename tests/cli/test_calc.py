@@ -107,7 +107,8 @@ def test_numeric_flags_are_refused_naming_flag_and_value(capsys, flag, value, ex
         (["--input-size", "1,2,3"], "--input-size must be H or H,W, got '1,2,3'"),
         (
             ["--kernel-size", "7", "--padding", "valid", "--input-size", "5"],
-            "kernel_size=7 with dilation=1 spans 7 pixels, more than the padded input (5 + 2*0)",
+            "--kernel-size 7 with --dilation 1 spans 7 pixels, more than --input-size 5 padded by --padding valid "
+            "(5 + 2*0); use a smaller kernel or dilation, more padding, or --padding same",
         ),
     ],
 )
@@ -160,3 +161,15 @@ def test_calc_formula_uses_the_depth_multiplier_given(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "m x (1/out_channels + 1/k^2) = 2 x (1/64 + 1/9) = 0.2535 (depth multiplier m = 2" in text
     assert "depth multiplier 1" not in text
+
+
+def test_calc_kernel_larger_than_the_padded_input_names_the_flags(capsys):
+    # 3x3 at dilation 4 spans 4 * 2 + 1 = 9 pixels; the input is 5 + 2 * 1 = 7 high with padding 1.
+    code, out, err = _run(
+        ["calc", "--kernel-size", "3", "--dilation", "4", "--padding", "1", "--input-size", "5,20"], capsys
+    )
+    assert (code, out) == (2, "")
+    assert err == (
+        "sepconv calc: error: --kernel-size 3 with --dilation 4 spans 9 pixels, more than --input-size 5,20 "
+        "padded by --padding 1 (5 + 2*1); use a smaller kernel or dilation, more padding, or --padding same\n"
+    )

@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         input_size = input_size * 2
     if len(input_size) != 2:
         raise UsageError(f"--input-size must be H or H,W, got {args.input_size!r}")
+    _check_kernel_fits(args, input_size)
     report = calculate(
         args.in_channels,
         args.out_channels,
@@ -151,6 +152,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(report)
     return 0
+
+
+def _check_kernel_fits(args: argparse.Namespace, input_size: tuple[int, ...]) -> None:
+    """With 'valid' or numeric padding, the dilated kernel must fit the padded input: say so with the flags."""
+    if args.padding == "same":
+        return
+    pad = 0 if args.padding == "valid" else int(args.padding)
+    extent = arithmetic.effective_kernel_size(args.kernel_size, args.dilation)
+    smallest = min(input_size)
+    if extent > smallest + 2 * pad:
+        raise UsageError(
+            f"--kernel-size {args.kernel_size} with --dilation {args.dilation} spans {extent} pixels, more than "
+            f"--input-size {args.input_size} padded by --padding {args.padding} ({smallest} + 2*{pad}); "
+            "use a smaller kernel or dilation, more padding, or --padding same"
+        )
 
 
 def _print_table(report: dict[str, Any]) -> None:

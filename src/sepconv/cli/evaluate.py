@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     )
     split = getattr(data, args.split)
     if len(split) == 0:
-        raise UsageError(f"the {args.split} split of {args.dataset} is empty")
+        raise UsageError(f"--split {args.split} of --dataset {args.dataset} is empty; choose another split")
     if onnx_model is not None:
         model = _deployed(onnx_model, model_file, data)
     try:
