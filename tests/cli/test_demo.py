@@ -195,3 +195,79 @@ def test_demo_acceptance_on_mnist5k(tmp_path):
     # The 3-minute target is measured by benchmarks/bench_demo.py and README figures, not asserted here:
     # a timed test on a shared runner measures the runner.
     print(f"demo wall time {wall_seconds:.0f} s: {json.dumps(document['ratios'])}")
+
+
+# --- checked before the folder is claimed, and given back when nothing trained (issue 20) ----------
+
+
+def _image_folder(root, per_class: int):
+    """Two classes of ``per_class`` 32 x 32 RGB PNGs each (noise): 2 per class leave the test split empty."""
+    import numpy as np
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            pixels = generator.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{index}.png")
+    return root
+
+
+def test_an_empty_test_split_is_refused_before_anything_is_claimed_or_trained(tmp_path, capsys):
+    from tests.cli.running import run_sepconv
+
+    images = _image_folder(tmp_path / "images", per_class=2)
+    out = tmp_path / "demo"
+    dataset = f"imagefolder:{images}"
+    code, stdout, stderr = run_sepconv(["demo", "--dataset", dataset, "--out", str(out), "--json"], capsys)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"sepconv demo: error: --dataset {dataset!r} cannot be used for the demo: its test split is empty "
+        "(4 train, 0 validation images): the demo measures each twin on test images; give it more images "
+        "per class\n"
+    )
+    assert not out.exists()
+
+
+def test_progress_beside_json_is_refused(tmp_path, capsys):
+    from tests.cli.running import run_sepconv
+
+    code, stdout, stderr = run_sepconv(["demo", "--progress", "--json", "--out", str(tmp_path / "d")], capsys)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        "sepconv demo: error: --progress draws on stdout, where --json prints one JSON document: give one of them\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_out_that_is_a_fifo_is_refused_and_stays_a_fifo(tmp_path, capsys):
+    import os
+    import stat
+
+    from tests.cli.running import run_sepconv
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, stdout, stderr = run_sepconv(["demo", "--out", str(fifo), "--json"], capsys)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"sepconv demo: error: --out {str(fifo)!r} is a FIFO (named pipe), not a folder; give a folder "
+        "(new or empty)\n"
+    )
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and [path.name for path in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_demo_that_fails_before_training_gives_its_folder_back(tmp_path, monkeypatch):
+    import sepconv.train.trainer as trainer
+    from sepconv.train.demo import run_demo
+
+    def trainer_that_cannot_start(*args, **kwargs):
+        raise RuntimeError("the trainer could not start")
+
+    monkeypatch.setattr(trainer, "make_trainer", trainer_that_cannot_start)
+    out = tmp_path / "runs" / "demo"
+    with pytest.raises(RuntimeError, match="could not start"):
+        run_demo(out, dataset="synthetic", epochs=1, fused="off")
+    # The twin's run gave back runs/demo/standard_cnn, so the demo gave back runs/demo (and runs/).
+    assert list(tmp_path.iterdir()) == []
