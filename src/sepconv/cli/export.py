@@ -24,6 +24,8 @@ from sepconv.cli._common import (
 VERIFY_IMAGES = 16
 # The accuracy an int8 model may lose before we warn (issue 8: one point of top-1).
 INT8_WARN_POINTS = 1.0
+# Batches of 32 training images that calibrate the int8 file unless --calibration-batches says otherwise.
+CALIBRATION_BATCHES = 8
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,8 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--calibration-batches",
         type=positive_int,
-        default=8,
-        help="batches of 32 to calibrate on (default 8)",
+        default=None,
+        help=f"with --int8: batches of 32 to calibrate on (default {CALIBRATION_BATCHES})",
     )
     parser.add_argument(
         "--seed", type=seed, default=None, help="split seed (default: the training run's, else 0)"
@@ -90,6 +92,16 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.deploy.onnx_export import check_input_fits
 
     target = Path(args.onnx)  # its suffix and kind were checked when the flags were parsed
+    # Flags that contradict each other, or one that would be silently ignored, before any work.
+    if args.calibration_batches is not None and not args.int8:
+        raise UsageError(
+            f"--calibration-batches applies with --int8 only (it calibrates the int8 file), got "
+            f"--calibration-batches {args.calibration_batches} without --int8"
+        )
+    if args.calibration and args.dataset and args.calibration != args.dataset:
+        raise UsageError(
+            f"--dataset {args.dataset!r} and --calibration {args.calibration!r} must be the same data set"
+        )
     if args.int8:  # its int8 twin is written too: the same rule, before any work
         check_output_file("--onnx", target.with_suffix(".int8.onnx"), (".onnx",))
     model = resolve_model(args.model)
@@ -140,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.int8:
         try:
-            document["int8"] = _int8(target, data, args.calibration_batches)
+            document["int8"] = _int8(target, data, args.calibration_batches or CALIBRATION_BATCHES)
         except BaseException:
             target.unlink(missing_ok=True)  # the command failed: leave none of its files behind
             raise
@@ -170,12 +182,7 @@ def _load_data(args: argparse.Namespace, model: Any) -> Any:
             seed = found[1] if seed is None else seed
     if name is None:
         return None
-    data = load_dataset(name, root=args.data_root, seed=0 if seed is None else int(seed))
-    if args.calibration and args.dataset and args.calibration != args.dataset:
-        raise UsageError(
-            f"--dataset {args.dataset!r} and --calibration {args.calibration!r} must be the same data set"
-        )
-    return data
+    return load_dataset(name, root=args.data_root, seed=0 if seed is None else int(seed))
 
 
 def _check_data_fits(args: argparse.Namespace, model: Any, data: Any) -> None:
