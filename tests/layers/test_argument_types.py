@@ -167,3 +167,19 @@ def test_the_swap_hint_needs_more_than_one_channel():
     rgb = Conv2d(3, 4, 3)
     with pytest.raises(ValueError, match=r"look swapped: pass x\.transpose\(0, 1\)$"):
         rgb(torch.zeros(3, 5, 8, 8))
+
+
+def test_factories_and_fold_refuse_wrong_types_as_type_errors_the_command_reports():
+    from sepconv.convert import fold_batchnorm
+    from sepconv.layers import make_act, make_norm
+
+    for call, message in (
+        (lambda: make_act(5), "act_layer must be a name, a class or a callable, got 5"),
+        (lambda: make_norm(5, 8), "norm_layer must be a name, a class or a callable, got 5"),
+        (lambda: fold_batchnorm("model"), "fold_batchnorm expects an nn.Module for model, got str"),
+    ):
+        with pytest.raises(TypeError) as refused:
+            call()
+        assert str(refused.value) == message
+        # A ValueError too: `sepconv train --model-arg act_layer=5` prints it as one line, exit 2.
+        assert isinstance(refused.value, ValueError)

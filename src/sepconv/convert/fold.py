@@ -19,6 +19,7 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
+from sepconv.arithmetic import ArgumentTypeError
 from sepconv.io.transforms import record_transform, register_transform
 from sepconv.layers.conv import Conv2d as SepconvConv2d
 
@@ -82,7 +83,7 @@ def fold_batchnorm_with_report(model: nn.Module) -> tuple[nn.Module, list[str]]:
     ['depthwise.1', 'pointwise.1']
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"fold_batchnorm expects an nn.Module for model, got {type(model).__name__}")
+        raise ArgumentTypeError(f"fold_batchnorm expects an nn.Module for model, got {type(model).__name__}")
     folded = copy.deepcopy(model).eval()
     try:
         pairs = _traced_pairs(folded)

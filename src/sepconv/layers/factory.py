@@ -11,6 +11,8 @@ from functools import partial
 
 from torch import nn
 
+from sepconv.arithmetic import ArgumentTypeError
+
 __all__ = ["ACTIVATIONS", "NORMALIZATIONS", "ActLayer", "NormLayer", "make_act", "make_norm"]
 
 ActLayer = str | Callable[[], nn.Module] | None
@@ -50,7 +52,7 @@ def make_act(act_layer: ActLayer) -> nn.Module | None:
             )
         return ACTIVATIONS[act_layer.lower()]()
     if not callable(act_layer):
-        raise TypeError(f"act_layer must be a name, a class or a callable, got {act_layer!r}")
+        raise ArgumentTypeError(f"act_layer must be a name, a class or a callable, got {act_layer!r}")
     return act_layer()
 
 
@@ -65,5 +67,5 @@ def make_norm(norm_layer: NormLayer, num_features: int) -> nn.Module | None:
             )
         return NORMALIZATIONS[norm_layer.lower()](num_features)
     if not callable(norm_layer):
-        raise TypeError(f"norm_layer must be a name, a class or a callable, got {norm_layer!r}")
+        raise ArgumentTypeError(f"norm_layer must be a name, a class or a callable, got {norm_layer!r}")
     return norm_layer(num_features)
