@@ -19,11 +19,10 @@ from sepconv.io import CheckpointError, load_model, read_model_metadata, registe
 from sepconv.io.model_file import (
     _check_tensors_fit,
     _check_tied_values,
-    _describe,
     _dtype_kind,
     _torch_dtype_kind,
 )
-from sepconv.io.recipe import _SMALL_NUMEL, MAX_RECIPE_CHARS, _MetaUnlessSmall
+from sepconv.io.recipe import _SMALL_NUMEL, MAX_RECIPE_CHARS, _MetaUnlessSmall, describe_spec
 from sepconv.models import create_model
 
 TINY_SPEC = {"name": "separable_cnn", "kwargs": {"widths": [4, 4, 4, 4], "num_classes": 3}}
@@ -135,9 +134,9 @@ def test_tied_names_with_different_values_are_named():
 
 
 def test_describe_reads_like_the_call_and_is_cut_at_200_characters():
-    assert _describe(TINY_SPEC) == "separable_cnn(widths=[4, 4, 4, 4], num_classes=3)"
-    assert _describe({"name": "standard_cnn", "kwargs": {}}) == "standard_cnn()"
-    long = _describe({"name": "separable_cnn", "kwargs": {"note": "x" * 300}})
+    assert describe_spec(TINY_SPEC) == "separable_cnn(widths=[4, 4, 4, 4], num_classes=3)"
+    assert describe_spec({"name": "standard_cnn", "kwargs": {}}) == "standard_cnn()"
+    long = describe_spec({"name": "separable_cnn", "kwargs": {"note": "x" * 300}})
     assert long == "separable_cnn(note='" + "x" * (200 - len("separable_cnn(note='"))
     assert len(long) == 200
 
