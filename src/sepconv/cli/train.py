@@ -43,12 +43,17 @@ speed: on the CPU, BatchNorm + activation pairs and some depthwise backward pass
 kernels (compiled once per machine on first use; --fused off runs the plain PyTorch modules; the results
 agree to float rounding).
 
-multi-process: --devices N starts N processes on this machine (DDP; gloo on CPU, NCCL on GPUs; BatchNorm
-statistics synchronised); --batch-size is the global batch, split between processes. Multi-node: start the
-same command on every node under torchrun, e.g. on each of 2 nodes with 4 GPUs:
-  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST0:29500 \\
+multi-process: --devices N starts N processes on this machine (DDP; gloo on CPU, NCCL on GPUs), at most
+one per usable CPU core (CPU) or visible GPU, and only as many as fit in memory (refused otherwise);
+they end when the command ends or is killed. --batch-size is the global batch, split between processes;
+BatchNorm statistics and dropout masks are those of the global batch, so N processes compute what one
+process computes to float rounding (when the training split divides evenly between them).
+multi-node: run the same command on every node under torchrun, with --devices = processes per node and
+--num-nodes = nodes; global rank 0 (on node 0) writes --out. E.g. on each of 2 nodes with 4 GPUs:
+  torchrun --nnodes 2 --nproc-per-node 4 --node-rank R --master-addr HOST0 --master-port 29500 \\
       --no-python sepconv train --devices 4 --num-nodes 2 --accelerator gpu ...
-(or set MASTER_ADDR, MASTER_PORT, NODE_RANK and WORLD_SIZE yourself and run the command on every node).
+with R = 0 on HOST0 and 1 on the other node (or --rdzv-backend c10d --rdzv-endpoint HOST0:29500 in place
+of --node-rank/--master-*; or set MASTER_ADDR, MASTER_PORT, NODE_RANK and WORLD_SIZE yourself).
 """
 
 

@@ -78,7 +78,7 @@ def check_process_count(devices: int, *, on_gpu: bool) -> None:
     if devices > limit:
         raise ProcessLimitError(
             f"{{parameter}}={devices} is more processes than this machine can run: it has {limit} {what}; "
-            f"use a {{parameter}} of at most {limit}"
+            f"set {{parameter}} to at most {limit}"
         )
 
 
