@@ -100,6 +100,7 @@ def image_size(text: str | None, model: Any) -> tuple[int, int, int] | None:
 
 def run(args: argparse.Namespace) -> int:
     from sepconv.analysis import summarize
+    from sepconv.analysis.profile import ModelInputError
 
     model = resolve_model(args.model)
     shape = input_shape(args.input_size, model)
@@ -107,7 +108,13 @@ def run(args: argparse.Namespace) -> int:
         from sepconv.cli._memory import require_input_memory
 
         require_input_memory(args.input_size, model, shape)
-    summary = summarize(model, shape, depth=args.depth)
+    try:
+        summary = summarize(model, shape, depth=args.depth)
+    except ModelInputError as error:
+        # The model cannot run at this shape: name the flag that chose it (or say it was the default).
+        given = f"--input-size {args.input_size}" if args.input_size is not None else "the default input size"
+        shape_text = "x".join(map(str, shape))
+        raise UsageError(f"{args.model} cannot run at {given} ({shape_text}): {error}") from None
     if args.html is not None:
         from sepconv.viz.pages import write_summary_html
 
