@@ -139,3 +139,14 @@ def test_save_and_load_name_a_wrong_argument(tmp_path, call, error, message):
     assert str(refused.value).startswith(message)
     assert isinstance(refused.value, ValueError)  # a TypeError here is also one, for `except ValueError`
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_input_size_names_a_wrong_type():
+    from sepconv.models import default_input_size
+
+    with pytest.raises(TypeError) as refused:
+        default_input_size(28)
+    assert str(refused.value) == (
+        "name_or_model must be a model name (str) or a model built by create_model, got 28"
+    )
+    assert default_input_size("standard_cnn", in_channels=np.int64(3)) == (3, 28, 28)

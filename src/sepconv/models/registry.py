@@ -199,8 +199,12 @@ def default_input_size(name_or_model: str | nn.Module, **kwargs: Any) -> tuple[i
                 "input size is not known; give the input size explicitly"
             )
         name, kwargs = spec["name"], {**spec["kwargs"], **kwargs}
-    else:
+    elif isinstance(name_or_model, str):
         name = name_or_model
+    else:
+        raise ArgumentTypeError(
+            f"name_or_model must be a model name (str) or a model built by create_model, got {name_or_model!r:.80}"
+        )
     if name in _REGISTRY:
         channels, height, width = _INPUT_SIZES[name]
         in_channels = kwargs.get("in_channels", channels)
