@@ -126,15 +126,23 @@ def effective_receptive_field(
     ``inputs`` is one image (C x H x W, or 1 x C x H x W). ``position`` is (row, column) in the layer's
     output map, by default its centre (``size // 2`` per axis). The unit is the output at that
     position in ``channel``, or summed over channels when ``channel`` is None. The model runs once
-    in eval mode (put back as it was); parameters' ``.grad`` is left untouched.
+    in eval mode (put back as it was); parameters' ``.grad`` is left untouched. An image whose
+    forward pass cannot fit in memory (a lower bound: the image and the largest layer's call) is
+    refused with a :class:`~sepconv.machine.MemoryLimitError` naming ``inputs``.
 
     >>> conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
     >>> field = effective_receptive_field(nn.Sequential(conv), "0", torch.randn(1, 7, 7))
     >>> field.theoretical, field.support == field.theoretical
     (PixelBox(top=2, left=2, height=3, width=3), True)
     """
+    from sepconv.analysis.memory import forward_bytes
+    from sepconv.machine import require_memory
+
     module = _find_layer(model, layer)
     image = _one_image(inputs)
+    # The passes below hold a copy of the image and the activations: refuse an image they cannot fit.
+    needed = forward_bytes(model, tuple(image.shape))
+    require_memory("inputs", "x".join(map(str, image.shape)), needed, what="a forward pass on it")
     row = _summary_row(model, layer, module, image)
     parameter = next(model.parameters(), None)
     if parameter is not None:
