@@ -119,7 +119,20 @@ def test_memory_check_refuses_processes_beyond_available_memory(monkeypatch):
     )
     assert f"more than the {machine.format_bytes(2 * parts['total'])} of memory available" in message
     assert message.endswith("use a smaller devices")
-    assert refused.value.naming("--devices").startswith("--devices=4 needs about")
+    assert refused.value.naming("--devices", "--batch-size").startswith("--devices=4 needs about")
+
+
+def test_memory_check_names_the_batch_size_when_the_global_batch_alone_cannot_fit(monkeypatch):
+    parts = {"runtime": RUNTIME_BYTES, "weights": 2**20, "activations": 2**30}
+    parts["total"] = sum(parts.values())
+    monkeypatch.setattr(machine, "available_memory_bytes", lambda: 2**30)
+    with pytest.raises(ProcessLimitError) as refused:
+        check_process_memory(2, parts)
+    assert str(refused.value).endswith(
+        "use a smaller devices; the activations of the global batch alone need about 2.0 GiB: "
+        "use a smaller batch_size"
+    )
+    assert refused.value.naming("--devices", "--batch-size").endswith("use a smaller --batch-size")
 
 
 def _children(parent: int) -> list[int]:

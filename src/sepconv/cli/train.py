@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = fit(config, resume=args.resume, warn=warn)
     except ProcessLimitError as error:
-        raise UsageError(error.naming("--devices")) from None
+        raise UsageError(error.naming("--devices", "--batch-size")) from None
     if result.rank != 0:
         return 0
     if args.json:

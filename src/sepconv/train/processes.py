@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sepconv import machine
 from sepconv.machine import MemoryLimitError, format_bytes, gpu_count, require_memory, usable_cpu_count
 
 __all__ = [
@@ -51,13 +52,13 @@ class ProcessLimitError(ValueError):
     :meth:`naming` words the same message for another name of the parameter (the CLI's ``--devices``).
     """
 
-    def __init__(self, template: str, parameter: str = "devices") -> None:
+    def __init__(self, template: str) -> None:
         self.template = template
-        super().__init__(template.format(parameter=parameter))
+        super().__init__(self.naming("devices", "batch_size"))
 
-    def naming(self, parameter: str) -> str:
-        """The message with ``parameter`` as the parameter's name."""
-        return self.template.format(parameter=parameter)
+    def naming(self, parameter: str, batch_parameter: str) -> str:
+        """The message with these names for ``devices`` and ``batch_size`` (the CLI's flags, say)."""
+        return self.template.format(parameter=parameter, batch_parameter=batch_parameter)
 
 
 def check_process_count(devices: int, *, on_gpu: bool) -> None:
@@ -136,7 +137,16 @@ def check_process_memory(devices: int, parts: dict[str, int]) -> None:
             what=f"{devices} training processes (each at least {format_bytes(parts['total'])}: {each})",
         )
     except MemoryLimitError as error:
-        raise ProcessLimitError(str(error)) from None
+        message = str(error)
+        batch_bytes = devices * parts["activations"]
+        available = machine.available_memory_bytes()
+        if available is not None and batch_bytes > available:
+            # Fewer processes would not help: each would take a larger share of the same global batch.
+            message += (
+                f"; the activations of the global batch alone need about {format_bytes(batch_bytes)}: "
+                "use a smaller {batch_parameter}"
+            )
+        raise ProcessLimitError(message) from None
 
 
 @contextmanager
