@@ -91,8 +91,8 @@ def test_missing_checkpoint_is_one_line_and_exit_code_2(tmp_path, capsys):
         ("--batch-size", "-3", "an integer >= 1"),
         ("--batch-size", "nan", "an integer >= 1"),
         ("--batch-size", "inf", "an integer >= 1"),
-        ("--seed", "-1", "an integer >= 0"),  # training refuses negative seeds too
-        ("--seed", "1.5", "an integer >= 0"),
+        ("--seed", "-1", "an integer in [0, 4294967295]"),  # training refuses negative seeds too
+        ("--seed", "1.5", "an integer in [0, 4294967295]"),
     ],
 )
 def test_numeric_flags_are_refused_naming_flag_and_value(tmp_path, capsys, flag, value, expected):
