@@ -255,3 +255,18 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
     )
     assert _files(tmp_path) == before  # result.json, model.safetensors, checkpoints: bytes and mtimes
     assert json.loads((tmp_path / "result.json").read_text())["last_checkpoint"] is not None
+
+
+def test_an_out_that_is_a_fifo_is_refused_and_stays_a_fifo(tmp_path, capsys):
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, captured = _train(fifo, capsys=capsys)
+    assert (code, captured.out) == (2, "")
+    assert captured.err == (
+        f"sepconv train: error: --out {str(fifo)!r} is a FIFO (named pipe), not a folder; give a folder "
+        "(new or empty)\n"
+    )
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and [path.name for path in tmp_path.iterdir()] == ["pipe"]
