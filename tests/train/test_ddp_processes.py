@@ -43,6 +43,7 @@ def _environment() -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # a CLI process: 5 to 15 s
 def test_cli_refuses_more_processes_than_cores_in_one_line_before_anything_starts(tmp_path):
     too_many = machine.usable_cpu_count() + 1
     out = tmp_path / "run"
