@@ -97,7 +97,7 @@ def test_library_names_devices_and_the_core_count(tmp_path):
 def test_memory_estimate_counts_runtime_weights_optimizer_and_one_batch_share_of_activations():
     """Hand-worked: a 1->2 channel 3x3 convolution (18 weights + 2 biases) and a ReLU on a 1x5x5 image."""
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
-    parts = process_memory_estimate(model, torch.zeros(1, 5, 5), batch_share=8, optimizer_states=2)
+    parts = process_memory_estimate(model, torch.zeros(1, 5, 5), batch_share=8, weight_copies=4)
     assert parts["runtime"] == RUNTIME_BYTES
     assert parts["weights"] == 20 * 4 * (1 + 1 + 2)  # float32 weights, gradients, AdamW's two moments
     assert parts["activations"] == (2 * 3 * 3) * 2 * 4 * 8  # conv and ReLU outputs, float32, 8 images

@@ -84,14 +84,14 @@ def check_process_count(devices: int, *, on_gpu: bool) -> None:
 
 
 def process_memory_estimate(
-    model: nn.Module, image: torch.Tensor, *, batch_share: int, optimizer_states: int
+    model: nn.Module, image: torch.Tensor, *, batch_share: int, weight_copies: int
 ) -> dict[str, int]:
     """A lower bound of one training process's memory, in bytes, by part (and ``"total"``).
 
-    ``runtime``: :data:`RUNTIME_BYTES`; ``weights``: the parameters and buffers, their gradients and
-    ``optimizer_states`` tensors per parameter (AdamW's two moments, SGD's momentum); ``activations``:
-    the output of every leaf module for ``batch_share`` images like ``image`` (one image, no batch
-    dimension), in float32: what the backward pass keeps, at the least.
+    ``runtime``: :data:`RUNTIME_BYTES`; ``weights``: the buffers and ``weight_copies`` tensors the size
+    of the parameters (the weights, their gradients, and the optimizer's state: AdamW's two moments,
+    SGD's momentum); ``activations``: the output of every leaf module for ``batch_share`` images like
+    ``image`` (one image, no batch dimension), in float32: what the backward pass keeps, at the least.
     """
     parameter_bytes = sum(item.numel() * item.element_size() for item in model.parameters())
     buffer_bytes = sum(item.numel() * item.element_size() for item in model.buffers())
@@ -115,7 +115,7 @@ def process_memory_estimate(
             handle.remove()
     parts = {
         "runtime": RUNTIME_BYTES,
-        "weights": parameter_bytes * (2 + optimizer_states) + buffer_bytes,
+        "weights": parameter_bytes * weight_copies + buffer_bytes,
         "activations": output_elements * 4 * batch_share,
     }
     parts["total"] = sum(parts.values())

@@ -618,12 +618,15 @@ def fit(
             classes_hint=f"the file fixes the classes: start from a model built for {data.num_classes}",
         )
     if config.devices > 1 and _is_launch_rank_zero():
-        # Before any other process starts (the ones Lightning starts run this check too, needlessly).
+        # Before any other process starts. On GPUs, the gradients, optimizer state and activations
+        # live in GPU memory: only the runtime and the weights count against this machine's memory.
+        on_gpu = _on_gpu(config)
+        optimizer_states = 2 if config.optimizer == "adamw" else int(config.momentum > 0)
         estimate = processes.process_memory_estimate(
             model,
             data.train[0][0],
-            batch_share=config.batch_size // (config.devices * config.num_nodes),
-            optimizer_states=2 if config.optimizer == "adamw" else int(config.momentum > 0),
+            batch_share=0 if on_gpu else config.batch_size // (config.devices * config.num_nodes),
+            weight_copies=1 if on_gpu else 2 + optimizer_states,  # weights, gradients, optimizer state
         )
         processes.check_process_memory(config.devices, estimate)
     if config.fused != "off" and not _on_gpu(config):
