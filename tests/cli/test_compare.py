@@ -51,6 +51,7 @@ def test_json_is_one_document_with_costs_counted_by_pytorch(capsys):
         "a",
         "b",
         "speedup",
+        "speedup_within_noise",
         "mac_ratio",
         "agreement",
         "agreement_reason",
@@ -61,7 +62,7 @@ def test_json_is_one_document_with_costs_counted_by_pytorch(capsys):
     }
     for side, name in (("a", "standard_cnn"), ("b", "separable_cnn")):
         entry = document[side]
-        assert set(entry) == {"name", "params", "macs", "receptive_field", "latency_ms"}
+        assert set(entry) == {"name", "params", "macs", "receptive_field", "latency_ms", "latency_spread_ms"}
         model = create_model(name)
         assert entry["name"] == name
         assert entry["params"] == params(model)

@@ -91,7 +91,7 @@ def test_missing_checkpoint_is_one_line_and_exit_code_2(tmp_path, capsys):
         ("--batch-size", "-3", "an integer >= 1"),
         ("--batch-size", "nan", "an integer >= 1"),
         ("--batch-size", "inf", "an integer >= 1"),
-        ("--seed", "-1", "an integer in [0, 4294967295]"),  # training refuses negative seeds too
+        ("--seed", "-1", "an integer in [0, 4294967295]"),  # numpy's range, as every --seed (issue 20)
         ("--seed", "1.5", "an integer in [0, 4294967295]"),
     ],
 )

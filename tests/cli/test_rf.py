@@ -4,7 +4,7 @@ import json
 
 import pytest
 from PIL import Image
-from tests.cli.running import run_sepconv
+from tests.cli.running import override, run_sepconv
 
 # standard_cnn's features.0 is a 3x3 conv with padding 1 (stride 1): unit (y, x) sees rows y-1..y+1.
 BASE = ["rf", "standard_cnn", "--layer", "features.0", "--input-size", "1,12,12"]
@@ -82,7 +82,7 @@ def test_plain_output_names_the_boxes(tmp_path, capsys):
 )
 def test_bad_arguments_are_one_line_and_write_nothing(tmp_path, capsys, extra, message):
     out = tmp_path / "rf.png"
-    code, _, stderr = run_sepconv([*BASE, *extra, "--out", str(out)], capsys)
+    code, _, stderr = run_sepconv([*override(BASE, extra), "--out", str(out)], capsys)
     assert code == 2
     assert message in stderr and stderr.count("\n") == 1
     assert not out.exists()
@@ -97,7 +97,11 @@ def test_unreadable_image_and_unwritable_path(tmp_path, capsys):
     assert not out.exists()
     blocked = text / "rf.png"  # a file where a folder would have to be
     code, _, stderr = run_sepconv([*BASE, "--out", str(blocked)], capsys)
-    assert code == 2 and f"--out {str(blocked)!r}: {str(text)!r} is not a folder" in stderr and stderr.count("\n") == 1
+    assert (
+        code == 2
+        and f"--out {str(blocked)!r}: {str(text)!r} is not a folder" in stderr
+        and stderr.count("\n") == 1
+    )
     code, _, stderr = run_sepconv([*BASE, "--out", str(tmp_path / "rf.jpg")], capsys)
     assert code == 2 and "--out must end in .png or .svg" in stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.cli.running import override
 
 from sepconv.cli.main import main
 
@@ -73,7 +74,7 @@ def test_train_json_prints_one_document_matching_the_csv(tmp_path, capsys):
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch, arguments, message):
     monkeypatch.chdir(tmp_path)
-    code = main(["train", *TINY, "--out", str(tmp_path / "run"), "--json", *arguments])
+    code = main(["train", *override([*TINY, "--out", str(tmp_path / "run"), "--json"], arguments)])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
@@ -101,9 +102,8 @@ def test_help_documents_multi_node_use(capsys):
 
 
 def _train(out_dir, *extra, capsys):
-    code = main(
-        ["train", *TINY, "--epochs", "1", "--batch-size", "64", "--out", str(out_dir), "--json", *extra]
-    )
+    base = [*TINY, "--epochs", "1", "--batch-size", "64", "--out", str(out_dir), "--json"]
+    code = main(["train", *override(base, list(extra))])
     captured = capsys.readouterr()
     return code, captured
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tests.cli.running import run_sepconv
+from tests.cli.running import override, run_sepconv
 from torch import nn
 
 from sepconv.deploy import bench
@@ -364,7 +364,7 @@ def test_cli_json_with_training_and_input_size(capsys):
 
 
 def test_cli_table(capsys):
-    code, out, _ = run_sepconv([*CLI, "--paths", "eager,bf16", "--input-size", "1,24,24"], capsys)
+    code, out, _ = run_sepconv(override(CLI, ["--paths", "eager,bf16", "--input-size", "1,24,24"]), capsys)
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == f"separable_cnn: input 1x24x24, {torch.get_num_threads()} threads"
