@@ -118,8 +118,12 @@ def test_summary_and_compare_write_their_pages(tmp_path, capsys) -> None:
     assert len(page.images) == 1
 
 
-@pytest.mark.parametrize("target", ["missing/s.html", "s.txt"])
-def test_a_bad_html_path_is_one_line_before_any_work(tmp_path, capsys, target) -> None:
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [("missing/s.html", "does not exist"), ("s.txt", "--html must end in .html or .htm, got ")],
+)
+def test_a_bad_html_path_is_one_line_before_any_work(tmp_path, capsys, target, reason) -> None:
     code, stdout, stderr = run_sepconv(["summary", "standard_cnn", "--html", str(tmp_path / target)], capsys)
     assert code == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1
-    assert "argument --html" in stderr
+    assert stderr.startswith("sepconv summary: error: --html") and reason in stderr
+    assert list(tmp_path.iterdir()) == []
