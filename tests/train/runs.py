@@ -3,6 +3,7 @@ records step by step and stops at a step of its choosing (:func:`fit_with_callba
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import sys
@@ -17,6 +18,31 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from sepconv.train.checkpoint import checkpoint_name
+
+# What a launcher (Lightning's, torchrun, SLURM, sepconv's own) sets to tell a process how it was started:
+# a test's own multi-process run must not inherit them from the process running the tests.
+_LAUNCH_VARIABLES = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "LOCAL_RANK",
+    "RANK",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "WORLD_SIZE",
+)
+_LAUNCH_PREFIXES = ("TORCHELASTIC_", "SLURM_", "SEPCONV_LAUNCHER")
+
+
+def launch_environment(port: int | None = None) -> dict[str, str]:
+    """This process's environment without any launcher's variables; with ``port``, a rendezvous on it."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _LAUNCH_VARIABLES and not key.startswith(_LAUNCH_PREFIXES)
+    }
+    if port is not None:
+        environment.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return environment
 
 
 def synthetic_train_command(out_dir: Path, *extra: str) -> list[str]:

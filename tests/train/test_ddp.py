@@ -8,27 +8,15 @@ could take in between, and the launch variables of an enclosing job are cleared.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from tests.train.runs import reserved_port
+from tests.train.runs import launch_environment, reserved_port
 
 from sepconv import load_model
 
-# What Lightning reads to decide how processes are launched and found: the test's own run sets these.
-_LAUNCH_VARIABLES = (
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "LOCAL_RANK",
-    "RANK",
-    "NODE_RANK",
-    "GROUP_RANK",
-    "WORLD_SIZE",
-)
-_LAUNCH_PREFIXES = ("TORCHELASTIC_", "SLURM_")
 HANG_GUARD_SECONDS = 900  # only against a hang (a lost process): a run takes well under a minute
 
 
@@ -67,15 +55,9 @@ def _train(out_dir, devices: int, *extra: str) -> dict:
         str(out_dir),
         *extra,
     ]
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _LAUNCH_VARIABLES and not key.startswith(_LAUNCH_PREFIXES)
-    }
     with reserved_port() as port:
-        environment.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         completed = subprocess.run(
-            command, capture_output=True, text=True, env=environment, timeout=HANG_GUARD_SECONDS
+            command, capture_output=True, text=True, env=launch_environment(port), timeout=HANG_GUARD_SECONDS
         )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout)

@@ -15,7 +15,6 @@ Each run gets a reserved port and a cleared launch environment, as in ``test_ddp
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from tests.train.runs import reserved_port
+from tests.train.runs import launch_environment, reserved_port
 
 from sepconv import load_model
 from sepconv.models import create_model
@@ -45,26 +44,6 @@ SETTINGS = {
     "tensorboard": False,
     "progress_bar": False,
 }
-_LAUNCH_VARIABLES = (
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "LOCAL_RANK",
-    "RANK",
-    "NODE_RANK",
-    "GROUP_RANK",
-    "WORLD_SIZE",
-)
-_LAUNCH_PREFIXES = ("TORCHELASTIC_", "SLURM_", "SEPCONV_LAUNCHER")
-
-
-def _environment(port: int) -> dict[str, str]:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _LAUNCH_VARIABLES and not key.startswith(_LAUNCH_PREFIXES)
-    }
-    environment.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    return environment
 
 
 def _last_json(stdout: str) -> dict:
@@ -78,7 +57,7 @@ def _train(out_dir: Path, *, devices: int, bf16: str) -> dict:
             [sys.executable, str(DRIVER), json.dumps(settings)],
             capture_output=True,
             text=True,
-            env=_environment(port),
+            env=launch_environment(port),
             timeout=HANG_GUARD_SECONDS,
         )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -89,7 +68,7 @@ def _train_two_nodes(out_dir: Path) -> dict:
     """torchrun on "node" 0 and "node" 1 of this machine, one process each, float32."""
     settings = {**SETTINGS, "out_dir": str(out_dir), "devices": 1, "num_nodes": 2, "bf16": "off"}
     with reserved_port() as port:
-        environment = _environment(port)
+        environment = launch_environment(port)
         nodes = [
             subprocess.Popen(
                 [

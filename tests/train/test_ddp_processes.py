@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.train.runs import reserved_port
+from tests.train.runs import launch_environment, reserved_port
 from torch import nn
 
 from sepconv import machine
@@ -22,25 +22,6 @@ from sepconv.train.processes import (
     check_process_memory,
     process_memory_estimate,
 )
-
-_LAUNCH_VARIABLES = (
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "LOCAL_RANK",
-    "RANK",
-    "NODE_RANK",
-    "GROUP_RANK",
-    "WORLD_SIZE",
-)
-
-
-def _environment() -> dict[str, str]:
-    return {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _LAUNCH_VARIABLES
-        and not key.startswith(("TORCHELASTIC_", "SLURM_", "SEPCONV_LAUNCHER"))
-    }
 
 
 @pytest.mark.slow  # a CLI process: 5 to 15 s
@@ -66,7 +47,7 @@ def test_cli_refuses_more_processes_than_cores_in_one_line_before_anything_start
         ],
         capture_output=True,
         text=True,
-        env=_environment(),
+        env=launch_environment(),
         timeout=300,
     )
     assert completed.returncode == 2
@@ -166,9 +147,8 @@ def _alive(pid: int) -> bool:
 def test_processes_started_for_a_run_die_with_their_launcher(tmp_path):
     """SIGKILL the launching process of a 2-process run: its child goes too (it used to wait for gloo's
     half-hour timeout). The deadlines only bound a hang; the verdict is whether the child ends."""
-    environment = _environment()
     with reserved_port() as port:
-        environment.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        environment = launch_environment(port)
         launcher = subprocess.Popen(
             [
                 sys.executable,
