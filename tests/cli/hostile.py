@@ -10,15 +10,18 @@ from pathlib import Path
 
 import sepconv
 
-# The child reports its own peak resident set (ru_maxrss, KiB on Linux) on stdout after the command,
-# so no other child of the test process can inflate the figure.
+# The child reports its own peak resident set on stdout after the command: VmHWM, the high-water mark
+# of its own address space. Not ru_maxrss: Linux carries into it the peak of the image that exec
+# replaced, i.e. of the forked test worker (1.7 GB after a demo test), and RUSAGE_CHILDREN of the
+# test process would count every earlier child too.
 _CHILD = """
-import resource, sys
+import re, sys
+from pathlib import Path
 import sepconv.machine
 sepconv.machine.available_memory_bytes = lambda: {available}
 from sepconv.cli.main import main
 code = main(sys.argv[1:])
-print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("maxrss_kib", re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
 sys.exit(code)
 """
 
