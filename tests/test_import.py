@@ -17,16 +17,18 @@ def test_import_pulls_in_no_heavy_dependency():
     assert result.stdout.split() == ["[]", "['tensorboard']"]
 
 
-def test_arithmetic_does_not_import_torch():
-    import sepconv.arithmetic
+def test_the_bottom_floor_does_not_import_torch():
+    import sepconv
 
-    # Load the file on its own (not through the package __init__, which imports torch).
+    # Load arithmetic, checks and errors without the package __init__ (which imports torch): a stand-in
+    # package with the same path lets `from sepconv.checks import ...` find the real files.
     code = (
-        "import sys, importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('arithmetic', {sepconv.arithmetic.__file__!r})\n"
-        "module = importlib.util.module_from_spec(spec); sys.modules['arithmetic'] = module\n"
-        "spec.loader.exec_module(module)\n"
-        "print(module.separable_params(16, 32, 3, bias=False), 'torch' in sys.modules)"
+        "import sys, types\n"
+        "package = types.ModuleType('sepconv'); package.__path__ = [" + repr(sepconv.__path__[0]) + "]\n"
+        "sys.modules['sepconv'] = package\n"
+        "import sepconv.arithmetic, sepconv.checks, sepconv.errors\n"
+        "print(sepconv.arithmetic.separable_params(16, 32, 3, bias=False), 'torch' in sys.modules,\n"
+        "      'numpy' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "656 False"
+    assert result.stdout.strip() == "656 False False"

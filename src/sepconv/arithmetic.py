@@ -18,6 +18,11 @@ import math
 import numbers
 from dataclasses import dataclass
 
+# The argument checks live in sepconv.checks (one wording for the whole package); arithmetic re-exports
+# the two it has always offered, and ArgumentTypeError, so imports from here keep working.
+from sepconv.checks import check_non_negative, check_positive
+from sepconv.errors import ArgumentTypeError, ParameterError
+
 __all__ = [
     "ReceptiveField",
     "check_groups",
@@ -39,46 +44,6 @@ __all__ = [
     "separable_params",
     "valid_groups",
 ]
-
-
-class ArgumentTypeError(TypeError, ValueError):
-    """An argument of the wrong type (a str where an int belongs), named with its value.
-
-    A ``TypeError``, as Python's conventions ask; also a ``ValueError``, so that code catching the
-    library's argument errors as ``ValueError`` (the ``sepconv`` command among it) catches it too.
-    Defined here because this module imports nothing from the package; ``sepconv.errors`` re-exports it.
-    """
-
-
-def _integer(name: str, value: object, requirement: str) -> int:
-    """``value`` as an int if it is an integer of any kind (numpy's too, never a bool), else a TypeError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ArgumentTypeError(f"{name} must be {requirement}, got {value!r}")
-    return int(value)
-
-
-def check_positive(name: str, value: int) -> int:
-    """``value`` as an int if it is a positive integer (numpy's included), else an error naming ``name``.
-
-    A wrong type (a float, a str, a bool) raises :class:`ArgumentTypeError` (a TypeError), a wrong
-    value a ValueError.
-
-    >>> check_positive("groups", 0)
-    Traceback (most recent call last):
-    ValueError: groups must be a positive integer, got 0
-    """
-    number = _integer(name, value, "a positive integer")
-    if number < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return number
-
-
-def check_non_negative(name: str, value: int) -> int:
-    """``value`` as an int if it is an integer >= 0 (numpy's included), else an error naming ``name``."""
-    number = _integer(name, value, "a non-negative integer")
-    if number < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return number
 
 
 def valid_groups(in_channels: int, out_channels: int) -> list[int]:
@@ -104,9 +69,10 @@ def check_groups(in_channels: int, out_channels: int, groups: int) -> int:
     out_channels = check_positive("out_channels", out_channels)
     groups = check_positive("groups", groups)
     if in_channels % groups or out_channels % groups:
-        raise ValueError(
+        raise ParameterError(
             f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}; "
-            f"valid values: {valid_groups(in_channels, out_channels)}"
+            f"valid values: {valid_groups(in_channels, out_channels)}",
+            param="groups",
         )
     return groups
 
@@ -137,10 +103,11 @@ def conv_output_size(
     dilation = check_positive("dilation", dilation)
     span = input_size + 2 * padding - effective_kernel_size(kernel_size, dilation)
     if span < 0:
-        raise ValueError(
+        raise ParameterError(
             f"kernel_size={kernel_size} with dilation={dilation} spans "
             f"{effective_kernel_size(kernel_size, dilation)} pixels, more than the padded input "
-            f"({input_size} + 2*{padding})"
+            f"({input_size} + 2*{padding})",
+            param="kernel_size",
         )
     return span // stride + 1
 
@@ -167,12 +134,13 @@ def conv_transpose_output_size(
     output_padding = check_non_negative("output_padding", output_padding)
     dilation = check_positive("dilation", dilation)
     if output_padding >= max(stride, dilation):
-        raise ValueError(
-            f"output_padding={output_padding} must be smaller than stride={stride} or dilation={dilation}"
+        raise ParameterError(
+            f"output_padding={output_padding} must be smaller than stride={stride} or dilation={dilation}",
+            param="output_padding",
         )
     size = (input_size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
     if size < 1:
-        raise ValueError(f"padding={padding} leaves no output (computed size {size})")
+        raise ParameterError(f"padding={padding} leaves no output (computed size {size})", param="padding")
     return size
 
 
@@ -344,9 +312,11 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     (24, 16, 16)
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"value must be a finite number, got {type(value).__name__} {value!r}")
+        raise ArgumentTypeError(
+            f"value must be a finite number, got {type(value).__name__} {value!r}", param="value"
+        )
     if not math.isfinite(value):
-        raise ValueError(f"value must be a finite number, got {value!r}")
+        raise ParameterError(f"value must be a finite number, got {value!r}", param="value")
     divisor = check_positive("divisor", divisor)
     floor = divisor if min_value is None else check_positive("min_value", min_value)
     rounded = max(floor, int(value + divisor / 2) // divisor * divisor)
@@ -383,7 +353,9 @@ def receptive_field_step(
     5
     """
     if not isinstance(field, ReceptiveField):
-        raise ArgumentTypeError(f"field must be a ReceptiveField, got {type(field).__name__} {field!r}")
+        raise ArgumentTypeError(
+            f"field must be a ReceptiveField, got {type(field).__name__} {field!r}", param="field"
+        )
     k_eff = effective_kernel_size(kernel_size, dilation)
     stride = check_positive("stride", stride)
     padding = check_non_negative("padding", padding)
@@ -399,6 +371,8 @@ def _pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
         number = check_positive(name, value)
         return number, number
     if len(value) != 2:
-        raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
+        raise ParameterError(
+            f"{name} must be a positive integer or a pair of them, got {value!r}", param=name
+        )
     first, second = value
     return check_positive(name, first), check_positive(name, second)
