@@ -45,7 +45,7 @@ def _fit(config: Any) -> dict[str, Any]:
 
 
 def _recipe(model: str, out: Path, epochs: int, lr: float, init_from: str | None = None) -> Any:
-    from sepconv.train.demo import DEMO_BATCH_SIZE, demo_config
+    from sepconv.demo import DEMO_BATCH_SIZE, demo_config
 
     config = demo_config(
         model,
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from sepconv.analysis import summarize
     from sepconv.convert import to_separable
     from sepconv.data import load_dataset
-    from sepconv.train.demo import DEMO_EPOCHS, DEMO_LR
+    from sepconv.demo import DEMO_EPOCHS, DEMO_LR
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

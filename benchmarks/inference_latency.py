@@ -179,7 +179,7 @@ def int8_accuracy(model_file: str | None) -> None:
     data = load_dataset("mnist5k", seed=0)
     with tempfile.TemporaryDirectory() as folder:
         if model_file is None:
-            from sepconv.train.demo import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_LR, demo_config
+            from sepconv.demo import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_LR, demo_config
             from sepconv.train.trainer import fit
 
             started = time.perf_counter()

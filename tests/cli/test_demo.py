@@ -260,7 +260,7 @@ def test_an_out_that_is_a_fifo_is_refused_and_stays_a_fifo(tmp_path, capsys):
 
 def test_a_demo_that_fails_before_training_gives_its_folder_back(tmp_path, monkeypatch):
     import sepconv.train.trainer as trainer
-    from sepconv.train.demo import run_demo
+    from sepconv.demo import run_demo
 
     def trainer_that_cannot_start(*args, **kwargs):
         raise RuntimeError("the trainer could not start")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from sepconv.demo import DEMO_BATCH_SIZE, DEMO_LR, demo_config
 from sepconv.train.config import TrainResult
-from sepconv.train.demo import DEMO_BATCH_SIZE, DEMO_LR, demo_config
 from sepconv.train.trainer import fit
 
 # Two epochs of the demo recipe reach about 97 % test accuracy on mnist5k (one reaches about 94 %):

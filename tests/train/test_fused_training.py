@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from sepconv.demo import demo_config
 from sepconv.train import fit
-from sepconv.train.demo import demo_config
 
 
 def test_the_choice_is_stored_and_the_same_seed_gives_the_same_numbers(tmp_path, tiny_data, tiny_config):

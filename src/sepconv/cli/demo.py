@@ -19,7 +19,7 @@ from sepconv.cli._common import (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from sepconv.train.demo import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_LR
+    from sepconv.demo import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_LR
 
     parser = subparsers.add_parser(
         "demo",
@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sepconv.train.demo import DemoDataError, run_demo
+    from sepconv.demo import DemoDataError, run_demo
 
     if args.progress and args.json:
         # Lightning draws its bars on stdout, where --json promises one document and nothing else.
@@ -122,7 +122,7 @@ def _print_table(document: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sepconv.train.demo import execution_path, table_rows
+    from sepconv.demo import execution_path, table_rows
 
     recipe = document["recipe"]
     table = Table(title=f"standard vs separable CNN on {recipe['dataset']} ({recipe['epochs']} epochs each)")

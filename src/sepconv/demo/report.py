@@ -1,0 +1,223 @@
+"""The demo's report: the comparison table, ``curves.png``, ``comparison.png``, ``report.md`` and
+``report.html``, all made from the one results document that ``sepconv demo`` prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sepconv.demo.recipe import DEMO_MODELS
+from sepconv.io.atomic import atomic_write_bytes
+from sepconv.viz.style import color as palette_color
+
+__all__ = ["execution_path", "table_rows", "write_report"]
+
+# The two twins' colours in every plot: sepconv's colour-blind-safe blue and orange.
+_TWIN_COLORS = (palette_color(4), palette_color(0))
+
+
+def _save_png(figure: Any, path: Path) -> None:
+    """``figure`` as a PNG, written atomically like every other file of the run."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(10, 4))
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    # One colour per model (as in the bar chart); solid = training, dashed = validation.
+    for (role, rows), color in zip(curves.items(), _TWIN_COLORS, strict=False):
+        epochs = [row["epoch"] for row in rows]
+        loss_axes.plot(
+            epochs, [row["train_loss"] for row in rows], color=color, marker="o", label=f"{role} train"
+        )
+        loss_axes.plot(
+            epochs,
+            [row.get("val_loss") for row in rows],
+            color=color,
+            marker="x",
+            ls="--",
+            label=f"{role} val",
+        )
+        accuracy_axes.plot(
+            epochs, [100 * row.get("val_accuracy", 0) for row in rows], color=color, marker="o", label=role
+        )
+    loss_axes.set(title="loss (label-smoothed cross-entropy)", xlabel="epoch")
+    accuracy_axes.set(title="validation accuracy (%)", xlabel="epoch")
+    for axes in (loss_axes, accuracy_axes):
+        axes.legend()
+        axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.tight_layout()
+    _save_png(figure, path)
+
+
+def _plot_comparison(document: dict[str, Any], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    # Top row: what the model is; bottom row: how fast it runs, in PyTorch and deployed.
+    panels = [
+        ("params", "parameters", 1.0),
+        ("macs", "MACs per image (millions)", 1e-6),
+        ("test_accuracy", "test accuracy (%)", 100.0),
+        ("latency_ms", "latency, batch 1 (ms)\nPyTorch eager", 1.0),
+        ("onnx_latency_ms", "latency, batch 1 (ms)\nONNX Runtime (deployed)", 1.0),
+        ("onnx_latency_ms_batch64", "latency, batch 64 (ms)\nONNX Runtime (deployed)", 1.0),
+    ]
+    figure = Figure(figsize=(12, 7.5))
+    for axes, (key, title, scale) in zip(figure.subplots(2, 3).flat, panels, strict=True):
+        values = [document[role][key] * scale for role in DEMO_MODELS]
+        bars = axes.bar(list(DEMO_MODELS), values, color=list(_TWIN_COLORS))
+        axes.bar_label(
+            bars, labels=[f"{value:,.0f}" if key == "params" else f"{value:,.4g}" for value in values]
+        )
+        axes.set_title(title)
+        if key == "test_accuracy":
+            axes.set_ylim(min(values) - 2, 100)
+        else:
+            axes.margins(y=0.12)  # room for the value above the taller bar
+            axes.set_xlabel(f"standard / separable: {document['ratios'][key]:.2f}x")
+    figure.tight_layout()
+    _save_png(figure, path)
+
+
+# (label, key, format) of each measured row; the ratio column is standard / separable.
+_ROWS = [
+    ("parameters", "params", "{:,}"),
+    ("MACs per image", "macs", "{:,}"),
+    ("training time (s)", "train_seconds", "{:.1f}"),
+    ("training steps (s)", "train_step_seconds", "{:.1f}"),
+    ("latency, batch 1 (ms)", "latency_ms", "{:.3f}"),
+    ("latency, batch 64 (ms)", "latency_ms_batch64", "{:.2f}"),
+    ("deployed, batch 1 (ms)", "onnx_latency_ms", "{:.3f}"),
+    ("deployed, batch 64 (ms)", "onnx_latency_ms_batch64", "{:.2f}"),
+]
+
+
+def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The comparison table as text cells: (what, standard, separable, standard / separable).
+
+    ``report.md`` and ``sepconv demo``'s printed table are both made from these rows.
+    """
+    standard, separable, ratios = document["standard"], document["separable"], document["ratios"]
+    rows = [
+        (
+            label,
+            number_format.format(standard[key]),
+            number_format.format(separable[key]),
+            f"{ratios[key]:.2f}x",
+        )
+        for label, key, number_format in _ROWS
+    ]
+    rows.append(
+        (
+            "test accuracy",
+            f"{standard['test_accuracy']:.2%}",
+            f"{separable['test_accuracy']:.2%}",
+            f"{100 * ratios['test_accuracy_difference']:+.2f} points",
+        )
+    )
+    return rows
+
+
+def execution_path(result: dict[str, Any]) -> str:
+    """How a twin trained: ``channels_last on, bf16 off, fused kernels on``."""
+    from sepconv.train.precision import execution_line
+
+    return execution_line(
+        bool(result["channels_last"]),
+        bool(result["bf16_training"]),
+        bool(result.get("fused_training", False)),
+    )
+
+
+def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, float]]], out_dir: Path) -> Path:
+    """Write ``curves.png``, ``comparison.png``, ``report.md`` (which links them) and ``report.html``.
+
+    ``report.html`` is one self-contained page (plots embedded, sortable table, no network) with the
+    same numbers and text; the path returned is ``report.md``'s.
+    """
+    _plot_curves(curves, out_dir / "curves.png")
+    _plot_comparison(document, out_dir / "comparison.png")
+    standard, separable, recipe = (document[key] for key in ("standard", "separable", "recipe"))
+    recipe_text = (
+        f"Both twins trained with the same recipe: {recipe['epochs']} epochs, batch {recipe['batch_size']}, "
+        f"AdamW + one-cycle (max lr {recipe['lr']}), label smoothing {recipe['label_smoothing']}, seed "
+        f"{recipe['seed']}, on {recipe['train_samples']} training images ({recipe['val_samples']} validation, "
+        f"{recipe['test_samples']} test), {recipe['torch_threads']} CPU threads."
+    )
+    explanation = [
+        "MACs are multiply-accumulates of one forward pass of one image; latency is the median of repeated",
+        'forward passes in eval mode (float32): "latency" in PyTorch eager, "deployed" the exported',
+        "`model.onnx` (BatchNorm folded, verified against PyTorch) run by ONNX Runtime on the same",
+        "threads. Training time is the whole run (Lightning's setup, data loading, per-epoch validation,",
+        "checkpoints); training steps are the forward, backward and optimizer steps alone. Each twin trains",
+        "on the path sepconv's fixed rule picks for it (see README): "
+        f"standard: {execution_path(standard)}; separable: {execution_path(separable)}.",
+    ]
+    lines = [
+        f"# Standard vs depthwise-separable CNN on {recipe['dataset']}",
+        "",
+        recipe_text,
+        "",
+        "| | standard_cnn | separable_cnn | standard / separable |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in table_rows(document)]
+    lines += [
+        "",
+        *explanation,
+        "",
+        "![training curves](curves.png)",
+        "",
+        "![comparison](comparison.png)",
+        "",
+        f"Models: `{standard['model_path']}`, `{separable['model_path']}` (load with `sepconv.load_model`, "
+        f"or `sepconv evaluate PATH --dataset {recipe['dataset']}`). Raw numbers: `results.json`.",
+        "",
+    ]
+    report = out_dir / "report.md"
+    atomic_write_bytes(report, "\n".join(lines).encode())
+    _write_html_report(document, out_dir, paragraphs=[recipe_text, " ".join(explanation).replace("`", "")])
+    return report
+
+
+def _write_html_report(document: dict[str, Any], out_dir: Path, *, paragraphs: list[str]) -> Path:
+    """``report.html``: the same table, text and plots as ``report.md``, as one self-contained page."""
+    from sepconv.viz.report import Cell, Image, Section, Table, write_html
+
+    standard, separable, ratios = document["standard"], document["separable"], document["ratios"]
+    # Same text as report.md; each number keeps its exact value, which the page sorts by.
+    exact = {label: (standard[key], separable[key], ratios[key]) for label, key, _ in _ROWS}
+    exact["test accuracy"] = (
+        standard["test_accuracy"],
+        separable["test_accuracy"],
+        ratios["test_accuracy_difference"],
+    )
+    table = Table(
+        headers=["", "standard_cnn", "separable_cnn", "standard / separable"],
+        rows=[
+            [label, *(Cell(text, float(value)) for text, value in zip(texts, exact[label]))]
+            for label, *texts in table_rows(document)
+        ],
+        title="standard vs separable",
+    )
+    images = [
+        Image(title=title, data=(out_dir / name).read_bytes())
+        for title, name in (("training curves", "curves.png"), ("comparison", "comparison.png"))
+    ]
+    models = (
+        f"Models: {standard['model_path']}, {separable['model_path']} (load with sepconv.load_model). "
+        f"Raw numbers: results.json."
+    )
+    return write_html(
+        out_dir / "report.html",
+        f"Standard vs depthwise-separable CNN on {document['recipe']['dataset']}",
+        [Section("Results", paragraphs=[*paragraphs, models], tables=[table], images=images)],
+    )
