@@ -17,8 +17,9 @@ import time
 import torch
 from torch import nn
 
+from sepconv.machine import cpu_has_native_bf16
 from sepconv.models import create_model
-from sepconv.train.precision import choose_precision, cpu_has_native_bf16
+from sepconv.train.precision import choose_precision
 
 
 def step_ms(model_name: str, channels_last: bool, bf16: bool, steps: int) -> float:

@@ -46,9 +46,10 @@ from torch import nn
 from sepconv.demo import DEMO_LR
 from sepconv.deploy.bench import SETTLE_SECONDS
 from sepconv.kernels import kernels_available, set_fused
+from sepconv.machine import cpu_has_native_bf16
 from sepconv.models import create_model
 from sepconv.train.optim import parameter_groups
-from sepconv.train.precision import choose_precision, cpu_has_native_bf16
+from sepconv.train.precision import choose_precision
 
 # The demo's recipe (sepconv.demo.demo_config): AdamW, weight decay 0.05 on weights only,
 # label smoothing 0.05. The one-cycle schedule's per-step cost is negligible and left out.

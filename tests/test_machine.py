@@ -42,3 +42,38 @@ def test_require_memory_names_the_parameter_the_estimate_and_the_limit(monkeypat
     assert isinstance(caught.value, ValueError)
     monkeypatch.setattr(machine, "available_memory_bytes", lambda: None)
     machine.require_memory("batch_size", 10**9, 2.0**80)  # nothing known: no refusal
+
+
+@pytest.mark.parametrize(
+    ("probes", "native_bf16"),
+    [
+        ({"_is_avx512_bf16_supported": True, "_is_amx_tile_supported": False}, True),
+        ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": True}, True),
+        ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": False}, False),
+    ],
+)
+def test_cpu_features_are_torchs_probes_and_native_bf16_is_avx512_bf16_or_amx(
+    monkeypatch, probes, native_bf16
+):
+    torch = pytest.importorskip("torch")
+    probes = {"_is_avx2_supported": True, "_is_avx512_supported": False, "_is_vnni_supported": True, **probes}
+    for probe, answer in probes.items():
+        monkeypatch.setattr(torch.cpu, probe, lambda answer=answer: answer, raising=False)
+    features = machine.cpu_features()
+    assert features == machine.CpuFeatures(
+        avx2=True,
+        avx512=False,
+        vnni=True,
+        avx512_bf16=probes["_is_avx512_bf16_supported"],
+        amx_tile=probes["_is_amx_tile_supported"],
+    )
+    assert features.native_bf16 is native_bf16 and machine.cpu_has_native_bf16() is native_bf16
+    assert features.to_dict()["native_bf16"] is native_bf16
+
+
+def test_a_probe_missing_from_torch_counts_as_absent(monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert machine.cpu_features().amx_tile is False
+    assert machine.cpu_has_native_bf16() is False

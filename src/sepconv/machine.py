@@ -1,4 +1,4 @@
-"""What this machine can give a run: usable CPU cores, available memory, visible GPUs.
+"""What this machine is and can give a run: CPU instruction sets, usable cores, available memory, GPUs.
 
 Flags that scale work or memory (``--devices``, batch sizes, input sizes, ranks, animation geometry) are
 checked against these figures *before* the big allocation, so that a mistyped ``--batch-sizes 100000``
@@ -6,7 +6,12 @@ costs one line instead of the machine. The figures honour the limits a container
 sets (CPU affinity, cgroup v2 ``cpu.max`` and ``memory.max``), which ``os.cpu_count()`` and the
 system's total memory do not.
 
-This module imports neither torch nor numpy: the command line uses it before any heavy import.
+The CPU's instruction sets (:func:`cpu_features`) decide which execution paths are worth running: the
+precision rule of training, ``sepconv bench``'s bf16 path and the keys of measured costs all ask here,
+so that one probe answers them all.
+
+This module imports neither torch nor numpy: the command line uses it before any heavy import. The
+probes that need torch (GPUs, instruction sets) import it when called.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = [
+    "CpuFeatures",
     "MemoryLimitError",
     "available_memory_bytes",
+    "cpu_features",
+    "cpu_has_native_bf16",
     "format_bytes",
     "gpu_count",
     "require_memory",
@@ -72,6 +81,58 @@ def gpu_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The instruction sets of this CPU that change which execution is fastest.
+
+    ``avx512_bf16`` and ``amx_tile`` compute bf16 in hardware (:attr:`native_bf16`); without them
+    PyTorch emulates bf16, slower than float32. ``vnni`` (AVX512-VNNI) speeds up int8 dot products,
+    ``amx_tile`` bf16 and int8 matrix tiles.
+    """
+
+    avx2: bool = False
+    avx512: bool = False
+    vnni: bool = False
+    avx512_bf16: bool = False
+    amx_tile: bool = False
+
+    @property
+    def native_bf16(self) -> bool:
+        """True when bf16 arithmetic runs in hardware (AVX512-BF16 or AMX tiles)."""
+        return self.avx512_bf16 or self.amx_tile
+
+    def to_dict(self) -> dict[str, bool]:
+        return {**asdict(self), "native_bf16": self.native_bf16}
+
+
+# CpuFeatures field -> the torch.cpu probe that answers it (cpuinfo, as PyTorch's own kernels dispatch).
+_TORCH_PROBES = {
+    "avx2": "_is_avx2_supported",
+    "avx512": "_is_avx512_supported",
+    "vnni": "_is_vnni_supported",
+    "avx512_bf16": "_is_avx512_bf16_supported",
+    "amx_tile": "_is_amx_tile_supported",
+}
+
+
+def cpu_features() -> CpuFeatures:
+    """This CPU's instruction sets, as PyTorch detects them (imports torch when called).
+
+    PyTorch's own probe is asked rather than ``/proc/cpuinfo``: what matters is what its kernels will
+    use, and it answers on every operating system. A probe a torch version lacks counts as absent.
+    """
+    import torch
+
+    return CpuFeatures(
+        **{field: bool(getattr(torch.cpu, probe, lambda: False)()) for field, probe in _TORCH_PROBES.items()}
+    )
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles)."""
+    return cpu_features().native_bf16
 
 
 class MemoryLimitError(ValueError):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from benchmarks import train_throughput as bench
-from sepconv.train.precision import choose_precision, cpu_has_native_bf16
+from sepconv.machine import cpu_has_native_bf16
+from sepconv.train.precision import choose_precision
 
 # Tiny sizes: every section and path runs once. bf16 is forced on so that its rows are exercised
 # whatever the CPU.

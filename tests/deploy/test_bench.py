@@ -12,8 +12,8 @@ from torch import nn
 
 from sepconv.deploy import bench
 from sepconv.deploy.bench import EXECUTION_PATHS, TRAIN_PATHS, ExecutionPath, benchmark_paths
+from sepconv.machine import cpu_has_native_bf16
 from sepconv.models import create_model
-from sepconv.train.precision import cpu_has_native_bf16
 
 INPUT_SIZE = (1, 28, 28)
 # Short runs: correctness of the report, not the quality of the numbers, is under test.

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
+from sepconv import machine
 from sepconv.models import create_model
 from sepconv.train.precision import choose_precision, cpu_has_native_bf16
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])
 def test_auto_follows_the_cpu_bf16_units_and_the_presence_of_convolutions(monkeypatch, has_bf16):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_bf16, raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    # The rule asks the one CPU probe, sepconv.machine.cpu_features: faking it fakes the CPU.
+    monkeypatch.setattr(machine, "cpu_features", lambda: machine.CpuFeatures(avx2=True, avx512_bf16=has_bf16))
     assert cpu_has_native_bf16() is has_bf16
     convolutional = choose_precision(
         create_model("separable_cnn"), on_gpu=False, channels_last="auto", bf16="auto"

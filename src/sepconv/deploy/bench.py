@@ -247,7 +247,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _check_native_bf16() -> None:
-    from sepconv.train.precision import cpu_has_native_bf16
+    from sepconv.machine import cpu_has_native_bf16
 
     if not cpu_has_native_bf16():
         raise PathUnavailableError(

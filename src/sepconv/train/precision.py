@@ -10,8 +10,9 @@ The rule, from measurements of the twins and MobileNets on CPUs and GPUs:
 
 * ``channels_last`` when the model has 2-D convolutions: oneDNN (CPU) and cuDNN (tensor cores) run
   NHWC convolutions faster than NCHW, and depthwise ones most of all.
-* bf16 autocast on GPUs that support it, and on CPUs with native bf16 units (AVX512-BF16 or AMX). On
-  other CPUs bf16 is emulated and slower than float32, so it stays off.
+* bf16 autocast on GPUs that support it, and on CPUs with native bf16 units (AVX512-BF16 or AMX, as
+  :func:`sepconv.machine.cpu_features` finds them). On other CPUs bf16 is emulated and slower than
+  float32, so it stays off.
 * the fused BatchNorm + activation kernels (:mod:`sepconv.kernels`) when training on the CPU, the model
   has pairs they can run, and the kernels build on this machine (a C++ compiler is there). They are
   CPU kernels; on GPUs the plain modules run (cuDNN). ``benchmarks/train_throughput.py`` measured them
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+# Re-exported: this was its home before the CPU probes moved to sepconv.machine.
+from sepconv.machine import cpu_has_native_bf16
 
 __all__ = ["PrecisionChoice", "choose_precision", "cpu_has_native_bf16", "execution_line"]
 
@@ -44,12 +48,6 @@ class PrecisionChoice:
             "fused": self.fused,
             "reason": self.reason,
         }
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
 
 
 def choose_precision(
