@@ -1,0 +1,226 @@
+"""What a conversion did, layer by layer: :class:`ConversionReport` and its table.
+
+The costs come from :mod:`sepconv.arithmetic` (parameters always; MACs at the output sizes the probe
+run saw), the errors from :mod:`sepconv.convert.svd` and the probe run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from sepconv.arithmetic import conv_macs, conv_params, separable_macs, separable_params
+from sepconv.convert.svd import max_rank
+
+__all__ = ["ConversionReport", "LayerConversion", "layer_report"]
+
+
+@dataclass(frozen=True)
+class LayerConversion:
+    """One converted convolution: its rank, its costs before and after, and how far the new one is off.
+
+    weight_error: ||W - W_r||_F / ||W||_F of the rank-r weights (None for ``init="random"``);
+    output_error: ||y_r - y||_F / ||y||_F of the layer's output on the calibration batch (None without one).
+    max_rank: min(out_channels, k_h * k_w), the depth multiplier at which the conversion is exact.
+    macs are per input image at the report's ``input_size`` (None when no input size is known).
+    """
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    depth_multiplier: int
+    max_rank: int
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    weight_error: float | None
+    output_error: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values."""
+        return {
+            "name": self.name,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "depth_multiplier": self.depth_multiplier,
+            "max_rank": self.max_rank,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "weight_error": self.weight_error,
+            "output_error": self.output_error,
+        }
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    """What :func:`to_separable` did: one :class:`LayerConversion` per converted layer, and the totals.
+
+    Totals are of the whole model (converted layers and the rest): ``total_params_*`` always,
+    ``total_macs_*`` per input image at ``input_size`` when one is known. ``skipped`` names each
+    ``nn.Conv2d`` left as it was, with the reason.
+    """
+
+    layers: tuple[LayerConversion, ...]
+    skipped: tuple[tuple[str, str], ...]
+    init: str
+    input_size: tuple[int, ...] | None
+    total_params_before: int
+    total_params_after: int
+    total_macs_before: int | None
+    total_macs_after: int | None
+    calibration_samples: int | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as one JSON-ready document (exact integers)."""
+        return {
+            "init": self.init,
+            "input_size": None if self.input_size is None else list(self.input_size),
+            "calibration_samples": self.calibration_samples,
+            "units": {
+                "macs": "multiply-accumulates per input image",
+                "weight_error": "||W - W_r||_F / ||W||_F",
+                "output_error": "||y_r - y||_F / ||y||_F on the calibration batch",
+            },
+            "layers": [layer.to_dict() for layer in self.layers],
+            "skipped": [{"name": name, "reason": reason} for name, reason in self.skipped],
+            "totals": {
+                "params_before": self.total_params_before,
+                "params_after": self.total_params_after,
+                "macs_before": self.total_macs_before,
+                "macs_after": self.total_macs_after,
+            },
+            "warnings": list(self.warnings),
+        }
+
+    def format_table(self) -> str:
+        """A plain-text table, one row per converted layer, then the totals and the skipped layers."""
+        headers = ["layer", "in", "out", "kernel", "r", "of", "params", "MACs", "weight err", "output err"]
+        rows = [
+            [
+                layer.name,
+                str(layer.in_channels),
+                str(layer.out_channels),
+                "x".join(map(str, layer.kernel_size)),
+                str(layer.depth_multiplier),
+                str(layer.max_rank),
+                f"{_count(layer.params_before)} -> {_count(layer.params_after)}",
+                _arrow(layer.macs_before, layer.macs_after),
+                _percent(layer.weight_error),
+                _percent(layer.output_error),
+            ]
+            for layer in self.layers
+        ]
+        widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in [headers, *rows]
+        ]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        lines.append("")
+        lines.append(
+            f"total params: {_count(self.total_params_before)} -> {_count(self.total_params_after)} "
+            f"({_ratio(self.total_params_after, self.total_params_before)})"
+        )
+        if self.total_macs_before is not None and self.total_macs_after is not None:
+            size = "x".join(map(str, self.input_size or ()))
+            lines.append(
+                f"total MACs per {size} image: {_count(self.total_macs_before)} -> "
+                f"{_count(self.total_macs_after)} ({_ratio(self.total_macs_after, self.total_macs_before)})"
+            )
+        if self.calibration_samples:
+            lines.append(f"output errors on {self.calibration_samples} calibration images, layer by layer")
+        if self.skipped:
+            lines.append(f"left as they were: {_skipped_text(self.skipped)}")
+        lines.extend(f"warning: {message}" for message in self.warnings)
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        return self.format_table()
+
+
+def layer_report(
+    name: str,
+    conv: nn.Conv2d,
+    rank: int,
+    weight_error: float | None,
+    spatial: list[tuple[int, int]] | None,
+    output_error: float | None,
+) -> LayerConversion:
+    """The report row of one converted layer; MACs summed over the output ``spatial`` sizes of its calls."""
+    kernel = (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
+    bias = conv.bias is not None
+    return LayerConversion(
+        name=name,
+        in_channels=conv.in_channels,
+        out_channels=conv.out_channels,
+        kernel_size=kernel,
+        depth_multiplier=rank,
+        max_rank=max_rank(conv),
+        params_before=conv_params(conv.in_channels, conv.out_channels, kernel, bias=bias),
+        params_after=separable_params(conv.in_channels, conv.out_channels, kernel, rank, bias=bias),
+        # A layer called more than once (a loop in forward) costs its MACs at every call.
+        macs_before=None
+        if spatial is None
+        else sum(conv_macs(conv.in_channels, conv.out_channels, kernel, size) for size in spatial),
+        macs_after=None
+        if spatial is None
+        else sum(separable_macs(conv.in_channels, conv.out_channels, kernel, size, rank) for size in spatial),
+        weight_error=weight_error,
+        output_error=output_error,
+    )
+
+
+def _skipped_text(skipped: Sequence[tuple[str, str]]) -> str:
+    """Each layer by name when there are a few; counts per reason when there are many (a MobileNet's 52)."""
+    if len(skipped) <= 6:
+        return ", ".join(f"{name} ({reason})" for name, reason in skipped)
+    reasons = Counter(reason for _, reason in skipped)
+    return f"{len(skipped)} convolutions: " + ", ".join(
+        f"{count} {reason}" for reason, count in reasons.most_common()
+    )
+
+
+def _count(value: int | None) -> str:
+    if value is None:
+        return "?"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return str(value)
+
+
+def _arrow(before: int | None, after: int | None) -> str:
+    return "?" if before is None or after is None else f"{_count(before)} -> {_count(after)}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _ratio(after: int, before: int) -> str:
+    return f"x{after / before:.3f}" if before else "n/a"
+
+
+def total_macs(
+    model: nn.Module, size: tuple[int, ...] | None, layers: Sequence[LayerConversion]
+) -> tuple[int | None, int | None]:
+    """The whole model's MACs per image before and after (None unless every converted layer's are known).
+
+    Before is :func:`~sepconv.analysis.summarize`'s count; after changes only the converted layers.
+    """
+    if size is None or any(layer.macs_before is None or layer.macs_after is None for layer in layers):
+        return None, None
+    from sepconv.analysis import summarize
+
+    before = summarize(model, (1, *size)).total_macs
+    return before, before + sum(layer.macs_after - layer.macs_before for layer in layers)  # type: ignore[operator]
