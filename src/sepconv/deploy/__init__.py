@@ -3,24 +3,35 @@
 - :func:`export_onnx` — BatchNorm folded, dynamic batch, sepconv metadata, verified with ONNX Runtime;
 - :func:`quantize_onnx` — static int8 (QDQ, per-channel weights) calibrated on real batches;
 - :class:`OnnxModel` — an exported file as a callable model with ``predict`` on raw images;
-- :mod:`sepconv.deploy.bench` — latency and throughput of one model across execution paths;
+- :func:`benchmark_paths` — latency and throughput of one model across execution paths
+  (:mod:`sepconv.deploy.bench`; the paths are a registry, :data:`EXECUTION_PATHS`);
 - :func:`compare_models` — two models side by side: MACs against measured speed, output agreement.
 
 onnx and onnxruntime are imported when a function needs them, so ``import sepconv.deploy`` is light.
 """
 
+from sepconv.deploy.bench import benchmark_paths
+from sepconv.deploy.bench_report import BenchReport, PathResult
 from sepconv.deploy.compare import Agreement, Comparison, ModelMeasurement, compare_models
+from sepconv.deploy.execution_paths import EXECUTION_PATHS, TRAIN_PATHS, ExecutionPath, PathUnavailableError
 from sepconv.deploy.onnx_export import ExportError, ExportReport, export_onnx, verify_onnx
 from sepconv.deploy.quantize import onnx_accuracy, quantize_onnx
 from sepconv.deploy.runtime import OnnxModel
 
 __all__ = [
+    "EXECUTION_PATHS",
+    "TRAIN_PATHS",
     "Agreement",
+    "BenchReport",
     "Comparison",
+    "ExecutionPath",
     "ExportError",
     "ExportReport",
     "ModelMeasurement",
     "OnnxModel",
+    "PathResult",
+    "PathUnavailableError",
+    "benchmark_paths",
     "compare_models",
     "export_onnx",
     "onnx_accuracy",

@@ -7,8 +7,10 @@ hits all paths alike instead of favouring whichever ran in a quiet moment. Each 
 same fixed input is compared with eager float32, so a fast but wrong path shows in ``max_abs_diff``.
 
 Paths that cannot run here (bf16 without native bf16 units, a model ``torch.compile`` or the ONNX
-exporter cannot handle) are reported in ``skipped`` with the reason, never dropped silently. Adding a
-path is adding a row to :data:`EXECUTION_PATHS`.
+exporter cannot handle) are reported in ``skipped`` with the reason, never dropped silently. The paths
+themselves are a registry in :mod:`sepconv.deploy.execution_paths` (adding a path is adding a row to
+:data:`EXECUTION_PATHS`); the report types are in :mod:`sepconv.deploy.bench_report`. Both are
+re-exported here.
 
 Timing uses ``time.perf_counter`` around blocks of calls rather than ``torch.utils.benchmark``: its
 ``blocked_autorange`` times one statement at a time and cannot interleave several.
@@ -28,7 +30,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from sepconv.deploy.bench_report import BenchReport, PathResult
+from sepconv.deploy.execution_paths import (
+    EXECUTION_PATHS,
+    TRAIN_PATHS,
+    Bind,
+    BoundCall,
+    ExecutionPath,
+    PathUnavailableError,
+    Workspace,
+)
 
 __all__ = [
     "EXECUTION_PATHS",
@@ -42,475 +54,11 @@ __all__ = [
     "memory_estimate_bytes",
 ]
 
-# A forward (or training step) with its input already bound, in the form the path wants it.
-BoundCall = Callable[[], Any]
-# Turns the fixed float32 NCHW batch into a BoundCall; the conversion (layout, numpy) happens once here.
-Bind = Callable[[torch.Tensor], BoundCall]
-
-# Random calibration for the int8 path: its accuracy is not measured here, only its speed and output error.
-_CALIBRATION_BATCHES = 4
-_CALIBRATION_BATCH_SIZE = 8
 # The default pause before each timed block, untimed: after a parallel region, OpenMP's worker threads
 # spin for a while waiting for more work, and on a 2-core machine they slowed the next path's block
 # (separable_cnn, batch 1: ONNX Runtime right after torch 0.46-0.86 ms, alone 0.23-0.25 ms, after a
 # 20 ms pause 0.28-0.32 ms; a 5 ms pause was not enough).
 SETTLE_SECONDS = 0.02
-# Training steps use a small learning rate so that random labels do not drive the weights to inf/nan,
-# which would change the arithmetic (and its speed) during the run.
-_TRAIN_LEARNING_RATE = 1e-4
-
-
-class PathUnavailableError(Exception):
-    """An execution path that cannot run on this machine or for this model; the message says why."""
-
-
-@dataclass(frozen=True)
-class PathResult:
-    """Timing of one path at one batch size: latency of one call (a forward, or a training step).
-
-    ``min_ms`` and ``max_ms`` are over rounds; each round's value is the mean of one block of calls.
-    ``speedup`` is eager's median over this median at the same batch size (eager is exactly 1).
-    ``max_abs_diff`` is the largest absolute difference of the output from eager float32 on the same
-    input, ``max_rel_diff`` that divided by the largest eager output; ``None`` for training steps.
-    """
-
-    path: str
-    batch_size: int
-    median_ms: float
-    min_ms: float
-    max_ms: float
-    images_per_s: float
-    speedup: float
-    max_abs_diff: float | None = None
-    max_rel_diff: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "path": self.path,
-            "batch_size": self.batch_size,
-            "latency_ms": {"median": self.median_ms, "min": self.min_ms, "max": self.max_ms},
-            "images_per_s": self.images_per_s,
-            "speedup": self.speedup,
-        }
-        if self.max_abs_diff is not None:
-            document["max_abs_diff"] = self.max_abs_diff
-        if self.max_rel_diff is not None:
-            document["max_rel_diff"] = self.max_rel_diff
-        return document
-
-
-@dataclass(frozen=True)
-class BenchReport:
-    """What :func:`benchmark_paths` measured: inference results, training results when asked, skips."""
-
-    input_size: tuple[int, int, int]
-    threads: int
-    results: list[PathResult]
-    skipped: list[tuple[str, str]]
-    train_results: list[PathResult] | None = None
-    train_skipped: list[tuple[str, str]] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "input_size": list(self.input_size),
-            "threads": self.threads,
-            "results": [result.to_dict() for result in self.results],
-        }
-        if self.train_results is not None:
-            document["train_results"] = [result.to_dict() for result in self.train_results]
-        document["skipped"] = [{"path": path, "reason": reason} for path, reason in self.skipped]
-        if self.train_skipped is not None:
-            document["train_skipped"] = [
-                {"path": path, "reason": reason} for path, reason in self.train_skipped
-            ]
-        return document
-
-    def format_table(self) -> str:
-        """Plain-text tables (inference, then training when measured) and the skipped paths."""
-        sections = [_text_table(_table_rows(self.results, with_diff=True), with_diff=True)]
-        if self.train_results is not None:
-            sections.append("training step\n" + _text_table(_table_rows(self.train_results), with_diff=False))
-        if self.skipped or self.train_skipped:
-            sections.append(self._skipped_text())
-        return "\n\n".join(sections) + "\n"
-
-    def to_rich(self) -> list[Any]:
-        """Rich renderables: the inference table, the training table when measured, the skipped paths."""
-        from rich.table import Table
-        from rich.text import Text
-
-        renderables: list[Any] = []
-        tables = [("inference", self.results, True)]
-        if self.train_results is not None:
-            tables.append(("training step", self.train_results, False))
-        for title, results, with_diff in tables:
-            table = Table(title=title)
-            for index, header in enumerate(_headers(with_diff)):
-                table.add_column(header, justify="left" if index == 0 else "right")
-            for row in _table_rows(results, with_diff=with_diff):
-                table.add_row(*row)
-            renderables.append(table)
-        if self.skipped or self.train_skipped:
-            renderables.append(Text(self._skipped_text()))
-        return renderables
-
-    def _skipped_text(self) -> str:
-        skipped = self.skipped + [(f"{path} (train)", reason) for path, reason in self.train_skipped or []]
-        return "skipped:\n" + "\n".join(f"  {path}: {reason}" for path, reason in skipped)
-
-
-def _headers(with_diff: bool) -> list[str]:
-    headers = ["path", "batch", "median ms", "min ms", "max ms", "images/s", "speedup"]
-    return [*headers, "max |diff|", "rel diff"] if with_diff else headers
-
-
-def _table_rows(results: Sequence[PathResult], *, with_diff: bool = False) -> list[list[str]]:
-    rows = []
-    for result in results:
-        row = [
-            result.path,
-            str(result.batch_size),
-            f"{result.median_ms:.3f}",
-            f"{result.min_ms:.3f}",
-            f"{result.max_ms:.3f}",
-            f"{result.images_per_s:,.1f}",
-            f"{result.speedup:.2f}x",
-        ]
-        if with_diff:
-            row.append("-" if result.max_abs_diff is None else f"{result.max_abs_diff:.2e}")
-            row.append("-" if result.max_rel_diff is None else f"{result.max_rel_diff:.2e}")
-        rows.append(row)
-    return rows
-
-
-def _text_table(rows: list[list[str]], *, with_diff: bool) -> str:
-    lines = [_headers(with_diff), *rows]
-    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(line, widths))
-        )
-        for line in lines
-    )
-
-
-class _Workspace:
-    """What the paths share: the eval-mode float32 copy of the model, the input size, a temporary folder.
-
-    The ONNX float32 export is made once and shared by the ``onnx_fp32`` and ``onnx_int8`` paths.
-    """
-
-    def __init__(self, model: nn.Module, input_size: tuple[int, int, int], folder: Path) -> None:
-        self.model = model
-        self.input_size = input_size
-        self.folder = folder
-        self._onnx_fp32: Path | None = None
-
-    def eval_copy(self) -> nn.Module:
-        return copy.deepcopy(self.model)
-
-    def onnx_fp32_file(self) -> Path:
-        if self._onnx_fp32 is None:
-            from sepconv.deploy import ExportError, export_onnx
-
-            try:
-                report = export_onnx(self.model, self.folder / "model.onnx", input_size=self.input_size)
-            except ExportError as error:
-                raise PathUnavailableError(f"ONNX export failed: {_one_line(error)}") from error
-            self._onnx_fp32 = Path(report.path)
-        return self._onnx_fp32
-
-
-@dataclass(frozen=True)
-class ExecutionPath:
-    """One way of running the model: a stable name, what it does, and how to prepare it.
-
-    ``prepare_inference(workspace)`` returns a :data:`Bind` for forward passes (run under
-    ``torch.inference_mode``); ``prepare_training(workspace)``, where a path can train, returns a
-    :data:`Bind` for training steps. Both raise :class:`PathUnavailableError` with the reason when the
-    path cannot run.
-    """
-
-    name: str
-    description: str
-    prepare_inference: Callable[[_Workspace], Bind]
-    prepare_training: Callable[[_Workspace], Bind] | None = None
-
-
-def _one_line(error: BaseException) -> str:
-    """An exception as one short line: its type and the first line of its message."""
-    lines = str(error).strip().splitlines()
-    first = lines[0].strip() if lines else ""
-    text = f"{type(error).__name__}: {first}" if first else type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _check_native_bf16() -> None:
-    from sepconv.machine import cpu_has_native_bf16
-
-    if not cpu_has_native_bf16():
-        raise PathUnavailableError(
-            "this CPU has no native bf16 (no AVX512-BF16 or AMX); emulated bf16 is slower than float32"
-        )
-
-
-def _channels_last(images: torch.Tensor) -> torch.Tensor:
-    return images.contiguous(memory_format=torch.channels_last)
-
-
-def _forward(
-    model: nn.Module, convert: Callable[[torch.Tensor], torch.Tensor] = lambda images: images
-) -> Bind:
-    def bind(images: torch.Tensor) -> BoundCall:
-        converted = convert(images)
-        return lambda: model(converted)
-
-    return bind
-
-
-# Inference paths.
-
-
-def _eager(workspace: _Workspace) -> Bind:
-    return _forward(workspace.eval_copy())
-
-
-def _channels_last_inference(workspace: _Workspace) -> Bind:
-    return _forward(workspace.eval_copy().to(memory_format=torch.channels_last), _channels_last)
-
-
-def _folded_channels_last(workspace: _Workspace) -> Bind:
-    from sepconv.convert import fold_batchnorm
-
-    folded = fold_batchnorm(workspace.model)  # a folded copy; the model is not changed
-    return _forward(folded.to(memory_format=torch.channels_last), _channels_last)
-
-
-def _bf16_inference(workspace: _Workspace) -> Bind:
-    _check_native_bf16()
-    model = workspace.eval_copy().to(memory_format=torch.channels_last)
-
-    def bind(images: torch.Tensor) -> BoundCall:
-        converted = _channels_last(images)
-
-        def forward() -> torch.Tensor:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return model(converted)
-
-        return forward
-
-    return bind
-
-
-def _compiled_inference(workspace: _Workspace) -> Bind:
-    from sepconv.train.speed import _import_benchmark
-
-    # Inductor imports torch.utils.cpp_extension, whose import logs a CUDA_HOME warning on machines
-    # without CUDA; importing it once, quietly, first keeps that line out of the output.
-    _import_benchmark()
-    # One compiled graph per batch size (dynamic=False): static shapes are what inference serves.
-    compiled = torch.compile(workspace.eval_copy(), dynamic=False)
-
-    def bind(images: torch.Tensor) -> BoundCall:
-        # Compilation happens on the first call; freezing (weights folded in as constants) is an
-        # Inductor setting read at compile time, so it is patched around that call only.
-        try:
-            with torch._inductor.config.patch(freezing=True):
-                compiled(images)
-        # Compiler failures come as many exception types (backend, lowering, C++ build): for this
-        # benchmark each means "this path cannot run here", reported with its reason.
-        except Exception as error:
-            raise PathUnavailableError(f"torch.compile failed: {_one_line(error)}") from error
-        return lambda: compiled(images)
-
-    return bind
-
-
-_ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")
-
-
-def _needs_onnx(prepare: Callable[[_Workspace], Bind]) -> Callable[[_Workspace], Bind]:
-    """``prepare``, reporting a missing ONNX package as the reason the path cannot run."""
-
-    def prepare_with_onnx(workspace: _Workspace) -> Bind:
-        try:
-            return prepare(workspace)
-        except ModuleNotFoundError as error:
-            if error.name not in _ONNX_MODULES:
-                raise
-            raise PathUnavailableError(
-                f"{error.name} is not installed (pip install onnx onnxruntime onnxscript)"
-            ) from error
-
-    return prepare_with_onnx
-
-
-def _onnx_session(path: Path) -> Any:
-    """The file as users load it, with idle threads parked (``OnnxModel``'s default ``spin_wait=False``).
-
-    Spinning ONNX Runtime threads sharing 2 cores with PyTorch slowed every torch path of this benchmark
-    while a session existed (separable_cnn, batch 1: 3.4 ms alone and 7.0 ms interleaved with ONNX
-    Runtime, against 2.2 ms for both with parked threads); parking costs ONNX Runtime itself about 6%.
-    """
-    from sepconv.deploy import OnnxModel
-
-    return OnnxModel(path, threads=torch.get_num_threads()).session
-
-
-def _onnx_bind(session: Any) -> Bind:
-    input_name = session.get_inputs()[0].name
-
-    def bind(images: torch.Tensor) -> BoundCall:
-        feed = {input_name: images.contiguous().numpy()}
-        return lambda: session.run(None, feed)[0]
-
-    return bind
-
-
-def _onnx_fp32(workspace: _Workspace) -> Bind:
-    return _onnx_bind(_onnx_session(workspace.onnx_fp32_file()))
-
-
-def _onnx_int8(workspace: _Workspace) -> Bind:
-    from sepconv.deploy import quantize_onnx
-
-    fp32_file = workspace.onnx_fp32_file()
-    generator = torch.Generator().manual_seed(1)
-    calibration = [
-        torch.randn(_CALIBRATION_BATCH_SIZE, *workspace.input_size, generator=generator)
-        for _ in range(_CALIBRATION_BATCHES)
-    ]
-    try:
-        int8_file = quantize_onnx(fp32_file, workspace.folder / "model-int8.onnx", calibration)
-    except ValueError as error:
-        raise PathUnavailableError(f"int8 quantization failed: {_one_line(error)}") from error
-    return _onnx_bind(_onnx_session(Path(int8_file)))
-
-
-# Training paths: a copy of the model in train mode, SGD, cross-entropy on fixed random labels.
-
-
-def _training_step(
-    model: nn.Module,
-    *,
-    bf16: bool = False,
-    convert: Callable[[torch.Tensor], torch.Tensor] = lambda images: images,
-) -> Bind:
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=_TRAIN_LEARNING_RATE, momentum=0.9)
-
-    def bind(images: torch.Tensor) -> BoundCall:
-        converted = convert(images)
-        labels: torch.Tensor | None = None
-
-        def step() -> None:
-            nonlocal labels
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                outputs = model(converted)
-                if labels is None:
-                    labels = _random_labels(outputs)
-                loss = F.cross_entropy(outputs, labels)
-            loss.backward()
-            optimizer.step()
-
-        try:
-            step()  # the first step sets the labels, and shows a model that cannot train at this batch size
-        except ValueError as error:  # e.g. BatchNorm over a single value per channel at batch 1
-            raise PathUnavailableError(
-                f"a training step at batch {images.shape[0]} fails: {_one_line(error)}"
-            ) from error
-        return step
-
-    return bind
-
-
-def _random_labels(outputs: torch.Tensor) -> torch.Tensor:
-    """Class indices for cross-entropy on ``outputs`` (N, classes, ...), from a fixed seed."""
-    if not isinstance(outputs, torch.Tensor) or outputs.ndim < 2:
-        raise PathUnavailableError(
-            "a training step needs a tensor output of shape (N, classes, ...), got "
-            f"{tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__}"
-        )
-    generator = torch.Generator().manual_seed(2)
-    shape = (outputs.shape[0], *outputs.shape[2:])
-    return torch.randint(0, outputs.shape[1], shape, generator=generator)
-
-
-def _eager_training(workspace: _Workspace) -> Bind:
-    return _training_step(workspace.eval_copy())
-
-
-def _channels_last_training(workspace: _Workspace) -> Bind:
-    model = workspace.eval_copy().to(memory_format=torch.channels_last)
-    return _training_step(model, convert=_channels_last)
-
-
-def _bf16_training(workspace: _Workspace) -> Bind:
-    _check_native_bf16()
-    model = workspace.eval_copy().to(memory_format=torch.channels_last)
-    return _training_step(model, bf16=True, convert=_channels_last)
-
-
-def _compiled_training(workspace: _Workspace) -> Bind:
-    from sepconv.train.speed import _import_benchmark
-
-    _import_benchmark()  # see _compiled_inference
-    model = workspace.eval_copy().train()
-    bind_step = _training_step(torch.compile(model, dynamic=False))
-
-    def bind(images: torch.Tensor) -> BoundCall:
-        try:
-            return bind_step(images)  # its first step compiles forward and backward for this batch size
-        except PathUnavailableError:
-            raise
-        # Compiler failures come as many exception types (backend, lowering, C++ build): for this
-        # benchmark each means "this path cannot run here", reported with its reason.
-        except Exception as error:
-            raise PathUnavailableError(f"torch.compile failed: {_one_line(error)}") from error
-
-    return bind
-
-
-EXECUTION_PATHS: dict[str, ExecutionPath] = {
-    path.name: path
-    for path in (
-        ExecutionPath("eager", "eager PyTorch, NCHW float32 (the baseline)", _eager, _eager_training),
-        ExecutionPath(
-            "channels_last",
-            "eager PyTorch, channels_last (NHWC) weights and input",
-            _channels_last_inference,
-            _channels_last_training,
-        ),
-        ExecutionPath(
-            "folded_channels_last",
-            "BatchNorm folded into the convolutions (sepconv.convert.fold_batchnorm), channels_last",
-            _folded_channels_last,
-        ),
-        ExecutionPath(
-            "bf16",
-            "channels_last with CPU bf16 autocast (only where the CPU has native bf16)",
-            _bf16_inference,
-            _bf16_training,
-        ),
-        ExecutionPath(
-            "compiled",
-            "torch.compile (Inductor, default mode); inference with freezing",
-            _compiled_inference,
-            _compiled_training,
-        ),
-        ExecutionPath(
-            "onnx_fp32", "ONNX Runtime, float32 (BatchNorm folded at export)", _needs_onnx(_onnx_fp32)
-        ),
-        ExecutionPath(
-            "onnx_int8",
-            "ONNX Runtime, static int8 (QDQ, per-channel weights, random calibration)",
-            _needs_onnx(_onnx_int8),
-        ),
-    )
-}
-TRAIN_PATHS = tuple(name for name, path in EXECUTION_PATHS.items() if path.prepare_training is not None)
 
 
 class _ProgressCounter:
@@ -601,7 +149,7 @@ def benchmark_paths(
     timing = _TimingPlan(warmup_calls, min_rounds, min_run_seconds, min_block_seconds, settle_seconds)
 
     with tempfile.TemporaryDirectory(prefix="sepconv-bench-") as folder:
-        workspace = _Workspace(reference, size, Path(folder))
+        workspace = Workspace(reference, size, Path(folder))
         with torch.inference_mode():
             calls, outputs, skipped = _prepare(
                 [table[name] for name in names],
@@ -713,9 +261,9 @@ class _TimingPlan:
 
 def _prepare(
     paths: list[ExecutionPath],
-    workspace: _Workspace,
+    workspace: Workspace,
     inputs: dict[int, torch.Tensor],
-    preparer: Callable[[ExecutionPath], Callable[[_Workspace], Bind] | None],
+    preparer: Callable[[ExecutionPath], Callable[[Workspace], Bind] | None],
     timing: _TimingPlan,
     counter: _ProgressCounter,
 ) -> tuple[dict[tuple[str, int], BoundCall], dict[tuple[str, int], Any], list[tuple[str, str]]]:

@@ -1,0 +1,142 @@
+"""What ``sepconv bench`` reports: one :class:`PathResult` per (path, batch size), gathered in a
+:class:`BenchReport` that renders as JSON (``to_dict``), plain text (``format_table``) or rich tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["BenchReport", "PathResult"]
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """Timing of one path at one batch size: latency of one call (a forward, or a training step).
+
+    ``min_ms`` and ``max_ms`` are over rounds; each round's value is the mean of one block of calls.
+    ``speedup`` is eager's median over this median at the same batch size (eager is exactly 1).
+    ``max_abs_diff`` is the largest absolute difference of the output from eager float32 on the same
+    input, ``max_rel_diff`` that divided by the largest eager output; ``None`` for training steps.
+    """
+
+    path: str
+    batch_size: int
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    images_per_s: float
+    speedup: float
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "path": self.path,
+            "batch_size": self.batch_size,
+            "latency_ms": {"median": self.median_ms, "min": self.min_ms, "max": self.max_ms},
+            "images_per_s": self.images_per_s,
+            "speedup": self.speedup,
+        }
+        if self.max_abs_diff is not None:
+            document["max_abs_diff"] = self.max_abs_diff
+        if self.max_rel_diff is not None:
+            document["max_rel_diff"] = self.max_rel_diff
+        return document
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """What :func:`benchmark_paths` measured: inference results, training results when asked, skips."""
+
+    input_size: tuple[int, int, int]
+    threads: int
+    results: list[PathResult]
+    skipped: list[tuple[str, str]]
+    train_results: list[PathResult] | None = None
+    train_skipped: list[tuple[str, str]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "input_size": list(self.input_size),
+            "threads": self.threads,
+            "results": [result.to_dict() for result in self.results],
+        }
+        if self.train_results is not None:
+            document["train_results"] = [result.to_dict() for result in self.train_results]
+        document["skipped"] = [{"path": path, "reason": reason} for path, reason in self.skipped]
+        if self.train_skipped is not None:
+            document["train_skipped"] = [
+                {"path": path, "reason": reason} for path, reason in self.train_skipped
+            ]
+        return document
+
+    def format_table(self) -> str:
+        """Plain-text tables (inference, then training when measured) and the skipped paths."""
+        sections = [_text_table(_table_rows(self.results, with_diff=True), with_diff=True)]
+        if self.train_results is not None:
+            sections.append("training step\n" + _text_table(_table_rows(self.train_results), with_diff=False))
+        if self.skipped or self.train_skipped:
+            sections.append(self._skipped_text())
+        return "\n\n".join(sections) + "\n"
+
+    def to_rich(self) -> list[Any]:
+        """Rich renderables: the inference table, the training table when measured, the skipped paths."""
+        from rich.table import Table
+        from rich.text import Text
+
+        renderables: list[Any] = []
+        tables = [("inference", self.results, True)]
+        if self.train_results is not None:
+            tables.append(("training step", self.train_results, False))
+        for title, results, with_diff in tables:
+            table = Table(title=title)
+            for index, header in enumerate(_headers(with_diff)):
+                table.add_column(header, justify="left" if index == 0 else "right")
+            for row in _table_rows(results, with_diff=with_diff):
+                table.add_row(*row)
+            renderables.append(table)
+        if self.skipped or self.train_skipped:
+            renderables.append(Text(self._skipped_text()))
+        return renderables
+
+    def _skipped_text(self) -> str:
+        skipped = self.skipped + [(f"{path} (train)", reason) for path, reason in self.train_skipped or []]
+        return "skipped:\n" + "\n".join(f"  {path}: {reason}" for path, reason in skipped)
+
+
+def _headers(with_diff: bool) -> list[str]:
+    headers = ["path", "batch", "median ms", "min ms", "max ms", "images/s", "speedup"]
+    return [*headers, "max |diff|", "rel diff"] if with_diff else headers
+
+
+def _table_rows(results: Sequence[PathResult], *, with_diff: bool = False) -> list[list[str]]:
+    rows = []
+    for result in results:
+        row = [
+            result.path,
+            str(result.batch_size),
+            f"{result.median_ms:.3f}",
+            f"{result.min_ms:.3f}",
+            f"{result.max_ms:.3f}",
+            f"{result.images_per_s:,.1f}",
+            f"{result.speedup:.2f}x",
+        ]
+        if with_diff:
+            row.append("-" if result.max_abs_diff is None else f"{result.max_abs_diff:.2e}")
+            row.append("-" if result.max_rel_diff is None else f"{result.max_rel_diff:.2e}")
+        rows.append(row)
+    return rows
+
+
+def _text_table(rows: list[list[str]], *, with_diff: bool) -> str:
+    lines = [_headers(with_diff), *rows]
+    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if column == 0 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(line, widths))
+        )
+        for line in lines
+    )
