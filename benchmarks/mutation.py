@@ -75,7 +75,7 @@ class Group:
 GROUPS: dict[str, Group] = {
     "arithmetic": Group(
         files=("src/sepconv/arithmetic.py",),
-        tests=("tests/test_arithmetic.py", "tests/test_arithmetic_contracts.py", "src/sepconv/arithmetic.py"),
+        tests=("tests/test_arithmetic.py", "tests/test_arithmetic_arguments.py", "src/sepconv/arithmetic.py"),
     ),
     "layers": Group(
         files=tuple(
@@ -106,7 +106,7 @@ GROUPS: dict[str, Group] = {
         tests=(
             "tests/io",
             "tests/train/test_state.py",
-            "tests/train/test_state_units.py",
+            "tests/train/test_state_refusals.py",
             "src/sepconv/io/model_file.py",
             "src/sepconv/io/recipe.py",
             "src/sepconv/io/transforms.py",
@@ -119,8 +119,8 @@ GROUPS: dict[str, Group] = {
         files=("src/sepconv/train/checkpoint.py", "src/sepconv/train/state.py"),
         tests=(
             "tests/train/test_state.py",
-            "tests/train/test_state_units.py",
-            "tests/train/test_checkpoint_units.py",
+            "tests/train/test_state_refusals.py",
+            "tests/train/test_checkpoint.py",
             "tests/train/test_checkpoint_integrity.py",
             "tests/train/test_resume_exact.py",
             "tests/train/test_fit.py",

@@ -1,6 +1,6 @@
 """sepconv.arithmetic with numpy integers (taken, results plain ints) and wrong types (TypeErrors).
 
-tests/test_arithmetic_contracts.py pins every message; this file pins the *kind* of error (a wrong
+tests/test_arithmetic_arguments.py pins every message; this file pins the *kind* of error (a wrong
 type is a TypeError that is also a ValueError, a wrong value a ValueError only), that numpy integers
 are accepted wherever an int is, and the depth multiplier in the separable cost ratio.
 """

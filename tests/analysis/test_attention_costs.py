@@ -8,17 +8,16 @@ products happen below the dispatcher. The slow path (fast path disabled) runs se
 
 from __future__ import annotations
 
-import collections
 import contextlib
 
 import pytest
 import torch
+from tests.helpers.costs import OperatorLog, mha_by_hand
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.models import VisionTransformer
 
 from sepconv.analysis import summarize
-from sepconv.analysis.costs import attention_macs, macs_of
+from sepconv.analysis.costs import attention_macs
 
 
 @contextlib.contextmanager
@@ -30,30 +29,6 @@ def slow_path():
         yield
     finally:
         torch.backends.mha.set_fastpath_enabled(before)
-
-
-class OperatorLog(TorchDispatchMode):
-    """The ATen operators a call runs, and their MACs by sepconv's formulas (no module hooks involved)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.operators: collections.Counter[str] = collections.Counter()
-        self.macs = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        self.operators[str(func._overloadpacket)] += 1
-        self.macs += macs_of(func, args, kwargs, out)
-        return out
-
-
-def mha_by_hand(batch: int, queries: int, keys: int, embed: int) -> int:
-    """Projections of queries (L*E*E), keys and values (2*S*E*E), Q K^T (L*S*E over all heads),
-    A V (L*S*E), output projection (L*E*E); per sequence, times the batch."""
-    return batch * (
-        queries * embed * embed + 2 * keys * embed * embed + 2 * queries * keys * embed + queries * embed**2
-    )
 
 
 def test_the_formula_matches_the_hand_count():

@@ -7,7 +7,7 @@ multiplied by k_h * k_w * (C_out / groups) weights and scattered, cropped or not
 """
 
 import pytest
-from tests.analysis.reference_costs import macs_from_layer_formulas
+from tests.helpers.costs import macs_from_layer_formulas
 from torch import nn
 
 from sepconv.analysis import summarize
@@ -104,7 +104,7 @@ def test_conv_kind_counts_match_hand_derivation(kind):
 @pytest.mark.parametrize("kind", list(CASES))
 def test_conv_kind_counts_match_the_arithmetic_formulas(kind):
     # A second reference besides the hand counts: sepconv.arithmetic's formulas on the shapes each
-    # convolution saw (tests/analysis/reference_costs.py), not torch's flop_registry that summarize uses.
+    # convolution saw (tests/helpers/costs.py), not torch's flop_registry that summarize uses.
     build, input_shape, _, _, macs = CASES[kind]
     layer = build()
     assert macs_from_layer_formulas(layer, input_shape) == macs == summarize(layer, input_shape).total_macs

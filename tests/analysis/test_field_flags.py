@@ -4,7 +4,7 @@ the elementwise rule's shape cases, each on a small model where the right answer
 "approximate" starts at adaptive pooling with uneven windows (7 -> 3: windows of 3, 3 and 3 pixels
 starting at 0, 2 and 4, so units are 2 or 2 apart only on average: 7/3) and must survive every later
 operator, whichever rule handles it. Where a row claims the whole input, the gradient measurement of
-``test_field_rules_extra`` confirms that every input pixel reaches the unit.
+``tests.helpers.fields`` confirms that every input pixel reaches the unit.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.analysis.test_field_rules import Op, positive
-from tests.analysis.test_field_rules_extra import all_pixels, reached_pixels
+from tests.helpers.fields import Op, all_pixels, positive, reached_pixels
 from torch import nn
 
 from sepconv.analysis import summarize

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.analysis.reference_costs import macs_from_layer_formulas
+from tests.helpers.costs import macs_from_layer_formulas
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 

@@ -1,12 +1,12 @@
 """Totals of the model zoo against an independent count, hand counts and the papers' figures.
 
-The independent count (tests/analysis/reference_costs.py) sums per-layer formulas over the shapes
+The independent count (tests/helpers/costs.py) sums per-layer formulas over the shapes
 each convolution and linear layer saw, where ``summarize`` counts ATen operators with torch's
 formulas; the two small twin CNNs are also worked by hand.
 """
 
 import pytest
-from tests.analysis.reference_costs import macs_from_layer_formulas
+from tests.helpers.costs import macs_from_layer_formulas
 from torch import nn
 
 from sepconv.analysis import summarize

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 
 def test_animate_writes_a_gif_with_one_frame_per_output_cell(tmp_path, capsys):

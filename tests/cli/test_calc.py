@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from tests.cli.running import run_sepconv as _run
+from tests.helpers.cli import run_sepconv as _run
 
 from sepconv.cli.main import main
 

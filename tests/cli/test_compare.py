@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 from torch.utils.flop_counter import FlopCounterMode
 
 from sepconv import save_model

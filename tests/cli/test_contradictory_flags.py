@@ -4,7 +4,7 @@ demo's --progress beside --json: tests/cli/test_demo.py.)"""
 
 from __future__ import annotations
 
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 
 def test_export_calibration_batches_without_int8_is_refused(tmp_path, capsys):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 from sepconv import load_model, save_model
 from sepconv.analysis import summarize

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from tests.browser import LAPTOP, PHONE, launch
+from tests.helpers.browser import LAPTOP, PHONE, launch
 
 from sepconv import load_model
 from sepconv.cli.main import main
@@ -215,7 +215,7 @@ def _image_folder(root, per_class: int):
 
 
 def test_an_empty_test_split_is_refused_before_anything_is_claimed_or_trained(tmp_path, capsys):
-    from tests.cli.running import run_sepconv
+    from tests.helpers.cli import run_sepconv
 
     images = _image_folder(tmp_path / "images", per_class=2)
     out = tmp_path / "demo"
@@ -231,7 +231,7 @@ def test_an_empty_test_split_is_refused_before_anything_is_claimed_or_trained(tm
 
 
 def test_progress_beside_json_is_refused(tmp_path, capsys):
-    from tests.cli.running import run_sepconv
+    from tests.helpers.cli import run_sepconv
 
     code, stdout, stderr = run_sepconv(["demo", "--progress", "--json", "--out", str(tmp_path / "d")], capsys)
     assert (code, stdout) == (2, "")
@@ -245,7 +245,7 @@ def test_an_out_that_is_a_fifo_is_refused_and_stays_a_fifo(tmp_path, capsys):
     import os
     import stat
 
-    from tests.cli.running import run_sepconv
+    from tests.helpers.cli import run_sepconv
 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from PIL import Image
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 
 def test_writes_png_and_prints_the_counts(tmp_path, capsys):

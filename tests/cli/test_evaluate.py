@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from tests.cli.running import run_sepconv as _run
+from tests.helpers.cli import run_sepconv as _run
 
 from sepconv import load_model, save_model
 from sepconv.cli.main import main

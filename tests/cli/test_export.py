@@ -14,9 +14,9 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from tests.cli.running import run_sepconv
-from tests.deploy.trained import trained_separable_cnn
-from tests.io.attacks import malicious_pickle
+from tests.helpers.attacks import malicious_pickle
+from tests.helpers.cli import run_sepconv
+from tests.helpers.trained import trained_separable_cnn
 from torch import nn
 
 from sepconv import load_model, save_model

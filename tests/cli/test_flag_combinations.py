@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Hostile sizes refused in one line before the big allocation, measured in a child process.
 
-Each child is told the machine has 8 GiB available (``tests.cli.hostile``), so the refusal does not
+Each child is told the machine has 8 GiB available (``tests.helpers.memory``), so the refusal does not
 depend on this machine; its time is bounded by the subprocess timeout (60 s) and its peak resident
 memory must stay far below what the value would have needed.
 """
@@ -8,7 +8,7 @@ memory must stay far below what the value would have needed.
 from __future__ import annotations
 
 import pytest
-from tests.cli.hostile import run_with_memory
+from tests.helpers.memory import run_with_memory
 
 # Generous: an interpreter with torch, torchvision and a model imported peaks well under this.
 MAX_RSS_BYTES = 1.5 * 2**30

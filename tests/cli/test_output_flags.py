@@ -13,7 +13,7 @@ import os
 import stat
 
 import pytest
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 # (command line before the output flag, the flag, the suffixes it accepts)
 OUTPUT_FLAGS = [

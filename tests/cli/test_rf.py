@@ -4,7 +4,7 @@ import json
 
 import pytest
 from PIL import Image
-from tests.cli.running import override, run_sepconv
+from tests.helpers.cli import override, run_sepconv
 
 # standard_cnn's features.0 is a 3x3 conv with padding 1 (stride 1): unit (y, x) sees rows y-1..y+1.
 BASE = ["rf", "standard_cnn", "--layer", "features.0", "--input-size", "1,12,12"]

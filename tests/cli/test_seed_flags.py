@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 from sepconv.cli.main import build_parser
 

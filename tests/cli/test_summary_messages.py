@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 
 def test_an_input_size_the_model_cannot_take_names_the_flag(capsys):

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.cli.running import override
+from tests.helpers.cli import override
 
 from sepconv.cli.main import main
 

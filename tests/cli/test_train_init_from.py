@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 from sepconv.io import read_model_metadata, save_model
 from sepconv.models import create_model

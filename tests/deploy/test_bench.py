@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tests.cli.running import override, run_sepconv
+from tests.helpers.cli import override, run_sepconv
 from torch import nn
 
 from sepconv.deploy import bench

@@ -19,7 +19,7 @@ import onnxruntime
 import pytest
 import torch
 import torchvision
-from tests.deploy.trained import trained_separable_cnn
+from tests.helpers.trained import trained_separable_cnn
 from torch import nn
 from torch.utils.data import DataLoader
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.io.attacks import malicious_pickle
+from tests.helpers.attacks import malicious_pickle
 from torch import nn
 
 import sepconv

@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 from sepconv.io import CheckpointError, load_model
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.layers.reference import Bounded
+from tests.helpers.layers import Bounded, randomize_norms
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
 
@@ -19,19 +19,9 @@ from sepconv.layers import (
 )
 
 
-def _randomize_norms(module: nn.Module) -> None:
-    # Non-trivial running statistics, so an eval-mode comparison exercises the normalization too.
-    for norm in module.modules():
-        if isinstance(norm, nn.BatchNorm2d):
-            norm.running_mean.uniform_(-0.5, 0.5)
-            norm.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(norm.weight, 0.5, 1.5)
-            nn.init.uniform_(norm.bias, -0.2, 0.2)
-
-
 def test_depthwise_separable_block_matches_plain_modules():
     block = DepthwiseSeparableBlock(8, 16, stride=2, depth_multiplier=2).eval()
-    _randomize_norms(block)
+    randomize_norms(block)
     plain = nn.Sequential(
         nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=8, bias=False),
         nn.BatchNorm2d(16),
@@ -57,7 +47,7 @@ def test_inverted_residual_exchanges_weights_with_torchvision(
 ):
     ours = InvertedResidual(in_channels, out_channels, stride, expand_ratio).eval()
     theirs = TorchvisionInvertedResidual(in_channels, out_channels, stride, expand_ratio).eval()
-    _randomize_norms(ours)
+    randomize_norms(ours)
     theirs.load_state_dict(ours.state_dict(), strict=True)
     x = torch.randn(2, in_channels, 10, 10)
     # Same operators, weights and order as torchvision; a reordered float32 sum over at most 144 expanded
@@ -155,8 +145,8 @@ def test_inverted_residual_forward_and_gradients_match_torchvision(
 def test_blocks_in_bfloat16_stay_within_the_rounding_bound_of_a_float64_reference():
     block = DepthwiseSeparableBlock(8, 16, stride=2).eval()
     residual = InvertedResidual(8, 8, 1, 6).eval()
-    _randomize_norms(block)
-    _randomize_norms(residual)
+    randomize_norms(block)
+    randomize_norms(residual)
     block, residual = block.to(torch.bfloat16), residual.to(torch.bfloat16)
     x = torch.randn(2, 8, 12, 12).to(torch.bfloat16)
     # Each block written out as its layers in float64 on its own bf16 parameters, carrying the bound of

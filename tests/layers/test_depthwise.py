@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.layers.reference import Bounded, reference_conv, tf_same_pad
+from tests.helpers.layers import Bounded, reference_conv, tf_same_pad
 from torch import nn
 
 from sepconv.layers import Conv2d, DepthwiseConv2d, PointwiseConv2d
@@ -138,7 +138,7 @@ def test_bfloat16_stays_within_the_rounding_bound_of_a_float64_reference(padding
     x = torch.randn(2, 4, 16, 16).to(torch.bfloat16)
     out = layer(x)
     assert out.dtype == torch.bfloat16
-    if padding == "same":  # TF 'same' at stride 2 on 16 pixels: the formula in reference.py
+    if padding == "same":  # TF 'same' at stride 2 on 16 pixels: the formula in tests/helpers/layers.py
         (top, bottom), (left, right) = tf_same_pad(16, 3, 2, 1), tf_same_pad(16, 3, 2, 1)
     else:
         top = bottom = left = right = 0 if padding == "valid" else padding

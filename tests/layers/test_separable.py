@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.layers.reference import Bounded, reference_conv, tf_same_pad
+from tests.helpers.layers import Bounded, reference_conv, tf_same_pad
 
 from sepconv.layers import DepthwiseConv2d, PointwiseConv2d, SeparableConv2d
 
@@ -83,7 +83,7 @@ def test_bfloat16_separable_stays_within_the_rounding_bound_of_a_float64_referen
     assert out.dtype == torch.bfloat16
     # float64 on the layer's own bf16 weights and input: 9 depthwise products summed in float32 and
     # rounded into a bf16 hidden map (2^-8 of itself), then 8 pointwise products and the bias, rounded
-    # again; Bounded carries the hidden map's error through |pointwise weights| (see reference.py).
+    # again; Bounded carries the hidden map's error through |pointwise weights| (see tests/helpers/layers.py).
     top, bottom = tf_same_pad(15, 3, 2, 1)
     hidden = Bounded.exact(x).pad(top, bottom, top, bottom).conv(layer.depthwise.weight, stride=2, groups=8)
     reference = hidden.conv(layer.pointwise.weight, layer.pointwise.bias)

@@ -65,8 +65,8 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def recorded_tiny_run(tmp_path_factory, tiny_data, tiny_config):
     """One uninterrupted ``tiny_config`` run (12 steps, one data-loading process) and what each step saw:
-    ``(result, steps)``, ``steps`` being :class:`tests.train.runs.StepRecord` per optimizer step."""
-    from tests.train.runs import StepRecorder, fit_with_callbacks
+    ``(result, steps)``, ``steps`` being :class:`tests.helpers.training.StepRecord` per optimizer step."""
+    from tests.helpers.training import StepRecorder, fit_with_callbacks
 
     recorder = StepRecorder()
     result = fit_with_callbacks(

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.train.runs import StepRecorder, StopAfterStep, StopRun, fit_with_callbacks
-from tests.train.test_resume_exact import assert_steps_match, documented_batch
+from tests.helpers.training import (
+    StepRecorder,
+    StopAfterStep,
+    StopRun,
+    assert_steps_match,
+    documented_batch,
+    fit_with_callbacks,
+)
 from torch.utils.data import Subset
 
 from sepconv.data import DataSplits, load_dataset

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.train.runs import fit_with_callbacks
+from tests.helpers.training import fit_with_callbacks
 
 from sepconv.cli.main import main
 from sepconv.io import CheckpointError, load_model

@@ -1,7 +1,7 @@
 """``sepconv train --devices 2`` on CPU computes what one process computes with the same global batch.
 
 No verdict here rests on luck: each run gets a port reserved for it (``MASTER_PORT``, see
-:func:`tests.train.runs.reserved_port`) rather than one picked free and released, which another process
+:func:`tests.helpers.training.reserved_port`) rather than one picked free and released, which another process
 could take in between, and the launch variables of an enclosing job are cleared.
 """
 
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from tests.train.runs import launch_environment, reserved_port
+from tests.helpers.training import launch_environment, reserved_port
 
 from sepconv import load_model
 

@@ -22,12 +22,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from tests.train.runs import launch_environment, reserved_port
+from tests.helpers.training import DDP_DRIVER, launch_environment, reserved_port
 
 from sepconv import load_model
 from sepconv.models import create_model
 
-DRIVER = Path(__file__).with_name("ddp_driver.py")
 HANG_GUARD_SECONDS = 600  # only against a hang (a lost process): a run takes well under a minute
 STEPS = 2
 SETTINGS = {
@@ -54,7 +53,7 @@ def _train(out_dir: Path, *, devices: int, bf16: str) -> dict:
     settings = {**SETTINGS, "out_dir": str(out_dir), "devices": devices, "bf16": bf16}
     with reserved_port() as port:
         completed = subprocess.run(
-            [sys.executable, str(DRIVER), json.dumps(settings)],
+            [sys.executable, str(DDP_DRIVER), json.dumps(settings)],
             capture_output=True,
             text=True,
             env=launch_environment(port),
@@ -85,7 +84,7 @@ def _train_two_nodes(out_dir: Path) -> dict:
                     "127.0.0.1",
                     "--master-port",
                     str(port),
-                    str(DRIVER),
+                    str(DDP_DRIVER),
                     json.dumps(settings),
                 ],
                 stdout=subprocess.PIPE,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.train.runs import launch_environment, reserved_port
+from tests.helpers.training import launch_environment, reserved_port
 from torch import nn
 
 from sepconv import machine

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 import torch
-from tests.train.runs import signal_after_checkpoint, synthetic_train_command
+from tests.helpers.training import signal_after_checkpoint, synthetic_train_command
 
 from sepconv import load_model
 from sepconv.train.checkpoint import list_checkpoints

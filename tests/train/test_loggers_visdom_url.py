@@ -7,7 +7,7 @@ the URL is caught by ``TrainConfig.validate`` instead, where every other flag is
 from __future__ import annotations
 
 import pytest
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 from sepconv.train.config import TrainConfig, parse_visdom_url
 

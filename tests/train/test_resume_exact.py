@@ -1,9 +1,9 @@
 """A run split at a step the test chooses and resumed is the uninterrupted run, bit for bit.
 
-The split is made in-process, with no signal and no timing: :class:`~tests.train.runs.StopAfterStep`
+The split is made in-process, with no signal and no timing: :class:`~tests.helpers.training.StopAfterStep`
 ends the first half right after the checkpoint of step ``k`` is written, and the second half resumes
 from the run folder. Every step records its batch and the global RNG states as it starts
-(:class:`~tests.train.runs.StepRecorder`), so the test checks *where* the resumed run continues (the
+(:class:`~tests.helpers.training.StepRecorder`), so the test checks *where* the resumed run continues (the
 batches of steps ``k+1...`` of the uninterrupted run, themselves checked against the sampler's
 documented order computed here) and *with what randomness*, not only that the end agrees. On one
 machine and thread count every kernel is deterministic, so "equal" means ``torch.equal``, no tolerance.
@@ -17,16 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
-from tests.train.runs import StepRecorder, StopAfterStep, StopRun, fit_with_callbacks
+from tests.helpers.training import (
+    StepRecorder,
+    StopAfterStep,
+    StopRun,
+    assert_identical,
+    assert_steps_match,
+    documented_batch,
+    fit_with_callbacks,
+)
 
 from sepconv.train.checkpoint import list_checkpoints, load_checkpoint
 
-STEPS_PER_EPOCH = 6  # tiny_data: 192 training images, batch 32
 TOTAL_STEPS = 12  # tiny_config: 2 epochs
-TIMINGS = ("epoch_seconds", "step_seconds")
 
 
 @dataclasses.dataclass
@@ -48,50 +53,6 @@ def _finished(result, steps) -> Run:
 def uninterrupted(recorded_tiny_run) -> Run:
     result, steps = recorded_tiny_run
     return _finished(result, steps)
-
-
-def documented_batch(
-    data, step: int, seed: int = 0, batch_size: int = 32
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch of optimizer step ``step`` (1-based) as PyTorch's ``DistributedSampler`` orders an epoch
-    (one process: ``randperm(n)`` from a generator seeded ``seed + epoch``), built here from the data set."""
-    epoch, index = divmod(step - 1, STEPS_PER_EPOCH)
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    samples = [data.train[i] for i in order[index * batch_size : (index + 1) * batch_size]]
-    return torch.stack([image for image, _ in samples]), torch.tensor([label for _, label in samples])
-
-
-def assert_identical(got: Any, expected: Any, where: str = "") -> None:
-    """Same structure, same values; tensors by ``torch.equal`` (bit for bit), timings skipped."""
-    if isinstance(expected, torch.Tensor):
-        assert isinstance(got, torch.Tensor) and got.dtype == expected.dtype, where
-        assert torch.equal(got, expected), f"{where} differs"
-    elif isinstance(expected, dict):
-        assert isinstance(got, dict) and got.keys() == expected.keys(), (
-            f"{where}: {got.keys()} != {expected.keys()}"
-        )
-        for key in expected:
-            if key not in TIMINGS:
-                assert_identical(got[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, list | tuple):
-        assert isinstance(got, list | tuple) and len(got) == len(expected), where
-        for position, (one, other) in enumerate(zip(got, expected, strict=True)):
-            assert_identical(one, other, f"{where}[{position}]")
-    elif isinstance(expected, np.ndarray):
-        assert np.array_equal(got, expected), where
-    else:
-        assert got == expected, f"{where}: {got!r} != {expected!r}"
-
-
-def assert_steps_match(got_steps, expected_steps) -> None:
-    """Step by step: the same step numbers, batches and RNG states as the step starts."""
-    assert [record.step for record in got_steps] == [record.step for record in expected_steps]
-    for got, expected in zip(got_steps, expected_steps, strict=True):
-        assert torch.equal(got.images, expected.images), f"step {got.step}: another batch of images"
-        assert torch.equal(got.labels, expected.labels), f"step {got.step}: other labels"
-        assert torch.equal(got.torch_rng, expected.torch_rng), f"step {got.step}: torch RNG differs"
-        assert_identical(got.numpy_rng, expected.numpy_rng, f"step {got.step}: numpy RNG")
-        assert got.python_rng == expected.python_rng, f"step {got.step}: Python RNG differs"
 
 
 def test_the_uninterrupted_run_reads_each_epoch_in_the_samplers_documented_order(uninterrupted, tiny_data):

@@ -62,7 +62,7 @@ def test_a_run_that_fails_before_training_gives_its_folder_back(
 
 def test_a_run_that_fails_after_training_started_keeps_its_folder(tmp_path, tiny_data, tiny_config):
     import lightning.pytorch as pl
-    from tests.train.runs import fit_with_callbacks
+    from tests.helpers.training import fit_with_callbacks
 
     class FailAtStep3(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from tests.train.runs import StepRecorder, fit_with_callbacks
+from tests.helpers.training import StepRecorder, fit_with_callbacks
 
 from sepconv.io import load_model
 from sepconv.train import TrainConfig

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from tests.io.attacks import Payload, malicious_pickle
+from tests.helpers.attacks import Payload, malicious_pickle
 
 from sepconv.io import CheckpointError
 from sepconv.models import create_model

@@ -10,7 +10,7 @@ import time
 import warnings
 
 import pytest
-from tests.train.runs import reserved_port
+from tests.helpers.training import reserved_port
 
 pytest.importorskip("visdom")
 

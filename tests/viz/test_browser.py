@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
-from tests.browser import LAPTOP, PHONE, Browser, PageView, launch
-from tests.cli.running import run_sepconv
+from tests.helpers.browser import LAPTOP, PHONE, Browser, PageView, launch
+from tests.helpers.cli import run_sepconv
 
 from sepconv.analysis import summarize
 from sepconv.cli.main import main

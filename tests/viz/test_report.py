@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 from PIL import Image as PILImage
-from tests.cli.running import run_sepconv
+from tests.helpers.cli import run_sepconv
 
 from sepconv.analysis import summarize
 from sepconv.models import create_model

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.layers.test_blocks import _randomize_norms
+from tests.helpers.layers import randomize_norms
 from torch import nn
 
 import sepconv.layers.blocks as blocks_module
@@ -152,7 +152,7 @@ def test_separable_block_passes_norm_and_activation_to_both_steps():
 def test_inverted_residual_with_kernel_dilation_and_default_relu6_matches_plain_modules():
     torch.manual_seed(0)
     block = InvertedResidual(4, 4, 1, 2, kernel_size=5, dilation=2).eval()
-    _randomize_norms(block)
+    randomize_norms(block)
     expand, depthwise, project, norm = block.conv
     with torch.no_grad():
         depthwise[0].weight.mul_(10)  # so that the depthwise step, too, goes past 6

@@ -1,7 +1,8 @@
 """Independent references for the layer tests: plain ``F.conv2d`` with padding worked out in the test.
 
 The 'same' amounts are computed here from the TensorFlow formula written out again, not through
-sepconv's own padding code, so a mistake there cannot hide in the reference.
+sepconv's own padding code, so a mistake there cannot hide in the reference. Also the rounding bound
+of a low-precision result (:class:`Bounded`) and :func:`randomize_norms` for eval-mode comparisons.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def tf_same_pad(size: int, kernel_size: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -150,3 +152,14 @@ class Bounded:
             f"bf16 result off the float64 reference by up to {float(difference.max()):.3g}, over the "
             f"bound at {int((excess > 0).sum())} of {excess.numel()} elements"
         )
+
+
+def randomize_norms(module: nn.Module) -> None:
+    """Non-trivial running statistics and affine maps in every BatchNorm2d of ``module``, so an
+    eval-mode comparison exercises the normalization too."""
+    for norm in module.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(norm.weight, 0.5, 1.5)
+            nn.init.uniform_(norm.bias, -0.2, 0.2)

@@ -1,6 +1,6 @@
 """Softmax, reductions and transposed convolutions: the field rules against a gradient measurement.
 
-The measurement is that of ``test_field_rules``: float64, weights 1 (or other positive constants),
+The measurement is that of ``tests.helpers.fields``: float64, weights 1 (or other positive constants),
 biases 0, an all-ones input, so an input pixel has a non-zero gradient for an output unit exactly when
 the unit depends on it. A field rule can only say "local, of this size" or "whole input"; an operator
 that mixes every position along one spatial axis (softmax or a sum over the width) is "whole input",
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.analysis.test_field_rules import (
+from tests.helpers.fields import (
     Op,
+    all_pixels,
     assert_exact_per_unit,
     gradient_supports,
     positive,
+    reached_pixels,
     reported_axes,
 )
 from torch import nn
@@ -30,17 +32,6 @@ aten = torch.ops.aten
 def row_of(model: nn.Module, shape: tuple[int, ...], layer: str):
     summary = summarize(model, inputs=torch.ones(shape, dtype=torch.float64))
     return next(row for row in summary.layers if row.name == layer)
-
-
-def reached_pixels(model: nn.Module, shape: tuple[int, ...], index: tuple[int, ...]) -> set[tuple[int, int]]:
-    """(row, column) of every input pixel with a non-zero gradient for ``model``'s output at ``index``."""
-    image = torch.ones(shape, dtype=torch.float64, requires_grad=True)
-    (gradient,) = torch.autograd.grad(model(image)[index], image)
-    return {tuple(pixel) for pixel in (gradient[0].abs().sum(0) > 0).nonzero().tolist()}
-
-
-def all_pixels(shape: tuple[int, ...]) -> set[tuple[int, int]]:
-    return {(row, column) for row in range(shape[2]) for column in range(shape[3])}
 
 
 def two_channel_conv() -> nn.Sequential:

@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.analysis.test_attention_costs import OperatorLog, mha_by_hand
+from tests.helpers.costs import OperatorLog, mha_by_hand
 from torch import nn
 from torch.utils.flop_counter import flop_registry
 

@@ -6,14 +6,21 @@ or a product written here (linear layers: rows x in x out) are summed. ``summari
 way (ATen operators under a dispatch mode, torch's ``flop_registry`` formulas), so agreement to the
 last MAC checks one against the other. Convolutions and linear layers must be the only layers with
 weight matrices, so no other layer can hide multiply-adds from this count.
+
+Also here, for the attention tests: :class:`OperatorLog`, the ATen operators a call runs with their
+MACs by sepconv's own formulas, and :func:`mha_by_hand`, multi-head attention's MACs worked by hand.
 """
 
 from __future__ import annotations
 
+import collections
+
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sepconv import arithmetic
+from sepconv.analysis.costs import macs_of
 
 
 def macs_from_layer_formulas(model: nn.Module, shape: tuple[int, ...]) -> int:
@@ -49,3 +56,27 @@ def macs_from_layer_formulas(model: nn.Module, shape: tuple[int, ...]) -> int:
         for handle in handles:
             handle.remove()
     return total
+
+
+class OperatorLog(TorchDispatchMode):
+    """The ATen operators a call runs, and their MACs by sepconv's formulas (no module hooks involved)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operators: collections.Counter[str] = collections.Counter()
+        self.macs = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.operators[str(func._overloadpacket)] += 1
+        self.macs += macs_of(func, args, kwargs, out)
+        return out
+
+
+def mha_by_hand(batch: int, queries: int, keys: int, embed: int) -> int:
+    """Projections of queries (L*E*E), keys and values (2*S*E*E), Q K^T (L*S*E over all heads),
+    A V (L*S*E), output projection (L*E*E); per sequence, times the batch."""
+    return batch * (
+        queries * embed * embed + 2 * keys * embed * embed + 2 * queries * keys * embed + queries * embed**2
+    )

@@ -1,6 +1,6 @@
 """``fit`` of a few images of the synthetic shapes, as a script: what the DDP tests launch.
 
-``python tests/train/ddp_driver.py SETTINGS_JSON`` trains ``TrainConfig(**settings)`` (less the keys
+``python tests/helpers/ddp_driver.py SETTINGS_JSON`` trains ``TrainConfig(**settings)`` (less the keys
 below) on the first ``train_size`` training images (and ``val_size`` validation images) of the
 synthetic shapes, taken evenly spaced so that every class is there, and prints the result as one JSON
 document from rank 0. A script, not a pytest process, because DDP's launchers (Lightning's, torchrun)

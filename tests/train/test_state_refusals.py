@@ -13,7 +13,7 @@ import re
 
 import pytest
 import torch
-from tests.io.attacks import Payload, malicious_pickle
+from tests.helpers.attacks import Payload, malicious_pickle
 
 from sepconv.io import CheckpointError
 from sepconv.train.state import (

@@ -1,8 +1,11 @@
 """Shared by the training tests: ``sepconv train`` in a subprocess, and in-process runs that a test
-records step by step and stops at a step of its choosing (:func:`fit_with_callbacks`)."""
+records step by step and stops at a step of its choosing (:func:`fit_with_callbacks`), the sampler's
+documented batch order and bit-for-bit step comparisons for the resume tests, and the DDP driver script
+(:data:`DDP_DRIVER`)."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
@@ -10,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import numpy as np
@@ -18,6 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from sepconv.train.checkpoint import checkpoint_name
+
+DDP_DRIVER = Path(__file__).with_name("ddp_driver.py")  # run as a script: DDP launchers re-run it
 
 # What a launcher (Lightning's, torchrun, SLURM, sepconv's own) sets to tell a process how it was started:
 # a test's own multi-process run must not inherit them from the process running the tests.
@@ -98,6 +103,8 @@ from lightning.pytorch.callbacks import Checkpoint
 from sepconv.cli.main import main
 from sepconv.train import trainer as trainer_module
 from sepconv.train.checkpoint import checkpoint_name
+
+DDP_DRIVER = Path(__file__).with_name("ddp_driver.py")  # run as a script: DDP launchers re-run it
 
 SIGNAL, STEP = getattr(signal, sys.argv[1]), int(sys.argv[2])
 
@@ -216,3 +223,53 @@ def fit_with_callbacks(config, callbacks, **fit_kwargs):
         return trainer_module.fit(config, **fit_kwargs)
     finally:
         trainer_module.make_trainer = original
+
+
+# What a resumed run must repeat exactly: the batches, the RNG states, every recorded number but timings.
+
+TIMINGS = ("epoch_seconds", "step_seconds")
+
+
+def documented_batch(
+    data, step: int, seed: int = 0, batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch of optimizer step ``step`` (1-based) as PyTorch's ``DistributedSampler`` orders an epoch
+    (one process: ``randperm(n)`` from a generator seeded ``seed + epoch``), built here from the data set."""
+    steps_per_epoch = math.ceil(len(data.train) / batch_size)  # the last batch of an epoch may be short
+    epoch, index = divmod(step - 1, steps_per_epoch)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    samples = [data.train[i] for i in order[index * batch_size : (index + 1) * batch_size]]
+    return torch.stack([image for image, _ in samples]), torch.tensor([label for _, label in samples])
+
+
+def assert_identical(got: Any, expected: Any, where: str = "") -> None:
+    """Same structure, same values; tensors by ``torch.equal`` (bit for bit), timings skipped."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and got.dtype == expected.dtype, where
+        assert torch.equal(got, expected), f"{where} differs"
+    elif isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), (
+            f"{where}: {got.keys()} != {expected.keys()}"
+        )
+        for key in expected:
+            if key not in TIMINGS:
+                assert_identical(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list | tuple):
+        assert isinstance(got, list | tuple) and len(got) == len(expected), where
+        for position, (one, other) in enumerate(zip(got, expected, strict=True)):
+            assert_identical(one, other, f"{where}[{position}]")
+    elif isinstance(expected, np.ndarray):
+        assert np.array_equal(got, expected), where
+    else:
+        assert got == expected, f"{where}: {got!r} != {expected!r}"
+
+
+def assert_steps_match(got_steps, expected_steps) -> None:
+    """Step by step: the same step numbers, batches and RNG states as the step starts."""
+    assert [record.step for record in got_steps] == [record.step for record in expected_steps]
+    for got, expected in zip(got_steps, expected_steps, strict=True):
+        assert torch.equal(got.images, expected.images), f"step {got.step}: another batch of images"
+        assert torch.equal(got.labels, expected.labels), f"step {got.step}: other labels"
+        assert torch.equal(got.torch_rng, expected.torch_rng), f"step {got.step}: torch RNG differs"
+        assert_identical(got.numpy_rng, expected.numpy_rng, f"step {got.step}: numpy RNG")
+        assert got.python_rng == expected.python_rng, f"step {got.step}: Python RNG differs"
