@@ -75,7 +75,8 @@ def _deployed(onnx_model: Any, model_file: Path, data: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from sepconv import load_model
     from sepconv.data import load_dataset
-    from sepconv.train.evaluation import ModelDataMismatchError, evaluate_model, plot_confusion_matrix
+    from sepconv.train.evaluation import ModelDataMismatchError, evaluate_model
+    from sepconv.viz.confusion import plot_confusion_matrix
 
     model_file = _model_file(args.checkpoint)
     png = check_output_file(

@@ -1,17 +1,19 @@
-"""Accuracy, per-class accuracy and the confusion matrix of a classifier on a data set, and its plot."""
+"""Accuracy, per-class accuracy and the confusion matrix of a classifier on a data set.
+
+Its plot is drawn by :func:`sepconv.viz.confusion.plot_confusion_matrix`.
+"""
 
 from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["Evaluation", "ModelDataMismatchError", "evaluate_model", "plot_confusion_matrix"]
+__all__ = ["Evaluation", "ModelDataMismatchError", "evaluate_model"]
 
 
 @dataclass
@@ -160,42 +162,3 @@ def _check_logits(logits: object, num_classes: int) -> None:
         raise ModelDataMismatchError(
             f"the model outputs {logits.shape[1]} classes but the data set has {num_classes}"
         )
-
-
-def plot_confusion_matrix(evaluation: Evaluation, path: str | Path, *, title: str = "") -> Path:
-    """Write the confusion matrix as a PNG heat map with the counts in the cells, at exactly ``path``.
-
-    Drawn in sepconv's figure style with matplotlib's object API (no ``pyplot`` state), with a
-    single-hue sequential colour map that reads the same under colour-vision deficiencies, and
-    written atomically: an interrupted write leaves no partial file.
-    """
-    import io
-
-    from sepconv.io.atomic import atomic_write_bytes
-    from sepconv.viz.style import new_figure
-
-    counts = evaluation.confusion.numpy()
-    size = max(4.0, 0.45 * len(evaluation.class_names) + 2)
-    figure = new_figure(size + 0.8, size)
-    axes = figure.subplots()
-    heat = axes.imshow(counts, cmap="Blues")
-    figure.colorbar(heat, ax=axes, shrink=0.8, label="images")
-    ticks = range(len(evaluation.class_names))
-    axes.set_xticks(ticks, evaluation.class_names, rotation=45, ha="right")
-    axes.set_yticks(ticks, evaluation.class_names)
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    axes.set_title(title or f"accuracy {evaluation.accuracy:.2%} on {evaluation.num_samples} samples")
-    threshold = counts.max() / 2 if counts.size else 0
-    if len(evaluation.class_names) <= 30:
-        for row in ticks:
-            for column in ticks:
-                color = "white" if counts[row, column] > threshold else "black"
-                axes.text(
-                    column, row, str(counts[row, column]), ha="center", va="center", fontsize=8, color=color
-                )
-    buffer = io.BytesIO()
-    figure.savefig(buffer, dpi=100, format="png")  # PNG whatever the suffix: the path is used as given
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, buffer.getvalue())
