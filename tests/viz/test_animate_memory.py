@@ -7,7 +7,7 @@ import pytest
 
 import sepconv.machine
 from sepconv.machine import MemoryLimitError
-from sepconv.viz import animate
+from sepconv.viz import animation_render
 from sepconv.viz.animate import plan_animation, write_animation
 
 
@@ -49,14 +49,16 @@ def test_the_parameter_that_sized_the_grid_is_named(monkeypatch, geometry, named
 def test_the_frames_estimate_is_the_real_canvas_and_refuses_before_drawing(monkeypatch, tmp_path):
     animation = plan_animation(input_size=4, kernel_size=3, seed=0)
     step = animation.steps[0]
-    drawn = animate._StepRenderer(step).render(step.frames[0])  # the real canvas, as an RGB array
-    width, height = animate._canvas_size(step)
+    drawn = animation_render.StepRenderer(step).render(step.frames[0])  # the real canvas, as an RGB array
+    width, height = animation_render.canvas_size(step)
     assert drawn.shape == (height, width, 3)
     # 4 frames kept as RGB copies, and the RGBA canvas they are drawn on.
     needed = 4 * width * height * 3 + width * height * 4
     limit(monkeypatch, needed - 1)
     drawn_frames = []
-    monkeypatch.setattr(animate._StepRenderer, "render", lambda self, frame: drawn_frames.append(frame))
+    monkeypatch.setattr(
+        animation_render.StepRenderer, "render", lambda self, frame: drawn_frames.append(frame)
+    )
     target = tmp_path / "conv.gif"
     with pytest.raises(
         MemoryLimitError, match=rf"^input_size=4 needs about .* for 4 frames of {width}x{height} pixels"
