@@ -74,19 +74,19 @@ def test_calc_table_mentions_units_and_formula(capsys):
 @pytest.mark.parametrize(
     ("flag", "value", "expected"),
     [
-        ("--in-channels", "0", "an integer in [1, 1048576]"),
-        ("--in-channels", "-3", "an integer in [1, 1048576]"),
-        ("--in-channels", "nan", "an integer in [1, 1048576]"),
-        ("--in-channels", "2000000", "an integer in [1, 1048576]"),  # would enumerate ~2e6 group counts
-        ("--out-channels", "inf", "an integer in [1, 1048576]"),
-        ("--out-channels", "1.5", "an integer in [1, 1048576]"),
-        ("--kernel-size", "0", "an integer >= 1"),
-        ("--stride", "-1", "an integer >= 1"),
-        ("--dilation", "nan", "an integer >= 1"),
-        ("--depth-multiplier", "0", "an integer >= 1"),
-        ("--padding", "-1", "an integer >= 0, 'valid' or 'same'"),
-        ("--padding", "full", "an integer >= 0, 'valid' or 'same'"),
-        ("--padding", "inf", "an integer >= 0, 'valid' or 'same'"),
+        ("--in-channels", "0", "an integer in [1, 1,048,576]"),
+        ("--in-channels", "-3", "an integer in [1, 1,048,576]"),
+        ("--in-channels", "nan", "an integer in [1, 1,048,576]"),
+        ("--in-channels", "2000000", "an integer in [1, 1,048,576]"),  # would enumerate ~2e6 group counts
+        ("--out-channels", "inf", "an integer in [1, 1,048,576]"),
+        ("--out-channels", "1.5", "an integer in [1, 1,048,576]"),
+        ("--kernel-size", "0", "a positive integer"),
+        ("--stride", "-1", "a positive integer"),
+        ("--dilation", "nan", "a positive integer"),
+        ("--depth-multiplier", "0", "a positive integer"),
+        ("--padding", "-1", "a non-negative integer, 'valid' or 'same'"),
+        ("--padding", "full", "a non-negative integer, 'valid' or 'same'"),
+        ("--padding", "inf", "a non-negative integer, 'valid' or 'same'"),
     ],
 )
 def test_numeric_flags_are_refused_naming_flag_and_value(capsys, flag, value, expected):
@@ -132,7 +132,7 @@ def test_calc_bad_input_is_one_line_exit_2_from_the_real_command():
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (
-        "sepconv calc: error: argument --in-channels: must be an integer in [1, 1048576], got '0' "
+        "sepconv calc: error: argument --in-channels: must be an integer in [1, 1,048,576], got '0' "
         "(see 'sepconv calc --help')\n"
     )
 

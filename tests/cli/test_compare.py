@@ -173,10 +173,16 @@ def test_input_size_sets_the_image_both_models_run_on(tmp_path, capsys):
         ),
         (
             ["standard_cnn", "standard_cnn", "--batch-size", "0"],
-            "argument --batch-size: must be an integer >= 1",
+            "argument --batch-size: must be a positive integer",
         ),
-        (["standard_cnn", "standard_cnn", "--repeats", "0"], "argument --repeats: must be an integer >= 1"),
-        (["standard_cnn", "standard_cnn", "--repeats", "two"], "argument --repeats: must be an integer >= 1"),
+        (
+            ["standard_cnn", "standard_cnn", "--repeats", "0"],
+            "argument --repeats: must be a positive integer",
+        ),
+        (
+            ["standard_cnn", "standard_cnn", "--repeats", "two"],
+            "argument --repeats: must be a positive integer",
+        ),
         (
             ["standard_cnn", "standard_cnn", "--input-size", "0,28,28"],
             "--input-size must be positive integers",

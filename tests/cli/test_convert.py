@@ -96,7 +96,7 @@ def test_converted_file_works_with_summary_export_and_train(tmp_path, capsys, so
     [
         (
             ["--depth-multiplier", "0"],
-            "argument --depth-multiplier: must be an integer >= 1 or 'auto', got '0'",
+            "argument --depth-multiplier: must be a positive integer or 'auto', got '0'",
         ),
         (["--depth-multiplier", "auto"], "--depth-multiplier auto needs --max-error E"),
         (["--max-error", "0.1"], "--max-error applies with --depth-multiplier auto only"),

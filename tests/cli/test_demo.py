@@ -158,11 +158,11 @@ def _check_page_in_a_browser(browser, page, document, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("flag", "value", "expected"),
     [
-        ("--epochs", "0", "must be an integer >= 1, got '0'"),
-        ("--batch-size", "-3", "must be an integer >= 1, got '-3'"),
+        ("--epochs", "0", "must be a positive integer, got '0'"),
+        ("--batch-size", "-3", "must be a positive integer, got '-3'"),
         ("--lr", "nan", "must be a finite number > 0, got 'nan'"),
         ("--lr", "inf", "must be a finite number > 0, got 'inf'"),
-        ("--seed", "4294967296", "must be an integer in [0, 4294967295], got '4294967296'"),
+        ("--seed", "4294967296", "must be an integer in [0, 4,294,967,295], got '4294967296'"),
     ],
 )
 def test_demo_rejects_bad_numbers_naming_the_flag(capsys, flag, value, expected):

@@ -16,8 +16,8 @@ import pytest
 
 import sepconv.cli.calc
 from sepconv.cli._common import finite_float, integer, non_negative_int, positive_float, positive_int
-from sepconv.cli.main import main
-from sepconv.errors import SepconvError, UsageError
+from sepconv.cli.main import build_parser, main, user_message
+from sepconv.errors import ArgumentTypeError, ParameterError, SepconvError, UsageError
 
 
 def _raise_from_calc(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
@@ -54,6 +54,17 @@ def test_usage_error_is_importable_from_every_old_place():
         ),
         (IsADirectoryError(21, "Is a directory", "out"), "[Errno 21] Is a directory: 'out'"),
         (ValueError(), "ValueError"),  # no message: the type still says something
+        # An error about one parameter is led by the flag that set it (cli/main.py maps it, once).
+        (
+            ParameterError("in_channels must be an integer in [1, 8], got 9", param="in_channels"),
+            "--in-channels: in_channels must be an integer in [1, 8], got 9",
+        ),
+        (
+            ArgumentTypeError("stride must be a positive integer, got 1.5", param="stride"),
+            "--stride: stride must be a positive integer, got 1.5",
+        ),
+        # A parameter that calc has no flag for (a library-internal one) leaves the message as it is.
+        (ParameterError("groups=3 must divide 16", param="groups"), "groups=3 must divide 16"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(monkeypatch, capsys, error, message):
@@ -63,6 +74,22 @@ def test_user_errors_are_one_line_and_exit_2(monkeypatch, capsys, error, message
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"sepconv calc: error: {message}\n"  # the message folded into one line
+
+
+@pytest.mark.parametrize(
+    ("command", "param", "shown"),
+    [
+        ("train", "out_dir", "--out"),  # a flag whose name is not its dest's
+        ("train", "checkpoint_every_steps", "--checkpoint-every"),
+        ("train", "lr", "--lr"),
+        ("summary", "model", "MODEL"),  # a positional argument: its metavar
+        ("bench", "input_size", "--input-size"),
+        ("summary", "no_such_parameter", None),
+    ],
+)
+def test_a_parameter_maps_to_the_flag_of_the_running_command(command, param, shown):
+    message = user_message(ParameterError(f"{param} is bad", param=param), build_parser(), command)
+    assert message == (f"{shown}: {param} is bad" if shown else f"{param} is bad")
 
 
 @pytest.mark.parametrize(
@@ -185,11 +212,11 @@ def test_numeric_types_accept_values_in_range(parse, text, value):
 @pytest.mark.parametrize(
     ("parse", "text", "expected"),
     [
-        (positive_int, "0", "must be an integer >= 1, got '0'"),
-        (positive_int, "-3", "must be an integer >= 1, got '-3'"),
-        (positive_int, "1.5", "must be an integer >= 1, got '1.5'"),
-        (positive_int, "nan", "must be an integer >= 1, got 'nan'"),
-        (non_negative_int, "-1", "must be an integer >= 0, got '-1'"),
+        (positive_int, "0", "must be a positive integer, got '0'"),
+        (positive_int, "-3", "must be a positive integer, got '-3'"),
+        (positive_int, "1.5", "must be a positive integer, got '1.5'"),
+        (positive_int, "nan", "must be a positive integer, got 'nan'"),
+        (non_negative_int, "-1", "must be a non-negative integer, got '-1'"),
         (integer(minimum=1, maximum=8), "9", "must be an integer in [1, 8], got '9'"),
         (positive_float, "nan", "must be a finite number > 0, got 'nan'"),
         (positive_float, "inf", "must be a finite number > 0, got 'inf'"),
@@ -213,8 +240,8 @@ def test_numeric_types_refuse_with_the_value(parse, text, expected):
 
 
 def test_numeric_types_have_readable_names():
-    assert positive_int.__name__ == "an integer >= 1"
-    assert non_negative_int.__name__ == "an integer >= 0"
+    assert positive_int.__name__ == "a positive integer"
+    assert non_negative_int.__name__ == "a non-negative integer"
     assert positive_float.__name__ == "a finite number > 0"
     assert finite_float(minimum=0, maximum=1, min_inclusive=False).__name__ == "a finite number in (0, 1]"
 
@@ -231,5 +258,5 @@ def test_a_refused_flag_is_one_line_naming_flag_and_value(capsys):
         main(["calc", "--stride", "inf"])
     assert exited.value.code == 2
     assert capsys.readouterr().err == (
-        "sepconv calc: error: argument --stride: must be an integer >= 1, got 'inf' (see 'sepconv calc --help')\n"
+        "sepconv calc: error: argument --stride: must be a positive integer, got 'inf' (see 'sepconv calc --help')\n"
     )

@@ -35,7 +35,7 @@ def test_every_command_with_a_seed_uses_the_same_range():
         for bad in (str(MAX_SEED + 1), str(2**64), "-1"):
             with pytest.raises(argparse.ArgumentTypeError) as refused:
                 action.type(bad)
-            assert str(refused.value) == f"must be an integer in [0, {MAX_SEED}], got {bad!r}", name
+            assert str(refused.value) == f"must be an integer in [0, {MAX_SEED:,}], got {bad!r}", name
 
 
 @pytest.mark.parametrize(
@@ -56,8 +56,9 @@ def test_a_huge_seed_is_one_line_naming_the_flag_before_any_work(args, capsys, t
     assert err.count("\n") == 1
     if args[0] == "train":
         assert (
-            err == f"sepconv train: error: --seed: seed must be an integer in [0, {MAX_SEED}], got {2**70}\n"
+            err
+            == f"sepconv train: error: --seed: seed must be an integer in [0, {MAX_SEED:,}], got {2**70}\n"
         )
     else:
-        assert f"argument --seed: must be an integer in [0, {MAX_SEED}], got '{2**70}'" in err
+        assert f"argument --seed: must be an integer in [0, {MAX_SEED:,}], got '{2**70}'" in err
     assert list(tmp_path.iterdir()) == []  # nothing written, no run folder claimed

@@ -52,7 +52,7 @@ def test_train_json_prints_one_document_matching_the_csv(tmp_path, capsys):
         (["--lr", "inf"], "--lr: lr must be a finite number > 0, got inf"),
         (["--weight-decay", "-1"], "--weight-decay: weight_decay must be a finite number >= 0"),
         (["--label-smoothing", "1"], "--label-smoothing: label_smoothing must be a finite number in [0, 1)"),
-        (["--seed", "-1"], "--seed: seed must be an integer in [0, 4294967295], got -1"),
+        (["--seed", "-1"], "--seed: seed must be an integer in [0, 4,294,967,295], got -1"),
         (["--keep-checkpoints", "0"], "--keep-checkpoints: keep_checkpoints must be a positive integer"),
         (["--model-arg", "width_mult=Infinity"], "--model-arg: model_kwargs['width_mult'] must hold finite"),
         (

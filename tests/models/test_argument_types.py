@@ -14,9 +14,10 @@ import pytest
 import torch
 
 import sepconv
+from sepconv.checks import check_float, check_int
 from sepconv.errors import ArgumentTypeError
 from sepconv.models import create_model, model_spec
-from sepconv.models.validation import check_channel_list, check_float, check_int
+from sepconv.models.validation import check_channel_list
 
 
 def test_numpy_numbers_build_the_model_ints_build_and_record_plain_json():
@@ -52,11 +53,11 @@ def test_numpy_numbers_build_the_model_ints_build_and_record_plain_json():
         ),
         (
             lambda: create_model("standard_cnn", widths="8,8,16,16"),
-            "widths must be a sequence of 4 channel counts, got '8,8,16,16'",
+            "widths must be 4 integers in [1, 65,536] (channel counts), got '8,8,16,16'",
         ),
         (
             lambda: create_model("standard_cnn", widths=[8, 8, 16, 16.0]),
-            "widths must hold integers in [1, 65,536], got 16.0 in [8, 8, 16, 16.0]",
+            "widths must be 4 integers in [1, 65,536] (channel counts), got 16.0 in [8, 8, 16, 16.0]",
         ),
         (
             lambda: create_model("mobilenet_v2", width_mult="0.5"),
@@ -78,18 +79,21 @@ def test_wrong_types_are_type_errors_naming_the_argument(build, message):
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: check_int("num_classes", 0, maximum=10), "num_classes must be an integer in [1, 10], got 0"),
+        (
+            lambda: check_int("num_classes", 0, minimum=1, maximum=10),
+            "num_classes must be an integer in [1, 10], got 0",
+        ),
         (
             lambda: check_float("dropout", float("nan"), minimum=0, maximum=1),
             "dropout must be a finite number in [0, 1], got nan",
         ),
         (
             lambda: check_channel_list("widths", [8, 8], 4),
-            "widths must be a sequence of 4 channel counts, got [8, 8]",
+            "widths must be 4 integers in [1, 65,536] (channel counts), got [8, 8]",
         ),
         (
             lambda: check_channel_list("widths", [8, 8, 8, 0], 4),
-            "widths must hold integers in [1, 65,536], got 0 in [8, 8, 8, 0]",
+            "widths must be 4 integers in [1, 65,536] (channel counts), got 0 in [8, 8, 8, 0]",
         ),
     ],
 )
@@ -101,7 +105,7 @@ def test_wrong_values_stay_value_errors(build, message):
 
 
 def test_checks_return_plain_python_numbers():
-    assert type(check_int("num_classes", np.int16(7), maximum=10)) is int
+    assert type(check_int("num_classes", np.int16(7), minimum=1, maximum=10)) is int
     assert check_float("dropout", np.float32(0.5), minimum=0, maximum=1) == 0.5
     assert check_channel_list("widths", np.array([1, 2, 3, 4]).tolist(), 4) == (1, 2, 3, 4)
     assert [type(item) for item in check_channel_list("widths", [np.int64(1)] * 4, 4)] == [int] * 4

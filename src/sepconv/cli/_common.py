@@ -3,11 +3,12 @@
 Numeric flags use the argument types below (``type=positive_int``, ``type=finite_float(minimum=0)``),
 so that argparse itself refuses a bad value with one line naming the flag and the value, exit code 2::
 
-    sepconv evaluate: error: argument --batch-size: must be an integer >= 1, got '0' (see ...)
+    sepconv evaluate: error: argument --batch-size: must be a positive integer, got '0' (see ...)
 
 - :func:`positive_int` (>= 1: sizes, counts, epochs), :func:`non_negative_int` (>= 0: workers),
   :func:`seed` (every ``--seed``: [0, 2**32 - 1]),
   :func:`integer` for other bounds;
+  all thin wrappers over :mod:`sepconv.checks`, so a flag's bound reads as the library's does;
 - :func:`finite_float` for floats: refuses ``nan`` and ``inf`` always, and values outside the bounds
   given (``finite_float(minimum=0, min_inclusive=False)`` is "> 0", e.g. ``--lr``);
   :data:`positive_float` is exactly that.
@@ -20,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sepconv.checks import check_float, check_int, describe_float, describe_integer
 from sepconv.errors import UsageError
 
 __all__ = [
@@ -51,31 +52,21 @@ __all__ = [
 def integer(*, minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
     """An argparse ``type``: a decimal integer in ``[minimum, maximum]`` (either bound optional).
 
+    The bound is worded as everywhere in sepconv (:func:`sepconv.checks.describe_integer`).
+
     >>> integer(minimum=1, maximum=8)("3")
     3
     >>> integer(minimum=1, maximum=8)("9")
     Traceback (most recent call last):
     argparse.ArgumentTypeError: must be an integer in [1, 8], got '9'
     """
-    if minimum is not None and maximum is not None and minimum > maximum:
-        raise ValueError(f"minimum must be <= maximum, got {minimum} > {maximum}")
-    if minimum is not None and maximum is not None:
-        expected = f"an integer in [{minimum}, {maximum}]"
-    elif minimum is not None:
-        expected = f"an integer >= {minimum}"
-    elif maximum is not None:
-        expected = f"an integer <= {maximum}"
-    else:
-        expected = "an integer"
+    expected = describe_integer(minimum, maximum)
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
+            return check_int("value", int(text), minimum=minimum, maximum=maximum)
+        except ValueError:  # not a number, or out of bounds (a ParameterError is a ValueError)
             raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
-        return value
 
     parse.__name__ = expected  # argparse and error messages show this name
     return parse
@@ -101,7 +92,8 @@ def finite_float(
 ) -> Callable[[str], float]:
     """An argparse ``type``: a finite float (never ``nan`` or ``inf``) within the bounds given.
 
-    ``min_inclusive=False`` makes the lower bound strict (``> minimum``), likewise ``max_inclusive``.
+    ``min_inclusive=False`` makes the lower bound strict (``> minimum``), likewise ``max_inclusive``;
+    the bound is worded as everywhere in sepconv (:func:`sepconv.checks.describe_float`).
 
     >>> learning_rate = finite_float(minimum=0, min_inclusive=False)
     >>> learning_rate("3e-4"), learning_rate.__name__
@@ -113,33 +105,19 @@ def finite_float(
     Traceback (most recent call last):
     argparse.ArgumentTypeError: must be a finite number in [0, 1), got '1'
     """
-    for name, bound in (("minimum", minimum), ("maximum", maximum)):
-        if bound is not None and not math.isfinite(bound):
-            raise ValueError(f"{name} must be a finite number or None, got {bound!r}")
-    if minimum is not None and maximum is not None and minimum > maximum:
-        raise ValueError(f"minimum must be <= maximum, got {minimum} > {maximum}")
-    if minimum is not None and maximum is not None:
-        expected = (
-            f"a finite number in {'[' if min_inclusive else '('}{minimum:g}, "
-            f"{maximum:g}{']' if max_inclusive else ')'}"
-        )
-    elif minimum is not None:
-        expected = f"a finite number {'>=' if min_inclusive else '>'} {minimum:g}"
-    elif maximum is not None:
-        expected = f"a finite number {'<=' if max_inclusive else '<'} {maximum:g}"
-    else:
-        expected = "a finite number"
+    bounds = {
+        "minimum": minimum,
+        "maximum": maximum,
+        "min_inclusive": min_inclusive,
+        "max_inclusive": max_inclusive,
+    }
+    expected = describe_float(**bounds)
 
     def parse(text: str) -> float:
         try:
-            value = float(text)
-        except ValueError:
+            return check_float("value", float(text), **bounds)
+        except ValueError:  # not a number, or out of bounds (a ParameterError is a ValueError)
             raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
-        too_low = minimum is not None and (value < minimum if min_inclusive else value <= minimum)
-        too_high = maximum is not None and (value > maximum if max_inclusive else value >= maximum)
-        if not math.isfinite(value) or too_low or too_high:
-            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
-        return value
 
     parse.__name__ = expected
     return parse

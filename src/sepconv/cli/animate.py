@@ -100,7 +100,7 @@ def _padding(text: str) -> str | int:
             return int(text)
     except ValueError:
         pass
-    raise argparse.ArgumentTypeError(f"must be an integer >= 0, 'valid' or 'same', got {text!r}")
+    raise argparse.ArgumentTypeError(f"must be a non-negative integer, 'valid' or 'same', got {text!r}")
 
 
 def _pair_flag(flag: str, text: str | None, default: int) -> int | tuple[int, int]:

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _padding(text: str) -> str:
-    """``--padding``: 'same', 'valid' or an integer >= 0 (kept as text, as ``calculate`` takes it)."""
+    """``--padding``: 'same', 'valid' or a non-negative integer (kept as text, as ``calculate`` takes it)."""
     if text in ("same", "valid"):
         return text
     try:
@@ -52,7 +52,7 @@ def _padding(text: str) -> str:
             return str(int(text))
     except ValueError:
         pass
-    raise argparse.ArgumentTypeError(f"must be an integer >= 0, 'valid' or 'same', got {text!r}")
+    raise argparse.ArgumentTypeError(f"must be a non-negative integer, 'valid' or 'same', got {text!r}")
 
 
 def _output_axis(size: int, kernel_size: int, stride: int, padding: str, dilation: int) -> int:

@@ -36,7 +36,7 @@ _FLAGS = {"depth_multiplier": "--depth-multiplier", "max_relative_error": "--max
 
 
 def depth_multiplier(text: str) -> int | str:
-    """An argparse ``type``: an integer >= 1, or 'auto'."""
+    """An argparse ``type``: a positive integer, or 'auto'."""
     if text == "auto":
         return text
     try:
@@ -44,11 +44,11 @@ def depth_multiplier(text: str) -> int | str:
     except ValueError:
         value = 0
     if value < 1 or str(value) != text.strip().lstrip("+"):
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or 'auto', got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}")
     return value
 
 
-depth_multiplier.__name__ = "an integer >= 1 or 'auto'"
+depth_multiplier.__name__ = "a positive integer or 'auto'"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,7 +7,9 @@ function ``(args) -> int``. Subcommand modules import heavy libraries inside the
 
 Errors the user can act on print one line on stderr and exit with code 2: :class:`SepconvError`
 (``UsageError`` included), ``ValueError`` (the library's argument errors, ``CheckpointError`` included)
-and ``OSError`` (a missing, unreadable or unwritable file). ``SEPCONV_DEBUG=1`` shows their traceback
+and ``OSError`` (a missing, unreadable or unwritable file). An error about one parameter (its ``.param``)
+is led by the flag that set it (:func:`user_message`, the one place that maps parameters to flags:
+library messages never name a flag). ``SEPCONV_DEBUG=1`` shows their traceback
 instead. Any other exception is a bug and keeps its traceback (exit code 1). Ctrl-C prints
 "interrupted" and what the command had to say about it, exit code 130.
 """
@@ -25,7 +27,7 @@ from typing import Any, NoReturn
 import sepconv.cli
 from sepconv.errors import SepconvError, UsageError
 
-__all__ = ["UsageError", "build_parser", "main"]
+__all__ = ["UsageError", "build_parser", "main", "user_message"]
 
 _NOT_COMMANDS = {"main"}
 
@@ -115,9 +117,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Only the errors sepconv raises for users; anything else is a bug and keeps its traceback.
         if _debug():
             raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"sepconv {args.command}: error: {message}", file=sys.stderr)
+        print(f"sepconv {args.command}: error: {user_message(error, parser, args.command)}", file=sys.stderr)
         return 2
+
+
+def user_message(error: BaseException, parser: argparse.ArgumentParser, command: str) -> str:
+    """``error``'s message as one line, led by the flag of ``command`` that set the parameter it names.
+
+    Library errors name parameters, never flags (:attr:`sepconv.errors.SepconvError.param`); this is
+    the one place where a parameter becomes the flag the user typed: the subcommand's argument whose
+    ``dest`` is the parameter (``input_size`` is set by ``--input-size``, ``out_dir`` by ``--out``;
+    a positional argument is named by its metavar).
+    """
+    message = " ".join(str(error).split()) or type(error).__name__
+    param = getattr(error, "param", None)
+    flag = _flag_of(parser, command, param) if param else None
+    return f"{flag}: {message}" if flag else message
+
+
+def _flag_of(parser: argparse.ArgumentParser, command: str, dest: str) -> str | None:
+    """The flag (its long form) or positional metavar by which ``command`` sets ``dest``; None if none."""
+    commands = next(
+        (action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)), {}
+    )
+    subparser = commands.get(command)
+    for action in subparser._actions if subparser is not None else ():
+        if action.dest != dest or isinstance(action, argparse._HelpAction):
+            continue
+        if not action.option_strings:
+            return str(action.metavar or action.dest)
+        long_forms = [option for option in action.option_strings if option.startswith("--")]
+        return (long_forms or action.option_strings)[0]
+    return None
 
 
 def _debug() -> bool:

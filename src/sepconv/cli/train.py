@@ -152,7 +152,7 @@ def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    """The validated :class:`TrainConfig` of parsed ``sepconv train`` arguments; errors name the flag."""
+    """The validated :class:`TrainConfig` of parsed ``sepconv train`` arguments."""
     from sepconv.train.config import TrainConfig
     from sepconv.train.trainer import find_resume_run_folder
 
@@ -165,14 +165,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     values["progress_bar"] = not args.json
     if values["out_dir"] is None:
         values["out_dir"] = str(find_resume_run_folder(args.resume)) if args.resume else TrainConfig.out_dir
-    config = TrainConfig(**values)
-    try:
-        config.validate()
-    except ValueError as error:
-        flags = {item.name: _flag(item) for item in _cli_fields()}
-        field_name = str(error).split(" ", 1)[0].split("[", 1)[0]
-        prefix = f"{flags[field_name]}: " if field_name in flags else ""
-        raise UsageError(f"{prefix}{error}") from None
+    # A bad field is a ParameterError naming it; `sepconv` (cli/main.py) leads it with the field's flag.
+    config = TrainConfig(**values).validate()
     if config.init_from is not None:
         config = _with_init_model(config, model_given="model" in args.given_flags)
     return config

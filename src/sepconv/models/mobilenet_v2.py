@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from sepconv.arithmetic import make_divisible
+from sepconv.checks import check_float, check_int
 from sepconv.layers.blocks import ConvNormAct, InvertedResidual
 from sepconv.layers.factory import ActLayer, NormLayer
 from sepconv.models.common import init_weights
 from sepconv.models.registry import register_model
-from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, MAX_WIDTH_MULT, check_float, check_int
+from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, MAX_WIDTH_MULT
 
 __all__ = ["MobileNetV2", "mobilenet_v2"]
 
@@ -48,9 +49,9 @@ class MobileNetV2(nn.Module):
         width_mult = check_float(
             "width_mult", width_mult, minimum=0, maximum=MAX_WIDTH_MULT, min_inclusive=False
         )
-        num_classes = check_int("num_classes", num_classes, maximum=MAX_CLASSES)
-        in_channels = check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
-        round_nearest = check_int("round_nearest", round_nearest, maximum=MAX_CHANNELS)
+        num_classes = check_int("num_classes", num_classes, minimum=1, maximum=MAX_CLASSES)
+        in_channels = check_int("in_channels", in_channels, minimum=1, maximum=MAX_CHANNELS)
+        round_nearest = check_int("round_nearest", round_nearest, minimum=1, maximum=MAX_CHANNELS)
         dropout = check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
         channels = make_divisible(32 * width_mult, round_nearest)
         self.last_channel = make_divisible(1280 * max(1.0, width_mult), round_nearest)

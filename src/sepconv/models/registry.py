@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sepconv.arithmetic import ArgumentTypeError
+from sepconv.checks import check_image_size, check_int
+from sepconv.errors import ArgumentTypeError
 from sepconv.layers.conv import name_layers
-from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, MAX_PARAMETERS, check_int
+from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, MAX_PARAMETERS
 
 __all__ = [
     "TORCHVISION_PREFIX",
@@ -47,12 +48,7 @@ def register_model(
     ``input_size`` is the (channels, height, width) the model is made for, what
     :func:`default_input_size` returns (with ``in_channels`` as built).
     """
-    if len(input_size) != 3 or any(
-        isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in input_size
-    ):
-        raise ValueError(
-            f"input_size must be 3 positive integers (channels, height, width), got {input_size!r}"
-        )
+    input_size = check_image_size("input_size", input_size)
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
@@ -135,7 +131,7 @@ def _torchvision_builder(name: str, kwargs: dict[str, Any]) -> Callable[[], nn.M
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{name}: {key} must be a finite number, got {value!r}")
     if "num_classes" in kwargs:
-        check_int("num_classes", kwargs["num_classes"], maximum=MAX_CLASSES)
+        check_int("num_classes", kwargs["num_classes"], minimum=1, maximum=MAX_CLASSES)
     builder_kwargs = {
         key: value for key, value in kwargs.items() if key not in ("weights", "weights_backbone")
     }
@@ -208,7 +204,7 @@ def default_input_size(name_or_model: str | nn.Module, **kwargs: Any) -> tuple[i
     if name in _REGISTRY:
         channels, height, width = _INPUT_SIZES[name]
         in_channels = kwargs.get("in_channels", channels)
-        return check_int("in_channels", in_channels, maximum=MAX_CHANNELS), height, width
+        return check_int("in_channels", in_channels, minimum=1, maximum=MAX_CHANNELS), height, width
     if name.startswith(TORCHVISION_PREFIX) and name[len(TORCHVISION_PREFIX) :] in _torchvision_names():
         height, width = _torchvision_image_size(name[len(TORCHVISION_PREFIX) :], kwargs)
         return 3, height, width
@@ -219,7 +215,7 @@ def _torchvision_image_size(short_name: str, kwargs: dict[str, Any]) -> tuple[in
     import torchvision.models
 
     if "image_size" in kwargs:  # ViTs built for another resolution
-        size = check_int("image_size", kwargs["image_size"], maximum=16_384)
+        size = check_int("image_size", kwargs["image_size"], minimum=1, maximum=16_384)
         return size, size
     if short_name.startswith("vit_"):
         return 224, 224  # built without weights, every torchvision ViT takes image_size=224

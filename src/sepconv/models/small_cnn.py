@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from sepconv.checks import check_float, check_int
 from sepconv.layers.blocks import ConvNormAct, DepthwiseSeparableBlock
 from sepconv.models.registry import register_model
-from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, check_channel_list, check_float, check_int
+from sepconv.models.validation import MAX_CHANNELS, MAX_CLASSES, check_channel_list
 
 __all__ = ["SmallCNN", "separable_cnn", "standard_cnn"]
 
@@ -40,8 +41,8 @@ class SmallCNN(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        in_channels = check_int("in_channels", in_channels, maximum=MAX_CHANNELS)
-        num_classes = check_int("num_classes", num_classes, maximum=MAX_CLASSES)
+        in_channels = check_int("in_channels", in_channels, minimum=1, maximum=MAX_CHANNELS)
+        num_classes = check_int("num_classes", num_classes, minimum=1, maximum=MAX_CLASSES)
         stem, stage1, stage2, stage3 = check_channel_list("widths", widths, 4)  # stem and three stages
         dropout = check_float("dropout", dropout, minimum=0, maximum=1, max_inclusive=False)
         self.features = nn.Sequential(

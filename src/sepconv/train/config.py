@@ -10,12 +10,21 @@ refused (:func:`result_differences`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from sepconv.checks import (
+    check_choice,
+    check_finite_json,
+    check_float,
+    check_int,
+    check_non_negative,
+    check_positive,
+)
+from sepconv.errors import ParameterError
 
 __all__ = [
     "OPTIMIZERS",
@@ -75,7 +84,7 @@ class TrainConfig:
     >>> TrainConfig(epochs=0).validate()
     Traceback (most recent call last):
     ...
-    ValueError: epochs must be a positive integer, got 0
+    sepconv.errors.ParameterError: epochs must be a positive integer, got 0
     """
 
     model: str = _option(
@@ -159,20 +168,31 @@ class TrainConfig:
     max_steps: int | None = _option(None, "stop after this many optimizer steps", affects_result=True)
 
     def validate(self) -> TrainConfig:
-        """Raise ``ValueError`` naming the first invalid field; return ``self`` when all are valid."""
+        """Raise a :class:`~sepconv.errors.ParameterError` naming the first invalid field; else return ``self``.
+
+        Numbers are checked by :mod:`sepconv.checks` and stored back as plain Python numbers (a numpy
+        integer becomes an ``int``), so that the config stays JSON.
+        """
         for name in ("epochs", "batch_size", "devices", "num_nodes", "keep_checkpoints"):
-            _check_int(name, getattr(self, name), minimum=1)
+            setattr(self, name, check_positive(name, getattr(self, name)))
         for name in ("checkpoint_every_steps", "early_stopping_patience", "max_steps"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
+                setattr(self, name, check_positive(name, getattr(self, name)))
         if self.checkpoint_every_epochs is not None:
-            _check_int("checkpoint_every_epochs", self.checkpoint_every_epochs, minimum=0)
-        _check_int("num_workers", self.num_workers, minimum=0)
-        _check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
-        _check_float("lr", self.lr, "> 0", lambda value: value > 0)
-        _check_float("weight_decay", self.weight_decay, ">= 0", lambda value: value >= 0)
-        _check_float("label_smoothing", self.label_smoothing, "in [0, 1)", lambda value: 0 <= value < 1)
-        _check_float("momentum", self.momentum, "in [0, 1)", lambda value: 0 <= value < 1)
+            self.checkpoint_every_epochs = check_non_negative(
+                "checkpoint_every_epochs", self.checkpoint_every_epochs
+            )
+        self.num_workers = check_non_negative("num_workers", self.num_workers)
+        self.seed = check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
+        for name, bounds in (
+            ("lr", {"minimum": 0, "min_inclusive": False}),
+            ("weight_decay", {"minimum": 0}),
+            ("label_smoothing", {"minimum": 0, "maximum": 1, "max_inclusive": False}),
+            ("momentum", {"minimum": 0, "maximum": 1, "max_inclusive": False}),
+        ):
+            value = check_float(name, getattr(self, name), **bounds)
+            if not isinstance(getattr(self, name), int | float):
+                setattr(self, name, value)  # a numpy float32 is no JSON; a Python int stays as given
         for name, choices in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
@@ -181,32 +201,39 @@ class TrainConfig:
             ("fused", SWITCHES),
             ("accelerator", ACCELERATORS),
         ):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
+            check_choice(name, getattr(self, name), choices)
         for name in ("model", "dataset"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                raise ValueError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
+                raise ParameterError(
+                    f"{name} must be a non-empty name, got {getattr(self, name)!r}", param=name
+                )
         if not isinstance(self.model_kwargs, dict) or not all(
             isinstance(key, str) for key in self.model_kwargs
         ):
-            raise ValueError(f"model_kwargs must be a dict with string keys, got {self.model_kwargs!r}")
-        _check_finite_json("model_kwargs", self.model_kwargs)
+            raise ParameterError(
+                f"model_kwargs must be a dict with string keys, got {self.model_kwargs!r}",
+                param="model_kwargs",
+            )
+        check_finite_json("model_kwargs", self.model_kwargs)
         if self.init_from is not None:
             if not isinstance(self.init_from, str | os.PathLike) or not os.fspath(self.init_from).strip():
-                raise ValueError(
-                    f"init_from must be the path of a sepconv model file (.safetensors), got {self.init_from!r}"
+                raise ParameterError(
+                    f"init_from must be the path of a sepconv model file (.safetensors), got {self.init_from!r}",
+                    param="init_from",
                 )
             if self.model_kwargs:
-                raise ValueError(
+                raise ParameterError(
                     f"model_kwargs must be empty with init_from (the model file {os.fspath(self.init_from)} "
-                    f"fixes the architecture), got {self.model_kwargs!r}"
+                    f"fixes the architecture), got {self.model_kwargs!r}",
+                    param="model_kwargs",
                 )
         if self.visdom is not None:
             parse_visdom_url(self.visdom)  # a typo is refused here, before the run claims its folder
         if self.batch_size % (self.devices * self.num_nodes):
-            raise ValueError(
+            raise ParameterError(
                 f"batch_size ({self.batch_size}) is the global batch and must be divisible by devices x num_nodes "
-                f"({self.devices * self.num_nodes})"
+                f"({self.devices * self.num_nodes})",
+                param="batch_size",
             )
         return self
 
@@ -244,16 +271,16 @@ def parse_visdom_url(url: str) -> tuple[str, int]:
     ('http://10.0.0.5', 8097)
     >>> parse_visdom_url("http://localhost:80a")
     Traceback (most recent call last):
-    ValueError: visdom must be a URL like http://host:port (port 1-65535), got 'http://localhost:80a'
+    sepconv.errors.ParameterError: visdom must be a URL like http://host:port (port 1-65535), got 'http://localhost:80a'
     """
     message = f"visdom must be a URL like http://host:port (port 1-65535), got {url!r}"
     if not isinstance(url, str):
-        raise ValueError(message)
+        raise ParameterError(message, param="visdom")
     parts = urlsplit(url if "://" in url else f"http://{url}")
     try:
         port = parts.port
     except ValueError:  # not a number, or outside 0-65535
-        raise ValueError(message) from None
+        raise ParameterError(message, param="visdom") from None
     host = parts.hostname or ""
     if (
         parts.scheme not in ("http", "https")
@@ -264,40 +291,8 @@ def parse_visdom_url(url: str) -> tuple[str, int]:
         or parts.query
         or parts.fragment
     ):
-        raise ValueError(message)
+        raise ParameterError(message, param="visdom")
     return f"{parts.scheme}://{host}", port or 8097
-
-
-def _check_int(name: str, value: Any, *, minimum: int, maximum: int | None = None) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        if maximum is not None:
-            kind = f"an integer in [{minimum}, {maximum}]"
-        else:
-            kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-
-
-def _check_float(name: str, value: Any, rule: str, is_valid: Any) -> None:
-    number_like = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number_like or not math.isfinite(value) or not is_valid(value):
-        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
-
-
-def _check_finite_json(name: str, value: Any) -> None:
-    """Model arguments are stored as JSON in checkpoints: refuse NaN and infinities where they enter."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name} must hold finite numbers, got {value!r}")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_finite_json(f"{name}[{key!r}]" if name == "model_kwargs" else f"{name}.{key}", item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _check_finite_json(name, item)
 
 
 @dataclass
