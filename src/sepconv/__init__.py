@@ -1,19 +1,44 @@
 """sepconv: efficient convolutions for PyTorch: layers, MobileNet models, cost analysis, conversion, training.
 
-``import sepconv`` loads only torch and the layer/model code; training, export and plotting libraries
-are imported by the modules that need them.
+``import sepconv`` is cheap: it imports neither torch nor any other heavy library. The names below are
+re-exported lazily (PEP 562): ``sepconv.SeparableConv2d`` or ``sepconv.models`` imports torch and the
+layer/model code on first use, so ``sepconv --help`` and ``sepconv calc`` answer without loading torch.
+Training, export and plotting libraries are imported by the modules that need them.
 """
 
+from __future__ import annotations
+
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+from sepconv._lazy import lazy_exports
 
-from sepconv import analysis, arithmetic, layers, models
-from sepconv.layers import DepthwiseConv2d, PointwiseConv2d, SeparableConv2d
-from sepconv.models import create_model, list_models
+if TYPE_CHECKING:  # what static type checkers see; at run time these come from __getattr__
+    from pathlib import Path
+
+    from torch import nn
+
+    from sepconv import analysis, arithmetic, layers, models
+    from sepconv.layers import DepthwiseConv2d, PointwiseConv2d, SeparableConv2d
+    from sepconv.models import create_model, list_models
 
 __version__ = "0.1.0"
+
+# Each re-exported name and the module that defines it (None: a subpackage of sepconv).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DepthwiseConv2d": "sepconv.layers",
+        "PointwiseConv2d": "sepconv.layers",
+        "SeparableConv2d": "sepconv.layers",
+        "analysis": None,
+        "arithmetic": None,
+        "create_model": "sepconv.models",
+        "layers": None,
+        "list_models": "sepconv.models",
+        "models": None,
+    },
+)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str], *, spec: dict | None = None) -> Path:

@@ -18,7 +18,7 @@ from sepconv.cli._common import (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from sepconv.deploy.compare import AGREEMENT_SAMPLES, DEFAULT_BATCH_SIZE, DEFAULT_REPEATS
+    from sepconv.deploy.defaults import AGREEMENT_SAMPLES, DEFAULT_BATCH_SIZE, DEFAULT_REPEATS
 
     parser = subparsers.add_parser(
         "compare",

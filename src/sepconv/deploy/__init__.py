@@ -7,16 +7,53 @@
   (:mod:`sepconv.deploy.bench`; the paths are a registry, :data:`EXECUTION_PATHS`);
 - :func:`compare_models` — two models side by side: MACs against measured speed, output agreement.
 
-onnx and onnxruntime are imported when a function needs them, so ``import sepconv.deploy`` is light.
+onnx and onnxruntime are imported when a function needs them, and torch when a name below is first used,
+so ``import sepconv.deploy`` is light.
 """
 
-from sepconv.deploy.bench import benchmark_paths
-from sepconv.deploy.bench_report import BenchReport, PathResult
-from sepconv.deploy.compare import Agreement, Comparison, ModelMeasurement, compare_models
-from sepconv.deploy.execution_paths import EXECUTION_PATHS, TRAIN_PATHS, ExecutionPath, PathUnavailableError
-from sepconv.deploy.onnx_export import ExportError, ExportReport, export_onnx, verify_onnx
-from sepconv.deploy.quantize import onnx_accuracy, quantize_onnx
-from sepconv.deploy.runtime import OnnxModel
+from typing import TYPE_CHECKING
+
+from sepconv._lazy import lazy_exports
+
+if TYPE_CHECKING:  # what static type checkers see; at run time these come from __getattr__
+    from sepconv.deploy.bench import benchmark_paths
+    from sepconv.deploy.bench_report import BenchReport, PathResult
+    from sepconv.deploy.compare import Agreement, Comparison, ModelMeasurement, compare_models
+    from sepconv.deploy.execution_paths import (
+        EXECUTION_PATHS,
+        TRAIN_PATHS,
+        ExecutionPath,
+        PathUnavailableError,
+    )
+    from sepconv.deploy.onnx_export import ExportError, ExportReport, export_onnx, verify_onnx
+    from sepconv.deploy.quantize import onnx_accuracy, quantize_onnx
+    from sepconv.deploy.runtime import OnnxModel
+
+# Imported on first use: the comparison and the benchmark import torch, and `sepconv compare --help`
+# must not.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "benchmark_paths": "sepconv.deploy.bench",
+        "BenchReport": "sepconv.deploy.bench_report",
+        "PathResult": "sepconv.deploy.bench_report",
+        "Agreement": "sepconv.deploy.compare",
+        "Comparison": "sepconv.deploy.compare",
+        "ModelMeasurement": "sepconv.deploy.compare",
+        "compare_models": "sepconv.deploy.compare",
+        "EXECUTION_PATHS": "sepconv.deploy.execution_paths",
+        "TRAIN_PATHS": "sepconv.deploy.execution_paths",
+        "ExecutionPath": "sepconv.deploy.execution_paths",
+        "PathUnavailableError": "sepconv.deploy.execution_paths",
+        "ExportError": "sepconv.deploy.onnx_export",
+        "ExportReport": "sepconv.deploy.onnx_export",
+        "export_onnx": "sepconv.deploy.onnx_export",
+        "verify_onnx": "sepconv.deploy.onnx_export",
+        "onnx_accuracy": "sepconv.deploy.quantize",
+        "quantize_onnx": "sepconv.deploy.quantize",
+        "OnnxModel": "sepconv.deploy.runtime",
+    },
+)
 
 __all__ = [
     "EXECUTION_PATHS",

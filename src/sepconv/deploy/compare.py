@@ -32,6 +32,7 @@ from torch import nn
 
 from sepconv.data.splits import DataSplits
 from sepconv.deploy.bench import SETTLE_SECONDS, _ProgressCounter, _time_interleaved, _TimingPlan
+from sepconv.deploy.defaults import AGREEMENT_SAMPLES, DEFAULT_BATCH_SIZE, DEFAULT_REPEATS
 
 __all__ = [
     "AGREEMENT_SAMPLES",
@@ -48,19 +49,11 @@ __all__ = [
     "within_noise",
 ]
 
-# One batch size for both measurements: 2 is the smallest at which every BatchNorm can run in train
-# mode (one value per channel is refused), and it keeps mobilenet_v2 at 224x224 near 0.3 s per round
-# of the four timed calls on a 2-core machine, so the default run stays well under 30 s.
-DEFAULT_BATCH_SIZE = 2
-# Rounds of interleaved timing; the median of 10 moved by under 10 % between runs on a busy machine.
-DEFAULT_REPEATS = 10
 DEFAULT_WARMUP_CALLS = 3
 # A timed block repeats a fast call until it lasts this long, so a sub-millisecond forward is not
 # timed at the resolution of one call (benchmark_paths' default block length).
 MIN_BLOCK_SECONDS = 0.02
-# Images for the output agreement: enough for top-1 agreement in steps of under 1 %, few enough that
-# mobilenet_v2 at 224x224 takes a few seconds; run in batches of AGREEMENT_BATCH.
-AGREEMENT_SAMPLES = 128
+# The agreement images (AGREEMENT_SAMPLES of them by default) run in batches of this many.
 AGREEMENT_BATCH = 32
 
 Number = int | float
