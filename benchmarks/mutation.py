@@ -106,7 +106,6 @@ GROUPS: dict[str, Group] = {
         tests=(
             "tests/io",
             "tests/train/test_state.py",
-            "tests/train/test_state_refusals.py",
             "src/sepconv/io/model_file.py",
             "src/sepconv/io/recipe.py",
             "src/sepconv/io/transforms.py",
@@ -119,7 +118,6 @@ GROUPS: dict[str, Group] = {
         files=("src/sepconv/train/checkpoint.py", "src/sepconv/train/state.py"),
         tests=(
             "tests/train/test_state.py",
-            "tests/train/test_state_refusals.py",
             "tests/train/test_checkpoint.py",
             "tests/train/test_checkpoint_integrity.py",
             "tests/train/test_resume_exact.py",

@@ -125,3 +125,21 @@ def test_arguments_are_checked(kwargs, message):
     data = TensorDataset(torch.eye(3), torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
         evaluate_model(nn.Identity(), data, **kwargs)
+
+
+def test_confusion_matrix_counts_and_accuracy_agree():
+    torch.manual_seed(0)
+    images = torch.randn(40, 5)
+    labels = torch.randint(0, 5, (40,))
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    evaluation = evaluate_model(nn.Identity(), dataset, num_classes=5, batch_size=7)
+    predicted = images.argmax(1)
+    assert evaluation.num_samples == 40
+    # The reference is a float32 mean of 40 zeros and ones (k/40 rounded to 6e-8 relative); approx's
+    # default rel 1e-6 covers that and is far below one sample (1/40).
+    assert evaluation.accuracy == pytest.approx(float((predicted == labels).float().mean()))
+    for true in range(5):
+        for guess in range(5):
+            assert int(evaluation.confusion[true, guess]) == int(
+                ((labels == true) & (predicted == guess)).sum()
+            )
