@@ -1,4 +1,4 @@
-"""Softmax, reductions and transposed convolutions: the field rules against a gradient measurement.
+"""Softmax and reductions: the field rules against a gradient measurement.
 
 The measurement is that of ``tests.helpers.fields``: float64, weights 1 (or other positive constants),
 biases 0, an all-ones input, so an input pixel has a non-zero gradient for an output unit exactly when
@@ -201,34 +201,3 @@ def test_reduction_dims_given_as_keywords_or_positions_agree():
     tracker.set(flat, TensorField())
     assert tracker.propagate(aten.sum.dim_IntList, (flat, [1]), {}, flat.sum(1)) == TensorField()
     assert input_field(x) == TensorField(axes=(ReceptiveField(),) * 2)
-
-
-# --- transposed convolution: the size over output residues -----------------------------------------
-#
-# The kernel is (k, 1) with stride (s, 1) and dilation (d, 1): the height carries the case, the width
-# stays the identity, so every column is a fine place to measure the height (with stride s along both
-# axes some columns would see nothing at all).
-
-TRANSPOSED = {
-    # name: ((kernel, stride, dilation) along the height, size in input units worked by hand, jump)
-    # o = 2i + 2t: even units gather taps 0, 1, 2 from inputs o/2 - t, three neighbours; odd ones none.
-    "k3 s2 d2": ((3, 2, 2), 3, 0.5),
-    # o = 3i + t, t in {0, 1}: one input (or none, o = 2 mod 3): the stride exceeds the kernel, size 1.
-    "k2 s3": ((2, 3, 1), 1, 1 / 3),
-    # o = 3i + 2t, t in {0, 1, 2}: 2t takes every residue mod 3 once, so one tap per unit: size 1.
-    "k3 s3 d2": ((3, 3, 2), 1, 1 / 3),
-    # o = 4i + 6t, t in {0, 1}: 0 and 6 differ mod 4, one tap per unit: size 1.
-    "k2 s4 d6": ((2, 4, 6), 1, 0.25),
-}
-
-
-@pytest.mark.parametrize("case", list(TRANSPOSED))
-def test_transposed_convolution_size_matches_the_gradient(case):
-    (kernel, stride, dilation), size, jump = TRANSPOSED[case]
-    model = positive(nn.ConvTranspose2d(1, 1, (kernel, 1), stride=(stride, 1), dilation=(dilation, 1)))
-    shape = (1, 1, 6, 5)
-    axes, _ = reported_axes(model, shape, "0")
-    assert [(s, j) for s, j, _ in axes] == [(size, jump), (1, 1)]
-    supports = [support for support in gradient_supports(model, shape, "0", 0) if support]
-    # the widest unit, reached (no padding: no window is clipped by the image border)
-    assert len(supports) >= 6 and max(last - first + 1 for first, last in supports) == size
