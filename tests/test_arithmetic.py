@@ -106,6 +106,103 @@ def test_separable_cost_ratio_equals_formula_and_counts():
     )
 
 
+def _measured(layer: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
+    """(parameters, MACs, output H x W) of ``layer`` as PyTorch counts them: its tensors, its flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        output = layer(torch.zeros(1, *input_shape))
+    return (
+        sum(p.numel() for p in layer.parameters()),
+        counter.get_total_flops() // 2,
+        tuple(output.shape[-2:]),
+    )
+
+
+@pytest.mark.parametrize(
+    (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "input_size",
+        "stride",
+        "padding",
+        "dilation",
+        "multiplier",
+    ),
+    [
+        (16, 32, 3, (10, 10), 1, "same", 1, 1),
+        (6, 12, 5, (17, 9), 2, "same", 2, 2),
+        (4, 4, 3, (12, 11), 2, "valid", 1, 1),
+        (3, 10, 3, (20, 20), 1, 1, 3, 3),
+    ],
+)
+def test_convolution_costs_match_torch_layers(
+    in_channels, out_channels, kernel_size, input_size, stride, padding, dilation, multiplier
+):
+    from sepconv.layers import SeparableConv2d
+
+    costs = arithmetic.convolution_costs(
+        in_channels,
+        out_channels,
+        kernel_size,
+        input_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        depth_multiplier=multiplier,
+    )
+    if padding == "same":
+        # TensorFlow's 'same': ceil(size / stride) outputs; an unpadded conv reads this much input for them
+        expected_output = tuple(math.ceil(size / stride) for size in input_size)
+        conv_input = tuple((size - 1) * stride + dilation * (kernel_size - 1) + 1 for size in expected_output)
+        conv_padding = 0
+    else:
+        conv_input, conv_padding = input_size, 0 if padding == "valid" else padding
+    groups = [g for g in range(1, in_channels + 1) if in_channels % g == 0 and out_channels % g == 0]
+    assert [row.groups for row in costs.rows] == [*groups, None]
+    for row in costs.rows[:-1]:
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, conv_padding, dilation, row.groups)
+        assert (row.params, row.macs, costs.output_size) == _measured(conv, (in_channels, *conv_input))
+    separable = SeparableConv2d(
+        in_channels, out_channels, kernel_size, stride, padding, dilation, depth_multiplier=multiplier
+    )
+    row = costs.rows[-1]
+    assert (row.kind, row.params, row.macs, costs.output_size) == (
+        "separable",
+        *_measured(separable, (in_channels, *input_size)),
+    )
+    standard = costs.rows[0]
+    assert standard.kind == "standard" and standard.params_ratio == standard.macs_ratio == 1.0
+    assert (row.params_ratio, row.macs_ratio) == (row.params / standard.params, row.macs / standard.macs)
+    assert costs.separable_ratio_formula == pytest.approx(row.macs_ratio)
+
+
+def test_convolution_costs_names_each_form_and_keeps_the_geometry():
+    costs = arithmetic.convolution_costs(16, 32, 3, 8, padding=2, bias=False)
+    assert [(row.kind, row.groups) for row in costs.rows] == [
+        ("standard", 1),
+        ("grouped", 2),
+        ("grouped", 4),
+        ("grouped", 8),
+        ("depthwise x2", 16),
+        ("separable", None),
+    ]
+    assert arithmetic.convolution_costs(8, 8, 3, 8).rows[-2].kind == "depthwise"
+    assert (costs.input_size, costs.output_size, costs.padding) == ((8, 8), (10, 10), 2)
+    assert costs.to_dict()["padding"] == "2" and costs.to_dict()["rows"][0] == {
+        "kind": "standard",
+        "groups": 1,
+        "params": 4608,
+        "macs": 4608 * 100,
+        "params_ratio": 1.0,
+        "macs_ratio": 1.0,
+    }
+    with pytest.raises(ValueError, match=r"^padding must be one of same, valid; got 'full'$"):
+        arithmetic.convolution_costs(16, 32, 3, 8, padding="full")
+
+
 def test_make_divisible_matches_torchvision():
     from torchvision.models._utils import _make_divisible
 

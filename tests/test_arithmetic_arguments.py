@@ -141,6 +141,19 @@ CALLS = {
         {"out_channels": "positive", "kernel_size": "pair"},
     ),
     "make_divisible": ({"value": 20, "divisor": 8}, {"divisor": "positive"}),
+    "convolution_costs": (
+        {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "input_size": 10, "padding": 0},
+        {
+            "in_channels": "positive",
+            "out_channels": "positive",
+            "kernel_size": "positive",
+            "input_size": "pair",
+            "stride": "positive",
+            "padding": "non_negative",
+            "dilation": "positive",
+            "depth_multiplier": "positive",
+        },
+    ),
 }
 
 _BAD = {"positive": BAD_POSITIVE, "non_negative": BAD_NON_NEGATIVE, "pair": BAD_PAIR}
@@ -148,8 +161,10 @@ _TEMPLATE = {"positive": POSITIVE, "non_negative": NON_NEGATIVE, "pair": POSITIV
 
 
 # Public names that take no argument to validate here: the two checks are tested directly below;
-# receptive_field_step takes an already-validated layer's numbers.
+# receptive_field_step takes an already-validated layer's numbers; the two cost types are results.
 NOT_IN_CALLS = {
+    "ConvolutionCost",
+    "ConvolutionCosts",
     "ReceptiveField",
     "check_positive",
     "check_non_negative",

@@ -17,13 +17,16 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 # The argument checks live in sepconv.checks (one wording for the whole package); arithmetic re-exports
 # the two it has always offered, and ArgumentTypeError, so imports from here keep working.
-from sepconv.checks import check_non_negative, check_positive
+from sepconv.checks import check_choice, check_non_negative, check_positive
 from sepconv.errors import ArgumentTypeError, ParameterError
 
 __all__ = [
+    "ConvolutionCost",
+    "ConvolutionCosts",
     "ReceptiveField",
     "check_groups",
     "check_non_negative",
@@ -33,6 +36,7 @@ __all__ = [
     "conv_params",
     "conv_transpose_macs",
     "conv_transpose_output_size",
+    "convolution_costs",
     "depthwise_params",
     "effective_kernel_size",
     "make_divisible",
@@ -300,6 +304,135 @@ def separable_cost_ratio(
     out_channels = check_positive("out_channels", out_channels)
     depth_multiplier = check_positive("depth_multiplier", depth_multiplier)
     return depth_multiplier * (1 / out_channels + 1 / (kernel_h * kernel_w))
+
+
+@dataclass(frozen=True)
+class ConvolutionCost:
+    """One way to do a convolution: its parameters and MACs, and their ratios to the standard one.
+
+    ``kind`` is "standard", "grouped", "depthwise" (``groups == in_channels == out_channels``),
+    "depthwise xM" (M filters per input channel) or "separable" (depthwise then pointwise: two
+    steps, so ``groups`` is None).
+    """
+
+    kind: str
+    groups: int | None
+    params: int
+    macs: int
+    params_ratio: float
+    macs_ratio: float
+
+
+@dataclass(frozen=True)
+class ConvolutionCosts:
+    """What :func:`convolution_costs` works out: the layer's geometry and one row per way to do it.
+
+    ``rows`` starts with the standard convolution (the reference of every ratio), then every valid
+    group count, and ends with the depthwise-separable form; ``separable_ratio_formula`` is the
+    closed form of its MACs ratio (:func:`separable_cost_ratio`).
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    padding: int | str
+    dilation: int
+    depth_multiplier: int
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    rows: tuple[ConvolutionCost, ...]
+    separable_ratio_formula: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The costs as plain JSON types (what ``sepconv calc --json`` prints); padding as text."""
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": str(self.padding),
+            "dilation": self.dilation,
+            "depth_multiplier": self.depth_multiplier,
+            "input_size": list(self.input_size),
+            "output_size": list(self.output_size),
+            "rows": [vars(row).copy() for row in self.rows],
+            "separable_ratio_formula": self.separable_ratio_formula,
+        }
+
+
+def convolution_costs(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    input_size: int | tuple[int, int],
+    *,
+    stride: int = 1,
+    padding: int | str = "same",
+    dilation: int = 1,
+    depth_multiplier: int = 1,
+    bias: bool = True,
+) -> ConvolutionCosts:
+    """One 2-D convolution done every way: standard, grouped (each valid group count), separable.
+
+    Exact integers for one image of ``input_size`` (H or (H, W)), so the choice between the forms can
+    be read off before any layer is built; ``sepconv calc`` prints this. ``padding`` is an integer >= 0,
+    "valid" (none) or "same" (TensorFlow's: the output is ceil(size / stride), :func:`same_padding`).
+
+    >>> costs = convolution_costs(16, 32, 3, 10, bias=False)
+    >>> costs.output_size, [(row.kind, row.params) for row in costs.rows][::2]
+    ((10, 10), [('standard', 4608), ('grouped', 1152), ('depthwise x2', 288)])
+    >>> costs.rows[-1].kind, costs.rows[-1].macs, round(costs.rows[-1].macs_ratio, 4)
+    ('separable', 65600, 0.1424)
+    """
+    kernel_size = check_positive("kernel_size", kernel_size)
+    stride = check_positive("stride", stride)
+    dilation = check_positive("dilation", dilation)
+    depth_multiplier = check_positive("depth_multiplier", depth_multiplier)
+    if isinstance(padding, str):
+        padding = check_choice("padding", padding, ("same", "valid"))
+    else:
+        padding = check_non_negative("padding", padding)
+    height, width = _pair("input_size", input_size)
+    output_size = (
+        _padded_output_size(height, kernel_size, stride, padding, dilation),
+        _padded_output_size(width, kernel_size, stride, padding, dilation),
+    )
+    rows: list[tuple[str, int | None, int, int]] = []
+    for groups in valid_groups(in_channels, out_channels):
+        kind = "standard" if groups == 1 else "grouped"
+        if groups == in_channels:
+            kind = "depthwise" if groups == out_channels else f"depthwise x{out_channels // in_channels}"
+        params = conv_params(in_channels, out_channels, kernel_size, groups, bias)
+        rows.append(
+            (kind, groups, params, conv_macs(in_channels, out_channels, kernel_size, output_size, groups))
+        )
+    params = separable_params(in_channels, out_channels, kernel_size, depth_multiplier, bias)
+    macs = separable_macs(in_channels, out_channels, kernel_size, output_size, depth_multiplier)
+    rows.append(("separable", None, params, macs))
+    _, _, standard_params, standard_macs = rows[0]
+    return ConvolutionCosts(
+        in_channels=int(in_channels),
+        out_channels=int(out_channels),
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        depth_multiplier=depth_multiplier,
+        input_size=(height, width),
+        output_size=output_size,
+        rows=tuple(
+            ConvolutionCost(kind, groups, params, macs, params / standard_params, macs / standard_macs)
+            for kind, groups, params, macs in rows
+        ),
+        separable_ratio_formula=separable_cost_ratio(out_channels, kernel_size, depth_multiplier),
+    )
+
+
+def _padded_output_size(size: int, kernel_size: int, stride: int, padding: int | str, dilation: int) -> int:
+    if padding == "same":
+        return -(-size // stride)
+    return conv_output_size(size, kernel_size, stride, 0 if padding == "valid" else int(padding), dilation)
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:

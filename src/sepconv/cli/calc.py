@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from sepconv import arithmetic
 from sepconv.cli._common import UsageError, integer, parse_int_list, positive_int, print_json
@@ -43,90 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _padding(text: str) -> str:
-    """``--padding``: 'same', 'valid' or a non-negative integer (kept as text, as ``calculate`` takes it)."""
+def _padding(text: str) -> int | str:
+    """``--padding``: 'same', 'valid' or a non-negative integer."""
     if text in ("same", "valid"):
         return text
     try:
         if int(text) >= 0:
-            return str(int(text))
+            return int(text)
     except ValueError:
         pass
     raise argparse.ArgumentTypeError(f"must be a non-negative integer, 'valid' or 'same', got {text!r}")
-
-
-def _output_axis(size: int, kernel_size: int, stride: int, padding: str, dilation: int) -> int:
-    if padding == "same":
-        return -(-size // stride)
-    pad = 0 if padding == "valid" else int(padding)
-    return arithmetic.conv_output_size(size, kernel_size, stride, pad, dilation)
-
-
-def calculate(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    stride: int,
-    padding: str,
-    dilation: int,
-    depth_multiplier: int,
-    input_size: tuple[int, int],
-    bias: bool,
-) -> dict[str, Any]:
-    """The report ``sepconv calc`` prints, as a dictionary of exact integers."""
-    for name, value in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
-        arithmetic.check_positive(name, value)
-    arithmetic.check_positive("depth_multiplier", depth_multiplier)
-    if padding not in ("same", "valid"):
-        try:
-            arithmetic.check_non_negative("padding", int(padding))
-        except ValueError:
-            raise ValueError(f"padding must be an int >= 0, 'valid' or 'same'; got {padding!r}") from None
-    output_size = tuple(_output_axis(size, kernel_size, stride, padding, dilation) for size in input_size)
-    rows: list[dict[str, Any]] = []
-    for groups in arithmetic.valid_groups(in_channels, out_channels):
-        kind = "standard" if groups == 1 else "grouped"
-        if groups == in_channels:
-            kind = "depthwise" if groups == out_channels else f"depthwise x{out_channels // in_channels}"
-        rows.append(
-            {
-                "kind": kind,
-                "groups": groups,
-                "params": arithmetic.conv_params(in_channels, out_channels, kernel_size, groups, bias),
-                "macs": arithmetic.conv_macs(in_channels, out_channels, kernel_size, output_size, groups),
-            }
-        )
-    rows.append(
-        {
-            "kind": "separable",
-            "groups": None,
-            "params": arithmetic.separable_params(
-                in_channels, out_channels, kernel_size, depth_multiplier, bias
-            ),
-            "macs": arithmetic.separable_macs(
-                in_channels, out_channels, kernel_size, output_size, depth_multiplier
-            ),
-        }
-    )
-    standard = rows[0]
-    for row in rows:
-        row["params_ratio"] = row["params"] / standard["params"]
-        row["macs_ratio"] = row["macs"] / standard["macs"]
-    return {
-        "in_channels": in_channels,
-        "out_channels": out_channels,
-        "kernel_size": kernel_size,
-        "stride": stride,
-        "padding": padding,
-        "dilation": dilation,
-        "depth_multiplier": depth_multiplier,
-        "input_size": list(input_size),
-        "output_size": list(output_size),
-        "rows": rows,
-        "separable_ratio_formula": arithmetic.separable_cost_ratio(
-            out_channels, kernel_size, depth_multiplier
-        ),
-    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,21 +61,21 @@ def run(args: argparse.Namespace) -> int:
     if len(input_size) != 2:
         raise UsageError(f"--input-size must be H or H,W, got {args.input_size!r}")
     _check_kernel_fits(args, input_size)
-    report = calculate(
+    costs = arithmetic.convolution_costs(
         args.in_channels,
         args.out_channels,
         args.kernel_size,
-        args.stride,
-        args.padding,
-        args.dilation,
-        args.depth_multiplier,
-        input_size,
-        not args.no_bias,
+        (input_size[0], input_size[1]),
+        stride=args.stride,
+        padding=args.padding,
+        dilation=args.dilation,
+        depth_multiplier=args.depth_multiplier,
+        bias=not args.no_bias,
     )
     if args.json:
-        print_json(report)
+        print_json(costs.to_dict())
     else:
-        _print_table(report)
+        _print_table(costs)
     return 0
 
 
@@ -158,7 +83,7 @@ def _check_kernel_fits(args: argparse.Namespace, input_size: tuple[int, ...]) ->
     """With 'valid' or numeric padding, the dilated kernel must fit the padded input: say so with the flags."""
     if args.padding == "same":
         return
-    pad = 0 if args.padding == "valid" else int(args.padding)
+    pad = 0 if args.padding == "valid" else args.padding
     extent = arithmetic.effective_kernel_size(args.kernel_size, args.dilation)
     smallest = min(input_size)
     if extent > smallest + 2 * pad:
@@ -169,50 +94,48 @@ def _check_kernel_fits(args: argparse.Namespace, input_size: tuple[int, ...]) ->
         )
 
 
-def _print_table(report: dict[str, Any]) -> None:
+def _print_table(costs: arithmetic.ConvolutionCosts) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    height, width = report["input_size"]
-    out_height, out_width = report["output_size"]
+    height, width = costs.input_size
+    out_height, out_width = costs.output_size
     title = (
-        f"{report['in_channels']} -> {report['out_channels']} channels, {report['kernel_size']}x"
-        f"{report['kernel_size']} kernel, stride {report['stride']}, padding {report['padding']}, "
-        f"dilation {report['dilation']}: {height}x{width} -> {out_height}x{out_width}"
+        f"{costs.in_channels} -> {costs.out_channels} channels, {costs.kernel_size}x"
+        f"{costs.kernel_size} kernel, stride {costs.stride}, padding {costs.padding}, "
+        f"dilation {costs.dilation}: {height}x{width} -> {out_height}x{out_width}"
     )
     table = Table(title=title)
     for column in ("kind", "groups", "params", "MACs", "params vs standard", "MACs vs standard"):
         table.add_column(column, justify="left" if column == "kind" else "right")
-    for row in report["rows"]:
+    for row in costs.rows:
         table.add_row(
-            row["kind"],
-            "-" if row["groups"] is None else str(row["groups"]),
-            f"{row['params']:,}",
-            f"{row['macs']:,}",
-            f"{row['params_ratio']:.4f}",
-            f"{row['macs_ratio']:.4f}",
+            row.kind,
+            "-" if row.groups is None else str(row.groups),
+            f"{row.params:,}",
+            f"{row.macs:,}",
+            f"{row.params_ratio:.4f}",
+            f"{row.macs_ratio:.4f}",
         )
     console = Console()
     console.print(table)
-    console.print(formula_line(report))
+    console.print(formula_line(costs))
 
 
-def formula_line(report: dict[str, Any]) -> str:
-    """The separable / standard MACs ratio as a formula, with the report's depth multiplier in it.
+def formula_line(costs: arithmetic.ConvolutionCosts) -> str:
+    """The separable / standard MACs ratio as a formula, with the depth multiplier of ``costs`` in it.
 
-    >>> report = calculate(16, 64, 3, 1, "same", 1, 2, (8, 8), True)
-    >>> formula_line(report).split(" (depth")[0]
+    >>> costs = arithmetic.convolution_costs(16, 64, 3, 8, depth_multiplier=2)
+    >>> formula_line(costs).split(" (depth")[0]
     'separable / standard MACs = m x (1/out_channels + 1/k^2) = 2 x (1/64 + 1/9) = 0.2535'
     """
-    multiplier = report["depth_multiplier"]
-    k_squared = report["kernel_size"] ** 2
+    multiplier = costs.depth_multiplier
+    k_squared = costs.kernel_size**2
     if multiplier == 1:
-        formula = f"1/out_channels + 1/k^2 = 1/{report['out_channels']} + 1/{k_squared}"
+        formula = f"1/out_channels + 1/k^2 = 1/{costs.out_channels} + 1/{k_squared}"
     else:
-        formula = (
-            f"m x (1/out_channels + 1/k^2) = {multiplier} x (1/{report['out_channels']} + 1/{k_squared})"
-        )
+        formula = f"m x (1/out_channels + 1/k^2) = {multiplier} x (1/{costs.out_channels} + 1/{k_squared})"
     return (
-        f"separable / standard MACs = {formula} = {report['separable_ratio_formula']:.4f} (depth multiplier m = {multiplier}, bias not "
+        f"separable / standard MACs = {formula} = {costs.separable_ratio_formula:.4f} (depth multiplier m = {multiplier}, bias not "
         "counted); MACs per image, FLOPs = 2 x MACs"
     )
