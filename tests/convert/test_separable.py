@@ -399,8 +399,8 @@ def test_model_without_eligible_convolution_is_a_clear_error() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"depth_multiplier": 0}, r"depth_multiplier must be an integer >= 1, 'auto' .* got 0"),
-        ({"depth_multiplier": 1.5}, r"depth_multiplier must be an integer >= 1, 'auto' .* got 1.5"),
+        ({"depth_multiplier": 0}, r"depth_multiplier must be a positive integer, 'auto' .* got 0"),
+        ({"depth_multiplier": 1.5}, r"depth_multiplier must be a positive integer, 'auto' .* got 1.5"),
         ({"depth_multiplier": "auto"}, "depth_multiplier='auto' needs max_relative_error"),
         (
             {"depth_multiplier": 2, "max_relative_error": 0.1},
@@ -408,14 +408,14 @@ def test_model_without_eligible_convolution_is_a_clear_error() -> None:
         ),
         (
             {"depth_multiplier": "auto", "max_relative_error": 1.5},
-            r"max_relative_error must be a number in \[0, 1\], got 1.5",
+            r"max_relative_error must be a finite number in \[0, 1\], got 1.5",
         ),
         ({"depth_multiplier": "auto", "max_relative_error": 0.1, "init": "random"}, "init must be 'svd'"),
         ({"init": "zeros"}, "init must be one of svd, random; got 'zeros'"),
         ({"min_kernel_size": 1}, "min_kernel_size must be an integer >= 2"),
         (
             {"depth_multiplier": {"0": 0}},
-            r"depth_multiplier must map layer names to integers >= 1, got '0': 0",
+            r"depth_multiplier must map layer names to positive integers, got '0': 0",
         ),
         (
             {"depth_multiplier": {"9": 1}},

@@ -259,10 +259,10 @@ def test_progress_reaches_its_total():
             {"paths": ["eager", "onnx_fp16"]},
             "paths has unknown name(s) 'onnx_fp16'; valid: eager, channels_last",
         ),
-        ({"batch_sizes": (1, 0)}, "batch_sizes must be one or more positive integers, got (1, 0)"),
+        ({"batch_sizes": (1, 0)}, "batch_sizes must be one or more positive integers, got 0 in (1, 0)"),
         ({"batch_sizes": ()}, "batch_sizes must be one or more positive integers"),
         ({"input_size": (28, 28)}, "input_size must be 3 positive integers"),
-        ({"min_rounds": 0}, "min_rounds must be an integer >= 1, got 0"),
+        ({"min_rounds": 0}, "min_rounds must be a positive integer, got 0"),
         ({"min_run_seconds": float("nan")}, "min_run_seconds must be a finite number >= 0"),
     ],
 )

@@ -220,9 +220,9 @@ def test_text_table_lines_up_the_reported_numbers():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
-        ({"repeats": 0}, "repeats must be an integer >= 1, got 0"),
-        ({"samples": -1}, "samples must be an integer >= 1, got -1"),
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"repeats": 0}, "repeats must be a positive integer, got 0"),
+        ({"samples": -1}, "samples must be a positive integer, got -1"),
         ({"input_size": (28, 28)}, "input_size must be 3 positive integers"),
         ({"names": ("only one",)}, "names must be two strings"),
         ({"images": torch.zeros(1, 1, 28, 28), "dataset": object()}, "give images or dataset"),

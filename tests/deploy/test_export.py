@@ -430,10 +430,18 @@ def test_the_cannot_export_message_says_why(tmp_path):
         ({"path": "model.txt"}, ValueError, "path must end in .onnx"),
         ({"path": "missing/model.onnx"}, FileNotFoundError, "folder .*missing does not exist"),
         ({"input_size": (28, 28)}, ValueError, "input_size must be"),
-        ({"input_size": (1, 0, 28)}, ValueError, "input_size must hold three positive integers"),
+        (
+            {"input_size": (1, 0, 28)},
+            ValueError,
+            r"input_size must be 3 positive integers \(channels, height, width\), got 0 in \(1, 0, 28\)",
+        ),
         ({"batch_sizes": (1,)}, ValueError, "batch_sizes must hold at least two different sizes"),
         ({"batch_sizes": (4, 4)}, ValueError, "batch_sizes must hold at least two"),
-        ({"batch_sizes": (0, 7)}, ValueError, "batch_sizes must be positive integers"),
+        (
+            {"batch_sizes": (0, 7)},
+            ValueError,
+            r"batch_sizes must be one or more positive integers, got 0 in \(0, 7\)",
+        ),
         ({"atol": -1e-4}, ValueError, "atol must be a finite number >= 0"),
         ({"rtol": float("nan")}, ValueError, "rtol must be a finite number >= 0"),
         (

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sepconv.checks import check_image_size
 from sepconv.layers.separable import SeparableConv2d
 
 __all__ = ["Plan", "probe", "resolve_input_size"]
@@ -27,12 +28,7 @@ def resolve_input_size(
 ) -> tuple[int, ...] | None:
     """The (C, H, W) MACs are counted at: given, else the calibration batch's, else the registered model's."""
     if input_size is not None:
-        size = tuple(input_size)
-        if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
-            raise ValueError(
-                f"input_size must be (channels, height, width) of positive integers, got {input_size!r}"
-            )
-        return size
+        return check_image_size("input_size", input_size)
     if calibration is not None:
         if not isinstance(calibration, torch.Tensor) or calibration.dim() != 4 or calibration.shape[0] < 1:
             raise ValueError(

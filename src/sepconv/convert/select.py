@@ -8,7 +8,6 @@ checked against each layer's exact one and against the memory the new layers nee
 from __future__ import annotations
 
 import fnmatch
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -17,8 +16,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sepconv.arithmetic import conv_params, separable_params
+from sepconv.checks import check_choice, check_float, describe_integer
 from sepconv.convert.fold import _LINEAR_CONV_FORWARDS
 from sepconv.convert.svd import max_rank
+from sepconv.errors import ParameterError
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
 
 __all__ = [
@@ -41,40 +42,46 @@ INITS = ("svd", "random")
 
 def check_options(depth_multiplier: Any, init: str, min_kernel_size: Any, max_relative_error: Any) -> None:
     """Refuse option values :func:`~sepconv.convert.to_separable` cannot use, before the model is looked at."""
-    if init not in INITS:
-        raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+    check_choice("init", init, INITS)
     if isinstance(min_kernel_size, bool) or not isinstance(min_kernel_size, int) or min_kernel_size < 2:
-        raise ValueError(
-            f"min_kernel_size must be an integer >= 2 (a 1x1 convolution is already pointwise), got {min_kernel_size!r}"
+        raise ParameterError(
+            f"min_kernel_size must be {describe_integer(2)} (a 1x1 convolution is already pointwise), "
+            f"got {min_kernel_size!r}",
+            param="min_kernel_size",
         )
     if isinstance(depth_multiplier, Mapping):
         for name, rank in depth_multiplier.items():
             if not isinstance(name, str) or isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-                raise ValueError(
-                    f"depth_multiplier must map layer names to integers >= 1, got {name!r}: {rank!r}"
+                raise ParameterError(
+                    f"depth_multiplier must map layer names to {describe_integer(1, plural=True)}, "
+                    f"got {name!r}: {rank!r}",
+                    param="depth_multiplier",
                 )
     elif depth_multiplier == "auto":
         if max_relative_error is None:
-            raise ValueError(
+            raise ParameterError(
                 "depth_multiplier='auto' needs max_relative_error (the largest relative weight error a "
-                "layer may have, e.g. 0.1)"
+                "layer may have, e.g. 0.1)",
+                param="max_relative_error",
             )
         if init != "svd":
-            raise ValueError(
-                f"depth_multiplier='auto' picks ranks from the SVD, so init must be 'svd', got {init!r}"
+            raise ParameterError(
+                f"depth_multiplier='auto' picks ranks from the SVD, so init must be 'svd', got {init!r}",
+                param="init",
             )
     elif isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, int) or depth_multiplier < 1:
-        raise ValueError(
-            f"depth_multiplier must be an integer >= 1, 'auto' or a {{layer name: integer}} dict, got {depth_multiplier!r}"
+        raise ParameterError(
+            f"depth_multiplier must be {describe_integer(1)}, 'auto' or a {{layer name: integer}} dict, "
+            f"got {depth_multiplier!r}",
+            param="depth_multiplier",
         )
     if max_relative_error is not None:
         if depth_multiplier != "auto":
-            raise ValueError(
-                f"max_relative_error applies with depth_multiplier='auto' only, got depth_multiplier={depth_multiplier!r}"
+            raise ParameterError(
+                f"max_relative_error applies with depth_multiplier='auto' only, got depth_multiplier={depth_multiplier!r}",
+                param="max_relative_error",
             )
-        valid = isinstance(max_relative_error, int | float) and not isinstance(max_relative_error, bool)
-        if not valid or not math.isfinite(max_relative_error) or not 0 <= max_relative_error <= 1:
-            raise ValueError(f"max_relative_error must be a number in [0, 1], got {max_relative_error!r}")
+        check_float("max_relative_error", max_relative_error, minimum=0, maximum=1)
 
 
 def glob_patterns(name: str, value: str | Sequence[str] | None) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sepconv.checks import describe_integer
 from sepconv.convert.probe import Plan, probe, resolve_input_size
 from sepconv.convert.report import ConversionReport, LayerConversion, layer_report, total_macs
 from sepconv.convert.select import (
@@ -37,6 +38,7 @@ from sepconv.convert.select import (
     unmatched_patterns,
 )
 from sepconv.convert.svd import Decomposition, channel_svd, errors_by_rank, load_svd, max_rank
+from sepconv.errors import ParameterError
 from sepconv.io.transforms import record_transform, register_transform
 from sepconv.layers.conv import Conv2d as SepconvConv2d
 from sepconv.layers.separable import SeparableConv2d
@@ -229,7 +231,10 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, *, batch_size:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a batch of at least 2 images (N, C, H, W), got {shape}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ValueError(f"batch_size must be an integer >= 2 (BatchNorm needs 2 values), got {batch_size!r}")
+        raise ParameterError(
+            f"batch_size must be {describe_integer(2)} (BatchNorm needs 2 values), got {batch_size!r}",
+            param="batch_size",
+        )
     parameter = next(model.parameters(), None)
     if parameter is not None:
         images = images.to(parameter.device, parameter.dtype)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sepconv.checks import check_float, check_image_size, check_int_sequence, check_positive
 from sepconv.deploy.bench_report import BenchReport, PathResult
 from sepconv.deploy.execution_paths import (
     EXECUTION_PATHS,
@@ -113,13 +114,7 @@ def benchmark_paths(
     """
     from sepconv.models import default_input_size
 
-    size = tuple(default_input_size(model) if input_size is None else input_size)
-    if len(size) != 3 or any(
-        isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in size
-    ):
-        raise ValueError(
-            f"input_size must be 3 positive integers (channels, height, width), got {input_size!r}"
-        )
+    size = check_image_size("input_size", default_input_size(model) if input_size is None else input_size)
     batches = _check_batch_sizes(batch_sizes)
     names = _check_paths(paths)
     table = dict(EXECUTION_PATHS)
@@ -128,16 +123,11 @@ def benchmark_paths(
             raise ValueError(f"extra_paths must be ExecutionPaths with new names, got {extra!r}")
         table[extra.name] = extra
         names.append(extra.name)
-    for name, value in (("warmup_calls", warmup_calls), ("min_rounds", min_rounds)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    for name, value in (
-        ("min_run_seconds", min_run_seconds),
-        ("min_block_seconds", min_block_seconds),
-        ("settle_seconds", settle_seconds),
-    ):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    warmup_calls = check_positive("warmup_calls", warmup_calls)
+    min_rounds = check_positive("min_rounds", min_rounds)
+    min_run_seconds = check_float("min_run_seconds", min_run_seconds, minimum=0)
+    min_block_seconds = check_float("min_block_seconds", min_block_seconds, minimum=0)
+    settle_seconds = check_float("settle_seconds", settle_seconds, minimum=0)
     train_names = [name for name in names if table[name].prepare_training is not None] if train else []
     reference = copy.deepcopy(model).cpu().float().eval()
     _require_memory(reference, size, batches, names)
@@ -229,12 +219,7 @@ def _require_memory(model: nn.Module, size: tuple[int, ...], batches: list[int],
 
 
 def _check_batch_sizes(batch_sizes: Sequence[int]) -> list[int]:
-    batches = list(batch_sizes)
-    if not batches or any(
-        isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in batches
-    ):
-        raise ValueError(f"batch_sizes must be one or more positive integers, got {batch_sizes!r}")
-    return list(dict.fromkeys(batches))
+    return list(dict.fromkeys(check_int_sequence("batch_sizes", batch_sizes)))
 
 
 def _check_paths(paths: Iterable[str] | None) -> list[str]:

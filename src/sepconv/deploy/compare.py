@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sepconv.checks import check_image_size, check_positive
 from sepconv.data.splits import DataSplits
 from sepconv.deploy.bench import SETTLE_SECONDS, _ProgressCounter, _time_interleaved, _TimingPlan
 from sepconv.deploy.defaults import AGREEMENT_SAMPLES, DEFAULT_BATCH_SIZE, DEFAULT_REPEATS
@@ -315,8 +316,8 @@ def compare_models(
     """
     label_a, label_b = _names(model_a, model_b, names)
     for name, value in (("batch_size", batch_size), ("repeats", repeats), ("warmup_calls", warmup_calls)):
-        _check_positive(name, value)
-    _check_positive("samples", samples)
+        check_positive(name, value)
+    check_positive("samples", samples)
     if images is not None and dataset is not None:
         raise ValueError("give images or dataset for the agreement, not both")
     size = _input_size(model_a, model_b, (label_a, label_b), input_size, dataset)
@@ -402,11 +403,6 @@ def _require_memory(
     require_memory("batch_size", batch_size, needed, what=what)
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def _names(model_a: nn.Module, model_b: nn.Module, names: Sequence[str] | None) -> tuple[str, str]:
     if names is None:
         return _default_name(model_a), _default_name(model_b)
@@ -431,14 +427,7 @@ def _input_size(
 ) -> tuple[int, int, int]:
     """The one image size both models run on: given, the data set's, or the models' common default."""
     if input_size is not None:
-        size = tuple(input_size)
-        if len(size) != 3 or any(
-            isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in size
-        ):
-            raise ValueError(
-                f"input_size must be 3 positive integers (channels, height, width), got {input_size!r}"
-            )
-        return size  # type: ignore[return-value]
+        return check_image_size("input_size", input_size)
     if dataset is not None:
         return (dataset.in_channels, *dataset.image_size)
     size_a, size_b = _default_image_size(model_a, names[0]), _default_image_size(model_b, names[1])

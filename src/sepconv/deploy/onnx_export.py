@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepconv.errors import SepconvError
+from sepconv.checks import check_float, check_image_size, check_int_sequence
+from sepconv.errors import ParameterError, SepconvError
 from sepconv.io.atomic import atomic_write_bytes, check_output_path
 from sepconv.io.bounded_json import load_bounded_json
 
@@ -151,13 +152,8 @@ def export_onnx(
         raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist")
     size = _input_size(model, input_size, inputs)
     sizes = _batch_sizes(batch_sizes)
-    for name, value in (("atol", atol), ("rtol", rtol)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not (math.isfinite(value) and value >= 0)
-        ):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    atol = check_float("atol", atol, minimum=0)
+    rtol = check_float("rtol", rtol, minimum=0)
 
     started = time.perf_counter()
     # A model trained channels_last keeps channels_last weights; traced that way, the exporter turns
@@ -501,13 +497,8 @@ def _input_size(
         try:
             input_size = default_input_size(model)
         except ValueError as error:
-            raise ValueError(f"input_size is needed: {error}") from None
-    if isinstance(input_size, (str, bytes)) or len(input_size) != 3:
-        raise ValueError(f"input_size must be (channels, height, width), got {input_size!r}")
-    for value in input_size:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"input_size must hold three positive integers, got {tuple(input_size)!r}")
-    size = tuple(int(value) for value in input_size)
+            raise ParameterError(f"input_size is needed: {error}", param="input_size") from None
+    size = check_image_size("input_size", input_size)
     if inputs is not None and (inputs.ndim != 4 or tuple(inputs.shape[1:]) != size):
         raise ValueError(
             f"inputs must have shape (N, {size[0]}, {size[1]}, {size[2]}) to match input_size, got "
@@ -517,14 +508,12 @@ def _input_size(
 
 
 def _batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
-    sizes = tuple(batch_sizes)
-    if not sizes or any(
-        isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in sizes
-    ):
-        raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes!r}")
+    sizes = check_int_sequence("batch_sizes", batch_sizes)
     if len(set(sizes)) < 2:
         # One size would not show whether the batch dimension really is dynamic.
-        raise ValueError(f"batch_sizes must hold at least two different sizes, got {batch_sizes!r}")
+        raise ParameterError(
+            f"batch_sizes must hold at least two different sizes, got {batch_sizes!r}", param="batch_sizes"
+        )
     return sizes
 
 
