@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from sepconv import arithmetic
+from sepconv.arithmetic import ReceptiveField
 
 
 @given(
@@ -252,3 +253,134 @@ def test_receptive_field_start_by_hand():
     assert (step.size, step.stride, step.start) == (19, 6, 7.0)
     # an even kernel puts the centre between two pixels: 2x2 stride 2, no padding
     assert arithmetic.receptive_field_step(arithmetic.ReceptiveField(), 2, stride=2).start == 0.5
+
+
+# ---------------------------------------------------------------------------------------------------
+# exact integer results, by hand (a float or a rounded count would fail)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_conv_transpose_macs_is_an_exact_int():
+    # groups=1, batch_size=1 by default: 4 * 5*5 * 3*3 * (6/1) = 4 * 25 * 9 * 6 = 5400 (groups 2: 2700)
+    macs = arithmetic.conv_transpose_macs(4, 6, 3, input_size=5)
+    assert macs == 5400
+    assert type(macs) is int
+    # Non-square, grouped, batched: 2 * 6 * (3*4) * (1*3) * (4/2) = 2 * 6 * 12 * 3 * 2 = 864
+    macs = arithmetic.conv_transpose_macs(6, 4, (1, 3), input_size=(3, 4), groups=2, batch_size=2)
+    assert macs == 864
+    assert type(macs) is int
+
+
+def test_separable_params_by_hand():
+    # depthwise 3*3*16 (no bias) + pointwise 16*32 + 32 = 144 + 544 = 688
+    assert arithmetic.separable_params(16, 32, 3) == 688
+    # depth_multiplier=2: hidden 32; depthwise 3*3*1*32 = 288 (no bias) + pointwise 32*32 + 32 = 1056 -> 1344
+    assert arithmetic.separable_params(16, 32, 3, depth_multiplier=2) == 1344
+    # bias=False drops only the pointwise bias: 144 + 512 = 656
+    assert arithmetic.separable_params(16, 32, 3, bias=False) == 656
+
+
+def test_separable_macs_by_hand():
+    # hidden = 8*2 = 16; depthwise: 3 * 16 * 10*10 * 3*3 * (8/8) = 43200;
+    # pointwise: 3 * 16 * 10*10 * 1 * 16 = 76800; total 120000 = 3*(8*2*9*100 + 16*16*100)
+    macs = arithmetic.separable_macs(8, 16, 3, 10, depth_multiplier=2, batch_size=3)
+    assert macs == 120000
+    assert type(macs) is int
+    # Defaults (multiplier 1, batch 1): 8*100*9 + 16*100*8 = 7200 + 12800 = 20000
+    assert arithmetic.separable_macs(8, 16, 3, 10) == 20000
+
+
+# ---------------------------------------------------------------------------------------------------
+# make_divisible's rounding edges
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # 44 is half-way between 40 and 48: int(44 + 8/2) // 8 * 8 = 48 (a tie rounds up)
+        ((44, 8), 48),
+        # 43 rounds down: int(47) // 8 * 8 = 40, and 40 >= 0.9*43 = 38.7 keeps it
+        ((43, 8), 40),
+        # int(10 + 4.5) // 9 * 9 = 9, and 9 is exactly 90% of 10: not "below 90%", so kept
+        ((10, 9), 9),
+        # int(100 + 16) // 32 * 32 = 96, and 96 >= 0.9*100 = 90 keeps it
+        ((100, 32), 96),
+        # int(11 + 5) // 10 * 10 = 10, and 10 >= 0.9*11 = 9.9 keeps it
+        ((11, 10), 10),
+        # int(11.9 + 4) // 8 * 8 = 8 < 0.9*11.9 = 10.71: one divisor more, 16
+        ((11.9, 8), 16),
+    ],
+)
+def test_make_divisible_rounding(args, expected):
+    assert arithmetic.make_divisible(*args) == expected
+
+
+def test_make_divisible_min_value():
+    # min_value=24 is the floor: max(24, int(10+4)//8*8 = 8) = 24; 24 >= 9 kept. (With the floor
+    # taken from divisor instead it would be 8, then 8 < 9 -> 16.)
+    assert arithmetic.make_divisible(10, 8, min_value=24) == 24
+    # min_value=16: max(16, 8) = 16.
+    assert arithmetic.make_divisible(10, 8, min_value=16) == 16
+    # A floor below the rounded value changes nothing: int(100+4)//8*8 = 104
+    assert arithmetic.make_divisible(100, 8, min_value=16) == 104
+    # A floor that is no multiple of the divisor: int(3 + 4) // 8 * 8 = 0 -> max(1, 0) = 1, and
+    # 1 < 0.9*3 = 2.7 -> 1 + 8 = 9
+    assert arithmetic.make_divisible(3, 8, min_value=1) == 9
+
+
+# ---------------------------------------------------------------------------------------------------
+# receptive_field_step's start (and size, stride) against a brute-force walk over pixels
+# ---------------------------------------------------------------------------------------------------
+
+
+def _brute_force_field(layers):
+    """Receptive field of units 0 and 1 of the last layer, by listing the input pixels they reach.
+
+    An output unit j of a layer (k, s, p, d) reads the units j*s - p + i*d, i < k, of the layer below
+    (negative indices are padding, kept as coordinates). Pixel i of the input has centre i.
+    """
+
+    def pixels(unit, depth):
+        if depth == 0:
+            return {unit}
+        k, s, p, d = layers[depth - 1]
+        return set().union(*(pixels(unit * s - p + i * d, depth - 1) for i in range(k)))
+
+    first, second = pixels(0, len(layers)), pixels(1, len(layers))
+    size = max(first) - min(first) + 1
+    start = (min(first) + max(first)) / 2
+    return ReceptiveField(size=size, stride=(min(second) + max(second)) / 2 - start, start=start)
+
+
+def _recurrence(layers):
+    field = ReceptiveField()
+    for k, s, p, d in layers:
+        field = arithmetic.receptive_field_step(field, k, stride=s, padding=p, dilation=d)
+    return field
+
+
+def test_receptive_field_step_with_a_start_by_hand():
+    # r = 3 + (3-1)*2 = 7; j = 2*2 = 4; start = 1 + ((3-1)/2 - 0) * 2 = 3
+    field = arithmetic.receptive_field_step(
+        ReceptiveField(size=3, stride=2, start=1.0), kernel_size=3, stride=2
+    )
+    assert field == ReceptiveField(size=7, stride=4, start=3.0)
+    # That field is what a conv (k=3, s=2, p=0) gives from the input: the brute force agrees.
+    assert _brute_force_field([(3, 2, 0, 1), (3, 2, 0, 1)]) == ReceptiveField(size=7, stride=4, start=3.0)
+    # padding=0 is the default: with padding 2, start = 1 + (1 - 2) * 2 = -1
+    padded = arithmetic.receptive_field_step(ReceptiveField(3, 2, 1.0), kernel_size=3, stride=2, padding=2)
+    assert padded == ReceptiveField(size=7, stride=4, start=-1.0)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [(3, 2, 0, 1), (3, 2, 0, 1)],
+        [(7, 2, 3, 1), (3, 2, 1, 1), (3, 1, 1, 1)],  # a ResNet stem and one block
+        [(3, 1, 2, 2), (2, 2, 0, 1), (5, 3, 1, 2)],  # dilation, an even kernel, stride > 2
+        [(1, 2, 0, 1), (3, 3, 4, 3), (2, 1, 1, 1)],
+    ],
+)
+def test_receptive_field_matches_brute_force(layers):
+    assert _recurrence(layers) == _brute_force_field(layers)
