@@ -1,5 +1,5 @@
-"""The code-quality gates CI runs with the tests: ruff (lint and format), the import-layer contracts
-(import-linter) and the type checker (mypy), each configured in pyproject.toml.
+"""The code-quality gates CI runs with the tests: ruff (lint and format), the type checker (mypy) and
+the import-layer contracts (import-linter), each configured in pyproject.toml.
 
 Each gate runs as a subprocess from the repository root, the way a developer runs it, and its whole
 output is shown when it fails. The contracts are also run on a copy of the package with an import
@@ -46,6 +46,12 @@ def test_ruff_lint_passes() -> None:
 
 def test_ruff_format_is_applied() -> None:
     assert_passes(run_tool((*RUFF, "format", "--check", *CHECKED_TREES)))
+
+
+@pytest.mark.slow  # cold (a clean clone, no .mypy_cache): about 2 minutes on 2 cores, torch's stubs mostly
+def test_type_check_passes() -> None:
+    # the modules, strictness and third-party gaps are configured in pyproject.toml [tool.mypy]
+    assert_passes(run_tool(MYPY))
 
 
 def test_import_layer_contracts_are_kept() -> None:

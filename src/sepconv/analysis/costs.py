@@ -17,7 +17,7 @@ torch's global ``flop_registry`` is left untouched: the extra formulas live in a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -63,22 +63,25 @@ def _native_multi_head_attention(args: tuple[Any, ...], kwargs: dict[str, Any]) 
 def _transformer_encoder_layer_fwd(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     # (src, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias, use_gelu, norm_first,
     #  eps, norm_weight_1, norm_bias_1, norm_weight_2, norm_bias_2, ffn_weight_1, ffn_bias_1, ...)
-    source, embed_dim, ffn_weight = args[0], args[1], args[14]
+    source, ffn_weight = args[0], args[14]
+    embed_dim: int = args[1]
     lengths = _sequence_lengths(source)
-    feedforward = ffn_weight.shape[0]
+    feedforward: int = ffn_weight.shape[0]
     return attention_macs(lengths, lengths, embed_dim) + 2 * sum(lengths) * embed_dim * feedforward
 
 
 def _linear(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     # Reaches the dispatcher whole only for nested tensors (dense ones arrive as addmm / mm).
     source, weight = args[0], args[1]
-    return source.numel() * weight.shape[0]  # rows x in_features x out_features
+    macs: int = source.numel() * weight.shape[0]  # rows x in_features x out_features
+    return macs
 
 
 def _scaled_dot_product_attention(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     # (query, key, value, ...) of shape (batch, heads, length, features): Q K^T and A V.
     query, key, value = args[:3]
-    return sdpa_flop_count(query.shape, key.shape, value.shape) // 2
+    flops: int = sdpa_flop_count(query.shape, key.shape, value.shape)  # type: ignore[no-untyped-call]  # untyped in torch
+    return flops // 2
 
 
 _Formula = Callable[[tuple[Any, ...], dict[str, Any]], int]
@@ -102,12 +105,13 @@ def counts_macs(packet: Any) -> bool:
     return packet in flop_registry or packet in _EXTRA
 
 
-def macs_of(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+def macs_of(func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> int:
     """Multiply-adds of one call ``func(*args, **kwargs) -> out``; 0 for operators without a formula."""
     packet = func._overloadpacket
     if packet in _EXTRA:
         return _EXTRA[packet](tuple(args), kwargs)
     if packet in flop_registry:
         # torch's formulas count a multiply-add as two FLOPs and bias additions not at all
-        return flop_registry[packet](*args, **kwargs, out_val=out) // 2
+        flops: int = flop_registry[packet](*args, **kwargs, out_val=out)
+        return flops // 2
     return 0

@@ -85,7 +85,8 @@ class FieldTracker:
     def get(self, tensor: Any) -> TensorField | None:
         if not isinstance(tensor, torch.Tensor):
             return None
-        return self._fields.get(tensor)
+        field: TensorField | None = self._fields.get(tensor)  # type: ignore[no-untyped-call]  # untyped in torch
+        return field
 
     @staticmethod
     def handles(packet: Any) -> bool:
@@ -207,7 +208,9 @@ def _spatial_rule(rule: _SpatialRule) -> _Rule:
     """
 
     @functools.wraps(rule)
-    def apply(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
+    def apply(
+        args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs
+    ) -> TensorField | None:
         field = _field_of(args[0], inputs)
         if field is None or field.whole_input or not field.axes:
             return field
@@ -253,7 +256,9 @@ def _convolution(field: TensorField, args: Sequence[Any], out: torch.Tensor) -> 
     return replace(field, axes=axes)
 
 
-def _transposed_step(axis: ReceptiveField, kernel: int, stride: int, padding: int, dilation: int):
+def _transposed_step(
+    axis: ReceptiveField, kernel: int, stride: int, padding: int, dilation: int
+) -> ReceptiveField:
     """Transposed convolution: output unit o gathers input units i = (o + p - t*d) / s for whole i.
 
     How many input units one output unit gathers depends on o mod s; the size is the largest over
@@ -316,7 +321,9 @@ def _adaptive_pool(field: TensorField, args: Sequence[Any], out: torch.Tensor) -
     return replace(field, axes=tuple(axes), approximate=approximate)
 
 
-def _reduction(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
+def _reduction(
+    args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs
+) -> TensorField | None:
     """mean / sum / amax over dims: reducing a spatial axis makes every unit see the whole input."""
     field = _field_of(args[0], inputs)
     if field is None:
@@ -332,7 +339,9 @@ def _reduction(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, i
     return None
 
 
-def _softmax(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
+def _softmax(
+    args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs
+) -> TensorField | None:
     field = _field_of(args[0], inputs)
     source: torch.Tensor = args[0]
     if field is not None and field.axes and args[1] % source.dim() >= source.dim() - len(field.axes):
@@ -340,7 +349,9 @@ def _softmax(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inp
     return None
 
 
-def _global(args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs):
+def _global(
+    args: Sequence[Any], kwargs: dict[str, Any], out: torch.Tensor, inputs: _Inputs
+) -> TensorField | None:
     """Matrix products (linear layers on flattened features) and attention: every unit sees everything."""
     return replace(_WHOLE, approximate=any(field.approximate for _, field in inputs))
 

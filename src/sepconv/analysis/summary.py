@@ -27,7 +27,7 @@ from torch import nn
 from sepconv.analysis import render
 from sepconv.analysis.fields import TensorField
 from sepconv.analysis.profile import ModuleCall, profile_forward
-from sepconv.arithmetic import ArgumentTypeError
+from sepconv.errors import ArgumentTypeError
 
 __all__ = ["LayerSummary", "ModelSummary", "summarize"]
 

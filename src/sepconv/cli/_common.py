@@ -105,7 +105,7 @@ def finite_float(
     Traceback (most recent call last):
     argparse.ArgumentTypeError: must be a finite number in [0, 1), got '1'
     """
-    bounds = {
+    bounds: dict[str, Any] = {
         "minimum": minimum,
         "maximum": maximum,
         "min_inclusive": min_inclusive,

@@ -19,7 +19,7 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
-from sepconv.arithmetic import ArgumentTypeError
+from sepconv.errors import ArgumentTypeError
 from sepconv.io.transforms import record_transform, register_transform
 from sepconv.layers.conv import Conv2d as SepconvConv2d
 
@@ -96,6 +96,8 @@ def fold_batchnorm_with_report(model: nn.Module) -> tuple[nn.Module, list[str]]:
     folded_names = []
     for conv_name, norm_name in pairs:
         conv, norm = folded.get_submodule(conv_name), folded.get_submodule(norm_name)
+        if not (isinstance(conv, _ConvNd) and isinstance(norm, _BatchNorm)):  # as both pair rules found
+            continue
         if id(conv) in aliased or id(norm) in aliased or not _can_fold(conv, norm):
             continue
         folded.set_submodule(conv_name, _fold_pair(conv, norm))
@@ -118,14 +120,19 @@ def _traced_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv name, norm name) for each norm whose only input is a conv output read by nothing else."""
     graph = _ConvNormLeafTracer().trace(model)
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), _BatchNorm):
+        # a call_module node's target is the module's qualified name
+        if node.op != "call_module" or not isinstance(node.target, str):
+            continue
+        if not isinstance(model.get_submodule(node.target), _BatchNorm):
             continue
         if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
             continue
         source = node.args[0]
-        if source.op != "call_module" or not isinstance(model.get_submodule(source.target), _ConvNd):
+        if source.op != "call_module" or not isinstance(source.target, str):
+            continue
+        if not isinstance(model.get_submodule(source.target), _ConvNd):
             continue
         if len(source.users) == 1 and calls[source.target] == 1 and calls[node.target] == 1:
             pairs.append((source.target, node.target))
@@ -164,6 +171,7 @@ def _can_fold(conv: _ConvNd, norm: _BatchNorm) -> bool:
 
 def _fold_pair(conv: _ConvNd, norm: _BatchNorm) -> _ConvNd:
     """A copy of ``conv`` (same class) computing ``norm(conv(x))`` in eval mode."""
+    fused: _ConvNd
     with torch.no_grad():
         if isinstance(conv, _ConvTransposeNd) and conv.groups > 1:
             fused = _fold_grouped_transposed(conv, norm)
@@ -171,7 +179,8 @@ def _fold_pair(conv: _ConvNd, norm: _BatchNorm) -> _ConvNd:
             fused = fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, _ConvTransposeNd))
     # torch makes a new bias that does not require grad when the conv had none; keep it trainable
     # like the weight, so a folded model can still be fine-tuned.
-    fused.bias.requires_grad_(fused.weight.requires_grad)
+    if fused.bias is not None:  # always, after folding
+        fused.bias.requires_grad_(fused.weight.requires_grad)
     return fused
 
 
@@ -180,6 +189,9 @@ def _fold_grouped_transposed(conv: _ConvTransposeNd, norm: _BatchNorm) -> _ConvT
     # transpose=True scales dim 1 by all out_channels factors, which only fits groups == 1. Lay the
     # weight out as a regular conv's (out_channels, in_channels // groups, *kernel), one output
     # channel per row, let torch fold that, and lay it back.
+    mean, variance = norm.running_mean, norm.running_var
+    if mean is None or variance is None:  # _can_fold lets only norms with running statistics through
+        raise ValueError(f"cannot fold {type(norm).__name__} without running statistics")
     groups, kernel = conv.groups, conv.weight.shape[2:]
     in_per_group, out_per_group = conv.in_channels // groups, conv.out_channels // groups
     by_group = conv.weight.reshape(groups, in_per_group, out_per_group, *kernel)
@@ -187,8 +199,8 @@ def _fold_grouped_transposed(conv: _ConvTransposeNd, norm: _BatchNorm) -> _ConvT
     weight, bias = fuse_conv_bn_weights(
         as_regular,
         conv.bias,
-        norm.running_mean,
-        norm.running_var,
+        mean,
+        variance,
         norm.eps,
         norm.weight,
         norm.bias,

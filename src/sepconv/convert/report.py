@@ -218,9 +218,14 @@ def total_macs(
 
     Before is :func:`~sepconv.analysis.summarize`'s count; after changes only the converted layers.
     """
-    if size is None or any(layer.macs_before is None or layer.macs_after is None for layer in layers):
+    known = [
+        (layer.macs_before, layer.macs_after)
+        for layer in layers
+        if layer.macs_before is not None and layer.macs_after is not None
+    ]
+    if size is None or len(known) < len(layers):
         return None, None
     from sepconv.analysis import summarize
 
     before = summarize(model, (1, *size)).total_macs
-    return before, before + sum(layer.macs_after - layer.macs_before for layer in layers)  # type: ignore[operator]
+    return before, before + sum(layer_after - layer_before for layer_before, layer_after in known)

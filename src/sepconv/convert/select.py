@@ -27,6 +27,7 @@ __all__ = [
     "auto_kept_note",
     "check_options",
     "check_ranks",
+    "chosen_conv",
     "eligible_layers",
     "glob_patterns",
     "larger_than_original",
@@ -38,6 +39,14 @@ __all__ = [
 ]
 
 INITS = ("svd", "random")
+
+
+def chosen_conv(model: nn.Module, name: str) -> nn.Conv2d:
+    """The layer ``name`` of ``model``, one :func:`eligible_layers` chose (so an ``nn.Conv2d``)."""
+    conv = model.get_submodule(name)
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"{name} is a {type(conv).__name__}, not one of the nn.Conv2d layers chosen")
+    return conv
 
 
 def check_options(depth_multiplier: Any, init: str, min_kernel_size: Any, max_relative_error: Any) -> None:
@@ -186,7 +195,7 @@ def check_ranks(model: nn.Module, chosen: list[str], depth_multiplier: Any) -> s
     refused; one integer r above the exact rank of *every* layer is refused; one above the exact rank
     of some layers only (those with few output channels) is capped there, and the note says which.
     """
-    exact = {name: max_rank(model.get_submodule(name)) for name in chosen}
+    exact = {name: max_rank(chosen_conv(model, name)) for name in chosen}
     if isinstance(depth_multiplier, Mapping):
         for name, rank in depth_multiplier.items():
             if name in exact and rank > exact[name]:
@@ -237,7 +246,7 @@ def require_rank_memory(model: nn.Module, chosen: list[str], depth_multiplier: A
         return  # ranks come from the SVD, at most the exact rank: never beyond the layers' own scale
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     for name in chosen:
-        conv = model.get_submodule(name)
+        conv = chosen_conv(model, name)
         rank = depth_multiplier[name] if isinstance(depth_multiplier, Mapping) else depth_multiplier
         kernel = (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
         count = separable_params(conv.in_channels, conv.out_channels, kernel, min(rank, max_rank(conv)))

@@ -28,6 +28,7 @@ from sepconv.convert.select import (
     auto_kept_note,
     check_options,
     check_ranks,
+    chosen_conv,
     eligible_layers,
     glob_patterns,
     larger_than_original,
@@ -198,7 +199,7 @@ def _convert_layers(
     plans: list[Plan] = []
     weight_errors: dict[str, float | None] = {}
     for name in chosen:
-        conv = model.get_submodule(name)
+        conv = chosen_conv(model, name)
         svd = channel_svd(conv) if init == "svd" else None
         errors = None if svd is None else errors_by_rank(svd[1])
         rank = rank_for(name, depth_multiplier, max_relative_error, errors)
@@ -207,7 +208,7 @@ def _convert_layers(
             skipped.append((name, larger))
             continue
         new_layer = _separable_like(conv, rank, svd)
-        new_layer._sepconv_name = name
+        setattr(new_layer, "_sepconv_name", name)  # noqa: B010 (Module.__setattr__ is typed for tensors)
         converted.set_submodule(name, new_layer)
         plans.append((name, conv, new_layer, rank))
         weight_errors[name] = None if errors is None else errors[min(rank, len(errors) - 1)]
@@ -255,11 +256,17 @@ def _replay(model: nn.Module, *, depth_multiplier: Mapping[str, int], init: str 
     chosen, skipped = eligible_layers(model, 2, [], [])
     converted = copy.deepcopy(model)
     for name in named_layers(model, chosen, skipped, depth_multiplier):
-        conv = model.get_submodule(name)
+        conv = chosen_conv(model, name)
         new_layer = _separable_like(conv, int(depth_multiplier[name]), None)
-        new_layer._sepconv_name = name
+        setattr(new_layer, "_sepconv_name", name)  # noqa: B010 (Module.__setattr__ is typed for tensors)
         converted.set_submodule(name, new_layer)
     return converted
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    # nn.Conv2d keeps its sizes as pairs, typed as tuples of any length
+    first, second = values
+    return first, second
 
 
 def _separable_like(conv: nn.Conv2d, rank: int, svd: Decomposition | None) -> SeparableConv2d:
@@ -272,10 +279,10 @@ def _separable_like(conv: nn.Conv2d, rank: int, svd: Decomposition | None) -> Se
     layer = SeparableConv2d(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=padding if isinstance(padding, str) else tuple(padding),
-        dilation=conv.dilation,
+        _pair(conv.kernel_size),
+        stride=_pair(conv.stride),
+        padding=padding if isinstance(padding, str) else _pair(padding),
+        dilation=_pair(conv.dilation),
         depth_multiplier=rank,
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,

@@ -72,5 +72,5 @@ def load_svd(layer: SeparableConv2d, conv: nn.Conv2d, rank: int, svd: Decomposit
     pointwise[:, :, :used] = (u[:, :, :used] * s[:, None, :used]).permute(1, 0, 2)
     layer.depthwise.weight.copy_(depthwise.reshape(layer.depthwise.weight.shape))
     layer.pointwise.weight.copy_(pointwise.reshape(layer.pointwise.weight.shape))
-    if conv.bias is not None:
+    if conv.bias is not None and layer.pointwise.bias is not None:  # built with a bias when conv has one
         layer.pointwise.bias.copy_(conv.bias.detach())

@@ -261,6 +261,8 @@ def _prepare(
         name = path.name
         counter.report(f"preparing {name}")
         prepare = preparer(path)
+        if prepare is None:  # the caller passes only the paths that run in this phase
+            raise ValueError(f"execution path {name!r} cannot run in this phase")
         try:
             bind = prepare(workspace)
             bound = {batch: bind(images) for batch, images in inputs.items()}

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -318,7 +318,8 @@ def _bf16_training(workspace: Workspace) -> Bind:
 def _compiled_training(workspace: Workspace) -> Bind:
     _import_cpp_extension_quietly()  # see _compiled_inference
     model = workspace.eval_copy().train()
-    bind_step = _training_step(torch.compile(model, dynamic=False))
+    # compiling a Module gives a Module (an OptimizedModule), though torch.compile's stub says callable
+    bind_step = _training_step(cast(nn.Module, torch.compile(model, dynamic=False)))
 
     def bind(images: torch.Tensor) -> BoundCall:
         try:

@@ -504,7 +504,7 @@ def _input_size(
             f"inputs must have shape (N, {size[0]}, {size[1]}, {size[2]}) to match input_size, got "
             f"{tuple(inputs.shape)}"
         )
-    return size  # type: ignore[return-value]
+    return size
 
 
 def _batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:

@@ -109,7 +109,7 @@ def onnx_accuracy(
     model = OnnxModel(path, threads=threads)
     correct = total = 0
     for images, labels in DataLoader(dataset, batch_size=batch_size):
-        predicted = model(images).argmax(dim=1)  # type: ignore[union-attr]
+        predicted = model(images).argmax(dim=1)
         correct += int((predicted == torch.as_tensor(labels)).sum())
         total += len(labels)
     if total == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -84,10 +84,18 @@ class OnnxModel:
     def std(self) -> list[float] | None:
         return self.metadata.get("std")
 
+    @overload
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+    @overload
+    def __call__(self, images: np.ndarray) -> np.ndarray: ...
     def __call__(self, images: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-        """Logits for a batch ``(N, C, H, W)`` of already-normalized float images."""
+        """Logits for a batch ``(N, C, H, W)`` of already-normalized float images (a tensor for a tensor)."""
         as_tensor = isinstance(images, torch.Tensor)
-        array = images.detach().cpu().float().numpy() if as_tensor else np.asarray(images, dtype=np.float32)
+        array = (
+            images.detach().cpu().float().numpy()
+            if isinstance(images, torch.Tensor)
+            else np.asarray(images, dtype=np.float32)
+        )
         if array.ndim != 4:
             raise ValueError(f"images must be a batch (N, C, H, W), got shape {array.shape}")
         expected = self.input_size
@@ -132,7 +140,7 @@ class OnnxModel:
             from sepconv.data.splits import normalize
 
             batch = normalize(batch, self.mean, self.std)
-        probabilities = torch.softmax(self(batch), dim=1)  # type: ignore[arg-type]
+        probabilities = torch.softmax(self(batch), dim=1)
         return probabilities.argmax(dim=1), probabilities
 
     def as_module(
@@ -183,7 +191,7 @@ class _OnnxModule(nn.Module):
                 shape
             )
             images = normalize(raw, stored_mean, stored_std)
-        return self.onnx_model(images.contiguous())  # type: ignore[return-value]
+        return self.onnx_model(images.contiguous())
 
 
 def _read_metadata(session: Any, file: Path) -> dict[str, Any]:

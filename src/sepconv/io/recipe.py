@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -80,8 +80,8 @@ def check_recipe(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict
     """
     from sepconv.models import list_models
 
-    spec, transforms = document.get("spec"), document.get("transforms", [])
-    _check_step("spec", spec)
+    spec = _check_step("spec", document.get("spec"))
+    transforms = document.get("transforms", [])
     if spec["name"] not in list_models():
         raise ValueError(f"its recipe names the model {spec['name']!r}, which is not a registered model")
     if not isinstance(transforms, list):
@@ -97,12 +97,14 @@ def check_recipe(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict
     return {"name": spec["name"], "kwargs": dict(spec["kwargs"])}, [dict(step) for step in transforms]
 
 
-def _check_step(where: str, step: Any) -> None:
+def _check_step(where: str, step: Any) -> dict[str, Any]:
+    """``step`` itself once it is a well-formed ``{"name": str, "kwargs": dict}`` of plain JSON."""
     if not (isinstance(step, dict) and set(step) == {"name", "kwargs"} and isinstance(step["name"], str)):
         raise ValueError(f"its recipe's {where} must be {{'name': str, 'kwargs': dict}}, got {step!r:.200}")
     if not isinstance(step["kwargs"], dict):
         raise ValueError(f"its recipe's {where} kwargs must be a dict, got {step['kwargs']!r:.200}")
     _check_plain(f"{where} kwargs", step["kwargs"], depth=0)
+    return step
 
 
 def _check_plain(where: str, value: Any, *, depth: int) -> None:
@@ -145,8 +147,9 @@ def rebuild(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) -> nn.Mod
     model = create_model(spec["name"], **spec["kwargs"])
     for step in transforms:
         model = get_transform(step["name"])(model, **step["kwargs"])
-    model._sepconv_spec = {"name": spec["name"], "kwargs": dict(spec["kwargs"])}
-    model._sepconv_transforms = [dict(step) for step in transforms]
+    # setattr: nn.Module's __setattr__ is typed for tensors and modules only
+    setattr(model, "_sepconv_spec", {"name": spec["name"], "kwargs": dict(spec["kwargs"])})  # noqa: B010
+    setattr(model, "_sepconv_transforms", [dict(step) for step in transforms])  # noqa: B010
     return model
 
 
@@ -253,7 +256,9 @@ class _MetaUnlessSmall(TorchFunctionMode):
     matters stay on ``meta``, so the memory used stays bounded whatever the recipe asks for.
     """
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         from torch.utils._device import _device_constructors  # the list torch.device("meta") uses
 
         kwargs = kwargs or {}

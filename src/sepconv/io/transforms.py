@@ -78,9 +78,10 @@ def record_transform(model: nn.Module, source: nn.Module, name: str, **kwargs: A
     ('separable_cnn', [{'name': 'example', 'kwargs': {'factor': 2}}])
     """
     spec = getattr(source, "_sepconv_spec", None)
+    # setattr: nn.Module's __setattr__ is typed for tensors and modules only
     if spec is not None:
-        model._sepconv_spec = {"name": spec["name"], "kwargs": dict(spec["kwargs"])}
-    model._sepconv_transforms = [*model_transforms(source), {"name": name, "kwargs": dict(kwargs)}]
+        setattr(model, "_sepconv_spec", {"name": spec["name"], "kwargs": dict(spec["kwargs"])})  # noqa: B010
+    setattr(model, "_sepconv_transforms", [*model_transforms(source), {"name": name, "kwargs": dict(kwargs)}])  # noqa: B010
     return model
 
 

@@ -11,7 +11,7 @@ inference mode), so callers never need to check.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,7 @@ def activation_code(act: nn.Module | None) -> int | None:
     if act is None:
         return 0
     code = ACTIVATION_CODES.get(type(act))
-    if code == 2 and (act.min_val, act.max_val) != (0.0, 6.0):  # type: ignore[union-attr]
+    if code == 2 and isinstance(act, nn.Hardtanh) and (act.min_val, act.max_val) != (0.0, 6.0):
         return None
     return code
 
@@ -111,12 +111,13 @@ def _global_hooks() -> bool:
     )
 
 
-def can_fuse(norm: nn.Module, act: nn.Module | None) -> bool:
+def can_fuse(norm: nn.Module, act: nn.Module | None) -> TypeGuard[nn.BatchNorm2d]:
     """True when ``act(norm(x))`` may run as :func:`batch_norm_act` in training, keeping every behaviour.
 
     ``norm`` must be exactly ``nn.BatchNorm2d`` (not SyncBatchNorm or a subclass) and ``act`` one of
     :data:`ACTIVATION_CODES` (or None); hooks on either module, FX tracing, ``torch.compile`` and
-    TorchScript keep the plain modules, because they must see the modules' own calls.
+    TorchScript keep the plain modules, because they must see the modules' own calls. When it is
+    True, ``norm`` is an ``nn.BatchNorm2d`` (the type checker learns it too).
     """
     if type(norm) is not nn.BatchNorm2d or activation_code(act) is None:
         return False
@@ -132,7 +133,7 @@ def fusable_pairs(block: nn.Module) -> list[tuple[nn.Module, nn.Module | None]]:
     if pair_of is None:
         return []
     pair = pair_of()
-    return [pair] if pair is not None and can_fuse(*pair) else []
+    return [pair] if pair is not None and can_fuse(pair[0], pair[1]) else []
 
 
 def _kernel_applies(x: torch.Tensor, weight: torch.Tensor | None) -> bool:

@@ -17,7 +17,8 @@ def set_fused(model: nn.Module, enabled: bool) -> int:
         raise TypeError(f"enabled must be True or False, got {enabled!r}")
     blocks = [module for module in model.modules() if isinstance(getattr(module, "fused", None), bool)]
     for block in blocks:
-        block.fused = enabled
+        # nn.Module's __setattr__ is typed for tensors and modules; a flag is set the generic way
+        setattr(block, "fused", enabled)  # noqa: B010
     return len(blocks)
 
 

@@ -13,7 +13,8 @@ import numbers
 import torch
 from torch import nn
 
-from sepconv.arithmetic import ArgumentTypeError, check_positive
+from sepconv.arithmetic import check_positive
+from sepconv.errors import ArgumentTypeError
 from sepconv.kernels.bn_act import batch_norm_act, can_fuse
 from sepconv.layers.conv import Conv2d, IntPair, PaddingArg, to_pair
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
@@ -113,7 +114,10 @@ class ConvNormAct(nn.Sequential):
         kernel_pair = to_pair("kernel_size", kernel_size)
         dilation_pair = to_pair("dilation", dilation)
         if padding is None:
-            padding = tuple((k - 1) // 2 * d for k, d in zip(kernel_pair, dilation_pair))
+            padding = (
+                (kernel_pair[0] - 1) // 2 * dilation_pair[0],
+                (kernel_pair[1] - 1) // 2 * dilation_pair[1],
+            )
         if bias is None:
             bias = norm_layer is None
         layers: list[nn.Module] = [
@@ -152,9 +156,12 @@ class ConvNormAct(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and self.training:
             pair = self.norm_act_pair()
-            if pair is not None and can_fuse(*pair):
-                return batch_norm_act(self[0](x), *pair)
-        return super().forward(x)
+            if pair is not None:
+                norm, act = pair
+                if can_fuse(norm, act):
+                    return batch_norm_act(self[0](x), norm, act)
+        output: torch.Tensor = super().forward(x)  # type: ignore[no-untyped-call]  # untyped in torch
+        return output
 
 
 class DepthwiseSeparableBlock(nn.Module):
@@ -202,7 +209,8 @@ class DepthwiseSeparableBlock(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+        output: torch.Tensor = self.pointwise(self.depthwise(x))
+        return output
 
 
 class InvertedResidual(nn.Module):
@@ -251,7 +259,7 @@ class InvertedResidual(nn.Module):
         self.out_channels = out_channels
         self.stride = stride_pair
         self.expand_ratio = expand_ratio
-        self.use_res_connect = stride_pair == (1, 1) and in_channels == out_channels
+        self.use_res_connect: bool = stride_pair == (1, 1) and in_channels == out_channels
         factory = {"device": device, "dtype": dtype}
         layers: list[nn.Module] = []
         if expand_ratio != 1:
@@ -275,9 +283,9 @@ class InvertedResidual(nn.Module):
         projection_norm = make_norm(norm_layer, out_channels)
         if projection_norm is not None:
             layers.append(projection_norm.to(device=device, dtype=dtype))
-        self.conv = nn.Sequential(*layers)
-        self._has_projection_norm = projection_norm is not None
-        self.fused = True
+        self.conv: nn.Sequential = nn.Sequential(*layers)
+        self._has_projection_norm: bool = projection_norm is not None
+        self.fused: bool = True
 
     def norm_act_pair(self) -> tuple[nn.Module, nn.Module | None] | None:
         """The projection's normalization (no activation follows it), if ``conv`` ends with one."""
@@ -286,11 +294,14 @@ class InvertedResidual(nn.Module):
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and self.training:
             pair = self.norm_act_pair()
-            if pair is not None and can_fuse(*pair):
-                for layer in list(self.conv)[:-1]:
-                    x = layer(x)
-                return batch_norm_act(x, *pair)
-        return self.conv(x)
+            if pair is not None:
+                norm, act = pair
+                if can_fuse(norm, act):
+                    for layer in list(self.conv)[:-1]:
+                        x = layer(x)
+                    return batch_norm_act(x, norm, act)
+        output: torch.Tensor = self.conv(x)
+        return output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_res_connect:

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from sepconv.arithmetic import ArgumentTypeError, check_groups, check_positive
-from sepconv.layers.padding import PADDING_MODES, pad_same, plan_padding
+from sepconv.arithmetic import check_groups, check_positive
+from sepconv.errors import ArgumentTypeError
+from sepconv.layers.padding import PADDING_MODES, is_padding_mode, pad_same, plan_padding
 
 __all__ = ["Conv2d", "IntPair", "PaddingArg", "check_bias", "check_input_channels", "name_layers", "to_pair"]
 
@@ -101,6 +102,12 @@ class Conv2d(nn.Conv2d):
     torch.Size([1, 8, 4, 4])
     """
 
+    # nn.Conv2d types these as tuples of any length; in a 2-D convolution they are pairs
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: str | tuple[int, int]
+
     def __init__(
         self,
         in_channels: int,
@@ -124,7 +131,7 @@ class Conv2d(nn.Conv2d):
         dilation_pair = to_pair("dilation", dilation)
         if not isinstance(padding_mode, str):
             raise ArgumentTypeError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        if padding_mode not in PADDING_MODES:
+        if not is_padding_mode(padding_mode):
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         plan = plan_padding(padding, kernel_pair, stride_pair, dilation_pair)
         super().__init__(
@@ -140,7 +147,7 @@ class Conv2d(nn.Conv2d):
             device=device,
             dtype=dtype,
         )
-        self.padding_spec: PaddingArg = padding if isinstance(padding, str) else plan.conv_padding
+        self.padding_spec: str | tuple[int, int] = padding if isinstance(padding, str) else plan.conv_padding
         self._explicit_pad = plan.explicit_pad
         self._dynamic_same = plan.dynamic_same
 
@@ -152,7 +159,8 @@ class Conv2d(nn.Conv2d):
         elif self._explicit_pad is not None:
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, list(self._explicit_pad), mode=mode)
-        return self._conv_forward(x, self.weight, self.bias)
+        output: torch.Tensor = self._conv_forward(x, self.weight, self.bias)  # untyped in torch
+        return output
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this layer (weights aside)."""

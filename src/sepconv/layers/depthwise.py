@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from sepconv.arithmetic import check_positive
-from sepconv.layers.conv import _CONV_DEFAULTS, Conv2d, IntPair, PaddingArg, _describe, is_fx_symbolic_tracing
+from sepconv.layers.conv import _CONV_DEFAULTS, Conv2d, IntPair, PaddingArg, _describe
 
 __all__ = ["DepthwiseConv2d", "PointwiseConv2d"]
 
@@ -78,7 +79,8 @@ class DepthwiseConv2d(Conv2d):
             from sepconv.kernels.depthwise import depthwise_conv2d
 
             return depthwise_conv2d(input, weight, bias, self.stride, self.padding, self.dilation)
-        return super()._conv_forward(input, weight, bias)
+        output: torch.Tensor = super()._conv_forward(input, weight, bias)  # untyped in torch
+        return output
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config() | {"depth_multiplier": self.depth_multiplier}

@@ -11,7 +11,7 @@ from functools import partial
 
 from torch import nn
 
-from sepconv.arithmetic import ArgumentTypeError
+from sepconv.errors import ArgumentTypeError
 
 __all__ = ["ACTIVATIONS", "NORMALIZATIONS", "ActLayer", "NormLayer", "make_act", "make_norm"]
 

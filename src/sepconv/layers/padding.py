@@ -15,15 +15,24 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import Literal, TypeGuard
 
 import torch
 import torch.nn.functional as F
 
-from sepconv.arithmetic import ArgumentTypeError, effective_kernel_size
+from sepconv.arithmetic import effective_kernel_size
+from sepconv.errors import ArgumentTypeError
 
-__all__ = ["PADDING_MODES", "PaddingPlan", "pad_same", "plan_padding"]
+__all__ = ["PADDING_MODES", "PaddingMode", "PaddingPlan", "is_padding_mode", "pad_same", "plan_padding"]
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
+PADDING_MODES: tuple[PaddingMode, ...] = ("zeros", "reflect", "replicate", "circular")
+
+
+def is_padding_mode(value: object) -> TypeGuard[PaddingMode]:
+    """Whether ``value`` is one of :data:`PADDING_MODES` (so ``nn.Conv2d`` accepts it as ``padding_mode``)."""
+    return isinstance(value, str) and value in PADDING_MODES
+
 
 # A dimension as the capture mechanism sees it: int (eager), SymInt (export, compile), 0-dim tensor (jit.trace).
 ShapeValue = int | torch.SymInt | torch.Tensor
@@ -113,4 +122,5 @@ def pad_same(
     top, bottom = _same_amounts(x.shape[-2], kernel_size[0], stride[0], dilation[0])
     left, right = _same_amounts(x.shape[-1], kernel_size[1], stride[1], dilation[1])
     mode = "constant" if padding_mode == "zeros" else padding_mode
-    return F.pad(x, [left, right, top, bottom], mode=mode)
+    # under capture the amounts are SymInts or 0-dim tensors, which F.pad takes though its stub says int
+    return F.pad(x, [left, right, top, bottom], mode=mode)  # type: ignore[list-item]

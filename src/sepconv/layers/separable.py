@@ -88,7 +88,8 @@ class SeparableConv2d(nn.Module):
         return self.depthwise.depth_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+        output: torch.Tensor = self.pointwise(self.depthwise(x))
+        return output
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this layer (weights aside)."""

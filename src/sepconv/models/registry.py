@@ -54,7 +54,8 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].__module__})")
         _REGISTRY[name] = builder
-        _INPUT_SIZES[name] = tuple(input_size)
+        channels, height, width = input_size  # a copy: a list passed in stays the caller's
+        _INPUT_SIZES[name] = (channels, height, width)
         return builder
 
     return decorate
@@ -99,7 +100,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     if torch.empty(0).device.type != "meta":  # a build on meta allocates nothing: no need to count first
         _check_parameter_count(name, build)
     model = build()
-    model._sepconv_spec = {"name": name, "kwargs": dict(kwargs)}
+    # setattr: nn.Module's __setattr__ is typed for tensors and modules only
+    setattr(model, "_sepconv_spec", {"name": name, "kwargs": dict(kwargs)})  # noqa: B010
     return name_layers(model)
 
 
@@ -225,8 +227,8 @@ def _torchvision_image_size(short_name: str, kwargs: dict[str, Any]) -> tuple[in
         return _IMAGENET_SIZE[1:]
     keywords = getattr(preprocessing, "keywords", {})
     size = keywords.get("crop_size", keywords.get("resize_size", _IMAGENET_SIZE[1]))
-    size = list(size) if isinstance(size, Sequence) else [size, size]
-    return int(size[0]), int(size[-1])
+    sizes = list(size) if isinstance(size, Sequence) else [size, size]
+    return int(sizes[0]), int(sizes[-1])
 
 
 def model_spec(model: nn.Module) -> dict[str, Any] | None:

@@ -250,12 +250,13 @@ class PeriodicCheckpoint(Checkpoint):
             raise RuntimeError(
                 f"weights are not finite at step {step}; not checkpointing (last good: {self.last_path})"
             )
-        path = self.folder / checkpoint_name(step, module.run_id)
+        run_id = str(module.run_id)  # ClassifierModule's (a hook sees any LightningModule)
+        path = self.folder / checkpoint_name(step, run_id)
         trainer.save_checkpoint(path)
         self._last_saved_step = step
         self.last_path = path
         if trainer.is_global_zero:
-            for old in list_checkpoints(self.folder, module.run_id)[: -self.keep]:
+            for old in list_checkpoints(self.folder, run_id)[: -self.keep]:
                 for file in checkpoint_files(old):
                     file.unlink(missing_ok=True)
 
@@ -263,7 +264,7 @@ class PeriodicCheckpoint(Checkpoint):
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx
     ) -> None:
         loader = trainer.train_dataloader
-        if hasattr(loader, "batches_done"):
+        if loader is not None and hasattr(loader, "batches_done"):
             loader.batches_done = batch_idx + 1
         if self.every_steps and trainer.global_step % self.every_steps == 0:
             self._save(trainer, module)
@@ -274,7 +275,7 @@ class PeriodicCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         loader = trainer.train_dataloader
         epoch = trainer.current_epoch
-        if hasattr(loader, "batches_done"):
+        if loader is not None and hasattr(loader, "batches_done"):
             # The epoch is complete: a resume from here starts the next one from its first batch.
             loader.sampler.set_epoch(epoch + 1)
             loader.batches_done = 0

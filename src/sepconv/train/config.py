@@ -184,12 +184,13 @@ class TrainConfig:
             )
         self.num_workers = check_non_negative("num_workers", self.num_workers)
         self.seed = check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
-        for name, bounds in (
+        float_bounds: tuple[tuple[str, dict[str, Any]], ...] = (
             ("lr", {"minimum": 0, "min_inclusive": False}),
             ("weight_decay", {"minimum": 0}),
             ("label_smoothing", {"minimum": 0, "maximum": 1, "max_inclusive": False}),
             ("momentum", {"minimum": 0, "maximum": 1, "max_inclusive": False}),
-        ):
+        )
+        for name, bounds in float_bounds:
             value = check_float(name, getattr(self, name), **bounds)
             if not isinstance(getattr(self, name), int | float):
                 setattr(self, name, value)  # a numpy float32 is no JSON; a Python int stays as given

@@ -79,4 +79,4 @@ def restore_dropout(model: nn.Module) -> None:
     """Undo :func:`use_keyed_dropout` (the model then pickles and exports as plain PyTorch)."""
     for module in model.modules():
         if type(module) is KeyedDropout:
-            module.__class__ = nn.Dropout
+            module.__class__ = nn.Dropout  # type: ignore[assignment]  # mypy cannot follow a class change

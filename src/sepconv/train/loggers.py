@@ -71,7 +71,7 @@ class MetricsHistory(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         metrics = module.collect_epoch_metrics()  # type: ignore[operator]
-        row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
+        row: dict[str, float] = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
         row.update({key: metrics[key] for key in CSV_COLUMNS if key in metrics})
         row["epoch_seconds"] = time.perf_counter() - self._epoch_start
         row["step_seconds"] = self._step_seconds
@@ -135,7 +135,8 @@ class VisdomReporter:
 
         class _BoundedVisdom(visdom.Visdom):  # every request gets a timeout; no retry loop
             def _handle_post(self, url: str, data: Any = None) -> str:
-                return self.session.post(url, data=data or {}, timeout=timeout_s).text
+                # visdom's stub leaves out its session property
+                return self.session.post(url, data=data or {}, timeout=timeout_s).text  # type: ignore[attr-defined]
 
         # visdom logs a warning per session and option: hide them from this reporter's client only.
         logging.getLogger("visdom").addFilter(self._quiet)

@@ -21,7 +21,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     >>> [(len(group["params"]), group["weight_decay"]) for group in groups]
     [(1, 0.1), (3, 0.0)]
     """
-    decayed, not_decayed = [], []
+    decayed: list[nn.Parameter] = []
+    not_decayed: list[nn.Parameter] = []
     for parameter in model.parameters():
         if not parameter.requires_grad:
             continue

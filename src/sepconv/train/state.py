@@ -14,7 +14,7 @@ import io
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -85,7 +85,9 @@ def capture_rng_state() -> dict[str, Any]:
     generators, as tensors, ints, floats and lists (what :func:`save_training_state` accepts).
     """
     version, internal, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    # np.random's generator is MT19937, whose state is this tuple (numpy's stub allows a dict too)
+    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, position, has_gauss, cached = numpy_state
     return {
         "python": [version, list(internal), gauss],
         "numpy": [

@@ -97,7 +97,13 @@ class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return self._base.forward(self, x)
         output, mean, variance, total = _DistributedNormFunction.apply(x, self.weight, self.bias, self.eps)
-        if self.track_running_stats and self.running_mean is not None:
+        # (with track_running_stats the three buffers exist; the checks tell the type checker)
+        if (
+            self.track_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+            and self.num_batches_tracked is not None
+        ):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
@@ -128,4 +134,4 @@ def restore_batchnorm(model: nn.Module) -> None:
     """Undo :func:`use_distributed_batchnorm` (the model then pickles and exports as plain PyTorch)."""
     for module in model.modules():
         if isinstance(module, DistributedBatchNorm):
-            module.__class__ = type(module)._base
+            module.__class__ = type(module)._base  # type: ignore[assignment]  # mypy cannot follow a class change

@@ -368,13 +368,16 @@ def _data_module(data: Any, config: TrainConfig) -> Any:
 
     class SplitsDataModule(pl.LightningDataModule):
         def _loader(self, dataset: Any, batch_size: int, shuffle: bool, workers: int) -> Any:
-            world = self.trainer.world_size
+            trainer = self.trainer
+            if trainer is None:  # Lightning asks for loaders only once the module is attached
+                raise RuntimeError("SplitsDataModule's loaders need the Trainer it is attached to")
+            world = trainer.world_size
             return make_loader(
                 dataset,
                 batch_size=max(batch_size // world, 1),
                 seed=config.seed,
                 shuffle=shuffle,
-                rank=self.trainer.global_rank,
+                rank=trainer.global_rank,
                 world_size=world,
                 num_workers=workers,
             )

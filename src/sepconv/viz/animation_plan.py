@@ -144,7 +144,9 @@ def conv_step(
     _check_tensors(input, weight, groups, transposed=False)
     kernel = (weight.shape[-2], weight.shape[-1])
     stride_pair, dilation_pair = _pair("stride", stride), _pair("dilation", dilation)
-    amounts = _padding_amounts(padding, tuple(input.shape[-2:]), kernel, stride_pair, dilation_pair)
+    amounts = _padding_amounts(
+        padding, (input.shape[-2], input.shape[-1]), kernel, stride_pair, dilation_pair
+    )
     # The grid the kernel slides over is exactly this tensor.
     grid = F.pad(input, _pad_order(amounts))
     is_padding = F.pad(torch.zeros(input.shape[-2:], dtype=torch.bool), _pad_order(amounts), value=True)
@@ -505,7 +507,7 @@ def _padding_amounts(
         return (*rows, *cols)
     if isinstance(padding, str) and padding != "valid":
         raise ValueError(f"padding must be an int >= 0, a pair of them, 'valid' or 'same'; got {padding!r}")
-    pair = (0, 0) if padding == "valid" else _pair("padding", padding, minimum=0)
+    pair = (0, 0) if isinstance(padding, str) else _pair("padding", padding, minimum=0)  # str: "valid" here
     for axis in range(2):
         arithmetic.conv_output_size(size[axis], kernel[axis], stride[axis], pair[axis], dilation[axis])
     return pair[0], pair[0], pair[1], pair[1]

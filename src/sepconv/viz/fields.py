@@ -161,9 +161,9 @@ def effective_receptive_field(
         position=position,
         channel=channel,
         output_size=output_size,
-        receptive_field=tuple(field),  # type: ignore[arg-type]
-        effective_stride=tuple(stride),  # type: ignore[arg-type]
-        start=tuple(start),  # type: ignore[arg-type]
+        receptive_field=tuple(field),
+        effective_stride=tuple(stride),
+        start=tuple(start),
         theoretical=theoretical,
         support=_support(magnitude),
         gradient=magnitude,
@@ -285,7 +285,7 @@ def _summary_row(model: nn.Module, layer: str, module: nn.Module, image: torch.T
         why = (
             "its units see the whole input"
             if row.sees_whole_input
-            else f"it has no 2-D spatial output (output {'x'.join(map(str, row.output_shape))})"
+            else f"it has no 2-D spatial output (output {'x'.join(map(str, row.output_shape or ()))})"
         )
         raise ValueError(
             f"layer {layer!r} has no receptive field to map: {why}; choose a convolution or pooling layer"
@@ -355,7 +355,7 @@ def _check_position(layer: str, position: Sequence[int] | None, size: tuple[int,
             f"position must be (row, column) inside the {size[0]}x{size[1]} output of layer {layer!r} "
             f"(rows 0..{size[0] - 1}, columns 0..{size[1] - 1}), got {position!r}"
         )
-    return where  # type: ignore[return-value]
+    return where
 
 
 def _support(magnitude: torch.Tensor) -> PixelBox | None:

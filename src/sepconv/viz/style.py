@@ -9,16 +9,24 @@ interrupted render never leaves a partial file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sepconv.io.atomic import PathLike, atomic_write_bytes
+
+if TYPE_CHECKING:  # matplotlib is imported only where a figure is drawn
+    from matplotlib.typing import RcKeyType
 
 __all__ = ["FIGURE_FORMATS", "PALETTE", "color", "new_figure", "save_figure"]
 
 # Okabe-Ito, in their published order minus black (kept for text and outlines).
 PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999")
 FIGURE_FORMATS = ("png", "svg")
-_RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9}
+_RC: dict[RcKeyType, Any] = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+}
 
 
 def color(index: int) -> str:
