@@ -342,7 +342,7 @@ def test_deeply_nested_metadata_is_refused_without_a_recursion_error(exported, t
 
 
 def test_oversized_metadata_is_refused(exported, tmp_path):
-    from sepconv.deploy.onnx_export import MAX_METADATA_CHARS
+    from sepconv.deploy.metadata import MAX_METADATA_CHARS
 
     # The 200 MB of class names, scaled down to just over the bound: refused on its length
     # before it is parsed.

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sepconv.deploy.onnx_export import METADATA_KEY, parse_metadata
+from sepconv.deploy.metadata import METADATA_KEY, parse_metadata
 from sepconv.io.atomic import atomic_write_bytes, check_output_path
 
 __all__ = ["onnx_accuracy", "quantize_onnx"]

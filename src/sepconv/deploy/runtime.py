@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepconv.deploy.onnx_export import METADATA_KEY, ExportError, check_metadata, parse_metadata
+from sepconv.deploy.metadata import METADATA_KEY, ExportError, check_metadata, parse_metadata
 
 __all__ = ["OnnxModel"]
 
