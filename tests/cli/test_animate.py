@@ -73,7 +73,7 @@ def test_animate_layer_takes_the_geometry_of_a_mobilenet_depthwise_layer(capsys)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--input-size", "3", "--kernel-size", "5"], "kernel_size=5"),
+        (["--input-size", "1,3,3", "--kernel-size", "5"], "kernel_size=5"),
         (["--in-channels", "3", "--out-channels", "4", "--groups", "2"], "groups=2"),
         (["--layer", "mobilenet_v2:features.2.conv.9"], "features.2.conv.1.0"),
         (["--layer", "mobilenet_v2:features.2.conv.1.0", "--kernel-size", "5"], "--layer sets the geometry"),
@@ -91,7 +91,9 @@ def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, capsys, args, messag
 def test_unwritable_out_path_is_one_line_exit_2_and_no_file(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    code, out, err = run_sepconv(["animate", "--input-size", "3", "--out", str(blocker / "conv.gif")], capsys)
+    code, out, err = run_sepconv(
+        ["animate", "--input-size", "1,3,3", "--out", str(blocker / "conv.gif")], capsys
+    )
     assert (code, out) == (2, "")
     assert err.count("\n") == 1 and "is not a folder" in err
     assert [p.name for p in tmp_path.iterdir()] == ["file"]

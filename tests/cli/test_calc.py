@@ -102,13 +102,23 @@ def test_numeric_flags_are_refused_naming_flag_and_value(capsys, flag, value, ex
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--input-size", "abc"], "--input-size must be positive integers separated by commas, got 'abc'"),
-        (["--input-size", "0"], "--input-size must be positive integers separated by commas, got '0'"),
-        (["--input-size", "1,2,3"], "--input-size must be H or H,W, got '1,2,3'"),
         (
-            ["--kernel-size", "7", "--padding", "valid", "--input-size", "5"],
-            "--kernel-size 7 with --dilation 1 spans 7 pixels, more than --input-size 5 padded by --padding valid "
-            "(5 + 2*0); use a smaller kernel or dilation, more padding, or --padding same",
+            ["--input-size", "32,3,5,5"],
+            "--input-size 32,3,5,5: calc counts one image, so its batch N must be 1; give C,H,W, got N=32",
+        ),
+        (
+            ["--input-size", "1,2,3,4,5"],
+            "--input-size 1,2,3,4,5: calc counts one image, a 2-D image; give C,H,W",
+        ),
+        (
+            ["--input-size", "16,8,8", "--in-channels", "8"],
+            "--input-size 16,8,8 has 16 channels, and --in-channels is 8; give the channels once, or the same "
+            "number in both",
+        ),
+        (
+            ["--kernel-size", "7", "--padding", "valid", "--input-size", "32,5,5"],
+            "--kernel-size 7 with --dilation 1 spans 7 pixels, more than --input-size 32,5,5 padded by --padding "
+            "valid (5 + 2*0); use a smaller kernel or dilation, more padding, or --padding same",
         ),
     ],
 )
@@ -166,10 +176,10 @@ def test_calc_formula_uses_the_depth_multiplier_given(capsys):
 def test_calc_kernel_larger_than_the_padded_input_names_the_flags(capsys):
     # 3x3 at dilation 4 spans 4 * 2 + 1 = 9 pixels; the input is 5 + 2 * 1 = 7 high with padding 1.
     code, out, err = _run(
-        ["calc", "--kernel-size", "3", "--dilation", "4", "--padding", "1", "--input-size", "5,20"], capsys
+        ["calc", "--kernel-size", "3", "--dilation", "4", "--padding", "1", "--input-size", "32,5,20"], capsys
     )
     assert (code, out) == (2, "")
     assert err == (
-        "sepconv calc: error: --kernel-size 3 with --dilation 4 spans 9 pixels, more than --input-size 5,20 "
+        "sepconv calc: error: --kernel-size 3 with --dilation 4 spans 9 pixels, more than --input-size 32,5,20 "
         "padded by --padding 1 (5 + 2*1); use a smaller kernel or dilation, more padding, or --padding same\n"
     )

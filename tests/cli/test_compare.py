@@ -185,7 +185,7 @@ def test_input_size_sets_the_image_both_models_run_on(tmp_path, capsys):
         ),
         (
             ["standard_cnn", "standard_cnn", "--input-size", "0,28,28"],
-            "--input-size must be positive integers",
+            "argument --input-size: must be C,H,W or N,C,H,W of positive integers",
         ),
     ],
 )

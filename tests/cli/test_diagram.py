@@ -12,7 +12,7 @@ from tests.helpers.cli import run_sepconv
 
 def test_writes_png_and_prints_the_counts(tmp_path, capsys):
     out = tmp_path / "separable.png"
-    args = ["diagram", "separable", "--in-channels", "4", "--out-channels", "8", "--input-size", "5"]
+    args = ["diagram", "separable", "--in-channels", "4", "--out-channels", "8", "--output-size", "5"]
     code, stdout, stderr = run_sepconv([*args, "--out", str(out)], capsys)
     assert (code, stderr) == (0, "")
     with Image.open(out) as image:
@@ -25,11 +25,24 @@ def test_writes_png_and_prints_the_counts(tmp_path, capsys):
     assert stdout.splitlines()[-1] == f"wrote {out}"
 
 
+def test_the_old_input_size_spelling_sets_the_output_size_with_a_note(tmp_path, capsys):
+    out = tmp_path / "standard.png"
+    args = ["diagram", "standard", "--in-channels", "2", "--out-channels", "2", "--out", str(out), "--json"]
+    code, stdout, stderr = run_sepconv([*args, "--input-size", "3"], capsys)
+    assert (code, stderr) == (
+        0,
+        "sepconv diagram: warning: --input-size is deprecated here; it sets the output size: give "
+        "--output-size 3\n",
+    )
+    # 2 -> 2 channels, 3x3 kernel: 36 weights, each used at every one of the 3x3 output positions.
+    assert json.loads(stdout)["total"]["macs"] == 36 * 9
+
+
 def test_json_gives_the_structure(tmp_path, capsys):
     out = tmp_path / "shuffle.svg"
     args = ["diagram", "shuffle", "--in-channels", "4", "--out-channels", "4", "--groups", "2"]
     code, stdout, _ = run_sepconv(
-        [*args, "--expand-ratio", "1", "--input-size", "2", "--out", str(out), "--json"], capsys
+        [*args, "--expand-ratio", "1", "--output-size", "2", "--out", str(out), "--json"], capsys
     )
     assert code == 0 and out.read_bytes().lstrip().startswith(b"<?xml")
     document = json.loads(stdout)
@@ -55,6 +68,8 @@ def test_json_gives_the_structure(tmp_path, capsys):
         (["grouped", "--in-channels", "6", "--groups", "4"], "groups=4 must divide in_channels=6"),
         (["standard", "--in-channels", "0"], "--in-channels"),
         (["standard", "--input-size", "-3"], "--input-size"),
+        (["standard", "--output-size", "-3"], "--output-size"),
+        (["standard", "--output-size", "3", "--input-size", "3"], "sets the same option"),
         (["depthwise", "--in-channels", "3", "--out-channels", "8"], "multiple of in_channels=3"),
         (["dilated"], "invalid choice"),
     ],

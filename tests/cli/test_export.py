@@ -183,7 +183,7 @@ def test_input_size_must_match_the_data_set(tmp_path, capsys):
             "--dataset",
             "mnist5k",
             "--input-size",
-            "32",
+            "1,32,32",
         ],
         capsys,
     )

@@ -28,7 +28,7 @@ def test_a_value_flag_given_twice_is_refused(args, message, capsys, tmp_path, mo
 
 
 def test_a_switch_repeated_means_the_same_and_passes(capsys):
-    code, out, err = run_sepconv(["calc", "--json", "--json", "--input-size", "4"], capsys)
+    code, out, err = run_sepconv(["calc", "--json", "--json", "--input-size", "32,4,4"], capsys)
     assert code == 0 and err == ""
     assert '"output_size": [\n    4,\n    4\n  ]' in out
 

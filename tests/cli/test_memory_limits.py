@@ -35,24 +35,24 @@ def test_bench_batch_sizes():
 def test_export_input_size(tmp_path):
     out = tmp_path / "model.onnx"
     line = check_refused(
-        ["export", "mobilenet_v2", "--onnx", str(out), "--input-size", "5000"], "--input-size"
+        ["export", "mobilenet_v2", "--onnx", str(out), "--input-size", "3,5000,5000"], "--input-size"
     )
-    assert line.startswith("sepconv export: error: --input-size=5000 needs about ")
+    assert line.startswith("sepconv export: error: --input-size=3,5000,5000 needs about ")
     assert not out.exists()
 
 
 @pytest.mark.slow
 def test_summary_input_size():
-    line = check_refused(["summary", "mobilenet_v2", "--input-size", "8000"], "--input-size")
-    assert line.startswith("sepconv summary: error: --input-size=8000 needs about ")
+    line = check_refused(["summary", "mobilenet_v2", "--input-size", "3,8000,8000"], "--input-size")
+    assert line.startswith("sepconv summary: error: --input-size=3,8000,8000 needs about ")
 
 
 @pytest.mark.slow
 def test_rf_input_size(tmp_path):
     out = tmp_path / "rf.png"
-    args = ["rf", "mobilenet_v2", "--layer", "features.3", "--out", str(out), "--input-size", "8000"]
+    args = ["rf", "mobilenet_v2", "--layer", "features.3", "--out", str(out), "--input-size", "3,8000,8000"]
     line = check_refused(args, "--input-size")
-    assert line.startswith("sepconv rf: error: --input-size=8000 needs about ")
+    assert line.startswith("sepconv rf: error: --input-size=3,8000,8000 needs about ")
     assert not out.exists()
 
 

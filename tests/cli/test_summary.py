@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tests.helpers.cli import run_sepconv
 from torch.utils.flop_counter import FlopCounterMode
 
 from sepconv.analysis import summarize
@@ -106,14 +107,14 @@ def test_checkpoint_default_input_follows_its_recipe(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("1,1,1,1,28,28", "--input-size takes 1 to 5 sizes"),
-        ("0,28", "--input-size must be positive integers"),
+        ("1,1,1,1,28,28", "argument --input-size: must be C,H,W or N,C,H,W of positive integers"),
+        ("0,28", "argument --input-size: must be C,H,W or N,C,H,W of positive integers"),
         ("1,3,100000,100000", "--input-size '1,3,100000,100000' has 30,000,000,000 elements"),
     ],
 )
 def test_bad_input_size_is_one_line_naming_the_flag(capsys, value, message):
-    assert main(["summary", "standard_cnn", "--input-size", value]) == 2
-    error = capsys.readouterr().err
+    code, _, error = run_sepconv(["summary", "standard_cnn", "--input-size", value], capsys)
+    assert code == 2
     assert error.count("\n") == 1 and message in error
 
 

@@ -383,7 +383,11 @@ def test_cli_table(capsys):
             "folded_channels_last, bf16, compiled, onnx_fp32, onnx_int8 (see 'sepconv bench --help')",
         ),
         (["--batch-sizes", "1,0"], "sepconv bench: error: --batch-sizes must be positive integers"),
-        (["--input-size", "1,3,28,28"], "sepconv bench: error: --input-size takes C,H,W or H or H,W"),
+        # N,C,H,W is accepted now (one meaning of --input-size on every command); a bad size is not
+        (
+            ["--input-size", "0,1,28,28"],
+            "sepconv bench: error: argument --input-size: must be C,H,W or N,C,H,W of positive integers",
+        ),
     ],
 )
 def test_cli_errors_are_one_line(capsys, arguments, message):

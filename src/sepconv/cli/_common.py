@@ -24,19 +24,32 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sepconv.checks import check_float, check_int, describe_float, describe_integer
+from sepconv.checks import check_float, check_int, check_int_sequence, describe_float, describe_integer
 from sepconv.errors import UsageError
 
 __all__ = [
     "HTML_SUFFIXES",
+    "INPUT_SIZE_FORMS",
+    "DeprecatedSpelling",
+    "InputSize",
+    "InputSizeAction",
     "OutputFile",
     "UsageError",
+    "add_data_root",
+    "add_dataset",
+    "add_input_size",
+    "add_json",
+    "add_model",
     "check_output_file",
     "finite_float",
+    "input_size",
     "integer",
+    "model_channels",
+    "model_image_size",
     "non_negative_int",
     "parse_int_list",
     "positive_float",
@@ -137,6 +150,184 @@ def parse_int_list(name: str, text: str) -> tuple[int, ...]:
     if not values or any(value < 1 for value in values):
         raise UsageError(f"{name} must be positive integers separated by commas, got {text!r}")
     return values
+
+
+# The one meaning of every --input-size, as its help and its refusals say it.
+INPUT_SIZE_FORMS = "C,H,W or N,C,H,W"
+INPUT_SIZE_HELP = (
+    "one input's size, C,H,W (channels, height, width), or N,C,H,W with a batch size N "
+    "(N,C,D,H,W for a 3-D model)"
+)
+
+
+@dataclass(frozen=True)
+class InputSize:
+    """A parsed ``--input-size``: C,H,W with an optional leading batch N (the same on every command).
+
+    ``channels`` is None for the deprecated H or H,W form, which left the channels to the command (the
+    model's, or ``--in-channels``); ``spatial`` is (H, W), or (D, H, W) for a 3-D model's N,C,D,H,W.
+    ``text`` is what the user typed, for messages.
+    """
+
+    text: str
+    batch: int | None
+    channels: int | None
+    spatial: tuple[int, ...]
+
+    def image(self, channels: int) -> tuple[int, ...]:
+        """One image's (C, H, W): the channels given, else ``channels`` (the command's default)."""
+        return (self.channels if self.channels is not None else channels, *self.spatial)
+
+    def shape(self, channels: int) -> tuple[int, ...]:
+        """The whole input's shape, batch first (1 when none was given)."""
+        return (self.batch or 1, *self.image(channels))
+
+    def batch_or(self, flag: str, given: Any, as_given: Any) -> Any:
+        """The batch a command runs: the flag's value ``given``, else N (as the flag would hold it), else None.
+
+        ``as_given`` is N in the flag's own form (``(8,)`` for ``--batch-sizes``); the flag and N both
+        given and differing is refused in one line: the batch is set once.
+        """
+        if self.batch is None:
+            return given
+        if given is not None and given != as_given:
+            raise UsageError(
+                f"--input-size {self.text} sets the batch to {self.batch}, and {flag} sets it too; "
+                "give the batch once"
+            )
+        return as_given
+
+    def channels_or(self, flag: str, given: int | None) -> int | None:
+        """The input channels: C, else the flag's value ``given``; both given and differing is refused."""
+        if self.channels is None:
+            return given
+        if given is not None and given != self.channels:
+            raise UsageError(
+                f"--input-size {self.text} has {self.channels} channels, and {flag} is {given}; "
+                "give the channels once, or the same number in both"
+            )
+        return self.channels
+
+    def flat(self, why: str) -> tuple[int, int]:
+        """(H, W) for a command that draws or counts one 2-D image: a batch N > 1 or a depth D is refused."""
+        self.require_one_image(why)
+        if len(self.spatial) != 2:
+            raise UsageError(f"--input-size {self.text}: {why}, a 2-D image; give C,H,W")
+        return self.spatial[0], self.spatial[1]
+
+    def require_one_image(self, why: str) -> None:
+        """Refuse a batch N > 1 in one line, for a command that works on one image (``why`` says so)."""
+        if self.batch not in (None, 1):
+            raise UsageError(
+                f"--input-size {self.text}: {why}, so its batch N must be 1; give C,H,W, got N={self.batch}"
+            )
+
+
+def input_size(text: str) -> InputSize:
+    """The argparse ``type`` of every ``--input-size``: C,H,W or N,C,H,W (N,C,D,H,W for a 3-D model).
+
+    Sizes are positive integers separated by commas (or ``x``). The old H or H,W form (spatial only)
+    still parses, with ``channels=None``; :class:`InputSizeAction` notes that it is deprecated.
+
+    >>> input_size("3,96,96"), input_size("8,3,96,96").batch, input_size("56").spatial
+    (InputSize(text='3,96,96', batch=None, channels=3, spatial=(96, 96)), 8, (56, 56))
+    >>> input_size("3,0,96")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be C,H,W or N,C,H,W of positive integers, got '3,0,96'
+    """
+    refusal = argparse.ArgumentTypeError(f"must be {INPUT_SIZE_FORMS} of positive integers, got {text!r}")
+    try:
+        sizes = check_int_sequence(
+            "input_size", [int(part) for part in text.replace("x", ",").split(",")], lengths=(1, 2, 3, 4, 5)
+        )
+    except ValueError:  # not integers, none, too many, or one below 1 (a ParameterError is a ValueError)
+        raise refusal from None
+    if len(sizes) <= 2:
+        return InputSize(text, None, None, (sizes[0], sizes[-1]))
+    if len(sizes) == 3:
+        return InputSize(text, None, sizes[0], sizes[1:])
+    return InputSize(text, sizes[0], sizes[1], sizes[2:])
+
+
+input_size.__name__ = f"{INPUT_SIZE_FORMS}"
+
+
+class DeprecatedSpelling(argparse.Action):
+    """An argparse action that stores the value, with a one-line note on stderr when it is an old spelling.
+
+    Subclasses say what is deprecated in :meth:`note` (None: nothing); a script with the old spelling
+    keeps working and learns the new one.
+    """
+
+    def note(self, values: Any) -> str | None:
+        return None
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        note = self.note(values)
+        if note is not None:
+            print(f"{parser.prog}: warning: {note}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+class InputSizeAction(DeprecatedSpelling):
+    """Stores an :class:`InputSize`; the deprecated H or H,W form passes with a one-line note on stderr."""
+
+    def note(self, values: Any) -> str | None:
+        if values.channels is not None:
+            return None
+        return f"--input-size {values.text} (H or H,W) is deprecated; give C,H,W (channels first) or N,C,H,W"
+
+
+def model_channels(model: Any) -> int:
+    """The input channels of ``model``'s registered size; 3 (RGB) for a model of unknown input."""
+    from sepconv.models import default_input_size, model_spec
+
+    return default_input_size(model)[0] if model_spec(model) is not None else 3
+
+
+def model_image_size(size: InputSize | None, model: Any) -> tuple[int, ...] | None:
+    """One image's (C, H, W) for ``--input-size`` on a command that runs ``model``; None: the model's own.
+
+    The deprecated H or H,W form takes the model's channels. The batch N is the command's to use.
+    """
+    return None if size is None else size.image(model_channels(model))
+
+
+def add_input_size(parser: argparse.ArgumentParser, help: str = INPUT_SIZE_HELP, **kwargs: Any) -> None:
+    """``--input-size`` with its one meaning (:func:`input_size`); ``help`` adds the command's default."""
+    parser.add_argument(
+        "--input-size", type=input_size, action=InputSizeAction, metavar="C,H,W", help=help, **kwargs
+    )
+
+
+def add_model(parser: argparse.ArgumentParser, dest: str = "model", metavar: str = "MODEL") -> None:
+    """The MODEL positional: a registered name or a sepconv model file (:func:`resolve_model`)."""
+    parser.add_argument(
+        dest,
+        metavar=metavar,
+        help="registered model name (mobilenet_v2, torchvision:resnet18) or sepconv model file / checkpoint",
+    )
+
+
+def add_json(parser: Any, help: str = "print one JSON document") -> None:
+    """``--json``: the command prints one JSON document on stdout and nothing else there."""
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    """``--data-root``: where torchvision data sets live (and are downloaded to)."""
+    parser.add_argument("--data-root", default=None, help="where torchvision data sets live")
+
+
+def add_dataset(parser: argparse.ArgumentParser, help: str, **kwargs: Any) -> None:
+    """``--dataset``: a data set name (:func:`sepconv.data.load_dataset`); ``help`` says what for."""
+    parser.add_argument("--dataset", help=help, **kwargs)
 
 
 def print_json(document: Any) -> None:

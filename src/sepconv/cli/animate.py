@@ -9,8 +9,11 @@ import sys
 from typing import Any
 
 from sepconv.cli._common import (
+    INPUT_SIZE_HELP,
     OutputFile,
     UsageError,
+    add_input_size,
+    add_json,
     check_output_file,
     finite_float,
     non_negative_int,
@@ -49,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "F.conv_transpose2d on the drawn tensors (random small integers from --seed)."
         ),
     )
-    parser.add_argument("--input-size", default="5", help="H or H,W of the input (default 5)")
+    add_input_size(parser, help=f"{INPUT_SIZE_HELP}; C is --in-channels (default 1,5,5)")
     parser.add_argument("--kernel-size", default=None, help="K or KH,KW (default 3)")
     parser.add_argument("--stride", default=None, help="S or SH,SW (default 1)")
     parser.add_argument(
@@ -86,9 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--fps", type=finite_float(minimum=0, min_inclusive=False), default=_DEFAULT_FPS, help="default 2"
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print the frames and output as one JSON document"
-    )
+    add_json(parser, help="print the frames and output as one JSON document")
     parser.set_defaults(handler=run)
 
 
@@ -114,12 +115,24 @@ def _pair_flag(flag: str, text: str | None, default: int) -> int | tuple[int, in
     raise UsageError(f"{flag} must be one or two integers, got {text!r}")
 
 
+def _spatial(args: argparse.Namespace) -> tuple[int, int]:
+    """(H, W) of the drawn input: --input-size's, else 5x5."""
+    return (5, 5) if args.input_size is None else args.input_size.flat("animate draws one input")
+
+
+def _in_channels(args: argparse.Namespace) -> int | None:
+    """--in-channels, or C of --input-size (the same number when both are given)."""
+    if args.input_size is None:
+        return args.in_channels
+    return args.input_size.channels_or("--in-channels", args.in_channels)
+
+
 def geometry_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :func:`sepconv.viz.animate.plan_animation` from the command's flags."""
     return {
-        "in_channels": args.in_channels or 1,
+        "in_channels": _in_channels(args) or 1,
         "out_channels": args.out_channels or 1,
-        "input_size": _pair_flag("--input-size", args.input_size, 5),
+        "input_size": _spatial(args),
         "kernel_size": _pair_flag("--kernel-size", args.kernel_size, 3),
         "stride": _pair_flag("--stride", args.stride, 1),
         "padding": 0 if args.padding is None else args.padding,
@@ -134,7 +147,9 @@ def geometry_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def geometry_from_layer(spec: str, input_size: int | tuple[int, int]) -> dict[str, Any]:
+def geometry_from_layer(
+    spec: str, input_size: int | tuple[int, int], channels: int | None = None
+) -> dict[str, Any]:
     """Geometry of the layer ``MODEL:QUALIFIED.NAME``, its channels capped for drawing.
 
     Up to three groups of up to two input and two output channels each keep the layer's structure
@@ -165,6 +180,11 @@ def geometry_from_layer(spec: str, input_size: int | tuple[int, int]) -> dict[st
     layer = modules[name]
     separable = isinstance(layer, SeparableConv2d)
     conv = layer.depthwise if separable else layer
+    if channels is not None and channels != conv.in_channels:
+        raise UsageError(
+            f"--input-size gives {channels} channels, but layer {name!r} of {model_spec} takes "
+            f"{conv.in_channels}; give C,H,W with C = {conv.in_channels}"
+        )
     padding = getattr(conv, "padding_spec", conv.padding)  # sepconv's layers keep 'same' there
     groups = conv.groups
     in_per_group, out_per_group = conv.in_channels // groups, conv.out_channels // groups
@@ -208,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
         ]
         if given or args.transposed:
             raise UsageError(f"--layer sets the geometry; drop {', '.join(given) or '--transposed'}")
-        geometry = geometry_from_layer(args.layer, _pair_flag("--input-size", args.input_size, 5))
+        channels = None if args.input_size is None else args.input_size.channels
+        geometry = geometry_from_layer(args.layer, _spatial(args), channels)
         geometry["seed"] = args.seed
     else:
         _refuse_ignored_flags(args)

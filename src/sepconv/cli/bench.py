@@ -6,7 +6,19 @@ import argparse
 import sys
 from typing import Any
 
-from sepconv.cli._common import finite_float, parse_int_list, print_json, resolve_model
+from sepconv.cli._common import (
+    INPUT_SIZE_HELP,
+    add_input_size,
+    add_json,
+    add_model,
+    finite_float,
+    model_image_size,
+    parse_int_list,
+    print_json,
+    resolve_model,
+)
+
+_BATCH_SIZES = "1,16"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,13 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(mobilenet_v2, torchvision:resnet18) or a sepconv checkpoint."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="registered model name or checkpoint file")
-    parser.add_argument(
-        "--input-size",
-        default=None,
-        help="one image's size: C,H,W, or H (or H,W) with the model's channels; default: the model's own",
+    add_model(parser)
+    add_input_size(
+        parser, help=f"{INPUT_SIZE_HELP} (N: the one batch size to time); default: the model's own"
     )
-    parser.add_argument("--batch-sizes", default="1,16", help="batch sizes to time, e.g. 1,16 (default)")
+    parser.add_argument(
+        "--batch-sizes", default=None, help=f"batch sizes to time, e.g. 1,16 (default {_BATCH_SIZES})"
+    )
     parser.add_argument(
         "--paths",
         default=None,
@@ -48,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=3.0,
         help="time each phase for at least this long, in interleaved rounds (default 3)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json(parser)
     parser.set_defaults(handler=run)
 
 
@@ -66,11 +78,12 @@ def _path_names(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sepconv.cli.summary import image_size
-
-    batch_sizes = parse_int_list("--batch-sizes", args.batch_sizes)
+    batch_sizes = None if args.batch_sizes is None else parse_int_list("--batch-sizes", args.batch_sizes)
+    if args.input_size is not None:
+        batch_sizes = args.input_size.batch_or("--batch-sizes", batch_sizes, (args.input_size.batch,))
+    batch_sizes = batch_sizes or parse_int_list("--batch-sizes", _BATCH_SIZES)
     model = resolve_model(args.model)
-    input_size = image_size(args.input_size, model)
+    input_size = model_image_size(args.input_size, model)
     options: dict[str, Any] = {
         "input_size": input_size,
         "batch_sizes": batch_sizes,

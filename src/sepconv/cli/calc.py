@@ -5,12 +5,23 @@ from __future__ import annotations
 import argparse
 
 from sepconv import arithmetic
-from sepconv.cli._common import UsageError, integer, parse_int_list, positive_int, print_json
+from sepconv.cli._common import (
+    INPUT_SIZE_HELP,
+    InputSize,
+    UsageError,
+    add_input_size,
+    add_json,
+    integer,
+    positive_int,
+    print_json,
+)
 
 # The report lists every group count that divides both channel counts; a million channels is far beyond
 # any real layer and still enumerates in a fraction of a second.
 _MAX_CHANNELS = 2**20
 _channels = integer(minimum=1, maximum=_MAX_CHANNELS)
+_IN_CHANNELS = 32  # the default layer: 32 -> 64 channels at 56x56, a MobileNet's second stage
+_SIZE = 56
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "done as a standard, a grouped (every valid group count) and a depthwise-separable convolution."
         ),
     )
-    parser.add_argument("--in-channels", type=_channels, default=32, help="input channels (default 32)")
+    parser.add_argument(
+        "--in-channels",
+        type=_channels,
+        default=None,
+        help=f"input channels (default: C of --input-size, else {_IN_CHANNELS})",
+    )
     parser.add_argument("--out-channels", type=_channels, default=64, help="output channels (default 64)")
     parser.add_argument("--kernel-size", type=positive_int, default=3, help="square kernel size (default 3)")
     parser.add_argument("--stride", type=positive_int, default=1)
@@ -36,9 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--depth-multiplier", type=positive_int, default=1, help="depthwise filters per input channel"
     )
-    parser.add_argument("--input-size", default="56", help="H or H,W of the input (default 56)")
+    add_input_size(
+        parser,
+        help=f"{INPUT_SIZE_HELP}; default {_IN_CHANNELS},{_SIZE},{_SIZE}, or --in-channels,{_SIZE},{_SIZE}",
+    )
     parser.add_argument("--no-bias", action="store_true", help="count no bias parameters")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json(parser)
     parser.set_defaults(handler=run)
 
 
@@ -55,17 +74,17 @@ def _padding(text: str) -> int | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    input_size = parse_int_list("--input-size", args.input_size)
-    if len(input_size) == 1:
-        input_size = input_size * 2
-    if len(input_size) != 2:
-        raise UsageError(f"--input-size must be H or H,W, got {args.input_size!r}")
+    in_channels, input_size = args.in_channels, (_SIZE, _SIZE)
+    if args.input_size is not None:
+        input_size = args.input_size.flat("calc counts one image")
+        in_channels = args.input_size.channels_or("--in-channels", in_channels)
+        _check_channels_in_range(args.input_size, in_channels)
     _check_kernel_fits(args, input_size)
     costs = arithmetic.convolution_costs(
-        args.in_channels,
+        in_channels or _IN_CHANNELS,
         args.out_channels,
         args.kernel_size,
-        (input_size[0], input_size[1]),
+        input_size,
         stride=args.stride,
         padding=args.padding,
         dilation=args.dilation,
@@ -79,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_channels_in_range(size: InputSize, channels: int | None) -> None:
+    """C of --input-size is --in-channels: the same bound (every group count is listed)."""
+    if channels is not None and channels > _MAX_CHANNELS:
+        raise UsageError(f"--input-size {size.text}: C must be at most {_MAX_CHANNELS:,} (as --in-channels)")
+
+
 def _check_kernel_fits(args: argparse.Namespace, input_size: tuple[int, ...]) -> None:
     """With 'valid' or numeric padding, the dilated kernel must fit the padded input: say so with the flags."""
     if args.padding == "same":
@@ -89,7 +114,7 @@ def _check_kernel_fits(args: argparse.Namespace, input_size: tuple[int, ...]) ->
     if extent > smallest + 2 * pad:
         raise UsageError(
             f"--kernel-size {args.kernel_size} with --dilation {args.dilation} spans {extent} pixels, more than "
-            f"--input-size {args.input_size} padded by --padding {args.padding} ({smallest} + 2*{pad}); "
+            f"--input-size {args.input_size.text if args.input_size else _SIZE} padded by --padding {args.padding} ({smallest} + 2*{pad}); "
             "use a smaller kernel or dilation, more padding, or --padding same"
         )
 

@@ -8,8 +8,14 @@ from typing import Any
 
 from sepconv.cli._common import (
     HTML_SUFFIXES,
+    INPUT_SIZE_HELP,
     OutputFile,
     UsageError,
+    add_data_root,
+    add_input_size,
+    add_json,
+    add_model,
+    model_image_size,
     positive_int,
     print_json,
     resolve_model,
@@ -36,20 +42,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "or sepconv model files."
         ),
     )
-    parser.add_argument("a", metavar="A", help="registered model name or sepconv model file")
-    parser.add_argument("b", metavar="B", help="registered model name or sepconv model file")
-    parser.add_argument(
-        "--input-size",
-        default=None,
+    add_model(parser, "a", "A")
+    add_model(parser, "b", "B")
+    add_input_size(
+        parser,
         help=(
-            "one image's size, C,H,W or H (or H,W) with A's channels; default: the training data set's, "
-            "else the models' own (which must then be the same)"
+            f"{INPUT_SIZE_HELP} (N: --batch-size); default: the training data set's, else the models' own "
+            "(which must then be the same)"
         ),
     )
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=DEFAULT_BATCH_SIZE,
+        default=None,
         help=(
             f"images per timed call, forward and forward+backward alike (default {DEFAULT_BATCH_SIZE}: "
             "the smallest at which BatchNorm can train)"
@@ -67,8 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=AGREEMENT_SAMPLES,
         help=f"images to compare outputs on (default {AGREEMENT_SAMPLES})",
     )
-    parser.add_argument("--data-root", help="where torchvision data sets live")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_data_root(parser)
+    add_json(parser)
     parser.add_argument(
         "--html",
         action=OutputFile,
@@ -83,12 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sepconv.cli._memory import with_flags
-    from sepconv.cli.summary import image_size
-    from sepconv.deploy.compare import compare_models
+    from sepconv.deploy.compare import DEFAULT_BATCH_SIZE, compare_models
     from sepconv.machine import MemoryLimitError
 
+    batch_size = args.batch_size
+    if args.input_size is not None:
+        batch_size = args.input_size.batch_or("--batch-size", batch_size, args.input_size.batch)
     model_a, model_b = resolve_model(args.a), resolve_model(args.b)
-    input_size = image_size(args.input_size, model_a)
+    input_size = model_image_size(args.input_size, model_a)
     data = _training_data(args)
     if input_size is None and data is None:
         _check_default_sizes(args, model_a, model_b)
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             model_b,
             names=(args.a, args.b),
             input_size=input_size,
-            batch_size=args.batch_size,
+            batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
             repeats=args.repeats,
             dataset=data,
             samples=args.samples,

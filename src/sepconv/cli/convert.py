@@ -9,9 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from sepconv.cli._common import (
+    INPUT_SIZE_HELP,
     OutputFile,
     UsageError,
+    add_data_root,
+    add_input_size,
+    add_json,
+    add_model,
     finite_float,
+    model_image_size,
     positive_int,
     print_json,
     resolve_model,
@@ -63,9 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "model", metavar="MODEL", help="registered model name or sepconv model file / checkpoint"
-    )
+    add_model(parser)
     parser.add_argument(
         "--out",
         required=True,
@@ -116,10 +120,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="convert kernels at least K wide (default 2)",
     )
-    parser.add_argument(
-        "--input-size",
-        default=None,
-        help="C,H,W (or H or H,W) of the image MACs are counted for; default: the model's own",
+    add_input_size(
+        parser, help=f"{INPUT_SIZE_HELP}, the image MACs are counted for; default: the model's own"
     )
     parser.add_argument(
         "--calibration",
@@ -144,14 +146,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(fine-tuning re-estimates them anyway)"
         ),
     )
-    parser.add_argument("--data-root", default=None, help="where torchvision data sets live")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_data_root(parser)
+    add_json(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sepconv.cli._memory import flag_text, with_flags
-    from sepconv.cli.summary import image_size
     from sepconv.convert import to_separable
     from sepconv.io import save_model
     from sepconv.models import default_input_size
@@ -165,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--max-error applies with --depth-multiplier auto only, got --depth-multiplier {args.depth_multiplier}"
         )
+    if args.input_size is not None:
+        args.input_size.require_one_image("convert counts MACs per image")
     model = resolve_model(args.model)
-    size = image_size(args.input_size, model)
+    size = model_image_size(args.input_size, model)
     if args.recalibrate_bn is not None and _data_set_name(args) is None:
         raise UsageError(
             "--recalibrate-bn needs training images: name a data set with --calibration, or convert a model "
@@ -236,7 +239,7 @@ def _load(args: argparse.Namespace, size: tuple[int, ...] | None) -> Any:
     data = load_dataset(name, root=args.data_root, seed=seed)
     if size is not None and (data.in_channels, *data.image_size) != tuple(size):
         raise UsageError(
-            f"--input-size {args.input_size!r} does not match the {name} images, "
+            f"--input-size {args.input_size.text!r} does not match the {name} images, "
             f"{(data.in_channels, *data.image_size)}"
         )
     return data

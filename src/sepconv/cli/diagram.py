@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from sepconv.cli._common import OutputFile, finite_float, integer, positive_int, print_json
+from sepconv.cli._common import (
+    DeprecatedSpelling,
+    OutputFile,
+    add_json,
+    finite_float,
+    integer,
+    positive_int,
+    print_json,
+)
 from sepconv.viz.diagram import DIAGRAM_KINDS  # torch- and matplotlib-free, cheap to import
 
 # A diagram draws at most 32 boxes per column whatever the count; this bound only keeps the exact
@@ -38,7 +47,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="hidden channels / in-channels of inverted-residual (default 6) and shuffle (default 0.25)",
     )
     parser.add_argument(
-        "--input-size", type=positive_int, default=56, help="output height = width for the MACs (default 56)"
+        "--output-size", type=positive_int, default=56, help="output height = width for the MACs (default 56)"
+    )
+    # The old spelling: it was always the output's size, which every other command's --input-size is not.
+    parser.add_argument(
+        "--input-size",
+        dest="output_size",
+        type=positive_int,
+        action=_DeprecatedOutputSize,
+        help="deprecated spelling of --output-size",
     )
     parser.add_argument(
         "--out",
@@ -47,8 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         suffixes=(".png", ".svg"),
         help="the picture to write: FILE.png or FILE.svg",
     )
-    parser.add_argument("--json", action="store_true", help="print the counts as one JSON document")
+    add_json(parser, help="print the counts as one JSON document")
     parser.set_defaults(handler=run)
+
+
+class _DeprecatedOutputSize(DeprecatedSpelling):
+    """``--input-size`` of diagram: stores the output size, with a one-line note on stderr."""
+
+    def note(self, values: Any) -> str:
+        return f"--input-size is deprecated here; it sets the output size: give --output-size {values}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         groups=args.groups,
         kernel_size=args.kernel_size,
         expand_ratio=args.expand_ratio,
-        input_size=args.input_size,
+        input_size=args.output_size,
     )
     save_figure(figure, out)
     if args.json:

@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from sepconv.cli._common import (
+    INPUT_SIZE_HELP,
     OutputFile,
     UsageError,
+    add_data_root,
+    add_dataset,
+    add_input_size,
+    add_json,
+    add_model,
     check_output_file,
     finite_float,
+    model_image_size,
     positive_int,
     print_json,
     resolve_model,
@@ -41,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and reports both files' top-1 accuracy on the test split."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="registered model name or sepconv model file")
+    add_model(parser)
     parser.add_argument(
         "--onnx",
         required=True,
@@ -51,11 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="the .onnx file to write",
     )
-    parser.add_argument(
-        "--input-size", help="C,H,W, or H,W / H with the model's channels; default: the model's own"
-    )
-    parser.add_argument(
-        "--dataset",
+    add_input_size(parser, help=f"{INPUT_SIZE_HELP}; default: the model's own")
+    add_dataset(
+        parser,
         help=(
             "data set whose images verify the export and whose normalization and class names go into the "
             "file; default: the one the model was trained on (config.json beside a sepconv model file)"
@@ -78,16 +83,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seed", type=seed, default=None, help="split seed (default: the training run's, else 0)"
     )
-    parser.add_argument("--data-root", help="where torchvision data sets live")
+    add_data_root(parser)
     parser.add_argument("--atol", type=finite_float(minimum=0), default=1e-4, help="default 1e-4")
     parser.add_argument("--rtol", type=finite_float(minimum=0), default=1e-3, help="default 1e-3")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorm layers as they are")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sepconv.cli.summary import image_size
     from sepconv.deploy import export_onnx
     from sepconv.deploy.onnx_export import check_input_fits
 
@@ -104,14 +108,16 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.int8:  # its int8 twin is written too: the same rule, before any work
         check_output_file("--onnx", target.with_suffix(".int8.onnx"), (".onnx",))
+    if args.input_size is not None:
+        args.input_size.require_one_image("export writes the file with a dynamic batch dimension")
     model = resolve_model(args.model)
-    input_size = image_size(args.input_size, model)
+    input_size = model_image_size(args.input_size, model)
     if input_size is not None:  # verification runs every batch size at once: refuse what cannot fit
         from sepconv.cli._memory import require_input_memory
 
         batches = inspect.signature(export_onnx).parameters["batch_sizes"].default
         require_input_memory(
-            args.input_size, model, (max(batches), *input_size), other_images=sum(batches) - max(batches)
+            args.input_size.text, model, (max(batches), *input_size), other_images=sum(batches) - max(batches)
         )
     data = _load_data(args, model)
     if args.int8 and data is None:
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         size = (data.in_channels, *data.image_size)
         if input_size is not None and tuple(input_size) != size:
             raise UsageError(
-                f"--input-size {args.input_size!r} does not match data set {data.name}'s images {size}"
+                f"--input-size {args.input_size.text!r} does not match data set {data.name}'s images {size}"
             )
         input_size = size
         # The data set's normalization and class names go into the file: refuse one the model does not

@@ -7,9 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from sepconv.cli._common import (
+    INPUT_SIZE_HELP,
+    InputSize,
     OutputFile,
+    add_input_size,
+    add_json,
+    add_model,
+    model_image_size,
     non_negative_int,
-    parse_int_list,
     print_json,
     resolve_model,
     trained_on,
@@ -30,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "run folder), else an mnist5k digit for 1x28x28 models, else seeded random noise."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="registered model name or checkpoint file")
+    add_model(parser)
     parser.add_argument(
         "--layer", required=True, metavar="NAME", help="qualified layer name, e.g. features.7"
     )
@@ -41,9 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--channel", type=non_negative_int, metavar="C", help="one output channel (default: sum of all)"
     )
     parser.add_argument("--image", metavar="FILE", help="an image file (any format PIL reads)")
-    parser.add_argument(
-        "--input-size", help="C,H,W, or H or H,W with the model's channels (default: the model's own)"
-    )
+    add_input_size(parser, help=f"{INPUT_SIZE_HELP}; default: the model's own")
     parser.add_argument(
         "--out",
         required=True,
@@ -52,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="where to write the picture (.png or .svg)",
     )
-    parser.add_argument("--json", action="store_true", help="print the numbers as one JSON document")
+    add_json(parser, help="print the numbers as one JSON document")
     parser.set_defaults(handler=run)
 
 
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input_size is not None:  # the gradient pass runs the model once at this size
         from sepconv.cli._memory import require_input_memory
 
-        require_input_memory(args.input_size, model, (1, *_image_shape(args.input_size, model)))
+        require_input_memory(args.input_size.text, model, (1, *_image_shape(args.input_size, model)))
     image, label = _input_image(args, model)
     field, figure = receptive_field_map(
         model, args.layer, image, position=position, channel=args.channel, input_label=label
@@ -109,15 +112,13 @@ def _position(text: str | None) -> tuple[int, int] | None:
     return values
 
 
-def _image_shape(text: str | None, model: Any) -> tuple[int, int, int]:
+def _image_shape(size: InputSize | None, model: Any) -> tuple[int, int, int]:
     """(C, H, W) of the input: --input-size, else the model's registered size."""
-    from sepconv.cli.summary import image_size
     from sepconv.models import default_input_size, model_spec
 
-    if text is not None:
-        if len(parse_int_list("--input-size", text)) == 4:
-            raise UsageError(f"--input-size takes C,H,W or H or H,W (one image), got {text!r}")
-        return image_size(text, model)  # type: ignore[return-value]
+    if size is not None:
+        size.require_one_image("rf maps one unit of one image")
+        return model_image_size(size, model)  # type: ignore[return-value]
     if model_spec(model) is None:
         raise UsageError("the model has no registered input size; give --input-size C,H,W")
     return default_input_size(model)

@@ -9,9 +9,14 @@ from typing import Any
 
 from sepconv.cli._common import (
     HTML_SUFFIXES,
+    INPUT_SIZE_HELP,
+    InputSize,
     OutputFile,
+    add_input_size,
+    add_json,
+    add_model,
+    model_channels,
     non_negative_int,
-    parse_int_list,
     print_json,
     resolve_model,
 )
@@ -34,20 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(1x28x28 for standard_cnn, 3x224x224 for the MobileNets, 3x299x299 for inception_v3)."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="registered model name or checkpoint file")
-    parser.add_argument(
-        "--input-size",
-        default=None,
-        help=(
-            "input shape: N,C,H,W (or N,C,D,H,W), or C,H,W, H,W or H for one image of the model's "
-            "channels; default: the model's own input size"
-        ),
-    )
+    add_model(parser)
+    add_input_size(parser, help=f"{INPUT_SIZE_HELP}; default: one image of the model's own size")
     parser.add_argument(
         "--depth", type=non_negative_int, default=None, help="fold submodules deeper than N levels"
     )
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print one JSON document (exact integers)")
+    add_json(output, help="print one JSON document (exact integers)")
     output.add_argument("--markdown", action="store_true", help="print a markdown table")
     output.add_argument("--csv", action="store_true", help="print CSV, one row per layer (exact integers)")
     parser.add_argument(
@@ -62,40 +60,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def input_shape(text: str | None, model: Any) -> tuple[int, ...]:
-    """The input shape, batch included, for ``--input-size`` (None: the model's own input size).
+def input_shape(size: InputSize | None, model: Any) -> tuple[int, ...]:
+    """The input shape, batch included, for ``--input-size`` (None: one image of the model's own size).
 
-    '1,3,224,224' as is; 'C,H,W' with batch 1; 'H' or 'H,W' with batch 1 and the model's channels.
+    N,C,H,W as given; C,H,W with batch 1; the deprecated H or H,W with batch 1 and the model's channels.
     """
-    from sepconv.models import default_input_size, model_spec
+    from sepconv.models import default_input_size
 
-    if text is None:
+    if size is None:
         return (1, *default_input_size(model))
-    sizes = parse_int_list("--input-size", text)
-    if len(sizes) > 5:
-        raise UsageError(f"--input-size takes 1 to 5 sizes (N,C,H,W at most 5-D), got {text!r}")
-    if len(sizes) <= 2:
-        channels = default_input_size(model)[0] if model_spec(model) is not None else 3
-        sizes = (1, channels, sizes[0], sizes[-1])
-    elif len(sizes) == 3:
-        sizes = (1, *sizes)
-    if math.prod(sizes) > MAX_INPUT_ELEMENTS:
+    shape = size.shape(model_channels(model))
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
         raise UsageError(
-            f"--input-size {text!r} has {math.prod(sizes):,} elements, more than {MAX_INPUT_ELEMENTS:,}"
+            f"--input-size {size.text!r} has {math.prod(shape):,} elements, more than {MAX_INPUT_ELEMENTS:,}"
         )
-    return sizes
-
-
-def image_size(text: str | None, model: Any) -> tuple[int, int, int] | None:
-    """One image's (C, H, W) for ``--input-size`` C,H,W or H[,W]; None: the model's own.
-
-    For commands that take their batch sizes elsewhere (``bench``, ``export``), so a batch here is refused.
-    """
-    if text is None:
-        return None
-    if len(parse_int_list("--input-size", text)) > 3:
-        raise UsageError(f"--input-size takes C,H,W or H or H,W (no batch size), got {text!r}")
-    return input_shape(text, model)[1:]  # type: ignore[return-value]
+    return shape
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,12 +86,16 @@ def run(args: argparse.Namespace) -> int:
     if args.input_size is not None:  # summarize runs the model once at this size
         from sepconv.cli._memory import require_input_memory
 
-        require_input_memory(args.input_size, model, shape)
+        require_input_memory(args.input_size.text, model, shape)
     try:
         summary = summarize(model, shape, depth=args.depth)
     except ModelInputError as error:
         # The model cannot run at this shape: name the flag that chose it (or say it was the default).
-        given = f"--input-size {args.input_size}" if args.input_size is not None else "the default input size"
+        given = (
+            f"--input-size {args.input_size.text}"
+            if args.input_size is not None
+            else "the default input size"
+        )
         shape_text = "x".join(map(str, shape))
         raise UsageError(f"{args.model} cannot run at {given} ({shape_text}): {error}") from None
     if args.html is not None:
