@@ -22,6 +22,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -61,7 +62,7 @@ def _flags() -> list[str]:
     return flags
 
 
-def _cpp_extension():
+def _cpp_extension() -> ModuleType:
     # Importing it logs a warning about CUDA on CPU-only machines, which is noise here.
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
@@ -73,7 +74,7 @@ def _cpp_extension():
     return cpp_extension
 
 
-def _is_cached(cpp_extension, name: str) -> bool:
+def _is_cached(cpp_extension: ModuleType, name: str) -> bool:
     # Only decides whether to announce a compile; the private helper is where load() will build.
     try:
         folder = Path(cpp_extension._get_build_directory(name, verbose=False))

@@ -61,8 +61,9 @@ def kernels_available() -> bool:
 
 def _register_python_parts() -> None:
     # Autograd and fake tensors for the C++ operator; registered once, after the library is loaded.
-    @torch.library.register_fake("sepconv::bn_act_forward")
-    def _forward_fake(input, weight, bias, eps, act):
+    def _forward_fake(
+        input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, act: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         stat_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
         channels = input.shape[1]
         return (
@@ -71,9 +72,21 @@ def _register_python_parts() -> None:
             input.new_empty((channels,), dtype=stat_dtype),
         )
 
-    @torch.library.register_fake("sepconv::bn_act_backward")
-    def _backward_fake(grad_output, input, weight, bias, mean, var, eps, act):
+    torch.library.register_fake("sepconv::bn_act_forward", _forward_fake)
+
+    def _backward_fake(
+        grad_output: torch.Tensor,
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        eps: float,
+        act: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return torch.empty_like(input), torch.empty_like(weight), torch.empty_like(bias)
+
+    torch.library.register_fake("sepconv::bn_act_backward", _backward_fake)
 
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
         input, weight, bias, eps, act = inputs
@@ -163,8 +176,11 @@ def batch_norm_act(
     if code is None:
         raise ValueError(f"act must be one of {[c.__name__ for c in ACTIVATION_CODES]}, got {act!r}")
     if not norm.training or not _kernel_applies(x, norm.weight):
-        out = norm(x)
-        return out if act is None else act(out)
+        out: torch.Tensor = norm(x)
+        if act is None:
+            return out
+        activated: torch.Tensor = act(out)
+        return activated
     momentum = _momentum(norm)
     channels = x.shape[1]
     if norm.num_features != channels:
@@ -176,7 +192,7 @@ def batch_norm_act(
     bias = norm.bias if norm.bias is not None else x.new_zeros(channels, dtype=param_dtype)
     tracked = norm.track_running_stats
     # One call: forward, running statistics and autograd are C++ (bn_act_train in csrc/bn_act.cpp).
-    return torch.ops.sepconv.bn_act_train(
+    output: torch.Tensor = torch.ops.sepconv.bn_act_train(
         x,
         weight,
         bias,
@@ -186,6 +202,7 @@ def batch_norm_act(
         norm.eps,
         code,
     )
+    return output
 
 
 def _momentum(norm: nn.BatchNorm2d) -> float:

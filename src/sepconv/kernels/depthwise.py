@@ -11,6 +11,7 @@ compiler), so callers never need to check.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -45,7 +46,13 @@ _FORWARD_OPERATOR = {torch.float32: "depthwise_forward_onednn", torch.float64: "
 
 def _register_python_parts() -> None:
     # Autograd and fake tensors for the C++ operators; registered once, after the library is loaded.
-    def forward_fake(input, weight, stride, padding, dilation):
+    def forward_fake(
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        stride: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+    ) -> torch.Tensor:
         batch, channels, height, width = input.shape
         out_height = (height + 2 * padding[0] - dilation[0] * (weight.shape[2] - 1) - 1) // stride[0] + 1
         out_width = (width + 2 * padding[1] - dilation[1] * (weight.shape[3] - 1) - 1) // stride[1] + 1
@@ -53,9 +60,17 @@ def _register_python_parts() -> None:
             memory_format=torch.channels_last
         )
 
-    @torch.library.register_fake("sepconv::depthwise_backward")
-    def _backward_fake(grad_output, input, weight, stride, padding, dilation):
+    def _backward_fake(
+        grad_output: torch.Tensor,
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        stride: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.empty_like(input, memory_format=torch.channels_last), torch.empty_like(weight)
+
+    torch.library.register_fake("sepconv::depthwise_backward", _backward_fake)
 
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         input, weight, stride, padding, dilation = inputs
@@ -142,7 +157,7 @@ def depthwise_conv2d(
     if not (depthwise_kernel_applies(x, weight) and depthwise_kernel_pays(x, stride_pair)):
         return F.conv2d(x, weight, bias, stride_pair, padding_pair, dilation_pair, groups=x.shape[-3])
     forward = getattr(torch.ops.sepconv, _FORWARD_OPERATOR[x.dtype])
-    out = forward(x, weight, stride_pair, padding_pair, dilation_pair)
+    out: torch.Tensor = forward(x, weight, stride_pair, padding_pair, dilation_pair)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out

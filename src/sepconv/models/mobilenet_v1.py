@@ -65,7 +65,8 @@ class MobileNetV1(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        logits: torch.Tensor = self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        return logits
 
 
 @register_model("mobilenet_v1", input_size=(3, 224, 224))

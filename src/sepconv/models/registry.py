@@ -143,7 +143,8 @@ def _torchvision_builder(name: str, kwargs: dict[str, Any]) -> Callable[[], nn.M
 
     def build() -> nn.Module:
         try:
-            return torchvision.models.get_model(short_name, weights=None, **builder_kwargs)
+            model: nn.Module = torchvision.models.get_model(short_name, weights=None, **builder_kwargs)
+            return model
         except TypeError as error:  # an argument the model does not take, or of the wrong type
             raise ValueError(f"{name}: {error}") from None
 

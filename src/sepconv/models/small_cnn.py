@@ -59,7 +59,8 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(stage3, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        logits: torch.Tensor = self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        return logits
 
 
 def _standard_block(in_channels: int, out_channels: int) -> nn.Module:
