@@ -57,11 +57,11 @@ def test_usage_error_is_importable_from_every_old_place():
         # An error about one parameter is led by the flag that set it (cli/main.py maps it, once).
         (
             ParameterError("in_channels must be an integer in [1, 8], got 9", param="in_channels"),
-            "--in-channels: in_channels must be an integer in [1, 8], got 9",
+            "--in-channels must be an integer in [1, 8], got 9",
         ),
         (
             ArgumentTypeError("stride must be a positive integer, got 1.5", param="stride"),
-            "--stride: stride must be a positive integer, got 1.5",
+            "--stride must be a positive integer, got 1.5",
         ),
         # A parameter that calc has no flag for (a library-internal one) leaves the message as it is.
         (ParameterError("groups=3 must divide 16", param="groups"), "groups=3 must divide 16"),
@@ -89,7 +89,48 @@ def test_user_errors_are_one_line_and_exit_2(monkeypatch, capsys, error, message
 )
 def test_a_parameter_maps_to_the_flag_of_the_running_command(command, param, shown):
     message = user_message(ParameterError(f"{param} is bad", param=param), build_parser(), command)
-    assert message == (f"{shown}: {param} is bad" if shown else f"{param} is bad")
+    assert message == (f"{shown} is bad" if shown else f"{param} is bad")
+
+
+@pytest.mark.parametrize(
+    ("command", "error", "message"),
+    [
+        # Every mention of the parameter as a word becomes the flag.
+        (
+            "bench",
+            ParameterError(
+                "batch_sizes=2,5 needs about 3.0 GiB; use a smaller batch_sizes", param="batch_sizes"
+            ),
+            "--batch-sizes=2,5 needs about 3.0 GiB; use a smaller --batch-sizes",
+        ),
+        # Not a word of its own (an item of it, a longer name, a quoted value): the flag leads instead.
+        (
+            "train",
+            ParameterError("model_kwargs['lr'] must hold finite numbers, got nan", param="model_kwargs"),
+            "--model-arg: model_kwargs['lr'] must hold finite numbers, got nan",
+        ),
+        ("train", ParameterError("the base_lr is 'lr'", param="lr"), "--lr: the base_lr is 'lr'"),
+        # A name that is also a word is the flag only where it leads: "nothing to resume" keeps its word.
+        (
+            "train",
+            ParameterError("resume: run 1 has finished; nothing to resume", param="resume"),
+            "--resume: run 1 has finished; nothing to resume",
+        ),
+        (
+            "train",
+            ParameterError("loss became nan (try a lower lr)", param="lr"),
+            "--lr: loss became nan (try a lower lr)",
+        ),
+        (
+            "train",
+            ParameterError("out_dir 'x' holds files; give another out_dir", param="out_dir"),
+            "--out 'x' holds files; give another --out",
+        ),
+        ("train", SepconvError("lr is not a flag here", param=None), "lr is not a flag here"),
+    ],
+)
+def test_the_message_names_the_flag_in_place_of_the_parameter(command, error, message):
+    assert user_message(error, build_parser(), command) == message
 
 
 @pytest.mark.parametrize(

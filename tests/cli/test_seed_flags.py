@@ -55,10 +55,7 @@ def test_a_huge_seed_is_one_line_naming_the_flag_before_any_work(args, capsys, t
     assert code == 2 and out == ""
     assert err.count("\n") == 1
     if args[0] == "train":
-        assert (
-            err
-            == f"sepconv train: error: --seed: seed must be an integer in [0, {MAX_SEED:,}], got {2**70}\n"
-        )
+        assert err == f"sepconv train: error: --seed must be an integer in [0, {MAX_SEED:,}], got {2**70}\n"
     else:
         assert f"argument --seed: must be an integer in [0, {MAX_SEED:,}], got '{2**70}'" in err
     assert list(tmp_path.iterdir()) == []  # nothing written, no run folder claimed

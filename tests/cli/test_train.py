@@ -47,13 +47,13 @@ def test_train_json_prints_one_document_matching_the_csv(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--epochs", "0"], "--epochs: epochs must be a positive integer, got 0"),
-        (["--lr", "nan"], "--lr: lr must be a finite number > 0, got nan"),
-        (["--lr", "inf"], "--lr: lr must be a finite number > 0, got inf"),
-        (["--weight-decay", "-1"], "--weight-decay: weight_decay must be a finite number >= 0"),
-        (["--label-smoothing", "1"], "--label-smoothing: label_smoothing must be a finite number in [0, 1)"),
-        (["--seed", "-1"], "--seed: seed must be an integer in [0, 4,294,967,295], got -1"),
-        (["--keep-checkpoints", "0"], "--keep-checkpoints: keep_checkpoints must be a positive integer"),
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+        (["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
+        (["--label-smoothing", "1"], "--label-smoothing must be a finite number in [0, 1)"),
+        (["--seed", "-1"], "--seed must be an integer in [0, 4,294,967,295], got -1"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints must be a positive integer"),
         (["--model-arg", "width_mult=Infinity"], "--model-arg: model_kwargs['width_mult'] must hold finite"),
         (
             ["--model-arg", "num_classes=3"],
@@ -115,7 +115,7 @@ def test_a_folder_holding_another_run_is_refused_unless_overwritten(tmp_path, ca
     code, captured = _train(tmp_path, capsys=capsys)
     assert code == 2
     assert f"already holds train run {first['run_id']}" in captured.err
-    assert "--resume it to continue" in captured.err and "--overwrite" in captured.err
+    assert "resume it to continue, overwrite it to clear it first" in captured.err
     code, captured = _train(tmp_path, "--overwrite", capsys=capsys)
     assert code == 0, captured.err
     second = json.loads(captured.out)
@@ -251,7 +251,7 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
     assert (code, captured.out) == (2, "")
     assert captured.err == (
         f"sepconv train: error: --resume: run {run_id} in {tmp_path} has finished ({tmp_path / 'result.json'}); "
-        "nothing to resume and nothing was changed; start a new run with another --out, or --overwrite\n"
+        "nothing to resume and nothing was changed; start a new run in another folder, or overwrite this one\n"
     )
     assert _files(tmp_path) == before  # result.json, model.safetensors, checkpoints: bytes and mtimes
     assert json.loads((tmp_path / "result.json").read_text())["last_checkpoint"] is not None

@@ -81,7 +81,7 @@ def _files(tmp_path):
         (
             "standard",
             ["--model-arg", "widths=[4,8,8,16]"],
-            "--model-arg: model_kwargs must be empty with init_from",
+            "--model-arg must be empty with init_from",
         ),
         ("ten_classes", [], "gives (10,) outputs per image, but data set 'synthetic' has 6 classes"),
         ("one_channel", [], "does not accept the images of data set 'synthetic' (3 channel(s), 32x32)"),

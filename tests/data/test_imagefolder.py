@@ -96,7 +96,7 @@ def test_corrupt_image_is_named_up_front(folder, content):
         bad.write_bytes(content)
     with pytest.raises(BadImageError, match=r"broken\.png") as info:
         load_dataset(f"imagefolder:{folder}")
-    assert info.value.path == str(bad) and "--skip-bad-images" in str(info.value)
+    assert info.value.path == str(bad) and "skip_bad_images=True" in str(info.value)
 
 
 def test_skip_bad_images_counts_and_logs(folder, caplog):

@@ -34,7 +34,9 @@ def test_list_datasets():
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
 def test_missing_torchvision_files_say_how_to_get_them(tmp_path, name):
-    with pytest.raises(DatasetNotFoundError, match=f"{name}.*not found under {tmp_path}.*--download") as info:
+    with pytest.raises(
+        DatasetNotFoundError, match=f"{name}.*not found under {tmp_path}.*download=True"
+    ) as info:
         load_dataset(name, root=tmp_path)
     assert isinstance(info.value, FileNotFoundError)
     assert list(tmp_path.iterdir()) == [] or all(path.is_dir() for path in tmp_path.rglob("*"))

@@ -117,5 +117,5 @@ def test_missing_files_are_not_downloaded_and_say_where_they_belong(tmp_path):
         load_dataset("mnist", root=tmp_path, download=False)
     message = str(raised.value)
     assert f"data set 'mnist' not found under {tmp_path}" in message
-    assert str(tmp_path / "MNIST" / "raw") in message and "--download" in message
+    assert str(tmp_path / "MNIST" / "raw") in message and "download=True" in message
     assert list(tmp_path.iterdir()) == []  # nothing fetched, nothing created

@@ -25,7 +25,9 @@ from sepconv.train.run_folder import read_run_file
 from sepconv.train.state import load_training_state, save_training_state
 
 EVERY = dict(checkpoint_every_steps=2, keep_checkpoints=10)  # checkpoints at steps 2, 4, ..., 12, all kept
-REFUSAL_TAIL = "; resume with the settings of that run, or start a new one (--overwrite or another --out)"
+REFUSAL_TAIL = (
+    "; resume with the settings of that run, or start a new one (in another folder, or overwriting this one)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +126,7 @@ def test_a_changed_recipe_is_refused_naming_each_change(run_copy, tiny_data, tin
     with pytest.raises(ValueError) as refused:
         fit(changed, data=tiny_data, resume=run_copy)
     assert str(refused.value) == (
-        f"--resume: {_state_at(run_copy, 12)} was written with other settings: "
+        f"resume: {_state_at(run_copy, 12)} was written with other settings: "
         "lr 0.01 -> 0.02; schedule 'onecycle' -> 'cosine'; seed 0 -> 3" + REFUSAL_TAIL
     )
 
@@ -137,7 +139,7 @@ def test_a_run_saved_with_another_number_of_processes_is_refused(run_copy, tiny_
     with pytest.raises(ValueError) as refused:
         fit(tiny_config(run_copy, **EVERY), data=tiny_data, resume=newest)
     assert str(refused.value) == (
-        f"--resume: {newest} was written with other settings: {field} 2 -> 1" + REFUSAL_TAIL
+        f"resume: {newest} was written with other settings: {field} 2 -> 1" + REFUSAL_TAIL
     )
 
 
@@ -152,7 +154,7 @@ def test_a_run_saved_with_another_precision_or_other_data_is_refused(run_copy, t
     with pytest.raises(ValueError) as refused:
         fit(tiny_config(run_copy, **EVERY), data=tiny_data, resume=newest)
     assert str(refused.value) == (
-        f"--resume: {newest} was written with other settings: channels_last (resolved) True -> False; "
+        f"resume: {newest} was written with other settings: channels_last (resolved) True -> False; "
         "data split_sizes [191, 48, 60] -> [192, 48, 60]" + REFUSAL_TAIL
     )
 

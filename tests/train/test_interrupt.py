@@ -44,7 +44,9 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_exactly(tmp_p
     assert stdout == ""
     last_line = stderr.strip().splitlines()[-1]
     assert last_line.startswith("sepconv train: interrupted: training stopped at step ")
-    assert f"resume with the same command and --resume {interrupted_dir}" in last_line
+    assert (
+        f"resume the run in {interrupted_dir} (the same command with --resume {interrupted_dir})" in last_line
+    )
     newest = list_checkpoints(interrupted_dir / "checkpoints")[-1]
     assert f"last checkpoint: {newest}" in last_line
     # The first Ctrl-C only sets a flag, which the checkpoint callback reads at the end of each step;

@@ -112,8 +112,7 @@ def test_a_run_stopped_by_ctrl_c_between_checkpoints_resumes_as_the_uninterrupte
         fit_with_callbacks(config, [_CtrlCDuringStep(5)], data=tiny_data)
     newest = list_checkpoints(tmp_path / "checkpoints")[-1]
     assert str(stopped.value) == (
-        f"training stopped at step 5; last checkpoint: {newest}; "
-        f"resume with the same command and --resume {tmp_path}"
+        f"training stopped at step 5; last checkpoint: {newest}; resume the run in {tmp_path}"
     )
     assert load_checkpoint(newest)["global_step"] == 5
     recorder = StepRecorder()

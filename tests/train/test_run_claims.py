@@ -93,7 +93,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, tiny_data
     with pytest.raises(RunFolderError) as refused:
         fit(config, data=tiny_data, resume=resume)
     assert str(refused.value) == (
-        f"--resume: run {finished.run_id} in {tmp_path / 'run'} has finished ({tmp_path / 'run' / 'result.json'}); "
-        "nothing to resume and nothing was changed; start a new run with another --out, or --overwrite"
+        f"resume: run {finished.run_id} in {tmp_path / 'run'} has finished ({tmp_path / 'run' / 'result.json'}); "
+        "nothing to resume and nothing was changed; start a new run in another folder, or overwrite this one"
     )
     assert snapshot(tmp_path / "run") == before  # bytes and modification times

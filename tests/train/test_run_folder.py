@@ -20,7 +20,9 @@ def test_a_new_run_writes_its_id_and_a_second_new_run_is_refused(tmp_path):
         assert json.loads((folder / RUN_FILE).read_text())["run_id"] == first.run_id
         assert len(first.run_id) == 12 and int(first.run_id, 16) >= 0
     (folder / "metrics.csv").write_text("epoch\n")
-    with pytest.raises(RunFolderError, match=rf"already holds train run {first.run_id}.*--overwrite"):
+    with pytest.raises(
+        RunFolderError, match=rf"already holds train run {first.run_id}.*overwrite it to clear it first"
+    ):
         claim_run_folder(folder, kind="train")
 
 
@@ -75,8 +77,9 @@ def test_a_second_process_is_refused_while_the_first_holds_the_folder(tmp_path):
 @pytest.mark.parametrize("text", ["", "  ", ".", "..", "~", "/"])
 def test_empty_or_unsafe_folders_are_refused(text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RunFolderError, match="--out"):
+    with pytest.raises(RunFolderError, match="^out_dir ") as refused:
         check_out_dir(text)
+    assert refused.value.param == "out_dir"  # the command line names its flag for it
 
 
 def test_an_existing_file_is_not_a_folder(tmp_path):
@@ -137,7 +140,7 @@ def test_an_out_that_is_a_fifo_is_refused_naming_what_it_is(tmp_path):
     with pytest.raises(RunFolderError) as refused:
         claim_run_folder(fifo, kind="train")
     assert str(refused.value) == (
-        f"--out {str(fifo)!r} is a FIFO (named pipe), not a folder; give a folder (new or empty)"
+        f"out_dir {str(fifo)!r} is a FIFO (named pipe), not a folder; give a folder (new or empty)"
     )
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 

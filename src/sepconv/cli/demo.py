@@ -33,7 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "--out", default="runs/demo", help="output folder, owned by this run (default runs/demo)"
+        "--out",
+        dest="out_dir",
+        default="runs/demo",
+        help="output folder, owned by this run (default runs/demo)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="clear --out first if it holds an earlier demo's files"
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         document = run_demo(
-            args.out,
+            args.out_dir,
             dataset=args.dataset,
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if args.html is not None:
         from sepconv.io.atomic import atomic_write_bytes
 
-        atomic_write_bytes(args.html, (Path(args.out) / "report.html").read_bytes())
+        atomic_write_bytes(args.html, (Path(args.out_dir) / "report.html").read_bytes())
     if args.json:
         print_json(document)
     else:

@@ -20,6 +20,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -122,17 +123,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def user_message(error: BaseException, parser: argparse.ArgumentParser, command: str) -> str:
-    """``error``'s message as one line, led by the flag of ``command`` that set the parameter it names.
+    """``error``'s message as one line, in the words of ``command``: the parameter it names becomes a flag.
 
     Library errors name parameters, never flags (:attr:`sepconv.errors.SepconvError.param`); this is
     the one place where a parameter becomes the flag the user typed: the subcommand's argument whose
-    ``dest`` is the parameter (``input_size`` is set by ``--input-size``, ``out_dir`` by ``--out``;
-    a positional argument is named by its metavar).
+    ``dest`` is the parameter (``input_size`` is set by ``--input-size``, ``out_dir`` by ``--out``; a
+    positional argument is named by its metavar). The flag takes the parameter's place where the
+    message names it as a word of its own: at its start (``lr must be ...``), and anywhere for a name no
+    sentence uses otherwise (``use a smaller batch_sizes``: a name with an underscore; "nothing to resume"
+    keeps its word). Otherwise (``model_kwargs['a'] must hold finite numbers``) the flag leads the message.
     """
     message = " ".join(str(error).split()) or type(error).__name__
     param = getattr(error, "param", None)
     flag = _flag_of(parser, command, param) if param else None
-    return f"{flag}: {message}" if flag else message
+    if flag is None:
+        return message
+    # The parameter as a word of its own: not part of a longer name, a quoted value or an item (`x['a']`).
+    word = re.compile(rf"(?<![\w'\-.]){re.escape(param)}(?![\w'\[.])")
+    spans = [match.span() for match in word.finditer(message) if "_" in param or match.start() == 0]
+    if not spans:
+        return f"{flag}: {message}"
+    for start, end in reversed(spans):
+        message = message[:start] + flag + message[end:]
+    return message
 
 
 def _flag_of(parser: argparse.ArgumentParser, command: str, dest: str) -> str | None:

@@ -202,6 +202,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = fit(config, resume=args.resume, warn=warn)
+    except KeyboardInterrupt as stop:
+        if not str(stop):
+            raise
+        # The library says where the run stopped; how to resume it is this command's to say.
+        raise KeyboardInterrupt(f"{stop} (the same command with --resume {config.out_dir})") from None
     except ProcessLimitError as error:
         raise UsageError(error.naming("--devices", "--batch-size")) from None
     if result.rank != 0:

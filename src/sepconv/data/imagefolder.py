@@ -63,9 +63,7 @@ class BadImageError(ValueError):
     """An image file that cannot be decoded (or whose pixels have no known scale); ``path`` names it."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(
-            f"cannot read image {path}: {reason} (use skip_bad_images=True / --skip-bad-images to skip it)"
-        )
+        super().__init__(f"cannot read image {path}: {reason} (use skip_bad_images=True to skip it)")
         self.path = str(path)
         self.reason = reason
 

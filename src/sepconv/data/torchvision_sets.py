@@ -64,7 +64,7 @@ def _open(name: str, root: Path, *, train: bool, download: bool) -> object:
             f"the download failed ({error}); check the network, or copy the files of torchvision's "
             f"{entry.class_name} into {where}"
             if download
-            else f"download them with --download (load_dataset({name!r}, download=True)), or copy the "
+            else f"download them (load_dataset({name!r}, download=True)), or copy the "
             f"files of torchvision's {entry.class_name} into {where}"
         )
         raise DatasetNotFoundError(f"data set {name!r} not found under {root}: {how}") from error

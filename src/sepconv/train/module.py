@@ -119,7 +119,8 @@ class ClassifierModule(pl.LightningModule):
         if not finite:
             raise NonFiniteLossError(
                 f"training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
-                "(try a lower --lr); the checkpoints written before this step are kept"
+                "(try a lower lr); the checkpoints written before this step are kept",
+                param="lr",
             )
         self._accumulate("train", logits, labels, loss)
         return loss

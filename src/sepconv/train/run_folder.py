@@ -62,22 +62,28 @@ def new_run_id() -> str:
     return secrets.token_hex(6)
 
 
-def check_out_dir(out_dir: str | os.PathLike[str], *, flag: str = "--out") -> Path:
-    """``out_dir`` as a path, or :class:`RunFolderError` when it is empty or unsafe to fill or clear."""
+def check_out_dir(out_dir: str | os.PathLike[str], *, param: str = "out_dir") -> Path:
+    """``out_dir`` as a path, or :class:`RunFolderError` when it is empty or unsafe to fill or clear.
+
+    ``param`` is the name of the caller's parameter that gave the folder: the errors name it.
+    """
     text = os.fspath(out_dir)
     if not text.strip():
-        raise RunFolderError(f"{flag} must name a folder, got {text!r}")
+        raise RunFolderError(f"{param} must name a folder, got {text!r}", param=param)
     path = Path(text).expanduser()
     resolved = path.resolve()
     if path.exists() and not path.is_dir():
         kind = non_regular_kind(path) or "an existing file"
-        raise RunFolderError(f"{flag} {text!r} is {kind}, not a folder; give a folder (new or empty)")
+        raise RunFolderError(
+            f"{param} {text!r} is {kind}, not a folder; give a folder (new or empty)", param=param
+        )
     current = Path.cwd().resolve()
     unsafe = {Path(resolved.anchor), Path.home().resolve()}
     if resolved in unsafe or resolved == current or resolved in current.parents:
         raise RunFolderError(
-            f"{flag} {text!r} is {resolved}, the current folder, one of its parents, the home folder or the "
-            "root; give a folder of its own (e.g. runs/NAME)"
+            f"{param} {text!r} is {resolved}, the current folder, one of its parents, the home folder or the "
+            "root; give a folder of its own (e.g. runs/NAME)",
+            param=param,
         )
     return path
 
@@ -160,7 +166,7 @@ class RunFolder:
         self.release()
 
 
-def _lock(folder: Path, flag: str) -> IO[bytes]:
+def _lock(folder: Path, param: str) -> IO[bytes]:
     handle = open(folder / LOCK_NAME, "a+b")  # noqa: SIM115 (held open for the whole run)
     try:
         import fcntl
@@ -171,7 +177,8 @@ def _lock(folder: Path, flag: str) -> IO[bytes]:
     except BlockingIOError:
         handle.close()
         raise RunFolderError(
-            f"{flag} {folder} is in use by another sepconv run right now; wait for it or choose another folder"
+            f"{param} {folder} is in use by another sepconv run right now; wait for it or choose another folder",
+            param=param,
         ) from None
     return handle
 
@@ -180,7 +187,7 @@ def _contents(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.name != LOCK_NAME)
 
 
-def _clear(folder: Path, flag: str) -> None:
+def _clear(folder: Path, param: str) -> None:
     contents = _contents(folder)
     if (
         contents
@@ -188,8 +195,9 @@ def _clear(folder: Path, flag: str) -> None:
         and not any((folder / name).exists() for name in _LEGACY_MARKERS)
     ):
         raise RunFolderError(
-            f"{flag} {folder} holds files that are not a sepconv run ({contents[0].name}, ...); refusing to "
-            "clear it with --overwrite: choose another folder"
+            f"{param} {folder} holds files that are not a sepconv run ({contents[0].name}, ...); refusing to "
+            "overwrite it: choose another folder",
+            param=param,
         )
     for path in contents:
         if path.is_dir() and not path.is_symlink():
@@ -204,7 +212,7 @@ def claim_run_folder(
     kind: str,
     overwrite: bool = False,
     resume_run_id: str | None = None,
-    flag: str = "--out",
+    param: str = "out_dir",
 ) -> RunFolder:
     """Lock ``out_dir`` for one run of ``kind`` ("train", "demo"); create it if needed.
 
@@ -212,31 +220,33 @@ def claim_run_folder(
     a folder that is not a sepconv run). A resumed run (``resume_run_id``) needs the folder's
     ``run.json`` to carry that id. Raises :class:`RunFolderError` naming the folder otherwise.
     """
-    folder = check_out_dir(out_dir, flag=flag)
+    folder = check_out_dir(out_dir, param=param)
     created = None
     for missing in (folder, *folder.parents):
         if missing.exists():
             break
         created = missing
     folder.mkdir(parents=True, exist_ok=True)
-    lock = _lock(folder, flag)
+    lock = _lock(folder, param)
     try:
         existing = read_run_file(folder)
         if resume_run_id is not None:
             if existing is None or existing["run_id"] != resume_run_id:
                 found = "no run.json" if existing is None else f"run {existing['run_id']}"
                 raise RunFolderError(
-                    f"{flag} {folder} does not hold the run being resumed (run {resume_run_id}; found {found})"
+                    f"{param} {folder} does not hold the run being resumed (run {resume_run_id}; found {found})",
+                    param=param,
                 )
             return RunFolder(folder, resume_run_id, kind, resumed=True, _lock=lock)
         if overwrite:
-            _clear(folder, flag)
+            _clear(folder, param)
         elif _contents(folder):
             what = f"{existing.get('kind', 'a')} run {existing['run_id']}" if existing else "files"
-            hint = "--resume it to continue, " if existing and existing.get("kind") == "train" else ""
+            hint = "resume it to continue, " if existing and existing.get("kind") == "train" else ""
             raise RunFolderError(
-                f"{flag} {folder} already holds {what} ({_contents(folder)[0].name}, ...); {hint}pass "
-                "--overwrite to clear it first, or choose another folder"
+                f"{param} {folder} already holds {what} ({_contents(folder)[0].name}, ...); {hint}"
+                "overwrite it to clear it first, or choose another folder",
+                param=param,
             )
         run_id = new_run_id()
         document = {"run_id": run_id, "kind": kind, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

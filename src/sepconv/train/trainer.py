@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from sepconv.errors import ParameterError
 from sepconv.train.config import TrainConfig, TrainResult, result_differences
 from sepconv.train.precision import PrecisionChoice, choose_precision
 
@@ -159,7 +160,7 @@ def find_resume_run_folder(resume: str | Path) -> Path:
     if path.is_file():
         return path.parent.parent if path.parent.name == "checkpoints" else path.parent
     if not path.is_dir():
-        raise FileNotFoundError(f"--resume: no such checkpoint or folder: {path}")
+        raise ParameterError(f"resume: no such checkpoint or folder: {path}", param="resume")
     return path.parent if path.name == "checkpoints" and read_run_file(path) is None else path
 
 
@@ -177,14 +178,20 @@ def find_resume_point(resume: str | Path, warn: Callable[[str], None]) -> Resume
     if path.is_file():
         run_id = checkpoint_run_id(path)
         if run_id is None:
-            raise ValueError(f"--resume: {path} is not a sepconv checkpoint (step-N-RUNID.state)")
+            raise ParameterError(
+                f"resume: {path} is not a sepconv checkpoint (step-N-RUNID.state)", param="resume"
+            )
         return ResumePoint(path, load_checkpoint(path), run_id, folder)
     run = read_run_file(folder)
     if run is None:
-        raise ValueError(f"--resume: {folder} is not a sepconv training run folder (it has no run.json)")
+        raise ParameterError(
+            f"resume: {folder} is not a sepconv training run folder (it has no run.json)", param="resume"
+        )
     found = find_resume_checkpoint(folder / "checkpoints", run["run_id"], warn=warn)
     if found is None:
-        raise ValueError(f"--resume: no usable checkpoint of run {run['run_id']} in {folder / 'checkpoints'}")
+        raise ParameterError(
+            f"resume: no usable checkpoint of run {run['run_id']} in {folder / 'checkpoints'}", param="resume"
+        )
     return ResumePoint(found, load_checkpoint(found), run["run_id"], folder)
 
 
@@ -201,8 +208,9 @@ def check_not_finished(point: ResumePoint) -> None:
     last = None if result is None else result.get("last_checkpoint")
     if last is not None and Path(str(last)).name == point.path.name:
         raise RunFolderError(
-            f"--resume: run {point.run_id} in {point.folder} has finished ({point.folder / RESULT_FILE}); "
-            "nothing to resume and nothing was changed; start a new run with another --out, or --overwrite"
+            f"resume: run {point.run_id} in {point.folder} has finished ({point.folder / RESULT_FILE}); "
+            "nothing to resume and nothing was changed; start a new run in another folder, or overwrite this one",
+            param="resume",
         )
 
 
@@ -326,14 +334,16 @@ def check_resume_matches(
         if key in saved_data and saved_data[key] != now:
             differences.append(f"data {key} {saved_data[key]!r} -> {now!r}")
     if differences:
-        raise ValueError(
-            f"--resume: {point.path} was written with other settings: {'; '.join(differences)}; resume with the "
-            "settings of that run, or start a new one (--overwrite or another --out)"
+        raise ParameterError(
+            f"resume: {point.path} was written with other settings: {'; '.join(differences)}; resume with the "
+            "settings of that run, or start a new one (in another folder, or overwriting this one)",
+            param="resume",
         )
     if Path(config.out_dir).resolve() != point.folder.resolve():
-        raise ValueError(
-            f"--resume: {point.path} belongs to the run in {point.folder}, but --out is {config.out_dir}; "
-            f"resume into {point.folder}"
+        raise ParameterError(
+            f"resume: {point.path} belongs to the run in {point.folder}, but the output folder is "
+            f"{config.out_dir}; resume into {point.folder}",
+            param="resume",
         )
 
 
@@ -690,7 +700,7 @@ def fit(
             except TrainingInterrupted as stop:
                 raise KeyboardInterrupt(
                     f"training stopped at step {parts.trainer.global_step}; last checkpoint: {stop.path}; "
-                    f"resume with the same command and --resume {config.out_dir}"
+                    f"resume the run in {config.out_dir}"
                 ) from None
             return finish_run(
                 config,
