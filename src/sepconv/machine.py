@@ -22,6 +22,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sepconv.errors import ParameterError
+
 __all__ = [
     "CpuFeatures",
     "MemoryLimitError",
@@ -135,8 +137,8 @@ def cpu_has_native_bf16() -> bool:
     return cpu_features().native_bf16
 
 
-class MemoryLimitError(ValueError):
-    """A parameter whose value would need more memory than this machine has available."""
+class MemoryLimitError(ParameterError):
+    """A parameter whose value would need more memory than this machine has available (``.param`` names it)."""
 
 
 def require_memory(parameter: str, value: object, needed_bytes: float, *, what: str = "") -> None:
@@ -157,7 +159,8 @@ def require_memory(parameter: str, value: object, needed_bytes: float, *, what: 
     purpose = f" for {what}" if what else ""
     raise MemoryLimitError(
         f"{parameter}={value} needs about {format_bytes(needed_bytes)}{purpose}, more than the "
-        f"{format_bytes(available)} of memory available on this machine; use a smaller {parameter}"
+        f"{format_bytes(available)} of memory available on this machine; use a smaller {parameter}",
+        param=parameter,
     )
 
 

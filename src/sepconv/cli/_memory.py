@@ -35,7 +35,7 @@ def flag_text(message: str, flags: Mapping[str, str]) -> str:
 
 
 def require_input_memory(text: str, model: Any, input_shape: Sequence[int], *, other_images: int = 0) -> None:
-    """Refuse ``--input-size text`` when a forward pass of ``model`` at ``input_shape`` cannot fit.
+    """Refuse ``input_size`` (the ``--input-size`` given as ``text``) when a forward pass of ``model`` at ``input_shape`` cannot fit.
 
     ``input_shape`` includes the batch; ``other_images`` are images of the same size held meanwhile
     (another verification batch). The estimate (:func:`sepconv.analysis.memory.forward_bytes`: the
@@ -47,7 +47,7 @@ def require_input_memory(text: str, model: Any, input_shape: Sequence[int], *, o
 
     image_bytes = 4 * math.prod(input_shape[1:])
     require_memory(
-        "--input-size",
+        "input_size",
         text,
         forward_bytes(model, input_shape) + other_images * image_bytes,
         what=f"a forward pass at {'x'.join(map(str, input_shape))} (the input and the largest layer)",

@@ -78,6 +78,8 @@ def _path_names(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sepconv.deploy.bench import benchmark_paths  # its refusals name parameters: `sepconv` names flags
+
     batch_sizes = None if args.batch_sizes is None else parse_int_list("--batch-sizes", args.batch_sizes)
     if args.input_size is not None:
         batch_sizes = args.input_size.batch_or("--batch-sizes", batch_sizes, (args.input_size.batch,))
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "min_run_seconds": args.seconds,
     }
     if args.json:
-        report = _benchmark(model, options)
+        report = benchmark_paths(model, **options)
         print_json({"model": args.model, **report.to_dict()})
         return 0
 
@@ -108,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
         transient=True,
     ) as bar:
         task = bar.add_task("starting", total=None)
-        report = _benchmark(
+        report = benchmark_paths(
             model,
-            options,
+            **options,
             progress=lambda description, completed, total: bar.update(
                 task, description=description, completed=completed, total=total
             ),
@@ -123,15 +125,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(report.format_table())
     return 0
-
-
-def _benchmark(model: Any, options: dict[str, Any], **progress: Any) -> Any:
-    """:func:`benchmark_paths`, its refusals naming this command's flags."""
-    from sepconv.cli._memory import with_flags
-    from sepconv.deploy.bench import benchmark_paths
-    from sepconv.machine import MemoryLimitError
-
-    try:
-        return benchmark_paths(model, **options, **progress)
-    except MemoryLimitError as error:
-        raise with_flags(error, {"input_size": "--input-size", "batch_sizes": "--batch-sizes"}) from error

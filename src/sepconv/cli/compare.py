@@ -87,9 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sepconv.cli._memory import with_flags
     from sepconv.deploy.compare import DEFAULT_BATCH_SIZE, compare_models
-    from sepconv.machine import MemoryLimitError
 
     batch_size = args.batch_size
     if args.input_size is not None:
@@ -99,20 +97,16 @@ def run(args: argparse.Namespace) -> int:
     data = _training_data(args)
     if input_size is None and data is None:
         _check_default_sizes(args, model_a, model_b)
-    try:
-        comparison = compare_models(
-            model_a,
-            model_b,
-            names=(args.a, args.b),
-            input_size=input_size,
-            batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
-            repeats=args.repeats,
-            dataset=data,
-            samples=args.samples,
-        )
-    except MemoryLimitError as error:
-        flags = {"input_size": "--input-size", "batch_size": "--batch-size", "samples": "--samples"}
-        raise with_flags(error, flags) from error
+    comparison = compare_models(  # a MemoryLimitError names its parameter: `sepconv` names the flag
+        model_a,
+        model_b,
+        names=(args.a, args.b),
+        input_size=input_size,
+        batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+        repeats=args.repeats,
+        dataset=data,
+        samples=args.samples,
+    )
     if args.html is not None:
         from sepconv.viz.pages import write_comparison_html
 
