@@ -77,7 +77,7 @@ def test_a_second_process_is_refused_while_the_first_holds_the_folder(tmp_path):
 @pytest.mark.parametrize("text", ["", "  ", ".", "..", "~", "/"])
 def test_empty_or_unsafe_folders_are_refused(text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RunFolderError, match="^out_dir ") as refused:
+    with pytest.raises(RunFolderError, match=r"^out_dir ") as refused:
         check_out_dir(text)
     assert refused.value.param == "out_dir"  # the command line names its flag for it
 

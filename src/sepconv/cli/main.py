@@ -135,8 +135,8 @@ def user_message(error: BaseException, parser: argparse.ArgumentParser, command:
     """
     message = " ".join(str(error).split()) or type(error).__name__
     param = getattr(error, "param", None)
-    flag = _flag_of(parser, command, param) if param else None
-    if flag is None:
+    flag = _flag_of(parser, command, param) if isinstance(param, str) else None
+    if flag is None or not isinstance(param, str):
         return message
     # The parameter as a word of its own: not part of a longer name, a quoted value or an item (`x['a']`).
     word = re.compile(rf"(?<![\w'\-.]){re.escape(param)}(?![\w'\[.])")
