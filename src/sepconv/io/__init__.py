@@ -1,24 +1,59 @@
 """Files sepconv writes and reads: model files (safetensors + JSON recipe), transforms, atomic writes.
 
-``import sepconv.io`` is light (torch only; safetensors when a file is read or written). Training
-state (optimizer, scheduler, RNG) is kept with training, in :mod:`sepconv.train.state`.
+``import sepconv.io`` is light (torch when a model-file name below is first used, safetensors when a
+file is read or written). Training state (optimizer, scheduler, RNG) is kept with training, in
+:mod:`sepconv.train.state`.
 """
 
+from typing import TYPE_CHECKING
+
+from sepconv._lazy import lazy_exports
 from sepconv.io.atomic import atomic_write_bytes
-from sepconv.io.model_file import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    CheckpointError,
-    load_model,
-    read_model_metadata,
-    save_model,
-)
-from sepconv.io.transforms import (
-    get_transform,
-    list_transforms,
-    model_transforms,
-    record_transform,
-    register_transform,
+
+if TYPE_CHECKING:  # what static type checkers see; at run time these come from __getattr__
+    from sepconv.io.model_file import (
+        FORMAT_NAME,
+        FORMAT_VERSION,
+        CheckpointError,
+        load_model,
+        read_model_metadata,
+        save_model,
+    )
+    from sepconv.io.transforms import (
+        get_transform,
+        list_transforms,
+        model_transforms,
+        record_transform,
+        register_transform,
+    )
+
+# Imported on first use: model files import torch, and the torch-free writers of this package (atomic
+# writes, used by reports and by `sepconv --help`'s output checks) must not.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(
+            (
+                "FORMAT_NAME",
+                "FORMAT_VERSION",
+                "CheckpointError",
+                "load_model",
+                "read_model_metadata",
+                "save_model",
+            ),
+            "sepconv.io.model_file",
+        ),
+        **dict.fromkeys(
+            (
+                "get_transform",
+                "list_transforms",
+                "model_transforms",
+                "record_transform",
+                "register_transform",
+            ),
+            "sepconv.io.transforms",
+        ),
+    },
 )
 
 __all__ = [
