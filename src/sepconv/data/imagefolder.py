@@ -131,7 +131,7 @@ def _read_pixels(path: str) -> torch.Tensor:
         raise BadImageError(path, str(error) or type(error).__name__) from error
 
 
-class ImageFiles(Dataset):
+class ImageFiles(Dataset[tuple[torch.Tensor, int]]):
     """Image files with labels, decoded on access to ``mode`` ("L" or "RGB") at ``image_size`` (H, W)."""
 
     def __init__(

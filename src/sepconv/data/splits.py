@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -52,9 +52,9 @@ class DataSplits:
     outside the class folders, hidden folders, and unreadable images (with ``skip_bad_images=True``).
     """
 
-    train: Dataset
-    val: Dataset
-    test: Dataset
+    train: Dataset[Any]
+    val: Dataset[Any]
+    test: Dataset[Any]
     num_classes: int
     in_channels: int
     image_size: tuple[int, int]
@@ -82,7 +82,7 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return (images - mean_tensor) / std_tensor
 
 
-class NormalizedImages(Dataset):
+class NormalizedImages(Dataset[tuple[torch.Tensor, int]]):
     """In-memory ``uint8`` images (``N x C x H x W``) served as normalized float tensors with int labels.
 
     ``augment`` (if given) runs on the float image in ``[0, 1]`` before normalization, so its fill
@@ -217,7 +217,7 @@ def check_labels(splits: DataSplits) -> None:
             )
 
 
-def _known_labels(dataset: Dataset) -> torch.Tensor | None:
+def _known_labels(dataset: Dataset[Any]) -> torch.Tensor | None:
     """The labels of ``dataset`` when it holds them in memory (``labels``/``targets``), else None."""
     if isinstance(dataset, Subset):
         labels = _known_labels(dataset.dataset)

@@ -9,6 +9,7 @@ The classes are easy but not trivial: a small CNN learns them in a few epochs.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from sepconv.data.augment import light_augmentation
@@ -21,7 +22,9 @@ SYNTHETIC_MEAN = (0.5, 0.5, 0.5)
 SYNTHETIC_STD = (0.25, 0.25, 0.25)
 
 
-def _shape_mask(shape: str, rows: np.ndarray, cols: np.ndarray, radius: float) -> np.ndarray:
+def _shape_mask(
+    shape: str, rows: npt.NDArray[np.float64], cols: npt.NDArray[np.float64], radius: float
+) -> npt.NDArray[np.bool_]:
     """Boolean mask of ``shape`` centred at (0, 0) in the coordinate grids ``rows``/``cols``."""
     distance = np.hypot(rows, cols)
     if shape == "circle":
