@@ -200,6 +200,13 @@ def test_check_choice_accepts_a_choice_and_suggests_close_ones():
     assert str(error) == "schedule must be one of cosine, constant, step; got 'linear'"
 
 
+def test_choice_error_is_the_error_check_choice_raises():
+    error = checks.choice_error("mode", "zero", ("zeros", "reflect"))
+    assert type(error) is ParameterError and error.param == "mode"
+    assert str(error) == "mode must be one of zeros, reflect; got 'zero' (did you mean 'zeros'?)"
+    assert type(checks.choice_error("mode", 0, ("zeros",))) is ArgumentTypeError
+
+
 def test_check_choice_refuses_a_wrong_type_and_equal_values_of_another_type():
     error = refusal(lambda: checks.check_choice("padding_mode", 0, ("zeros", "reflect")), ArgumentTypeError)
     assert str(error) == "padding_mode must be one of zeros, reflect; got 0"

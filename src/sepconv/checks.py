@@ -56,6 +56,7 @@ __all__ = [
     "check_int_sequence",
     "check_non_negative",
     "check_positive",
+    "choice_error",
     "describe_float",
     "describe_integer",
 ]
@@ -204,6 +205,19 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     options = tuple(choices)
     if any(type(value) is type(option) and value == option for option in options):
         return value
+    raise choice_error(name, value, options)
+
+
+def choice_error(name: str, value: Any, choices: Iterable[Any]) -> ParameterError:
+    """The error :func:`check_choice` raises for ``value``, for code that tests membership its own way.
+
+    (A test the type checker understands, such as a ``TypeGuard``, then ``raise choice_error(...)``.)
+    A str expected and something else given is an :class:`~sepconv.errors.ArgumentTypeError`.
+
+    >>> str(choice_error("kind", "dilate", ("standard", "dilated")))
+    "kind must be one of standard, dilated; got 'dilate' (did you mean 'dilated'?)"
+    """
+    options = tuple(choices)
     message = f"{name} must be one of {', '.join(str(option) for option in options)}; got {value!r}"
     names = [option for option in options if isinstance(option, str)]
     if isinstance(value, str) and names:
@@ -211,8 +225,8 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
         if close:
             message += f" (did you mean {' or '.join(repr(option) for option in close)}?)"
     if names and len(names) == len(options) and not isinstance(value, str):
-        raise ArgumentTypeError(message, param=name)
-    raise ParameterError(message, param=name)
+        return ArgumentTypeError(message, param=name)
+    return ParameterError(message, param=name)
 
 
 def _count_phrase(lengths: tuple[int, ...] | None) -> str:

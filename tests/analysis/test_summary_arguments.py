@@ -39,12 +39,12 @@ def test_one_number_for_input_size_says_which_shape_to_give():
         (
             lambda m: summarize(m, (1, 1, 8, 8), depth="1"),
             TypeError,
-            "depth must be an integer >= 0 or None, got '1'",
+            "depth must be a non-negative integer or None, got '1'",
         ),
         (
             lambda m: summarize(m, (1, 1, 8, 8), depth=-1),
             ValueError,
-            "depth must be an integer >= 0 or None, got -1",
+            "depth must be a non-negative integer or None, got -1",
         ),
         (lambda m: summarize(m, inputs=5), TypeError, "inputs must be a tensor or a sequence"),
     ],

@@ -296,7 +296,7 @@ def test_exactly_one_of_input_size_and_inputs():
 def test_a_depth_that_is_not_a_non_negative_integer_is_refused_by_name(depth):
     with pytest.raises(ValueError) as refused:
         summarize(build(), (1, 1, 8, 8), depth=depth)
-    assert str(refused.value) == f"depth must be an integer >= 0 or None, got {depth!r}"
+    assert str(refused.value) == f"depth must be a non-negative integer or None, got {depth!r}"
 
 
 def test_depth_zero_is_one_row_for_the_whole_model():

@@ -107,7 +107,7 @@ def test_every_layer_takes_numpy_integers_and_computes_what_ints_give(build):
         (lambda: Conv2d(3, 8, 3, bias=None), "bias must be True or False, got None"),
         (
             lambda: Conv2d(3, 8, 3, padding_mode=0),
-            "padding_mode must be one of ('zeros', 'reflect', 'replicate', 'circular'), got 0",
+            "padding_mode must be one of zeros, reflect, replicate, circular; got 0",
         ),
         (
             lambda: DepthwiseConv2d(4, 3, depth_multiplier=2.0),

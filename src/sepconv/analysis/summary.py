@@ -27,7 +27,8 @@ from torch import nn
 from sepconv.analysis import render
 from sepconv.analysis.fields import TensorField
 from sepconv.analysis.profile import ModuleCall, profile_forward
-from sepconv.errors import ArgumentTypeError
+from sepconv.checks import describe_integer
+from sepconv.errors import ArgumentTypeError, ParameterError
 
 __all__ = ["LayerSummary", "ModelSummary", "summarize"]
 
@@ -210,10 +211,11 @@ def summarize(
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"model must be an nn.Module, got {type(model).__name__} {model!r:.80}")
     if depth is not None:
+        message = f"depth must be {describe_integer(0)} or None, got {depth!r}"
         if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
-            raise ArgumentTypeError(f"depth must be an integer >= 0 or None, got {depth!r}")
+            raise ArgumentTypeError(message, param="depth")
         if depth < 0:
-            raise ValueError(f"depth must be an integer >= 0 or None, got {depth!r}")
+            raise ParameterError(message, param="depth")
         depth = int(depth)
     if dtype is None:
         dtype = next(

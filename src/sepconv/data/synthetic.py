@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from sepconv.checks import check_int, check_positive
 from sepconv.data.augment import light_augmentation
 from sepconv.data.splits import DataSplits, NormalizedImages, check_fractions, stratified_split
 
@@ -54,10 +55,8 @@ def make_shapes(
     >>> tuple(images.shape), labels.tolist()
     ((12, 3, 16, 16), [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5])
     """
-    if isinstance(num_per_class, bool) or not isinstance(num_per_class, int) or num_per_class < 1:
-        raise ValueError(f"num_per_class must be a positive integer, got {num_per_class!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an integer of at least 8, got {image_size!r}")
+    num_per_class = check_positive("num_per_class", num_per_class)
+    image_size = check_int("image_size", image_size, minimum=8)
     rng = np.random.default_rng(seed)
     grid = np.arange(image_size, dtype=np.float64)
     images = np.empty((len(SHAPE_NAMES) * num_per_class, image_size, image_size, 3), dtype=np.float64)

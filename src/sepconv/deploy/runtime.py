@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from sepconv.checks import describe_integer
 from sepconv.deploy.metadata import METADATA_KEY, ExportError, check_metadata, parse_metadata
+from sepconv.errors import ParameterError
 
 __all__ = ["OnnxModel"]
 
@@ -42,7 +44,9 @@ class OnnxModel:
         if not file.is_file():
             raise FileNotFoundError(f"ONNX model file not found: {file}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+            raise ParameterError(
+                f"threads must be {describe_integer(1)} or None, got {threads!r}", param="threads"
+            )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1

@@ -20,6 +20,7 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from sepconv.arithmetic import check_groups, check_positive
+from sepconv.checks import choice_error
 from sepconv.errors import ArgumentTypeError
 from sepconv.layers.padding import PADDING_MODES, is_padding_mode, pad_same, plan_padding
 
@@ -129,10 +130,8 @@ class Conv2d(nn.Conv2d):
         kernel_pair = to_pair("kernel_size", kernel_size)
         stride_pair = to_pair("stride", stride)
         dilation_pair = to_pair("dilation", dilation)
-        if not isinstance(padding_mode, str):
-            raise ArgumentTypeError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        if not is_padding_mode(padding_mode):
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        if not isinstance(padding_mode, str) or not is_padding_mode(padding_mode):
+            raise choice_error("padding_mode", padding_mode, PADDING_MODES)
         plan = plan_padding(padding, kernel_pair, stride_pair, dilation_pair)
         super().__init__(
             in_channels,

@@ -5,13 +5,14 @@ Its plot is drawn by :func:`sepconv.viz.confusion.plot_confusion_matrix`.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from sepconv.checks import check_positive
 
 __all__ = ["Evaluation", "ModelDataMismatchError", "evaluate_model"]
 
@@ -80,9 +81,8 @@ def evaluate_model(
     Traceback (most recent call last):
     sepconv.train.evaluation.ModelDataMismatchError: the model outputs 3 classes but the data set has 4
     """
-    for name, value in (("num_classes", num_classes), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    num_classes = check_positive("num_classes", num_classes)
+    batch_size = check_positive("batch_size", batch_size)
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(
             f"class_names must name num_classes={num_classes} classes, got {len(class_names)} names"

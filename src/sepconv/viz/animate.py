@@ -14,11 +14,11 @@ API; :mod:`sepconv.viz.animation_encode` turns the pictures into an animated GIF
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sepconv.checks import check_float
 from sepconv.io.atomic import PathLike, atomic_write_bytes, check_output_path
 from sepconv.viz.animation_encode import ANIMATION_FORMATS, encode_gif, encode_mp4, ffmpeg_executable
 from sepconv.viz.animation_plan import (
@@ -64,8 +64,7 @@ def write_animation(
     kind = target.suffix.lower().lstrip(".")
     if kind not in ANIMATION_FORMATS:
         raise ValueError(f"path must end in .gif or .mp4, got {str(path)!r}")
-    if not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
+    fps = check_float("fps", fps, minimum=0, min_inclusive=False)
     ffmpeg = ffmpeg_executable() if kind == "mp4" else None
     if kind == "mp4" and ffmpeg is None:
         raise ValueError(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sepconv import arithmetic
+from sepconv.checks import check_choice
 
 __all__ = [
     "DIAGRAM_KINDS",
@@ -175,8 +176,7 @@ def plan_diagram(
     (pointwise is 1x1 only); ``expand_ratio`` sets the hidden channels ``round(in_channels * ratio)`` of
     inverted-residual (default 6) and shuffle (default 0.25).
     """
-    if kind not in DIAGRAM_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(DIAGRAM_KINDS)}; got {kind!r}")
+    check_choice("kind", kind, DIAGRAM_KINDS)
     arithmetic.check_positive("in_channels", in_channels)
     arithmetic.check_positive("out_channels", out_channels)
     arithmetic.check_positive("input_size", input_size)
