@@ -11,6 +11,8 @@ from sepconv.cli._common import (
     HTML_SUFFIXES,
     OutputFile,
     UsageError,
+    add_dataset,
+    add_json,
     positive_float,
     positive_int,
     print_json,
@@ -50,10 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--lr", type=positive_float, default=DEMO_LR, help=f"peak learning rate (default {DEMO_LR})"
     )
-    parser.add_argument(
-        "--dataset",
-        default="mnist5k",
-        help="data set to compare on (default mnist5k; see sepconv train --help)",
+    add_dataset(
+        parser, help="data set to compare on (default mnist5k; see sepconv train --help)", default="mnist5k"
     )
     parser.add_argument(
         "--seed",
@@ -77,9 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="also copy the HTML report (always written as report.html in --out) to FILE",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON document (and nothing else) on stdout"
-    )
+    add_json(parser, help="print one JSON document (and nothing else) on stdout")
     parser.set_defaults(handler=run)
 
 

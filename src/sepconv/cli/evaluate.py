@@ -9,6 +9,9 @@ from typing import Any
 from sepconv.cli._common import (
     OutputFile,
     UsageError,
+    add_data_root,
+    add_dataset,
+    add_json,
     check_output_file,
     positive_int,
     print_json,
@@ -32,12 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="a .safetensors model, a .state checkpoint or an exported .onnx file",
     )
-    parser.add_argument("--dataset", default="mnist5k", help="data set name (default mnist5k)")
+    add_dataset(parser, help="data set name (default mnist5k)", default="mnist5k")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="default test")
     parser.add_argument(
         "--seed", type=seed, default=0, help="split seed; use the one the model was trained with"
     )
-    parser.add_argument("--data-root", help="where torchvision data sets live")
+    add_data_root(parser)
     parser.add_argument("--download", action="store_true", help="allow downloading torchvision data sets")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256")
@@ -48,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="where to write the PNG (default: beside CHECKPOINT)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json(parser)
     parser.set_defaults(handler=run)
 
 

@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from sepconv.cli._common import UsageError, print_json
+from sepconv.cli._common import UsageError, add_json, print_json
 
 _EPILOG = """\
 outputs (in --out, which belongs to this run): run.json (the run id), config.json, metrics.csv (one row
@@ -134,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume", metavar="PATH", help="resume from a checkpoint, or the newest good one of the run in PATH"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document; no progress bar")
+    add_json(parser, help="print one JSON document; no progress bar")
     parser.set_defaults(handler=run, given_flags=())
 
 
