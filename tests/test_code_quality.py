@@ -48,7 +48,7 @@ def test_ruff_format_is_applied() -> None:
     assert_passes(run_tool((*RUFF, "format", "--check", *CHECKED_TREES)))
 
 
-@pytest.mark.slow  # cold (a clean clone, no .mypy_cache): about 2 minutes on 2 cores, torch's stubs mostly
+@pytest.mark.slow  # cold (a clean clone, no .mypy_cache): 45-90 s on 2 cores, torch's stubs mostly; cached: 4 s
 def test_type_check_passes() -> None:
     # the modules, strictness and third-party gaps are configured in pyproject.toml [tool.mypy]
     assert_passes(run_tool(MYPY))
