@@ -73,11 +73,12 @@ def test_animate_layer_takes_the_geometry_of_a_mobilenet_depthwise_layer(capsys)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--input-size", "1,3,3", "--kernel-size", "5"], "kernel_size=5"),
+        # the library names its parameter; the command line's one mapping (cli/main.py) names the flag
+        (["--input-size", "1,3,3", "--kernel-size", "5"], "--kernel-size=5 with dilation=1 spans 5 pixels"),
         (["--in-channels", "3", "--out-channels", "4", "--groups", "2"], "groups=2"),
         (["--layer", "mobilenet_v2:features.2.conv.9"], "features.2.conv.1.0"),
         (["--layer", "mobilenet_v2:features.2.conv.1.0", "--kernel-size", "5"], "--layer sets the geometry"),
-        (["--transposed", "--stride", "2", "--output-padding", "2"], "output_padding=2"),
+        (["--transposed", "--stride", "2", "--output-padding", "2"], "--output-padding=2 must be smaller"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, capsys, args, message):
