@@ -102,13 +102,19 @@ GROUPS: dict[str, Group] = {
         ),
     ),
     "io": Group(
-        files=tuple(f"src/sepconv/io/{name}.py" for name in ("model_file", "recipe", "transforms")),
+        # The replay registry was io/transforms.py's until issue 21 moved it above io: mutated with it.
+        files=(
+            *(f"src/sepconv/io/{name}.py" for name in ("model_file", "recipe", "transforms")),
+            "src/sepconv/convert/replay.py",
+        ),
         tests=(
             "tests/io",
+            "tests/convert/test_replay.py",
             "tests/train/test_state.py",
             "src/sepconv/io/model_file.py",
             "src/sepconv/io/recipe.py",
             "src/sepconv/io/transforms.py",
+            "src/sepconv/convert/replay.py",
         ),
     ),
     # Every training run writes checkpoints, so every fit in tests/train reaches checkpoint.py; listing

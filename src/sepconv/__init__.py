@@ -42,15 +42,19 @@ __getattr__, __dir__ = lazy_exports(
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str], *, spec: dict | None = None) -> Path:
-    """Save ``model`` (weights as safetensors + architecture as JSON); see :func:`sepconv.io.save_model`."""
-    from sepconv.io import save_model as _save_model
+    """Save ``model`` (weights as safetensors + architecture as JSON); see :func:`sepconv.io.save_model`.
+
+    The conversions recorded on ``model`` (``to_separable``, ``fold_batchnorm``) are stored as steps
+    that :func:`load_model` replays.
+    """
+    from sepconv.convert.replay import save_model as _save_model
 
     return _save_model(model, path, spec=spec)
 
 
 def load_model(path: str | os.PathLike[str]) -> nn.Module:
-    """Rebuild a model saved by :func:`save_model`, never unpickling code."""
-    from sepconv.io import load_model as _load_model
+    """Rebuild a model saved by :func:`save_model`, never unpickling code; its conversions are replayed."""
+    from sepconv.convert.replay import load_model as _load_model
 
     return _load_model(path)
 

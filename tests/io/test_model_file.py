@@ -21,7 +21,6 @@ from sepconv.io import (
     model_transforms,
     read_model_metadata,
     record_transform,
-    register_transform,
     save_model,
 )
 from sepconv.models import create_model, model_spec
@@ -126,18 +125,21 @@ def test_weights_that_do_not_fit_the_recipe_are_named(tmp_path):
 # --- transforms ---------------------------------------------------------------------------------
 
 
-@register_transform("test_widen_head")
 def _widen_head(model: nn.Module, *, extra_classes: int) -> nn.Module:
     head = model.classifier[-1]
     model.classifier[-1] = nn.Linear(head.in_features, head.out_features + extra_classes)
     return record_transform(model, model, "test_widen_head", extra_classes=extra_classes)
 
 
+# The transforms these tests' files may name: io replays what its caller hands it, nothing else.
+REGISTRY = {"test_widen_head": _widen_head}
+
+
 def test_transforms_are_replayed_on_load(tmp_path):
     model = _widen_head(_tiny_model(), extra_classes=2)
     assert model_transforms(model) == [{"name": "test_widen_head", "kwargs": {"extra_classes": 2}}]
-    path = save_model(model, tmp_path / "widened.safetensors")
-    loaded = load_model(path)
+    path = save_model(model, tmp_path / "widened.safetensors", registry=REGISTRY)
+    loaded = load_model(path, registry=REGISTRY)
     assert loaded.classifier[-1].out_features == 5
     inputs = torch.randn(2, 1, 28, 28)
     # The replayed model holds the saved bytes and runs the same kernels on the same machine: exact.
@@ -146,13 +148,21 @@ def test_transforms_are_replayed_on_load(tmp_path):
     assert model_transforms(loaded) == model_transforms(model)
 
 
-def test_unknown_transform_and_duplicate_registration(tmp_path):
+def test_a_step_the_registry_lacks_is_refused_on_save_and_load(tmp_path):
     model = _tiny_model()
     model._sepconv_transforms = [{"name": "no_such_transform", "kwargs": {}}]
     with pytest.raises(ValueError, match="unknown transform 'no_such_transform'"):
-        save_model(model, tmp_path / "x.safetensors")
-    with pytest.raises(ValueError, match="already registered"):
-        register_transform("test_widen_head")(_widen_head)
+        save_model(model, tmp_path / "x.safetensors", registry=REGISTRY)
+    # A file with steps loads only where its steps can be replayed: io alone replays nothing.
+    path = save_model(
+        _widen_head(_tiny_model(), extra_classes=2), tmp_path / "w.safetensors", registry=REGISTRY
+    )
+    expected = (
+        f"{path}: unknown transform 'test_widen_head' (no transforms given to replay; sepconv.load_model "
+        "replays sepconv.convert's)"
+    )
+    with pytest.raises(CheckpointError, match="^" + re.escape(expected) + "$"):
+        load_model(path)
 
 
 # --- corruption ---------------------------------------------------------------------------------

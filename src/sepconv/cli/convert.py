@@ -154,7 +154,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sepconv.cli._memory import flag_text, with_flags
     from sepconv.convert import to_separable
-    from sepconv.io import save_model
+    from sepconv.convert.replay import save_model
     from sepconv.models import default_input_size
 
     out = Path(args.out)  # its suffix, kind and folder were checked when the flags were parsed

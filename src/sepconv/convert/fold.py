@@ -19,8 +19,9 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
+from sepconv.convert.replay import register_transform
 from sepconv.errors import ArgumentTypeError
-from sepconv.io.transforms import record_transform, register_transform
+from sepconv.io.transforms import record_transform
 from sepconv.layers.conv import Conv2d as SepconvConv2d
 
 __all__ = ["fold_batchnorm", "fold_batchnorm_with_report"]

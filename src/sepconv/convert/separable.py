@@ -23,6 +23,7 @@ from torch import nn
 
 from sepconv.checks import describe_integer
 from sepconv.convert.probe import Plan, probe, resolve_input_size
+from sepconv.convert.replay import register_transform
 from sepconv.convert.report import ConversionReport, LayerConversion, layer_report, total_macs
 from sepconv.convert.select import (
     auto_kept_note,
@@ -40,7 +41,7 @@ from sepconv.convert.select import (
 )
 from sepconv.convert.svd import Decomposition, channel_svd, errors_by_rank, load_svd, max_rank
 from sepconv.errors import ParameterError
-from sepconv.io.transforms import record_transform, register_transform
+from sepconv.io.transforms import record_transform
 from sepconv.layers.conv import Conv2d as SepconvConv2d
 from sepconv.layers.separable import SeparableConv2d
 

@@ -1,4 +1,7 @@
-"""Files sepconv writes and reads: model files (safetensors + JSON recipe), transforms, atomic writes.
+"""Files sepconv writes and reads: model files (safetensors + JSON recipe), recipe steps, atomic writes.
+
+A model file stores its conversion steps as data; replaying them is the caller's (``sepconv.load_model``
+passes :mod:`sepconv.convert`'s registry), so io imports no conversion.
 
 ``import sepconv.io`` is light (torch when a model-file name below is first used, safetensors when a
 file is read or written). Training state (optimizer, scheduler, RNG) is kept with training, in
@@ -20,11 +23,11 @@ if TYPE_CHECKING:  # what static type checkers see; at run time these come from 
         save_model,
     )
     from sepconv.io.transforms import (
-        get_transform,
-        list_transforms,
+        NO_TRANSFORMS,
+        Transforms,
+        find_transform,
         model_transforms,
         record_transform,
-        register_transform,
     )
 
 # Imported on first use: model files import torch, and the torch-free writers of this package (atomic
@@ -44,13 +47,7 @@ __getattr__, __dir__ = lazy_exports(
             "sepconv.io.model_file",
         ),
         **dict.fromkeys(
-            (
-                "get_transform",
-                "list_transforms",
-                "model_transforms",
-                "record_transform",
-                "register_transform",
-            ),
+            ("NO_TRANSFORMS", "Transforms", "find_transform", "model_transforms", "record_transform"),
             "sepconv.io.transforms",
         ),
     },
@@ -59,14 +56,14 @@ __getattr__, __dir__ = lazy_exports(
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "NO_TRANSFORMS",
     "CheckpointError",
+    "Transforms",
     "atomic_write_bytes",
-    "get_transform",
-    "list_transforms",
+    "find_transform",
     "load_model",
     "model_transforms",
     "read_model_metadata",
     "record_transform",
-    "register_transform",
     "save_model",
 ]

@@ -3,7 +3,8 @@
 The tensors are the ``state_dict`` (parameters and buffers); the metadata holds ``{"format":
 "sepconv", "version": 1, "spec": {"name", "kwargs"}, "transforms": [{"name", "kwargs"}, ...],
 "sha256": ...}``. Loading rebuilds the model with :func:`sepconv.models.create_model`, replays the
-recorded transforms (:mod:`sepconv.io.transforms`) and loads the weights strictly. Nothing is
+recorded transforms with the functions the caller names for them (:mod:`sepconv.io.transforms`;
+:func:`sepconv.load_model` passes sepconv.convert's) and loads the weights strictly. Nothing is
 unpickled, so a model file cannot run code; the checksum over recipe and tensors turns bit rot or a
 damaged copy into a :class:`CheckpointError` that names the file.
 
@@ -46,7 +47,7 @@ from sepconv.io.recipe import (
     rebuild,
     tied_names,
 )
-from sepconv.io.transforms import get_transform, model_transforms
+from sepconv.io.transforms import NO_TRANSFORMS, Transforms, find_transform, model_transforms
 
 __all__ = [
     "FORMAT_NAME",
@@ -72,12 +73,19 @@ class CheckpointError(SepconvError, ValueError):
 # --- saving ---------------------------------------------------------------------------------------
 
 
-def save_model(model: nn.Module, path: PathLike, *, spec: Mapping[str, Any] | None = None) -> Path:
+def save_model(
+    model: nn.Module,
+    path: PathLike,
+    *,
+    spec: Mapping[str, Any] | None = None,
+    registry: Transforms = NO_TRANSFORMS,
+) -> Path:
     """Save ``model`` as one safetensors file: weights plus the JSON recipe that rebuilds it.
 
     The recipe is the one ``create_model`` attached to the model (or ``spec``, a ``{"name",
-    "kwargs"}`` dict for ``create_model``), plus the transforms recorded on it. The write is atomic.
-    Returns the path written.
+    "kwargs"}`` dict for ``create_model``), plus the transforms recorded on it, each of which must be in
+    ``registry`` (what loading can replay; :func:`sepconv.save_model` passes sepconv.convert's). The write
+    is atomic. Returns the path written.
     """
     from safetensors.torch import save as safetensors_bytes
 
@@ -99,14 +107,14 @@ def save_model(model: nn.Module, path: PathLike, *, spec: Mapping[str, Any] | No
         raise ValueError(f"spec must be a dict with keys 'name' (str) and 'kwargs' (dict), got {recipe!r}")
     transforms = model_transforms(model)
     for step in transforms:
-        get_transform(step["name"])
+        find_transform(registry, step["name"])
     tensors = _unshared_state(model)
     rebuild_recipe = {
         "spec": {"name": recipe["name"], "kwargs": dict(recipe["kwargs"])},
         "transforms": transforms,
     }
     _checked_json(target, "model recipe", rebuild_recipe)
-    _check_ties_match_recipe(target, model, rebuild_recipe)
+    _check_ties_match_recipe(target, model, rebuild_recipe, registry)
     document = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -127,7 +135,9 @@ def _checked_json(path: Path, label: str, value: Any) -> str:
         ) from None
 
 
-def _check_ties_match_recipe(path: Path, model: nn.Module, recipe: dict[str, Any]) -> None:
+def _check_ties_match_recipe(
+    path: Path, model: nn.Module, recipe: dict[str, Any], registry: Transforms
+) -> None:
     """Refuse a model whose tied tensors (shared memory) differ from those its recipe's model ties.
 
     The file stores every name's values separately; ties come back only as the rebuilt model makes
@@ -136,8 +146,8 @@ def _check_ties_match_recipe(path: Path, model: nn.Module, recipe: dict[str, Any
     A recipe that cannot be rebuilt is left for loading to report.
     """
     try:
-        spec, transforms = check_recipe(recipe)
-        expected = expected_ties(spec, transforms)
+        spec, transforms = check_recipe(recipe, registry=registry)
+        expected = expected_ties(spec, transforms, registry=registry)
     except (TypeError, ValueError, KeyError, OverflowError, RuntimeError, NotImplementedError):
         return
     held = tied_names(model.state_dict())
@@ -196,25 +206,27 @@ def read_model_metadata(path: PathLike) -> dict[str, Any]:
     return document
 
 
-def load_model(path: PathLike) -> nn.Module:
+def load_model(path: PathLike, *, registry: Transforms = NO_TRANSFORMS) -> nn.Module:
     """Rebuild the model saved in ``path`` by :func:`save_model`, in eval mode, without unpickling anything.
 
     Checks the recipe and compares the tensors it needs with the file's header before building the
     model or reading any weight, then verifies the checksum, builds, and loads the weights strictly.
-    Any problem is a one-line :class:`CheckpointError` naming the file.
+    Any problem is a one-line :class:`CheckpointError` naming the file. The recipe's conversion steps
+    are replayed by ``registry``'s functions of their names (:func:`sepconv.load_model` passes
+    sepconv.convert's); without one, a file with steps is refused.
     """
     file = _path("path", path)
     with _open(file) as handle:
         document = _document(file, handle)
         try:
-            spec, transforms = check_recipe(document)
+            spec, transforms = check_recipe(document, registry=registry)
         except ValueError as error:
             raise CheckpointError(f"{file}: {error}") from None
         stored = {name: _header_spec(handle, name) for name in handle.keys()}  # noqa: SIM118
-        _check_tensors_fit(file, spec, _expected(file, spec, transforms), stored)
+        _check_tensors_fit(file, spec, _expected(file, spec, transforms, registry), stored)
         tensors = {name: handle.get_tensor(name) for name in stored}
     _verify_checksum(file, document, tensors)
-    model = rebuild(spec, transforms)
+    model = rebuild(spec, transforms, registry=registry)
     _check_tied_values(file, model, tensors)
     model.load_state_dict(tensors, strict=True)
     return model.eval()
@@ -310,9 +322,11 @@ def _header_spec(handle: Any, name: str) -> tuple[tuple[int, ...], str]:
     return tuple(view.get_shape()), view.get_dtype()
 
 
-def _expected(file: Path, spec: dict[str, Any], transforms: list[dict[str, Any]]) -> dict[str, TensorSpec]:
+def _expected(
+    file: Path, spec: dict[str, Any], transforms: list[dict[str, Any]], registry: Transforms
+) -> dict[str, TensorSpec]:
     try:
-        return expected_tensors(spec, transforms)
+        return expected_tensors(spec, transforms, registry=registry)
     except RecipeLimitError as error:
         raise CheckpointError(f"{file}: {error}") from None
     except (TypeError, ValueError, KeyError, OverflowError, RuntimeError, NotImplementedError) as error:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from sepconv.io.transforms import get_transform
+from sepconv.io.transforms import NO_TRANSFORMS, Transforms, find_transform
 
 __all__ = [
     "MAX_RECIPE_CHARS",
@@ -69,10 +69,13 @@ class RecipeLimitError(ValueError):
     """A recipe that asks for more than a model file may describe (see the ``MAX_RECIPE_*`` bounds)."""
 
 
-def check_recipe(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def check_recipe(
+    document: Mapping[str, Any], *, registry: Transforms = NO_TRANSFORMS
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``(spec, transforms)`` of a recipe, or a ValueError saying what is wrong with it.
 
-    Accepts a registered model name (:func:`sepconv.models.list_models`), registered transform names,
+    Accepts a registered model name (:func:`sepconv.models.list_models`), transform names in ``registry``
+    (the transforms the caller can replay: :data:`sepconv.convert.replay.TRANSFORMS` for sepconv's own),
     and arguments that are plain JSON (strings, booleans, null, finite numbers, lists, objects), at
     most :data:`MAX_RECIPE_TRANSFORMS` transforms, and arguments nested at most :data:`MAX_RECIPE_DEPTH`
     deep, with lists and objects of at most :data:`MAX_RECIPE_ITEMS` items and numbers of magnitude at
@@ -93,7 +96,7 @@ def check_recipe(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict
         )
     for index, step in enumerate(transforms):
         _check_step(f"transforms[{index}]", step)
-        get_transform(step["name"])
+        find_transform(registry, step["name"])
     return {"name": spec["name"], "kwargs": dict(spec["kwargs"])}, [dict(step) for step in transforms]
 
 
@@ -140,20 +143,25 @@ def _check_plain(where: str, value: Any, *, depth: int) -> None:
     raise ValueError(f"its recipe's {where} holds {value!r:.200}, which is not plain JSON")
 
 
-def rebuild(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) -> nn.Module:
-    """``create_model(spec)`` then each transform, with the recipe recorded on the result."""
+def rebuild(
+    spec: Mapping[str, Any], transforms: list[dict[str, Any]], *, registry: Transforms = NO_TRANSFORMS
+) -> nn.Module:
+    """``create_model(spec)`` then each transform step, replayed by ``registry``'s function of its name,
+    with the recipe recorded on the result."""
     from sepconv.models import create_model
 
     model = create_model(spec["name"], **spec["kwargs"])
     for step in transforms:
-        model = get_transform(step["name"])(model, **step["kwargs"])
+        model = find_transform(registry, step["name"])(model, **step["kwargs"])
     # setattr: nn.Module's __setattr__ is typed for tensors and modules only
     setattr(model, "_sepconv_spec", {"name": spec["name"], "kwargs": dict(spec["kwargs"])})  # noqa: B010
     setattr(model, "_sepconv_transforms", [dict(step) for step in transforms])  # noqa: B010
     return model
 
 
-def expected_tensors(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) -> dict[str, TensorSpec]:
+def expected_tensors(
+    spec: Mapping[str, Any], transforms: list[dict[str, Any]], *, registry: Transforms = NO_TRANSFORMS
+) -> dict[str, TensorSpec]:
     """Name -> (shape, dtype) of the ``state_dict`` the recipe's model has, without allocating it.
 
     Builds the model under ``torch.device("meta")``. A builder that reads tensor values while it
@@ -161,13 +169,15 @@ def expected_tensors(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) 
     with only its large tensors on ``meta``. The builders' own errors (TypeError, ValueError, ...)
     propagate, for the caller to report against the file.
     """
-    state = _meta_build(spec, transforms).state_dict()
+    state = _meta_build(spec, transforms, registry).state_dict()
     return {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in state.items()}
 
 
-def expected_ties(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+def expected_ties(
+    spec: Mapping[str, Any], transforms: list[dict[str, Any]], *, registry: Transforms = NO_TRANSFORMS
+) -> list[tuple[str, ...]]:
     """The :func:`tied_names` of the recipe's model, built without allocating it (as expected_tensors)."""
-    return tied_names(_meta_build(spec, transforms).state_dict())
+    return tied_names(_meta_build(spec, transforms, registry).state_dict())
 
 
 def tied_names(state: Mapping[str, torch.Tensor]) -> list[tuple[str, ...]]:
@@ -188,13 +198,13 @@ def tied_names(state: Mapping[str, torch.Tensor]) -> list[tuple[str, ...]]:
     return sorted(tuple(sorted(names)) for names in groups.values() if len(names) > 1)
 
 
-def _meta_build(spec: Mapping[str, Any], transforms: list[dict[str, Any]]) -> nn.Module:
+def _meta_build(spec: Mapping[str, Any], transforms: list[dict[str, Any]], registry: Transforms) -> nn.Module:
     try:
         with torch.device("meta"), _construction_budget(spec):
-            return rebuild(spec, transforms)
+            return rebuild(spec, transforms, registry=registry)
     except NotImplementedError:  # "Cannot copy out of meta tensor": the builder needed real values
         with _MetaUnlessSmall(), _construction_budget(spec):
-            return rebuild(spec, transforms)
+            return rebuild(spec, transforms, registry=registry)
 
 
 @contextlib.contextmanager

@@ -1,66 +1,55 @@
-"""Post-build model transforms: how a model file rebuilds a converted architecture.
+"""A model's recipe steps: the conversions applied to it since ``create_model``, recorded as data.
 
-A conversion that changes a model's structure (``to_separable``) registers itself with
-:func:`register_transform` and records itself on the models it returns (:func:`record_transform`).
-A model file stores that list of steps next to the ``create_model`` recipe, and loading replays them
-before the weights go in. Only registered names can be replayed: a file names code, it never holds it.
+A conversion that changes a model's structure (``to_separable``) records itself on the models it
+returns (:func:`record_transform`); a model file stores that list of ``{"name", "kwargs"}`` steps next
+to the ``create_model`` recipe. ``sepconv.io`` knows no conversion itself and imports none: whoever
+saves or loads a model with steps passes the table of :data:`Transforms` that may be replayed (sepconv's
+own is :data:`sepconv.convert.replay.TRANSFORMS`, which :func:`sepconv.load_model` uses). Only names in
+that table can be replayed: a file names code, it never holds it.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
 
 __all__ = [
+    "NO_TRANSFORMS",
     "Transform",
-    "get_transform",
-    "list_transforms",
+    "Transforms",
+    "find_transform",
     "model_transforms",
     "record_transform",
-    "register_transform",
 ]
 
 Transform = Callable[..., nn.Module]
-_TRANSFORMS: dict[str, Transform] = {}
+# Name -> the function that replays that step: what a model file's steps may name.
+Transforms = Mapping[str, Transform]
+NO_TRANSFORMS: Transforms = MappingProxyType({})
 
 
-def register_transform(name: str) -> Callable[[Transform], Transform]:
-    """Decorator registering ``fn(model, **kwargs) -> model`` as the transform ``name``.
+def find_transform(transforms: Transforms, name: str) -> Transform:
+    """The transform ``name`` in ``transforms``; a ValueError listing the names there otherwise.
 
-    Duplicate names are an error, so a file's step always means one function.
+    >>> find_transform({}, "to_separable")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown transform 'to_separable' (no transforms given to replay; sepconv.load_model replays sepconv.convert's)
     """
-
-    def decorate(transform: Transform) -> Transform:
-        if name in _TRANSFORMS:
-            raise ValueError(
-                f"a transform named {name!r} is already registered ({_TRANSFORMS[name].__module__})"
-            )
-        _TRANSFORMS[name] = transform
-        return transform
-
-    return decorate
-
-
-def list_transforms() -> list[str]:
-    """Names of the registered transforms (after importing :mod:`sepconv.convert`, if present)."""
-    _import_conversions()
-    return sorted(_TRANSFORMS)
-
-
-def get_transform(name: str) -> Transform:
-    """The transform registered as ``name``; a ValueError listing the registered ones otherwise."""
-    if name not in _TRANSFORMS:
-        _import_conversions()
-    if name not in _TRANSFORMS:
-        known = ", ".join(sorted(_TRANSFORMS)) or "none"
+    if name in transforms:
+        return transforms[name]
+    if not transforms:
         raise ValueError(
-            f"unknown transform {name!r} (registered: {known}); register it with register_transform"
+            f"unknown transform {name!r} (no transforms given to replay; sepconv.load_model replays "
+            "sepconv.convert's)"
         )
-    return _TRANSFORMS[name]
+    raise ValueError(
+        f"unknown transform {name!r} (registered: {', '.join(sorted(transforms))}); register it with "
+        "register_transform"
+    )
 
 
 def model_transforms(model: nn.Module) -> list[dict[str, Any]]:
@@ -83,10 +72,3 @@ def record_transform(model: nn.Module, source: nn.Module, name: str, **kwargs: A
         setattr(model, "_sepconv_spec", {"name": spec["name"], "kwargs": dict(spec["kwargs"])})  # noqa: B010
     setattr(model, "_sepconv_transforms", [*model_transforms(source), {"name": name, "kwargs": dict(kwargs)}])  # noqa: B010
     return model
-
-
-def _import_conversions() -> None:
-    # Conversions register their transforms when imported; import them lazily so that this module
-    # does not depend on sepconv.convert (which sits above it), and only if it exists.
-    if importlib.util.find_spec("sepconv.convert") is not None:
-        importlib.import_module("sepconv.convert")

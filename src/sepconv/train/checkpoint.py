@@ -37,7 +37,8 @@ from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 
-from sepconv.io import CheckpointError, load_model, save_model
+from sepconv.convert.replay import load_model, save_model
+from sepconv.io import CheckpointError
 from sepconv.train.state import load_training_state, save_training_state
 
 __all__ = [

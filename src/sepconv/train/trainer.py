@@ -117,6 +117,7 @@ def read_initial_model(init_from: str | os.PathLike[str]) -> InitialModel:
     A missing file is a ``FileNotFoundError``; a file that is not a sound sepconv model file is a
     :class:`~sepconv.io.CheckpointError`; both name the file.
     """
+    from sepconv.convert.replay import TRANSFORMS
     from sepconv.io import CheckpointError, read_model_metadata
     from sepconv.io.recipe import check_recipe
 
@@ -125,7 +126,7 @@ def read_initial_model(init_from: str | os.PathLike[str]) -> InitialModel:
         raise FileNotFoundError(f"init_from: model file not found: {path}")
     document = read_model_metadata(path)
     try:
-        spec, transforms = check_recipe(document)
+        spec, transforms = check_recipe(document, registry=TRANSFORMS)
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
     return InitialModel(path, spec["name"], tuple(step["name"] for step in transforms), document["sha256"])
@@ -264,7 +265,7 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> torc
     from sepconv.models.registry import TORCHVISION_PREFIX, create_model
 
     if config.init_from is not None:
-        from sepconv.io import load_model
+        from sepconv.convert.replay import load_model
 
         return load_model(init_file_path(config.init_from)).train()
 
@@ -526,7 +527,8 @@ def finish_run(
     init_from_sha256: str | None = None,
 ) -> TrainResult:
     """Evaluate on the test split and write ``model.safetensors`` and ``result.json`` (rank 0 only)."""
-    from sepconv.io import atomic_write_bytes, save_model
+    from sepconv.convert.replay import save_model
+    from sepconv.io import atomic_write_bytes
     from sepconv.train.evaluation import evaluate_model
     from sepconv.train.keyed_dropout import restore_dropout
     from sepconv.train.sync_norm import restore_batchnorm
