@@ -155,8 +155,8 @@ def parse_int_list(name: str, text: str) -> tuple[int, ...]:
 # The one meaning of every --input-size, as its help and its refusals say it.
 INPUT_SIZE_FORMS = "C,H,W or N,C,H,W"
 INPUT_SIZE_HELP = (
-    "one input's size, C,H,W (channels, height, width), or N,C,H,W with a batch size N "
-    "(N,C,D,H,W for a 3-D model)"
+    "one input's size: C,H,W (channels, height, width), or N,C,H,W with a batch size N; "
+    "N,C,D,H,W for a 3-D model"
 )
 
 

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model(parser)
     add_input_size(
-        parser, help=f"{INPUT_SIZE_HELP} (N: the one batch size to time); default: the model's own"
+        parser, help=f"{INPUT_SIZE_HELP}; N is the one batch size to time; default: the model's own"
     )
     parser.add_argument(
         "--batch-sizes", default=None, help=f"batch sizes to time, e.g. 1,16 (default {_BATCH_SIZES})"

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_input_size(
         parser,
         help=(
-            f"{INPUT_SIZE_HELP} (N: --batch-size); default: the training data set's, else the models' own "
+            f"{INPUT_SIZE_HELP}; N is the batch, as --batch-size; default: the training data set's, else the models' own "
             "(which must then be the same)"
         ),
     )

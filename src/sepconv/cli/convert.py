@@ -121,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="convert kernels at least K wide (default 2)",
     )
     add_input_size(
-        parser, help=f"{INPUT_SIZE_HELP}, the image MACs are counted for; default: the model's own"
+        parser, help=f"{INPUT_SIZE_HELP}; the image MACs are counted for; default: the model's own"
     )
     parser.add_argument(
         "--calibration",

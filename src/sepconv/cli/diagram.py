@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="output_size",
         type=positive_int,
         action=_DeprecatedOutputSize,
+        metavar="SIZE",
         help="deprecated spelling of --output-size",
     )
     parser.add_argument(
