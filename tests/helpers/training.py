@@ -104,7 +104,6 @@ from sepconv.cli.main import main
 from sepconv.train import trainer as trainer_module
 from sepconv.train.checkpoint import checkpoint_name
 
-DDP_DRIVER = Path(__file__).with_name("ddp_driver.py")  # run as a script: DDP launchers re-run it
 
 SIGNAL, STEP = getattr(signal, sys.argv[1]), int(sys.argv[2])
 
