@@ -20,14 +20,13 @@ def test_import_pulls_in_no_heavy_dependency():
 def test_the_bottom_floor_does_not_import_torch():
     import sepconv
 
-    # Load arithmetic, checks and errors without the package __init__ (so that nothing it might import
-    # hides here): a stand-in package with the same path lets `from sepconv.checks import ...` find the
-    # real files.
+    # Load the bottom floor without the package __init__ (so that nothing it might import hides here):
+    # a stand-in package with the same path lets `from sepconv.checks import ...` find the real files.
     code = (
         "import sys, types\n"
         "package = types.ModuleType('sepconv'); package.__path__ = [" + repr(sepconv.__path__[0]) + "]\n"
         "sys.modules['sepconv'] = package\n"
-        "import sepconv.arithmetic, sepconv.checks, sepconv.errors\n"
+        "import sepconv.arithmetic, sepconv.checks, sepconv.errors, sepconv.formatting, sepconv.machine\n"
         "print(sepconv.arithmetic.separable_params(16, 32, 3, bias=False), 'torch' in sys.modules,\n"
         "      'numpy' in sys.modules)"
     )

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sepconv.errors import ParameterError
+from sepconv.formatting import format_bytes  # re-exported: memory refusals took it from here first
 
 __all__ = [
     "CpuFeatures",
@@ -162,22 +163,6 @@ def require_memory(parameter: str, value: object, needed_bytes: float, *, what: 
         f"{format_bytes(available)} of memory available on this machine; use a smaller {parameter}",
         param=parameter,
     )
-
-
-def format_bytes(count: float) -> str:
-    """A byte count for people: ``format_bytes(3 * 2**30)`` is ``'3.0 GiB'``.
-
-    >>> format_bytes(512), format_bytes(1536), format_bytes(3 * 2**30), format_bytes(2.0**80)
-    ('512 B', '1.5 KiB', '3.0 GiB', '1.1e+12 TiB')
-    """
-    units = ("B", "KiB", "MiB", "GiB", "TiB")
-    value, unit = float(count), 0
-    while value >= 1024 and unit < len(units) - 1:
-        value /= 1024
-        unit += 1
-    if unit == 0:
-        return f"{int(value)} B"
-    return f"{value:.1f} {units[unit]}" if value < 10_000 else f"{value:.1e} {units[unit]}"
 
 
 def _read_text(path: Path) -> str | None:

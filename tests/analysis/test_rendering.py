@@ -17,7 +17,8 @@ def test_human_numbers():
     assert [human_count(n) for n in (0, 999, 1_000, 3_504_872, 300_774_272, 4_089_184_256)] == [
         "0", "999", "1.00K", "3.50M", "300.8M", "4.09G",
     ]  # fmt: skip
-    assert [human_bytes(n) for n in (512, 2048, 5 * 1024**2)] == ["512 B", "2.00 KiB", "5.00 MiB"]
+    # One byte format for every report (sepconv.formatting.format_bytes): one decimal, binary units.
+    assert [human_bytes(n) for n in (512, 2048, 5 * 1024**2)] == ["512 B", "2.0 KiB", "5.0 MiB"]
 
 
 def test_json_is_exact_and_states_units():

@@ -126,11 +126,12 @@ def test_text_table_uses_the_training_runs_data_set(tmp_path, capsys):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["A:", str(model_file), "B:", str(folded_file), "A", "/", "B"]
-    assert lines[1].split()[0] == "parameters"
-    assert lines[2].split()[:3] == ["MACs", "per", "image"]
-    assert lines[3].split() == ["receptive", "field", "(px)", "32x32", "32x32"]  # as in the JSON test
-    assert lines[4].split()[:2] == ["forward", "ms"]
-    assert lines[5].split()[0] == "forward+backward"
+    assert set(lines[1]) == {"-", " "}  # the rule under the header
+    assert lines[2].split()[0] == "parameters"
+    assert lines[3].split()[:3] == ["MACs", "per", "image"]
+    assert lines[4].split() == ["receptive", "field", "(px)", "32x32", "32x32"]  # as in the JSON test
+    assert lines[5].split()[:2] == ["forward", "ms"]
+    assert lines[6].split()[0] == "forward+backward"
     # The synthetic images are 3x32x32: the data set, not the models' registered 28x28, sets the size.
     assert "output agreement on 16 synthetic test images: logits relative error" in out
     assert "top-1 agreement 100.00%" in out

@@ -228,7 +228,8 @@ def test_report_document_and_tables():
     assert "max_abs_diff" not in document["train_results"][0]
     assert "max_rel_diff" not in document["train_results"][0]
     table = report.format_table()
-    assert table.splitlines()[0].split() == [
+    assert table.splitlines()[0] == "inference"
+    assert table.splitlines()[1].split() == [
         "path", "batch", "median", "ms", "min", "ms", "max", "ms", "images/s", "speedup", "max", "|diff|", "rel", "diff"
     ]  # fmt: skip
     assert f"{report.results[0].median_ms:.3f}" in table
@@ -368,8 +369,10 @@ def test_cli_table(capsys):
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == f"separable_cnn: input 1x24x24, {torch.get_num_threads()} threads"
-    assert lines[1].split()[:3] == ["path", "batch", "median"]
-    assert [line.split()[:2] for line in lines[2:4]] == [["eager", "1"], ["eager", "2"]]
+    assert lines[1] == "inference"
+    assert lines[2].split()[:3] == ["path", "batch", "median"]
+    assert set(lines[3]) == {"-", " "}  # the rule under the header
+    assert [line.split()[:2] for line in lines[4:6]] == [["eager", "1"], ["eager", "2"]]
     if not cpu_has_native_bf16():
         assert "  bf16: this CPU has no native bf16" in out
 

@@ -1,11 +1,14 @@
 """Renderings of a :class:`~sepconv.analysis.summary.ModelSummary`: plain text, rich, markdown, CSV.
 
-Tables use human-readable numbers (3.50M, 300.8M); CSV and JSON (``to_dict``) keep exact integers.
+Tables use short numbers (3.50M, 300.8M) and are drawn by :class:`sepconv.formatting.Table`, as every
+report's; CSV and JSON (``to_dict``) keep exact integers. ``human_count`` and ``human_bytes`` are
+:func:`sepconv.formatting.short_count` and :func:`sepconv.formatting.format_bytes`, under the names
+this module gave them first.
 
 >>> human_count(3_504_872), human_count(300_774_272), human_count(950)
 ('3.50M', '300.8M', '950')
 >>> human_bytes(3 * 1024 * 1024)
-'3.00 MiB'
+'3.0 MiB'
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sepconv.formatting import Table, format_count
+from sepconv.formatting import format_bytes as human_bytes
+from sepconv.formatting import short_count as human_count
+
 if TYPE_CHECKING:
     from sepconv.analysis.summary import LayerSummary, ModelSummary
 
@@ -22,23 +29,7 @@ __all__ = ["csv_text", "human_bytes", "human_count", "markdown", "plain_text", "
 
 _COLUMNS = ("Layer", "Type", "Input", "Output", "Params", "MACs", "Memory", "RF", "Stride", "Start")
 _RIGHT = {"Params", "MACs", "Memory", "RF", "Stride", "Start"}
-
-
-def human_count(value: int) -> str:
-    """A count with a K/M/G/T suffix: 2 decimals below 100 of the unit, 1 above."""
-    for threshold, suffix in ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K")):
-        if abs(value) >= threshold:
-            scaled = value / threshold
-            return f"{scaled:.2f}{suffix}" if abs(scaled) < 100 else f"{scaled:.1f}{suffix}"
-    return str(value)
-
-
-def human_bytes(value: int) -> str:
-    """A byte count in B, KiB, MiB or GiB."""
-    for threshold, suffix in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
-        if value >= threshold:
-            return f"{value / threshold:.2f} {suffix}"
-    return f"{value} B"
+_ALIGN = "".join("r" if column in _RIGHT else "l" for column in _COLUMNS)
 
 
 def _shape(shape: Sequence[int] | None) -> str:
@@ -95,9 +86,9 @@ def _footer(summary: ModelSummary) -> list[str]:
     lines = [
         f"Input {', '.join(_shape(s) for s in summary.input_shapes)} -> "
         f"output {', '.join(_shape(s) for s in summary.output_shapes)}",
-        f"Parameters: {summary.total_params:,} ({human_count(summary.total_params)}), "
-        f"trainable {summary.trainable_params:,}",
-        f"MACs: {summary.total_macs:,} ({human_count(summary.total_macs)}) = "
+        f"Parameters: {format_count(summary.total_params)} ({human_count(summary.total_params)}), "
+        f"trainable {format_count(summary.trainable_params)}",
+        f"MACs: {format_count(summary.total_macs)} ({human_count(summary.total_macs)}) = "
         f"{human_count(summary.total_flops)} FLOPs  [1 MAC = one multiply-add, FLOPs = 2 x MACs; "
         "convolutions, linear layers, matrix products and attention]",
         f"Activations (outputs of the rows): {human_bytes(summary.activation_bytes)}",
@@ -120,31 +111,23 @@ def _footer(summary: ModelSummary) -> list[str]:
     return lines
 
 
+def _table(summary: ModelSummary, cells: Sequence[list[str]]) -> Table:
+    return Table(_COLUMNS, cells, align=_ALIGN, title=summary.model)
+
+
 def plain_text(summary: ModelSummary) -> str:
     """A fixed-width table, the totals below it."""
-    rows = [list(_COLUMNS)] + [_cells(layer) for layer in summary.layers]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(_COLUMNS))]
-
-    def line(row: list[str]) -> str:
-        cells = [
-            cell.rjust(width) if _COLUMNS[index] in _RIGHT else cell.ljust(width)
-            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        return "  ".join(cells).rstrip()
-
-    rule = "-" * len(line(rows[0]))
-    body = [line(rows[0]), rule] + [line(row) for row in rows[1:]] + [rule]
-    return "\n".join([f"{summary.model}", *body, *_footer(summary)])
+    table = _table(summary, [_cells(layer) for layer in summary.layers])
+    return "\n".join([table.to_text(), *_footer(summary)])
 
 
 def markdown(summary: ModelSummary) -> str:
     """A GitHub-flavoured markdown table, the totals below it as a list."""
-    align = ["---:" if column in _RIGHT else ":---" for column in _COLUMNS]
-    lines = [f"**{summary.model}**", "", "| " + " | ".join(_COLUMNS) + " |", "| " + " | ".join(align) + " |"]
-    for layer in summary.layers:
-        cells = [cell.replace("|", "\\|") for cell in _cells(layer)]
-        lines.append("| " + " | ".join(f"`{cells[0]}`" if i == 0 else c for i, c in enumerate(cells)) + " |")
-    lines.append("")
+    rows = [
+        [f"`{cell}`" if index == 0 else cell for index, cell in enumerate(_cells(layer))]
+        for layer in summary.layers
+    ]
+    lines = [_table(summary, rows).to_markdown(), ""]
     lines.extend(f"- {text}" for text in _footer(summary))
     return "\n".join(lines) + "\n"
 
@@ -197,12 +180,7 @@ def csv_text(summary: ModelSummary) -> str:
 def rich_renderable(summary: ModelSummary) -> Any:
     """The table as a ``rich`` Table, the totals below it."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=summary.model)
-    for column in _COLUMNS:
-        table.add_column(column, justify="right" if column in _RIGHT else "left")
-    for layer in summary.layers:
-        table.add_row(*_cells(layer))
+    table = _table(summary, [_cells(layer) for layer in summary.layers]).to_rich()
     return Group(table, Text("\n".join(_footer(summary))))

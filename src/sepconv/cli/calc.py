@@ -121,7 +121,8 @@ def _check_kernel_fits(args: argparse.Namespace, input_size: tuple[int, ...]) ->
 
 def _print_table(costs: arithmetic.ConvolutionCosts) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from sepconv.formatting import Table, format_count, format_ratio
 
     height, width = costs.input_size
     out_height, out_width = costs.output_size
@@ -130,18 +131,19 @@ def _print_table(costs: arithmetic.ConvolutionCosts) -> None:
         f"{costs.kernel_size} kernel, stride {costs.stride}, padding {costs.padding}, "
         f"dilation {costs.dilation}: {height}x{width} -> {out_height}x{out_width}"
     )
-    table = Table(title=title)
-    for column in ("kind", "groups", "params", "MACs", "params vs standard", "MACs vs standard"):
-        table.add_column(column, justify="left" if column == "kind" else "right")
-    for row in costs.rows:
-        table.add_row(
+    rows = [
+        [
             row.kind,
             "-" if row.groups is None else str(row.groups),
-            f"{row.params:,}",
-            f"{row.macs:,}",
-            f"{row.params_ratio:.4f}",
-            f"{row.macs_ratio:.4f}",
-        )
+            format_count(row.params),
+            format_count(row.macs),
+            format_ratio(row.params_ratio),
+            format_ratio(row.macs_ratio),
+        ]
+        for row in costs.rows
+    ]
+    headers = ["kind", "groups", "params", "MACs", "params vs standard", "MACs vs standard"]
+    table = Table(headers, rows, title=title).to_rich()
     console = Console()
     console.print(table)
     console.print(formula_line(costs))

@@ -121,18 +121,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_table(document: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     from sepconv.demo import execution_path, table_rows
+    from sepconv.formatting import Table
 
     recipe = document["recipe"]
-    table = Table(title=f"standard vs separable CNN on {recipe['dataset']} ({recipe['epochs']} epochs each)")
-    for column in ("", "standard_cnn", "separable_cnn", "ratio (std / sep)"):
-        table.add_column(column, justify="left" if not column else "right", no_wrap=not column)
-    for row in table_rows(document):
-        table.add_row(*row)
+    table = Table(
+        ["", "standard_cnn", "separable_cnn", "ratio (std / sep)"],
+        table_rows(document),
+        title=f"standard vs separable CNN on {recipe['dataset']} ({recipe['epochs']} epochs each)",
+    )
     console = Console()
-    console.print(table)
+    console.print(table.to_rich())
     console.print(
         f"trained on: standard {execution_path(document['standard'])}; separable "
         f"{execution_path(document['separable'])}"

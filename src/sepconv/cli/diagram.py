@@ -77,7 +77,8 @@ class _DeprecatedOutputSize(DeprecatedSpelling):
 
 
 def run(args: argparse.Namespace) -> int:
-    from sepconv.viz.diagram import diagram, format_count
+    from sepconv.formatting import format_count
+    from sepconv.viz.diagram import diagram
     from sepconv.viz.style import save_figure
 
     out = Path(args.out)  # its suffix and kind were checked when the flags were parsed

@@ -136,19 +136,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_report(document: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from sepconv.formatting import Table, format_count, format_percent
 
     console = Console()
     console.print(
         f"{document['checkpoint']} on {document['dataset']} ({document['split']}, {document['num_samples']} samples): "
-        f"accuracy {document['accuracy']:.2%}"
+        f"accuracy {format_percent(document['accuracy'])}"
     )
-    table = Table(title="per-class accuracy")
-    table.add_column("class")
-    table.add_column("accuracy", justify="right")
-    table.add_column("samples", justify="right")
-    for index, (name, accuracy) in enumerate(document["per_class_accuracy"].items()):
-        samples = sum(document["confusion_matrix"][index])
-        table.add_row(name, "-" if accuracy is None else f"{accuracy:.2%}", str(samples))
-    console.print(table)
+    rows = [
+        [name, format_percent(accuracy), format_count(sum(document["confusion_matrix"][index]))]
+        for index, (name, accuracy) in enumerate(document["per_class_accuracy"].items())
+    ]
+    console.print(Table(["class", "accuracy", "samples"], rows, title="per-class accuracy").to_rich())
     console.print(f"confusion matrix: {document['confusion_png']}")

@@ -242,10 +242,12 @@ def _int8(fp32_file: Path, data: Any, calibration_batches: int) -> dict[str, Any
 
 
 def _print_report(document: dict[str, Any]) -> None:
+    from sepconv.formatting import format_bytes, format_percent
+
     onnx = document["onnx"]
     folded = len(onnx["folded_batchnorms"])
     print(
-        f"wrote {onnx['path']} ({onnx['file_bytes'] / 1e6:.2f} MB, opset {onnx['opset']}, dynamic batch, "
+        f"wrote {onnx['path']} ({format_bytes(onnx['file_bytes'])}, opset {onnx['opset']}, dynamic batch, "
         f"{folded} BatchNorm layer{'s' if folded != 1 else ''} folded)"
     )
     print(
@@ -256,10 +258,10 @@ def _print_report(document: dict[str, Any]) -> None:
     int8 = document.get("int8")
     if int8:
         print(
-            f"wrote {int8['path']} ({int8['file_bytes'] / 1e6:.2f} MB, int8 QDQ, per-channel weights, "
+            f"wrote {int8['path']} ({format_bytes(int8['file_bytes'])}, int8 QDQ, per-channel weights, "
             f"{int8['calibration_batches']} calibration batches)"
         )
         print(
-            f"top-1 on {document['dataset']} test ({int8['test_samples']} images): fp32 {int8['fp32_accuracy']:.2%}, "
-            f"int8 {int8['int8_accuracy']:.2%} ({-int8['accuracy_drop_points']:+.2f} points)"
+            f"top-1 on {document['dataset']} test ({int8['test_samples']} images): fp32 {format_percent(int8['fp32_accuracy'])}, "
+            f"int8 {format_percent(int8['int8_accuracy'])} ({-int8['accuracy_drop_points']:+.2f} points)"
         )

@@ -15,6 +15,7 @@ from torch import nn
 
 from sepconv.arithmetic import conv_macs, conv_params, separable_macs, separable_params
 from sepconv.convert.svd import max_rank
+from sepconv.formatting import Table, format_percent, ratio_of, short_count
 
 __all__ = ["ConversionReport", "LayerConversion", "layer_report"]
 
@@ -113,29 +114,23 @@ class ConversionReport:
                 "x".join(map(str, layer.kernel_size)),
                 str(layer.depth_multiplier),
                 str(layer.max_rank),
-                f"{_count(layer.params_before)} -> {_count(layer.params_after)}",
+                _arrow(layer.params_before, layer.params_after),
                 _arrow(layer.macs_before, layer.macs_after),
-                _percent(layer.weight_error),
-                _percent(layer.output_error),
+                format_percent(layer.weight_error),
+                format_percent(layer.output_error),
             ]
             for layer in self.layers
         ]
-        widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-        lines = [
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-            for row in [headers, *rows]
-        ]
-        lines.insert(1, "  ".join("-" * width for width in widths))
-        lines.append("")
+        lines = [Table(headers, rows).to_text(), ""]
         lines.append(
-            f"total params: {_count(self.total_params_before)} -> {_count(self.total_params_after)} "
-            f"({_ratio(self.total_params_after, self.total_params_before)})"
+            f"total params: {_arrow(self.total_params_before, self.total_params_after)} "
+            f"({ratio_of(self.total_params_after, self.total_params_before)})"
         )
         if self.total_macs_before is not None and self.total_macs_after is not None:
             size = "x".join(map(str, self.input_size or ()))
             lines.append(
-                f"total MACs per {size} image: {_count(self.total_macs_before)} -> "
-                f"{_count(self.total_macs_after)} ({_ratio(self.total_macs_after, self.total_macs_before)})"
+                f"total MACs per {size} image: {_arrow(self.total_macs_before, self.total_macs_after)} "
+                f"({ratio_of(self.total_macs_after, self.total_macs_before)})"
             )
         if self.calibration_samples:
             lines.append(f"output errors on {self.calibration_samples} calibration images, layer by layer")
@@ -190,25 +185,9 @@ def _skipped_text(skipped: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def _count(value: int | None) -> str:
-    if value is None:
-        return "?"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return str(value)
-
-
 def _arrow(before: int | None, after: int | None) -> str:
-    return "?" if before is None or after is None else f"{_count(before)} -> {_count(after)}"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"
-
-
-def _ratio(after: int, before: int) -> str:
-    return f"x{after / before:.3f}" if before else "n/a"
+    """``before -> after`` in short counts; ``?`` when either is unknown."""
+    return "?" if before is None or after is None else f"{short_count(before)} -> {short_count(after)}"
 
 
 def total_macs(

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sepconv.demo.recipe import DEMO_MODELS
+from sepconv.formatting import Table, format_count, format_ms, format_percent, format_ratio
 from sepconv.io.atomic import atomic_write_bytes
 from sepconv.viz.style import color as palette_color
 
@@ -82,22 +85,25 @@ def _plot_comparison(document: dict[str, Any], path: Path) -> None:
             axes.set_ylim(min(values) - 2, 100)
         else:
             axes.margins(y=0.12)  # room for the value above the taller bar
-            axes.set_xlabel(f"standard / separable: {document['ratios'][key]:.2f}x")
+            axes.set_xlabel(f"standard / separable: {format_ratio(document['ratios'][key])}")
     figure.tight_layout()
     _save_png(figure, path)
 
 
-# (label, key, format) of each measured row; the ratio column is standard / separable.
-_ROWS = [
-    ("parameters", "params", "{:,}"),
-    ("MACs per image", "macs", "{:,}"),
-    ("training time (s)", "train_seconds", "{:.1f}"),
-    ("training steps (s)", "train_step_seconds", "{:.1f}"),
-    ("latency, batch 1 (ms)", "latency_ms", "{:.3f}"),
-    ("latency, batch 64 (ms)", "latency_ms_batch64", "{:.2f}"),
-    ("deployed, batch 1 (ms)", "onnx_latency_ms", "{:.3f}"),
-    ("deployed, batch 64 (ms)", "onnx_latency_ms_batch64", "{:.2f}"),
+# (label, key, formatter) of each measured row; the ratio column is standard / separable. Batch-64
+# latencies are tens of milliseconds: two decimals say all the measurement can.
+_ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("parameters", "params", format_count),
+    ("MACs per image", "macs", format_count),
+    ("training time (s)", "train_seconds", "{:.1f}".format),
+    ("training steps (s)", "train_step_seconds", "{:.1f}".format),
+    ("latency, batch 1 (ms)", "latency_ms", format_ms),
+    ("latency, batch 64 (ms)", "latency_ms_batch64", partial(format_ms, decimals=2)),
+    ("deployed, batch 1 (ms)", "onnx_latency_ms", format_ms),
+    ("deployed, batch 64 (ms)", "onnx_latency_ms_batch64", partial(format_ms, decimals=2)),
 ]
+# The columns of the comparison table, in report.md, report.html and the printed table alike.
+_TABLE_HEADERS = ("", "standard_cnn", "separable_cnn", "standard / separable")
 
 
 def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -109,17 +115,17 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = [
         (
             label,
-            number_format.format(standard[key]),
-            number_format.format(separable[key]),
-            f"{ratios[key]:.2f}x",
+            formatter(standard[key]),
+            formatter(separable[key]),
+            format_ratio(ratios[key]),
         )
-        for label, key, number_format in _ROWS
+        for label, key, formatter in _ROWS
     ]
     rows.append(
         (
             "test accuracy",
-            f"{standard['test_accuracy']:.2%}",
-            f"{separable['test_accuracy']:.2%}",
+            format_percent(standard["test_accuracy"]),
+            format_percent(separable["test_accuracy"]),
             f"{100 * ratios['test_accuracy_difference']:+.2f} points",
         )
     )
@@ -166,10 +172,8 @@ def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, floa
         "",
         recipe_text,
         "",
-        "| | standard_cnn | separable_cnn | standard / separable |",
-        "|---|---:|---:|---:|",
+        Table(_TABLE_HEADERS, table_rows(document)).to_markdown(),
     ]
-    lines += [f"| {' | '.join(row)} |" for row in table_rows(document)]
     lines += [
         "",
         *explanation,
@@ -201,7 +205,7 @@ def _write_html_report(document: dict[str, Any], out_dir: Path, *, paragraphs: l
         ratios["test_accuracy_difference"],
     )
     table = Table(
-        headers=["", "standard_cnn", "separable_cnn", "standard / separable"],
+        headers=list(_TABLE_HEADERS),
         rows=[
             [label, *(Cell(text, float(value)) for text, value in zip(texts, exact[label]))]
             for label, *texts in table_rows(document)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sepconv.formatting import Table, format_ms, format_ratio
+
 __all__ = ["BenchReport", "PathResult"]
 
 
@@ -72,31 +74,25 @@ class BenchReport:
             ]
         return document
 
+    def tables(self) -> list[Table]:
+        """The inference table, then the training-step table when training was measured."""
+        tables = [_table("inference", self.results, with_diff=True)]
+        if self.train_results is not None:
+            tables.append(_table("training step", self.train_results, with_diff=False))
+        return tables
+
     def format_table(self) -> str:
         """Plain-text tables (inference, then training when measured) and the skipped paths."""
-        sections = [_text_table(_table_rows(self.results, with_diff=True), with_diff=True)]
-        if self.train_results is not None:
-            sections.append("training step\n" + _text_table(_table_rows(self.train_results), with_diff=False))
+        sections = [table.to_text() for table in self.tables()]
         if self.skipped or self.train_skipped:
             sections.append(self._skipped_text())
         return "\n\n".join(sections) + "\n"
 
     def to_rich(self) -> list[Any]:
         """Rich renderables: the inference table, the training table when measured, the skipped paths."""
-        from rich.table import Table
         from rich.text import Text
 
-        renderables: list[Any] = []
-        tables = [("inference", self.results, True)]
-        if self.train_results is not None:
-            tables.append(("training step", self.train_results, False))
-        for title, results, with_diff in tables:
-            table = Table(title=title)
-            for index, header in enumerate(_headers(with_diff)):
-                table.add_column(header, justify="left" if index == 0 else "right")
-            for row in _table_rows(results, with_diff=with_diff):
-                table.add_row(*row)
-            renderables.append(table)
+        renderables: list[Any] = [table.to_rich() for table in self.tables()]
         if self.skipped or self.train_skipped:
             renderables.append(Text(self._skipped_text()))
         return renderables
@@ -106,37 +102,21 @@ class BenchReport:
         return "skipped:\n" + "\n".join(f"  {path}: {reason}" for path, reason in skipped)
 
 
-def _headers(with_diff: bool) -> list[str]:
+def _table(title: str, results: Sequence[PathResult], *, with_diff: bool) -> Table:
     headers = ["path", "batch", "median ms", "min ms", "max ms", "images/s", "speedup"]
-    return [*headers, "max |diff|", "rel diff"] if with_diff else headers
-
-
-def _table_rows(results: Sequence[PathResult], *, with_diff: bool = False) -> list[list[str]]:
     rows = []
     for result in results:
         row = [
             result.path,
             str(result.batch_size),
-            f"{result.median_ms:.3f}",
-            f"{result.min_ms:.3f}",
-            f"{result.max_ms:.3f}",
+            format_ms(result.median_ms),
+            format_ms(result.min_ms),
+            format_ms(result.max_ms),
             f"{result.images_per_s:,.1f}",
-            f"{result.speedup:.2f}x",
+            format_ratio(result.speedup),
         ]
         if with_diff:
             row.append("-" if result.max_abs_diff is None else f"{result.max_abs_diff:.2e}")
             row.append("-" if result.max_rel_diff is None else f"{result.max_rel_diff:.2e}")
         rows.append(row)
-    return rows
-
-
-def _text_table(rows: list[list[str]], *, with_diff: bool) -> str:
-    lines = [_headers(with_diff), *rows]
-    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(line, widths))
-        )
-        for line in lines
-    )
+    return Table([*headers, "max |diff|", "rel diff"] if with_diff else headers, rows, title=title)

@@ -34,6 +34,7 @@ from sepconv.checks import check_image_size, check_positive
 from sepconv.data.splits import DataSplits
 from sepconv.deploy.bench import SETTLE_SECONDS, _ProgressCounter, _time_interleaved, _TimingPlan
 from sepconv.deploy.defaults import AGREEMENT_SAMPLES, DEFAULT_BATCH_SIZE, DEFAULT_REPEATS
+from sepconv.formatting import Table, format_ms, format_percent, format_ratio, ratio_of, short_count
 
 __all__ = [
     "AGREEMENT_SAMPLES",
@@ -190,54 +191,46 @@ class Comparison:
         agreement = self.agreement
         return (
             f"output agreement on {agreement.samples} {agreement.inputs}: logits relative error "
-            f"{agreement.relative_error:.2e}, top-1 agreement {agreement.top1_agreement:.2%}"
+            f"{agreement.relative_error:.2e}, top-1 agreement {format_percent(agreement.top1_agreement)}"
         )
 
     def table_rows(self) -> list[list[str]]:
         """Header and rows of the side-by-side table: quantity, A, B, A / B."""
-        from sepconv.analysis import human_count
-
         a, b = self.a, self.b
         speedup, noise = self.speedup, self.speedup_within_noise
         return [
             ["", f"A: {a.name}", f"B: {b.name}", "A / B"],
-            ["parameters", human_count(a.params), human_count(b.params), _ratio(a.params, b.params)],
-            ["MACs per image", human_count(a.macs), human_count(b.macs), _ratio(a.macs, b.macs)],
+            ["parameters", short_count(a.params), short_count(b.params), ratio_of(a.params, b.params)],
+            ["MACs per image", short_count(a.macs), short_count(b.macs), ratio_of(a.macs, b.macs)],
             ["receptive field (px)", _field(a.receptive_field), _field(b.receptive_field), ""],
-            ["forward ms", f"{a.forward_ms:.3f}", f"{b.forward_ms:.3f}", _speedup(speedup, noise, "forward")],
+            [
+                "forward ms",
+                format_ms(a.forward_ms),
+                format_ms(b.forward_ms),
+                _speedup(speedup, noise, "forward"),
+            ],
             [
                 "forward+backward ms",
-                f"{a.forward_backward_ms:.3f}",
-                f"{b.forward_backward_ms:.3f}",
+                format_ms(a.forward_backward_ms),
+                format_ms(b.forward_backward_ms),
                 _speedup(speedup, noise, "forward_backward"),
             ],
         ]
 
+    def table(self) -> Table:
+        """The side-by-side table (:meth:`table_rows`), as every report's table is drawn."""
+        header, *rows = self.table_rows()
+        return Table(header, rows)
+
     def format_table(self) -> str:
         """The plain-text report: aligned table, agreement line, timing note."""
-        rows = self.table_rows()
-        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-        lines = [
-            "  ".join(
-                cell.ljust(width) if column == 0 else cell.rjust(width)
-                for column, (cell, width) in enumerate(zip(row, widths))
-            ).rstrip()
-            for row in rows
-        ]
-        return "\n".join([*lines, "", self.agreement_line(), self.timing_note()]) + "\n"
+        return "\n".join([self.table().to_text(), "", self.agreement_line(), self.timing_note()]) + "\n"
 
     def to_rich(self) -> list[Any]:
         """Rich renderables for a terminal: the table, then the agreement line and the timing note."""
-        from rich.table import Table
         from rich.text import Text
 
-        header, *rows = self.table_rows()
-        table = Table()
-        for index, title in enumerate(header):
-            table.add_column(title, justify="left" if index == 0 else "right")
-        for row in rows:
-            table.add_row(*row)
-        return [table, Text(self.agreement_line()), Text(self.timing_note(), style="dim")]
+        return [self.table().to_rich(), Text(self.agreement_line()), Text(self.timing_note(), style="dim")]
 
 
 def latency_spread_ms(samples_ms: Sequence[float]) -> float | None:
@@ -269,12 +262,8 @@ def within_noise(
 
 
 def _speedup(speedup: dict[str, float], noise: dict[str, bool | None], phase: str) -> str:
-    ratio = f"{speedup[phase]:.2f}x"
+    ratio = format_ratio(speedup[phase])
     return f"within noise ({ratio})" if noise[phase] else ratio
-
-
-def _ratio(numerator: int, denominator: int) -> str:
-    return f"{numerator / denominator:.2f}x" if denominator else "-"
 
 
 def _field(receptive_field: tuple[Number, ...] | None) -> str:

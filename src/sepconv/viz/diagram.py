@@ -25,6 +25,7 @@ from typing import Any
 
 from sepconv import arithmetic
 from sepconv.checks import check_choice
+from sepconv.formatting import format_count  # re-exported: the CLI and users took it from here
 
 __all__ = [
     "DIAGRAM_KINDS",
@@ -279,11 +280,6 @@ def diagram(
         input_size=input_size,
     )
     return _draw(plan), plan
-
-
-def format_count(value: int) -> str:
-    """An exact count with thousands separators, as the figure prints it (``1,234,567``)."""
-    return f"{value:,}"
 
 
 def _expand_ratio(kind: str, expand_ratio: float | None) -> float:
