@@ -77,6 +77,17 @@ GROUPS: dict[str, Group] = {
         files=("src/sepconv/arithmetic.py",),
         tests=("tests/test_arithmetic.py", "tests/test_arithmetic_arguments.py", "src/sepconv/arithmetic.py"),
     ),
+    # The argument checks and their wording moved out of arithmetic.py (issue 21): measured beside it.
+    "checks": Group(
+        files=("src/sepconv/checks.py", "src/sepconv/errors.py"),
+        tests=(
+            "tests/test_checks.py",
+            "tests/test_arithmetic_arguments.py",
+            "tests/test_arithmetic_types.py",
+            "src/sepconv/checks.py",
+            "src/sepconv/errors.py",
+        ),
+    ),
     "layers": Group(
         files=tuple(
             f"src/sepconv/layers/{name}.py"

@@ -200,6 +200,22 @@ def test_convolution_costs_names_each_form_and_keeps_the_geometry():
         "params_ratio": 1.0,
         "macs_ratio": 1.0,
     }
+    # every other key of `sepconv calc --json`, by hand: 8 + 2*2 - 3 + 1 = 10 pixels out; the separable
+    # ratio formula 1/out_channels + 1/k^2 = 1/32 + 1/9
+    document = costs.to_dict()
+    del document["rows"]
+    assert document == {
+        "in_channels": 16,
+        "out_channels": 32,
+        "kernel_size": 3,
+        "stride": 1,
+        "padding": "2",
+        "dilation": 1,
+        "depth_multiplier": 1,
+        "input_size": [8, 8],
+        "output_size": [10, 10],
+        "separable_ratio_formula": pytest.approx(1 / 32 + 1 / 9, rel=1e-12),
+    }
     with pytest.raises(ValueError, match=r"^padding must be one of same, valid; got 'full'$"):
         arithmetic.convolution_costs(16, 32, 3, 8, padding="full")
 

@@ -15,6 +15,7 @@ import pytest
 
 from sepconv import arithmetic
 from sepconv.arithmetic import ReceptiveField
+from sepconv.errors import ArgumentTypeError, ParameterError
 
 # ---------------------------------------------------------------------------------------------------
 # A1: every validated parameter of every public function, each bad value -> the exact message
@@ -139,7 +140,11 @@ CALLS = {
         {"out_channels": 32, "kernel_size": 3},
         {"out_channels": "positive", "kernel_size": "pair"},
     ),
-    "make_divisible": ({"value": 20, "divisor": 8}, {"divisor": "positive"}),
+    "make_divisible": ({"value": 20, "divisor": 8}, {"divisor": "positive", "min_value": "positive"}),
+    "receptive_field_step": (
+        {"field": ReceptiveField(), "kernel_size": 3, "stride": 1, "padding": 0, "dilation": 1},
+        {"kernel_size": "positive", "stride": "positive", "padding": "non_negative", "dilation": "positive"},
+    ),
     "convolution_costs": (
         {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "input_size": 10, "padding": 0},
         {
@@ -159,15 +164,14 @@ _BAD = {"positive": BAD_POSITIVE, "non_negative": BAD_NON_NEGATIVE, "pair": BAD_
 _TEMPLATE = {"positive": POSITIVE, "non_negative": NON_NEGATIVE, "pair": POSITIVE}
 
 
-# Public names that take no argument to validate here: the two checks are tested directly below;
-# receptive_field_step takes an already-validated layer's numbers; the two cost types are results.
+# Public names that take no argument to validate here: the two checks are tested directly below; the
+# two cost types are results.
 NOT_IN_CALLS = {
     "ConvolutionCost",
     "ConvolutionCosts",
     "ReceptiveField",
     "check_positive",
     "check_non_negative",
-    "receptive_field_step",
 }
 
 
@@ -192,9 +196,34 @@ def test_every_bad_argument_is_refused_with_a_message_naming_it(function, valid,
     call(**valid)
     for bad, quoted in _BAD[kind]:
         expected = "^" + re.escape(_TEMPLATE[kind].format(name=param, value=quoted)) + "$"
-        with pytest.raises(ValueError, match=expected):
+        with pytest.raises(ValueError, match=expected) as refused:
             got = call(**{**valid, param: bad})
             pytest.fail(f"{function}({param}={bad!r}) returned {got!r} instead of raising")
+        # the parameter's name also travels as data, for the CLI to name its flag
+        assert refused.value.param == param, (function, param, bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "message"),
+    [
+        ("20", ArgumentTypeError, "value must be a finite number, got str '20'"),
+        (None, ArgumentTypeError, "value must be a finite number, got NoneType None"),
+        (True, ArgumentTypeError, "value must be a finite number, got bool True"),
+        (float("nan"), ParameterError, "value must be a finite number, got nan"),
+        (float("-inf"), ParameterError, "value must be a finite number, got -inf"),
+    ],
+)
+def test_make_divisible_refuses_a_value_that_is_not_a_finite_number(value, kind, message):
+    with pytest.raises(kind, match="^" + re.escape(message) + "$") as refused:
+        arithmetic.make_divisible(value)
+    assert type(refused.value) is kind and refused.value.param == "value"
+
+
+def test_receptive_field_step_refuses_a_field_of_another_type():
+    message = "field must be a ReceptiveField, got tuple (3, 1, 0.0)"
+    with pytest.raises(ArgumentTypeError, match="^" + re.escape(message) + "$") as refused:
+        arithmetic.receptive_field_step((3, 1, 0.0), kernel_size=3)
+    assert refused.value.param == "field"
 
 
 def test_a_pair_of_three_is_refused_naming_the_parameter():
@@ -261,6 +290,9 @@ def test_kernel_wider_than_the_padded_input_message():
         match=r"^kernel_size=5 with dilation=1 spans 5 pixels, more than the padded input \(1 \+ 2\*1\)$",
     ):
         arithmetic.conv_output_size(1, kernel_size=5, padding=1)
+    with pytest.raises(ValueError) as refused:
+        arithmetic.conv_output_size(1, kernel_size=5)
+    assert refused.value.param == "kernel_size"
     # Exactly fitting is fine: 2 + 2*1 - 4 = 0 -> one output.
     assert arithmetic.conv_output_size(2, kernel_size=4, padding=1) == 1
 
@@ -270,15 +302,21 @@ def test_transposed_padding_that_leaves_no_output_message():
     with pytest.raises(ValueError, match=r"^padding=1 leaves no output \(computed size -1\)$"):
         arithmetic.conv_transpose_output_size(1, kernel_size=1, padding=1)
     # (2-1)*1 - 2*2 + 1*(3-1) + 0 + 1 = 0
-    with pytest.raises(ValueError, match=r"^padding=2 leaves no output \(computed size 0\)$"):
+    with pytest.raises(
+        ValueError, match=r"^padding=2 leaves no output \(computed size 0\)$"
+    ) as refused_padding:
         arithmetic.conv_transpose_output_size(2, kernel_size=3, padding=2)
+    assert refused_padding.value.param == "padding"
     # (1-1)*1 - 0 + 0 + 0 + 1 = 1: the smallest size allowed.
     assert arithmetic.conv_transpose_output_size(1, kernel_size=1) == 1
 
 
 def test_output_padding_and_groups_messages():
-    with pytest.raises(ValueError, match=r"^output_padding=2 must be smaller than stride=2 or dilation=1$"):
+    with pytest.raises(
+        ValueError, match=r"^output_padding=2 must be smaller than stride=2 or dilation=1$"
+    ) as refused:
         arithmetic.conv_transpose_output_size(4, kernel_size=3, stride=2, output_padding=2)
+    assert refused.value.param == "output_padding"
     # output_padding=1 < max(stride=1, dilation=2) is allowed: (4-1)*1 - 0 + 2*(3-1) + 1 + 1 = 9
     assert arithmetic.conv_transpose_output_size(4, kernel_size=3, dilation=2, output_padding=1) == 9
     # gcd(16, 32) = 16, whose divisors are 1, 2, 4, 8, 16.
@@ -287,6 +325,9 @@ def test_output_padding_and_groups_messages():
         match=r"^groups=3 must divide in_channels=16 and out_channels=32; valid values: \[1, 2, 4, 8, 16\]$",
     ):
         arithmetic.check_groups(16, 32, 3)
+    with pytest.raises(ValueError) as refused:
+        arithmetic.check_groups(16, 32, 3)
+    assert refused.value.param == "groups"
     assert arithmetic.check_groups(16, 32, 16) == 16
 
 
