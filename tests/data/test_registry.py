@@ -15,8 +15,8 @@ def test_unknown_name_lists_valid_names():
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"val_fraction": -0.1}, "val_fraction must be a number in \\[0, 1\\), got -0.1"),
-        ({"test_fraction": 1.0}, "test_fraction must be a number in \\[0, 1\\), got 1.0"),
+        ({"val_fraction": -0.1}, "val_fraction must be a finite number in \\[0, 1\\), got -0.1"),
+        ({"test_fraction": 1.0}, "test_fraction must be a finite number in \\[0, 1\\), got 1.0"),
         ({"val_fraction": "0.1"}, "val_fraction .* got '0.1'"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction \\+ test_fraction must be below 1"),
         ({"seed": 1.5}, "seed must be an integer, got 1.5"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sepconv.checks import check_int
 from sepconv.data.splits import DataSplits, check_fractions, check_labels
 
 __all__ = ["IMAGEFOLDER_PREFIX", "list_datasets", "load_dataset"]
@@ -52,8 +53,7 @@ def load_dataset(
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a data set name (str), got {name!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = check_int("seed", seed)
     check_fractions(val_fraction, test_fraction)
     splits = _load(
         name,

@@ -15,6 +15,9 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import Dataset, Subset
 
+from sepconv.checks import check_float
+from sepconv.errors import ParameterError
+
 __all__ = [
     "DataSplits",
     "NormalizedImages",
@@ -137,12 +140,12 @@ class NormalizedImages(Dataset[tuple[torch.Tensor, int]]):
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """Raise a ValueError naming the parameter unless both fractions are in [0, 1) and sum below 1."""
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        check_float(name, value, minimum=0, maximum=1, max_inclusive=False)
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
+        raise ParameterError(
             f"val_fraction + test_fraction must be below 1 to leave training samples, "
-            f"got {val_fraction!r} + {test_fraction!r}"
+            f"got {val_fraction!r} + {test_fraction!r}",
+            param="val_fraction",
         )
 
 
