@@ -57,8 +57,6 @@ __all__ = [
     "print_json",
     "resolve_model",
     "seed",
-    "trained_on",
-    "training_config",
 ]
 
 
@@ -343,47 +341,17 @@ def resolve_model(spec: str, **kwargs: Any) -> Any:
     ``kwargs`` (e.g. ``num_classes``) apply to names only.
     """
     from sepconv.models import create_model
+    from sepconv.train.run_folder import WEIGHTS_SUFFIX, model_file_path
 
-    path = Path(spec)
-    if path.suffix == ".state":  # a training checkpoint: its weights are the .safetensors beside it
-        path = path.with_suffix(".safetensors")
-        spec = str(path)
-    if path.suffix == ".safetensors" or path.is_file():
+    path = model_file_path(spec)  # a training checkpoint's .state: the weights beside it
+    spec = str(path) if path != Path(spec) else spec
+    if path.suffix == WEIGHTS_SUFFIX or path.is_file():
         if not path.is_file():
             raise UsageError(f"checkpoint file not found: {spec}")
         from sepconv import load_model
 
         return load_model(path)
     return create_model(spec, **kwargs)
-
-
-def training_config(spec: str) -> dict[str, Any] | None:
-    """The ``config.json`` of the training run that wrote the model file ``spec``, if there is one.
-
-    A model file sits in its run folder (``model.safetensors``) or in its ``checkpoints/`` subfolder;
-    the config names the data set (``"dataset"``) and split seed (``"seed"``) the model was trained on.
-    None for a registered name, a file outside a run folder, or an unreadable config.
-    """
-    path = Path(spec)
-    if not path.is_file():
-        return None
-    for folder in (path.parent, path.parent.parent):
-        config = folder / "config.json"
-        if config.is_file():
-            try:
-                document = json.loads(config.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None
-            return document if isinstance(document, dict) else None
-    return None
-
-
-def trained_on(spec: str) -> tuple[str, int] | None:
-    """(data set name, split seed) the model file ``spec`` was trained on, from its run's config.json; else None."""
-    config = training_config(spec)
-    if config is None or not config.get("dataset"):
-        return None
-    return str(config["dataset"]), int(config.get("seed") or 0)
 
 
 def check_output_file(

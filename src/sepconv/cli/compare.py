@@ -19,7 +19,6 @@ from sepconv.cli._common import (
     positive_int,
     print_json,
     resolve_model,
-    trained_on,
 )
 
 
@@ -126,8 +125,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _training_data(args: argparse.Namespace) -> Any:
     """The data set A (else B) was trained on, from its run's config.json; None when neither is known."""
+    from sepconv.train.run_folder import data_for_model
+
     for spec in (args.a, args.b):
-        found = trained_on(spec)
+        found = data_for_model(spec)
         if found is not None:
             from sepconv.data import load_dataset
 

@@ -21,7 +21,6 @@ from sepconv.cli._common import (
     positive_int,
     print_json,
     resolve_model,
-    trained_on,
 )
 
 _EPILOG = """\
@@ -226,10 +225,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _data_set_name(args: argparse.Namespace) -> tuple[str, int] | None:
-    """(name, split seed) of the data set: --calibration's, else the one the model was trained on."""
-    if args.calibration not in ("auto", "none"):
-        return args.calibration, 0
-    return trained_on(args.model)
+    """(name, split seed) of the data set: --calibration's, else the one the model was trained on.
+
+    The split seed is the training run's when the data set is the one it was trained on, else 0
+    (:func:`sepconv.train.run_folder.split_seed`).
+    """
+    from sepconv.train.run_folder import data_for_model
+
+    named = args.calibration if args.calibration not in ("auto", "none") else None
+    return data_for_model(args.model, named)
 
 
 def _load(args: argparse.Namespace, size: tuple[int, ...] | None) -> Any:

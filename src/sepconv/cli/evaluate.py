@@ -56,9 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_file(checkpoint: str) -> Path:
-    path = Path(checkpoint)
-    if path.suffix == ".state":
-        path = path.with_suffix(".safetensors")
+    from sepconv.train.run_folder import model_file_path
+
+    path = model_file_path(checkpoint)
     if not path.is_file():
         raise UsageError(f"model file not found: {path}")
     return path

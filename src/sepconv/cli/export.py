@@ -24,7 +24,6 @@ from sepconv.cli._common import (
     print_json,
     resolve_model,
     seed,
-    trained_on,
 )
 
 # Images per verification batch taken from the data set, and per calibration batch.
@@ -81,7 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"with --int8: batches of 32 to calibrate on (default {CALIBRATION_BATCHES})",
     )
     parser.add_argument(
-        "--seed", type=seed, default=None, help="split seed (default: the training run's, else 0)"
+        "--seed",
+        type=seed,
+        default=None,
+        help="split seed (default: the training run's for the data set it was trained on, else 0)",
     )
     add_data_root(parser)
     parser.add_argument("--atol", type=finite_float(minimum=0), default=1e-4, help="default 1e-4")
@@ -179,16 +181,13 @@ def run(args: argparse.Namespace) -> int:
 def _load_data(args: argparse.Namespace, model: Any) -> Any:
     """The data set named by --dataset or --calibration, else the training run's; None if none is known."""
     from sepconv.data import load_dataset
+    from sepconv.train.run_folder import data_for_model
 
-    name, seed = args.dataset or args.calibration, args.seed
-    if name is None:
-        found = trained_on(args.model)
-        if found is not None:
-            name = found[0]
-            seed = found[1] if seed is None else seed
-    if name is None:
+    found = data_for_model(args.model, args.dataset or args.calibration, args.seed)
+    if found is None:
         return None
-    return load_dataset(name, root=args.data_root, seed=0 if seed is None else int(seed))
+    name, split_seed = found
+    return load_dataset(name, root=args.data_root, seed=split_seed)
 
 
 def _check_data_fits(args: argparse.Namespace, model: Any, data: Any) -> None:

@@ -17,7 +17,6 @@ from sepconv.cli._common import (
     non_negative_int,
     print_json,
     resolve_model,
-    trained_on,
 )
 from sepconv.errors import UsageError
 
@@ -129,7 +128,9 @@ def _input_image(args: argparse.Namespace, model: Any) -> tuple[Any, str]:
     if args.image is not None:
         shape = _image_shape(args.input_size, model)
         return _read_image(Path(args.image), shape), f"{Path(args.image).name} (pixels scaled to [0, 1])"
-    found = trained_on(args.model)
+    from sepconv.train.run_folder import data_for_model
+
+    found = data_for_model(args.model)
     if found is not None:
         image = _first_test_image(*found)
         # The model's own data fixes the size, unless --input-size asks for another one.

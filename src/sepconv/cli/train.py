@@ -175,12 +175,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def _with_init_model(config: Any, *, model_given: bool) -> Any:
     """``config`` naming the model of its ``--init-from`` file; a given ``--model`` must be that one."""
     from sepconv.io import CheckpointError
-    from sepconv.train.trainer import init_file_path, read_initial_model
+    from sepconv.train.run_folder import model_file_path
+    from sepconv.train.trainer import read_initial_model
 
     try:
         initial = read_initial_model(config.init_from)
     except FileNotFoundError:
-        raise UsageError(f"--init-from: model file not found: {init_file_path(config.init_from)}") from None
+        raise UsageError(f"--init-from: model file not found: {model_file_path(config.init_from)}") from None
     except CheckpointError as error:
         raise UsageError(f"--init-from: {error}") from None
     if model_given and config.model != initial.model_name:

@@ -39,9 +39,12 @@ from torch import nn
 
 from sepconv.convert.replay import load_model, save_model
 from sepconv.io import CheckpointError
+from sepconv.train.run_folder import STATE_SUFFIX, WEIGHTS_SUFFIX
 from sepconv.train.state import load_training_state, save_training_state
 
 __all__ = [
+    "STATE_SUFFIX",
+    "WEIGHTS_SUFFIX",
     "InterruptRequest",
     "PeriodicCheckpoint",
     "SafeCheckpointIO",
@@ -53,8 +56,6 @@ __all__ = [
     "load_checkpoint",
 ]
 
-STATE_SUFFIX = ".state"
-WEIGHTS_SUFFIX = ".safetensors"
 _NAME = re.compile(r"^step-(\d+)-([0-9a-f]+)\.state$")
 _MODEL_PREFIX = "model."
 

@@ -15,6 +15,12 @@ Without this, a second run into the same ``--out`` kept the first run's checkpoi
   claiming, so this is for what cannot be checked earlier (a trainer that fails to start);
 * :func:`finished_run` tells a finished run (its ``result.json``) from one that can be resumed.
 
+And what a run folder says about the model files in it, one function per question, for every command
+that is handed a model file: :func:`model_file_path` (the weights a checkpoint's ``.state`` stands
+for), :func:`training_config` (the run's ``config.json``), :func:`trained_on` (the data set and split
+seed the model was trained on) and :func:`data_for_model` (which data set and split seed to use with
+it, by the one seed rule of :func:`split_seed`).
+
 The run id also goes into every checkpoint's file name, so only this run's checkpoints are pruned or
 resumed (:mod:`sepconv.train.checkpoint`).
 """
@@ -34,23 +40,37 @@ from sepconv.errors import SepconvError
 from sepconv.io.atomic import atomic_write_bytes, non_regular_kind
 
 __all__ = [
+    "CONFIG_FILE",
     "LOCK_NAME",
     "RESULT_FILE",
     "RUN_FILE",
+    "STATE_SUFFIX",
+    "WEIGHTS_SUFFIX",
     "RunFolder",
     "RunFolderError",
     "check_out_dir",
     "claim_run_folder",
+    "data_for_model",
     "finished_run",
+    "model_file_path",
     "new_run_id",
     "read_run_file",
+    "split_seed",
+    "trained_on",
+    "training_config",
 ]
 
 RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
 LOCK_NAME = ".sepconv.lock"
+# The run's settings (TrainConfig.to_dict()), written when it starts: the data set, the split seed.
+CONFIG_FILE = "config.json"
+# A checkpoint is two files, step-N-RUN.state (training state) and step-N-RUN.safetensors (the model
+# file); sepconv.train.checkpoint writes them, this module and every command read them.
+STATE_SUFFIX = ".state"
+WEIGHTS_SUFFIX = ".safetensors"
 # Files an earlier sepconv (before run.json) left in its folders: enough to recognise one to clear.
-_LEGACY_MARKERS = ("config.json", "results.json")
+_LEGACY_MARKERS = (CONFIG_FILE, "results.json")
 
 
 class RunFolderError(SepconvError, ValueError):
@@ -255,3 +275,77 @@ def claim_run_folder(
     except BaseException:
         lock.close()
         raise
+
+
+# --- what a run folder says about a model file in it ---------------------------------------------
+
+
+def model_file_path(path: str | os.PathLike[str]) -> Path:
+    """The model file ``path`` names: itself, or for a checkpoint's ``.state`` the weights beside it.
+
+    >>> model_file_path("runs/a/checkpoints/step-00000012-0a1b2c3d4e5f.state").name
+    'step-00000012-0a1b2c3d4e5f.safetensors'
+    >>> model_file_path("runs/a/model.safetensors").name
+    'model.safetensors'
+    """
+    file = Path(path)
+    return file.with_suffix(WEIGHTS_SUFFIX) if file.suffix == STATE_SUFFIX else file
+
+
+def training_config(model_file: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``config.json`` of the training run that wrote ``model_file`` (or its ``.state``), if any.
+
+    A run writes its model file into its folder (``model.safetensors``) and its checkpoints into the
+    ``checkpoints/`` subfolder, so the config is beside the file or one folder up. None for anything
+    else: a registered model name, a file outside a run folder, an unreadable config.
+    """
+    file = model_file_path(model_file)
+    if not file.is_file():
+        return None
+    for folder in (file.parent, file.parent.parent):
+        config = folder / CONFIG_FILE
+        if config.is_file():
+            try:
+                document = json.loads(config.read_text())
+            except (OSError, ValueError):
+                return None
+            return document if isinstance(document, dict) else None
+    return None
+
+
+def trained_on(model_file: str | os.PathLike[str]) -> tuple[str, int] | None:
+    """(data set name, split seed) the model in ``model_file`` was trained on, from its run; else None."""
+    config = training_config(model_file)
+    if config is None or not config.get("dataset"):
+        return None
+    return str(config["dataset"]), int(config.get("seed") or 0)
+
+
+def split_seed(model_file: str | os.PathLike[str], dataset: str, seed: int | None = None) -> int:
+    """The split seed to load ``dataset`` with for the model in ``model_file``: the one seed rule.
+
+    ``seed`` when one is given. Otherwise, when ``dataset`` is the data set the model was trained on,
+    the seed of its run: the split seed decides which images are test images, so only the run's seed
+    keeps its test split the images the model never saw (and calibration images inside its training
+    split). Otherwise 0, every command's default seed.
+    """
+    if seed is not None:
+        return seed
+    found = trained_on(model_file)
+    return found[1] if found is not None and found[0] == dataset else 0
+
+
+def data_for_model(
+    model_file: str | os.PathLike[str], dataset: str | None = None, seed: int | None = None
+) -> tuple[str, int] | None:
+    """(data set name, split seed) to use with ``model_file``; None when there is no data set to use.
+
+    The data set is ``dataset`` when given, else the one the model was trained on (its run's
+    ``config.json``); the seed follows :func:`split_seed`.
+    """
+    if dataset is None:
+        found = trained_on(model_file)
+        if found is None:
+            return None
+        dataset = found[0]
+    return dataset, split_seed(model_file, dataset, seed)

@@ -40,6 +40,7 @@ import torch
 from sepconv.errors import ParameterError
 from sepconv.train.config import TrainConfig, TrainResult, result_differences
 from sepconv.train.precision import PrecisionChoice, choose_precision
+from sepconv.train.run_folder import model_file_path
 
 __all__ = [
     "InitialModel",
@@ -54,7 +55,6 @@ __all__ = [
     "find_resume_run_folder",
     "finish_run",
     "fit",
-    "init_file_path",
     "load_training_data",
     "make_trainer",
     "read_initial_model",
@@ -101,16 +101,6 @@ class InitialModel:
         return " + ".join((self.model_name, *self.transforms))
 
 
-def init_file_path(init_from: str | os.PathLike[str]) -> Path:
-    """The model file ``init_from`` names: itself, or the weights beside a checkpoint's ``.state`` file.
-
-    >>> init_file_path("runs/a/checkpoints/step-00000012-0a1b2c3d4e5f.state").name
-    'step-00000012-0a1b2c3d4e5f.safetensors'
-    """
-    path = Path(init_from)
-    return path.with_suffix(".safetensors") if path.suffix == ".state" else path
-
-
 def read_initial_model(init_from: str | os.PathLike[str]) -> InitialModel:
     """What the model file ``init_from`` holds (model name, transforms, checksum), checked, no model built.
 
@@ -121,7 +111,7 @@ def read_initial_model(init_from: str | os.PathLike[str]) -> InitialModel:
     from sepconv.io import CheckpointError, read_model_metadata
     from sepconv.io.recipe import check_recipe
 
-    path = init_file_path(init_from)
+    path = model_file_path(init_from)
     if not path.is_file():
         raise FileNotFoundError(f"init_from: model file not found: {path}")
     document = read_model_metadata(path)
@@ -267,7 +257,7 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> torc
     if config.init_from is not None:
         from sepconv.convert.replay import load_model
 
-        return load_model(init_file_path(config.init_from)).train()
+        return load_model(model_file_path(config.init_from)).train()
 
     kwargs = {"num_classes": num_classes, **config.model_kwargs}
     if not config.model.startswith(TORCHVISION_PREFIX):
