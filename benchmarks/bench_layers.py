@@ -1,6 +1,7 @@
 """Layer latency: sepconv's SeparableConv2d vs the hand-written nn.Conv2d pair and vs a standard conv.
 
-Prints, per configuration, the median forward latency (CPU, batch 8, float32, no grad) of
+Prints, per configuration, the median forward latency (CPU, batch 8, float32, no grad; the three
+modules timed in interleaved rounds by ``sepconv.timing``) of
   - standard: nn.Conv2d(c_in, c_out, 3, padding=1)
   - by hand:  nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in) then nn.Conv2d(c_in, c_out, 1)
   - sepconv:  SeparableConv2d(c_in, c_out, 3, padding=1)
@@ -13,28 +14,23 @@ Run: python benchmarks/bench_layers.py [--threads N] [--repeats R]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from sepconv import arithmetic
 from sepconv.layers import SeparableConv2d
+from sepconv.timing import TimingPlan, time_interleaved
 
 CONFIGS = [(32, 64, 112), (64, 128, 56), (128, 256, 28), (256, 512, 14), (512, 512, 7)]
 
 
-def median_ms(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
+def medians_ms(modules: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median ms of one forward of each module, one call per module per round, ``repeats`` rounds."""
+    plan = TimingPlan(warmup_calls=3, min_rounds=repeats, min_run_seconds=0.0, calls_per_block=1)
+    calls = {name: (lambda module=module: module(x)) for name, module in modules.items()}
     with torch.no_grad():
-        for _ in range(3):
-            module(x)
-        timings = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            module(x)
-            timings.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(timings)
+        return {name: timing.median_ms for name, timing in time_interleaved(calls, plan).items()}
 
 
 def main() -> None:
@@ -57,9 +53,8 @@ def main() -> None:
             nn.Conv2d(in_channels, out_channels, 1),
         ).eval()
         ours = SeparableConv2d(in_channels, out_channels, 3, padding=1).eval()
-        standard_ms = median_ms(standard, x, args.repeats)
-        by_hand_ms = median_ms(by_hand, x, args.repeats)
-        ours_ms = median_ms(ours, x, args.repeats)
+        medians = medians_ms({"standard": standard, "by_hand": by_hand, "ours": ours}, x, args.repeats)
+        standard_ms, by_hand_ms, ours_ms = medians["standard"], medians["by_hand"], medians["ours"]
         mac_ratio = arithmetic.separable_cost_ratio(out_channels, 3)
         label = f"{in_channels}->{out_channels} @ {size}x{size}"
         print(

@@ -2,7 +2,7 @@
 
 Run: python benchmarks/bench_summary.py [MODEL ...]   (default torchvision:resnet50, 1x3x224x224)
 
-Prints, per model, the best of 3 runs of: a plain forward pass (no_grad, eval), a forward pass under
+Prints, per model, the best of 3 interleaved runs (``sepconv.timing``) of: a plain forward pass (no_grad, eval), a forward pass under
 torch.utils.flop_counter.FlopCounterMode, summarize() (one instrumented pass with MACs and receptive
 fields), and the whole command in a fresh process (imports, model construction, table) next to `sepconv --help` (start-up alone), with the
 ratios summarize / forward and summarize / FlopCounterMode.
@@ -12,31 +12,25 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sepconv.analysis import summarize
 from sepconv.models import create_model
+from sepconv.timing import TimingPlan, time_interleaved
 
 SHAPE = (1, 3, 224, 224)
 
 
-def best_of(repeats: int, work: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
+# Best of 3 interleaved rounds, one call each; the in-process calls after one warm-up call.
+IN_PROCESS = TimingPlan(warmup_calls=1, min_rounds=3, min_run_seconds=0.0, calls_per_block=1)
+# A fresh process each: one run of each command, nothing to warm up.
+FRESH_PROCESS = TimingPlan(warmup_calls=0, min_rounds=1, min_run_seconds=0.0, calls_per_block=1)
 
 
-def run_seconds(command: list[str]) -> float:
-    start = time.perf_counter()
+def run_command(command: list[str]) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def bench(name: str) -> None:
@@ -51,12 +45,15 @@ def bench(name: str) -> None:
         with torch.no_grad(), FlopCounterMode(display=False):
             model(image)
 
-    forward()  # warm-up: first-call allocations and kernel selection
-    forward_s = best_of(3, forward)
-    counter_s = best_of(3, counted)
-    summary_s = best_of(3, lambda: summarize(model, SHAPE))
-    command_s = run_seconds([sys.executable, "-m", "sepconv.cli.main", "summary", name])
-    startup_s = run_seconds([sys.executable, "-m", "sepconv.cli.main", "--help"])
+    calls = {"forward": forward, "counted": counted, "summary": lambda: summarize(model, SHAPE)}
+    best_s = {key: timing.min_ms / 1000 for key, timing in time_interleaved(calls, IN_PROCESS).items()}
+    forward_s, counter_s, summary_s = best_s["forward"], best_s["counted"], best_s["summary"]
+    commands = {
+        "summary": lambda: run_command([sys.executable, "-m", "sepconv.cli.main", "summary", name]),
+        "help": lambda: run_command([sys.executable, "-m", "sepconv.cli.main", "--help"]),
+    }
+    run_s = {key: timing.min_ms / 1000 for key, timing in time_interleaved(commands, FRESH_PROCESS).items()}
+    command_s, startup_s = run_s["summary"], run_s["help"]
     print(
         f"{name}: forward {forward_s * 1e3:.0f} ms | FlopCounterMode {counter_s * 1e3:.0f} ms | "
         f"summarize {summary_s * 1e3:.0f} ms ({summary_s / forward_s:.2f}x forward, "

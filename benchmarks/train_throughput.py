@@ -18,9 +18,10 @@ Prints, from one process on one machine (every ratio is between timings taken in
     python benchmarks/train_throughput.py [--rounds 10] [--skip-compile] [--json FILE]
     python benchmarks/train_throughput.py --quick     # smoke run, under a minute
 
-Timing: every callable is warmed up, then timed in interleaved rounds (each round runs a few calls of
-every path of a section, in an order rotated by one each round, after a short untimed pause), so a
-change in the machine's load hits all paths alike; the figure per path is the median call. bf16
+Timing: ``sepconv.timing`` warms every callable up, then times them in interleaved rounds (each round
+runs a block of a few calls of every path of a section, in an order rotated by one each round, after a
+short untimed pause), so a change in the machine's load hits all paths alike; the figure per path is
+the median over rounds of its blocks' mean call. bf16
 autocast is timed only on CPUs with native bf16 units unless ``--bf16 on`` (emulated bf16 is several
 times slower than float32, and would take most of the run).
 """
@@ -31,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepconv.demo import DEMO_LR
-from sepconv.deploy.bench import SETTLE_SECONDS
 from sepconv.kernels import kernels_available, set_fused
 from sepconv.machine import cpu_has_native_bf16
 from sepconv.models import create_model
+from sepconv.timing import TimingPlan, time_interleaved
 from sepconv.train.optim import parameter_groups
 from sepconv.train.precision import choose_precision
 
@@ -128,26 +128,20 @@ TWIN_PATHS: tuple[TwinPath, ...] = (
 
 
 def interleaved_medians_ms(calls: Mapping[str, Callable[[], object]], settings: Settings) -> dict[str, float]:
-    """Median milliseconds per call of each callable, timed in interleaved rounds.
+    """Median milliseconds per call of each callable, timed in interleaved rounds by ``sepconv.timing``.
 
-    Each round times ``calls_per_round`` calls of every callable, one by one; the order is rotated by
-    one each round so that no callable always runs right after the same neighbour. Before each block
-    an untimed pause lets the previous block's OpenMP threads stop spinning (see ``SETTLE_SECONDS``).
+    Each round times one block of ``calls_per_round`` calls of every callable; the order is rotated by
+    one each round so that no callable always runs right after the same neighbour, and an untimed
+    pause before each block lets the previous block's OpenMP threads stop spinning.
     """
-    names = list(calls)
-    for name in names:
-        for _ in range(settings.warmup_calls):
-            calls[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(settings.rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            time.sleep(SETTLE_SECONDS)
-            for _ in range(settings.calls_per_round):
-                start = time.perf_counter()
-                calls[name]()
-                samples[name].append(1000 * (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    plan = TimingPlan(
+        warmup_calls=settings.warmup_calls,
+        min_rounds=settings.rounds,
+        min_run_seconds=0.0,
+        calls_per_block=settings.calls_per_round,
+        rotate=True,
+    )
+    return {name: timing.median_ms for name, timing in time_interleaved(calls, plan).items()}
 
 
 # 1. The demo twins

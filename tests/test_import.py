@@ -27,6 +27,7 @@ def test_the_bottom_floor_does_not_import_torch():
         "package = types.ModuleType('sepconv'); package.__path__ = [" + repr(sepconv.__path__[0]) + "]\n"
         "sys.modules['sepconv'] = package\n"
         "import sepconv.arithmetic, sepconv.checks, sepconv.errors, sepconv.formatting, sepconv.machine\n"
+        "import sepconv.timing\n"
         "print(sepconv.arithmetic.separable_params(16, 32, 3, bias=False), 'torch' in sys.modules,\n"
         "      'numpy' in sys.modules)"
     )

@@ -12,19 +12,15 @@ themselves are a registry in :mod:`sepconv.deploy.execution_paths` (adding a pat
 :data:`EXECUTION_PATHS`); the report types are in :mod:`sepconv.deploy.bench_report`. Both are
 re-exported here.
 
-Timing uses ``time.perf_counter`` around blocks of calls rather than ``torch.utils.benchmark``: its
-``blocked_autorange`` times one statement at a time and cannot interleave several.
+The rounds are those of :func:`sepconv.timing.time_interleaved`, the one timer of sepconv.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +38,7 @@ from sepconv.deploy.execution_paths import (
     PathUnavailableError,
     Workspace,
 )
+from sepconv.timing import SETTLE_SECONDS, Progress, Timing, TimingPlan, time_interleaved
 
 __all__ = [
     "EXECUTION_PATHS",
@@ -54,29 +51,6 @@ __all__ = [
     "benchmark_paths",
     "memory_estimate_bytes",
 ]
-
-# The default pause before each timed block, untimed: after a parallel region, OpenMP's worker threads
-# spin for a while waiting for more work, and on a 2-core machine they slowed the next path's block
-# (separable_cnn, batch 1: ONNX Runtime right after torch 0.46-0.86 ms, alone 0.23-0.25 ms, after a
-# 20 ms pause 0.28-0.32 ms; a 5 ms pause was not enough).
-SETTLE_SECONDS = 0.02
-
-
-class _ProgressCounter:
-    """Reports (description, completed, total) to the caller's callback; the total grows once planned."""
-
-    def __init__(self, callback: Callable[[str, int, int], None] | None, total: int) -> None:
-        self.callback = callback
-        self.completed = 0
-        self.total = total
-
-    def advance(self, description: str, *, steps: int = 1) -> None:
-        self.completed += steps
-        self.report(description)
-
-    def report(self, description: str) -> None:
-        if self.callback is not None:
-            self.callback(description, self.completed, self.total)
 
 
 def benchmark_paths(
@@ -135,8 +109,16 @@ def benchmark_paths(
     threads = torch.get_num_threads()
     generator = torch.Generator().manual_seed(0)
     inputs = {batch: torch.randn(batch, *size, generator=generator) for batch in batches}
-    counter = _ProgressCounter(progress, len(names) + len(train_names) + min_rounds * (1 + bool(train_names)))
-    timing = _TimingPlan(warmup_calls, min_rounds, min_run_seconds, min_block_seconds, settle_seconds)
+    counter = Progress(progress, len(names) + len(train_names) + min_rounds * (1 + bool(train_names)))
+    # Each path is warmed up as it is prepared (its warm-up output is the one compared with eager's),
+    # so the timer itself warms up nothing.
+    plan = TimingPlan(
+        warmup_calls=0,
+        min_rounds=min_rounds,
+        min_run_seconds=min_run_seconds,
+        min_block_seconds=min_block_seconds,
+        settle_seconds=settle_seconds,
+    )
 
     with tempfile.TemporaryDirectory(prefix="sepconv-bench-") as folder:
         workspace = Workspace(reference, size, Path(folder))
@@ -146,11 +128,11 @@ def benchmark_paths(
                 workspace,
                 inputs,
                 lambda path: path.prepare_inference,
-                timing,
+                warmup_calls,
                 counter,
             )
-            samples = _time_interleaved(calls, timing, counter, "inference")
-        results = _results(samples, names, batches, outputs)
+            timings = time_interleaved(calls, plan, progress=counter, label="timing inference")
+        results = _results(timings, names, batches, outputs)
         report = BenchReport(input_size=size, threads=threads, results=results, skipped=skipped)
         if not train_names:
             return report
@@ -159,11 +141,11 @@ def benchmark_paths(
             workspace,
             inputs,
             lambda path: path.prepare_training,
-            timing,
+            warmup_calls,
             counter,
         )
-        train_samples = _time_interleaved(train_calls, timing, counter, "training")
-    train_results = _results(train_samples, train_names, batches, outputs=None)
+        train_timings = time_interleaved(train_calls, plan, progress=counter, label="timing training")
+    train_results = _results(train_timings, train_names, batches, outputs=None)
     return BenchReport(
         input_size=size,
         threads=threads,
@@ -235,22 +217,13 @@ def _check_paths(paths: Iterable[str] | None) -> list[str]:
     return [name for name in EXECUTION_PATHS if name == "eager" or name in requested]
 
 
-@dataclass(frozen=True)
-class _TimingPlan:
-    warmup_calls: int
-    min_rounds: int
-    min_run_seconds: float
-    min_block_seconds: float
-    settle_seconds: float
-
-
 def _prepare(
     paths: list[ExecutionPath],
     workspace: Workspace,
     inputs: dict[int, torch.Tensor],
     preparer: Callable[[ExecutionPath], Callable[[Workspace], Bind] | None],
-    timing: _TimingPlan,
-    counter: _ProgressCounter,
+    warmup_calls: int,
+    counter: Progress,
 ) -> tuple[dict[tuple[str, int], BoundCall], dict[tuple[str, int], Any], list[tuple[str, str]]]:
     """Bind and warm up every path at every batch size; a path that cannot run is skipped whole."""
     calls: dict[tuple[str, int], BoundCall] = {}
@@ -267,7 +240,7 @@ def _prepare(
             bind = prepare(workspace)
             bound = {batch: bind(images) for batch, images in inputs.items()}
             for batch, call in bound.items():
-                for _ in range(timing.warmup_calls):
+                for _ in range(warmup_calls):
                     outputs[name, batch] = call()
         except PathUnavailableError as reason:
             if name == "eager":
@@ -283,51 +256,19 @@ def _prepare(
     return ordered, outputs, skipped
 
 
-def _time_interleaved(
-    calls: dict[tuple[str, int], BoundCall], timing: _TimingPlan, counter: _ProgressCounter, phase: str
-) -> dict[tuple[str, int], list[float]]:
-    """Seconds per call of each bound call, one sample per round, the calls interleaved in every round."""
-    if not calls:  # every path of this phase was skipped
-        counter.total -= timing.min_rounds  # the total counted min_rounds for this phase
-        counter.report(f"timing {phase}: nothing to time")
-        return {}
-    calls_per_block: dict[tuple[str, int], int] = {}
-    round_seconds = 0.0
-    for key, call in calls.items():
-        start = time.perf_counter()
-        call()
-        seconds = max(time.perf_counter() - start, 1e-9)
-        calls_per_block[key] = max(1, math.ceil(timing.min_block_seconds / seconds))
-        round_seconds += calls_per_block[key] * seconds
-    rounds = max(timing.min_rounds, math.ceil(timing.min_run_seconds / max(round_seconds, 1e-9)))
-    counter.total += rounds - timing.min_rounds  # the total counted min_rounds until now
-    samples: dict[tuple[str, int], list[float]] = {key: [] for key in calls}
-    for round_index in range(rounds):
-        for key, call in calls.items():
-            block = calls_per_block[key]
-            time.sleep(timing.settle_seconds)
-            start = time.perf_counter()
-            for _ in range(block):
-                call()
-            samples[key].append((time.perf_counter() - start) / block)
-        counter.advance(f"timing {phase}: round {round_index + 1}/{rounds}")
-    return samples
-
-
 def _results(
-    samples: dict[tuple[str, int], list[float]],
+    timings: dict[tuple[str, int], Timing],
     names: list[str],
     batches: list[int],
     outputs: dict[tuple[str, int], Any] | None,
 ) -> list[PathResult]:
     """One result per timed (path, batch size), in table order: paths as listed, then batch sizes."""
-    medians_ms = {key: 1000.0 * statistics.median(values) for key, values in samples.items()}
     results = []
     for name in names:
         for batch in batches:
-            if (name, batch) not in samples:
+            if (name, batch) not in timings:
                 continue
-            median_ms = medians_ms[name, batch]
+            median_ms = timings[name, batch].median_ms
             max_abs_diff = max_rel_diff = None
             if outputs is not None:
                 max_abs_diff = _max_abs_diff(outputs[name, batch], outputs["eager", batch], name)
@@ -340,10 +281,10 @@ def _results(
                     path=name,
                     batch_size=batch,
                     median_ms=median_ms,
-                    min_ms=1000.0 * min(samples[name, batch]),
-                    max_ms=1000.0 * max(samples[name, batch]),
+                    min_ms=timings[name, batch].min_ms,
+                    max_ms=timings[name, batch].max_ms,
                     images_per_s=batch * 1000.0 / median_ms,
-                    speedup=medians_ms["eager", batch] / median_ms,
+                    speedup=timings["eager", batch].median_ms / median_ms,
                     max_abs_diff=max_abs_diff,
                     max_rel_diff=max_rel_diff,
                 )

@@ -3,9 +3,8 @@
 :func:`compare_models` answers "how much of the theoretical saving became real?": it puts A's MACs over
 B's (``mac_ratio``) next to A's measured latency over B's (``speedup``), for a forward pass (eval mode,
 no gradients) and for a forward+backward pass (train mode, loss = sum of the outputs). Both models are
-timed in one process, interleaved (A, B, A, B, ... after a warm-up) with the timer of
-:mod:`sepconv.deploy.bench`, so a change in the machine's load hits both alike; each latency is the
-median over rounds.
+timed in one process, interleaved (A, B, A, B, ... after a warm-up) by :mod:`sepconv.timing`, so a
+change in the machine's load hits both alike; each latency is the median over rounds.
 
 When A and B come from the same architecture (the same ``sepconv.models.model_spec``: a model and its
 ``fold_batchnorm`` or its conversion), their outputs are compared on real images too: the relative
@@ -22,7 +21,6 @@ from __future__ import annotations
 import copy
 import math
 import platform
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,9 +30,11 @@ from torch import nn
 
 from sepconv.checks import check_image_size, check_positive
 from sepconv.data.splits import DataSplits
-from sepconv.deploy.bench import SETTLE_SECONDS, _ProgressCounter, _time_interleaved, _TimingPlan
 from sepconv.deploy.defaults import AGREEMENT_SAMPLES, DEFAULT_BATCH_SIZE, DEFAULT_REPEATS
 from sepconv.formatting import Table, format_ms, format_percent, format_ratio, ratio_of, short_count
+
+# latency_spread_ms and within_noise are the timer's; compare re-exports them, where they were first.
+from sepconv.timing import TimingPlan, latency_spread_ms, time_interleaved, within_noise
 
 __all__ = [
     "AGREEMENT_SAMPLES",
@@ -231,34 +231,6 @@ class Comparison:
         from rich.text import Text
 
         return [self.table().to_rich(), Text(self.agreement_line()), Text(self.timing_note(), style="dim")]
-
-
-def latency_spread_ms(samples_ms: Sequence[float]) -> float | None:
-    """The interquartile range of per-round latencies (robust to one slow round); None below 2 rounds.
-
-    >>> latency_spread_ms([1.0, 2.0, 3.0, 4.0, 5.0])
-    2.0
-    """
-    if len(samples_ms) < 2:
-        return None
-    lower, _, upper = statistics.quantiles(samples_ms, n=4, method="inclusive")
-    return upper - lower
-
-
-def within_noise(
-    median_a: float, spread_a: float | None, median_b: float, spread_b: float | None
-) -> bool | None:
-    """Whether two medians differ by no more than the larger of their spreads: then A / B is no speedup.
-
-    None when a spread is unknown (a single round). The larger spread, not the sum: a difference inside
-    either side's own round-to-round variation is not one the measurement can vouch for.
-
-    >>> within_noise(10.0, 1.5, 11.0, 0.5), within_noise(10.0, 0.4, 11.0, 0.5)
-    (True, False)
-    """
-    if spread_a is None or spread_b is None:
-        return None
-    return abs(median_a - median_b) <= max(spread_a, spread_b)
 
 
 def _speedup(speedup: dict[str, float], noise: dict[str, bool | None], phase: str) -> str:
@@ -533,27 +505,18 @@ def _measure_latencies(
     images = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(1))
     calls = {}
     for key, model in models.items():
-        calls[f"{key} forward", batch_size] = _forward_call(model, images)
+        calls[key, "forward"] = _forward_call(model, images)
     for key, model in models.items():
-        calls[f"{key} forward_backward", batch_size] = _forward_backward_call(model, images, key)
-    for _ in range(warmup_calls):
-        for call in calls.values():
-            call()
+        calls[key, "forward_backward"] = _forward_backward_call(model, images, key)
     # min_run_seconds=0: exactly `repeats` rounds, each running every call for at least one block.
-    timing = _TimingPlan(
+    plan = TimingPlan(
         warmup_calls=warmup_calls,
         min_rounds=repeats,
         min_run_seconds=0.0,
         min_block_seconds=MIN_BLOCK_SECONDS,
-        settle_seconds=SETTLE_SECONDS,
     )
-    samples = _time_interleaved(calls, timing, _ProgressCounter(None, repeats), "compare")
-    latencies = {}
-    for (label, _), seconds in samples.items():
-        key, phase = label.split(" ")
-        milliseconds = [1000.0 * value for value in seconds]
-        latencies[key, phase] = statistics.median(milliseconds), latency_spread_ms(milliseconds)
-    return latencies
+    timings = time_interleaved(calls, plan, label="timing compare")
+    return {key: (timing.median_ms, timing.spread_ms) for key, timing in timings.items()}
 
 
 def _forward_call(model: nn.Module, images: torch.Tensor) -> Any:
