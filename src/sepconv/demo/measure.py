@@ -3,7 +3,8 @@ PyTorch eager and deployed (its exported, verified ``model.onnx`` run by ONNX Ru
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,7 @@ def _deploy(model: torch.nn.Module, data: Any, path: Path) -> dict[str, Any]:
     }
 
 
-def _median_latencies_ms(calls: dict[int, Callable[[], object]]) -> dict[int, float]:
+def _median_latencies_ms(calls: Mapping[int, Callable[[], object]]) -> dict[int, float]:
     return {batch: timing.median_ms for batch, timing in time_interleaved(calls, LATENCY_PLAN).items()}
 
 
@@ -77,12 +78,12 @@ def _torch_latencies_ms(
     """Median milliseconds of one eager forward (inference mode) at batch 1 and 64, with torch's threads."""
     import torch
 
-    calls = {}
+    calls: dict[int, Callable[[], object]] = {}
     for batch in (1, 64):
         images = torch.randn(batch, *image_shape)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        calls[batch] = lambda images=images: model(images)
+        calls[batch] = partial(model, images)
     with torch.inference_mode():
         return _median_latencies_ms(calls)
 
@@ -100,6 +101,4 @@ def _onnx_latencies_ms(session: Any, image_shape: tuple[int, ...]) -> dict[int, 
     feeds = {
         batch: {name: generator.standard_normal((batch, *image_shape), dtype=np.float32)} for batch in (1, 64)
     }
-    return _median_latencies_ms(
-        {batch: lambda feed=feed: session.run(None, feed) for batch, feed in feeds.items()}
-    )
+    return _median_latencies_ms({batch: partial(session.run, None, feed) for batch, feed in feeds.items()})
