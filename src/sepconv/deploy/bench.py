@@ -18,7 +18,6 @@ The rounds are those of :func:`sepconv.timing.time_interleaved`, the one timer o
 from __future__ import annotations
 
 import copy
-import math
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sepconv.checks import check_float, check_image_size, check_int_sequence, check_positive
+from sepconv.checks import check_image_size, check_int_sequence, check_positive
 from sepconv.deploy.bench_report import BenchReport, PathResult
 from sepconv.deploy.execution_paths import (
     EXECUTION_PATHS,
@@ -98,20 +97,8 @@ def benchmark_paths(
         table[extra.name] = extra
         names.append(extra.name)
     warmup_calls = check_positive("warmup_calls", warmup_calls)
-    min_rounds = check_positive("min_rounds", min_rounds)
-    min_run_seconds = check_float("min_run_seconds", min_run_seconds, minimum=0)
-    min_block_seconds = check_float("min_block_seconds", min_block_seconds, minimum=0)
-    settle_seconds = check_float("settle_seconds", settle_seconds, minimum=0)
-    train_names = [name for name in names if table[name].prepare_training is not None] if train else []
-    reference = copy.deepcopy(model).cpu().float().eval()
-    _require_memory(reference, size, batches, names)
-
-    threads = torch.get_num_threads()
-    generator = torch.Generator().manual_seed(0)
-    inputs = {batch: torch.randn(batch, *size, generator=generator) for batch in batches}
-    counter = Progress(progress, len(names) + len(train_names) + min_rounds * (1 + bool(train_names)))
     # Each path is warmed up as it is prepared (its warm-up output is the one compared with eager's),
-    # so the timer itself warms up nothing.
+    # so the timer itself warms up nothing. The plan checks its own numbers.
     plan = TimingPlan(
         warmup_calls=0,
         min_rounds=min_rounds,
@@ -119,6 +106,14 @@ def benchmark_paths(
         min_block_seconds=min_block_seconds,
         settle_seconds=settle_seconds,
     )
+    train_names = [name for name in names if table[name].prepare_training is not None] if train else []
+    reference = copy.deepcopy(model).cpu().float().eval()
+    _require_memory(reference, size, batches, names)
+
+    threads = torch.get_num_threads()
+    generator = torch.Generator().manual_seed(0)
+    inputs = {batch: torch.randn(batch, *size, generator=generator) for batch in batches}
+    counter = Progress(progress, len(names) + len(train_names) + plan.min_rounds * (1 + bool(train_names)))
 
     with tempfile.TemporaryDirectory(prefix="sepconv-bench-") as folder:
         workspace = Workspace(reference, size, Path(folder))
