@@ -17,6 +17,7 @@ from sepconv.cli._common import (
     print_json,
     seed,
 )
+from sepconv.formatting import format_percent
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -117,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
     except ModelDataMismatchError as error:
         raise UsageError(f"{model_file} does not fit data set {data.name}: {error}") from error
     plot_confusion_matrix(
-        evaluation, png, title=f"{model_file.name} on {data.name} {args.split}: {evaluation.accuracy:.2%}"
+        evaluation,
+        png,
+        title=f"{model_file.name} on {data.name} {args.split}: {format_percent(evaluation.accuracy)}",
     )
     document: dict[str, Any] = {
         "checkpoint": str(model_file),
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_report(document: dict[str, Any]) -> None:
     from rich.console import Console
 
-    from sepconv.formatting import Table, format_count, format_percent
+    from sepconv.formatting import Table, format_count
 
     console = Console()
     console.print(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sepconv.cli._common import UsageError, add_json, print_json
+from sepconv.formatting import format_percent
 
 _EPILOG = """\
 outputs (in --out, which belongs to this run): run.json (the run id), config.json, metrics.csv (one row
@@ -219,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     summary = ", ".join(
         f"{key} {last[key]:.4f}" for key in ("train_loss", "val_loss", "val_accuracy") if key in last
     )
-    test = "" if result.test_accuracy is None else f", test accuracy {result.test_accuracy:.2%}"
+    test = "" if result.test_accuracy is None else f", test accuracy {format_percent(result.test_accuracy)}"
     print(
         f"trained {result.model_name} for {len(result.history)} epoch(s) in {result.train_seconds:.1f} s: {summary}{test}"
     )

@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 from typing import Any, Protocol
 
+from sepconv.formatting import format_percent
 from sepconv.io.atomic import atomic_write_bytes
 from sepconv.viz.style import new_figure
 
@@ -54,7 +55,9 @@ def plot_confusion_matrix(evaluation: ConfusionCounts, path: str | Path, *, titl
     axes.set_yticks(ticks, evaluation.class_names)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    axes.set_title(title or f"accuracy {evaluation.accuracy:.2%} on {evaluation.num_samples} samples")
+    axes.set_title(
+        title or f"accuracy {format_percent(evaluation.accuracy)} on {evaluation.num_samples} samples"
+    )
     threshold = counts.max() / 2 if counts.size else 0
     if len(evaluation.class_names) <= 30:
         for row in ticks:
