@@ -48,18 +48,17 @@ def _loaded_after_each(calls: list[list[str]]) -> list[list]:
 def test_help_and_calc_import_no_heavy_library():
     calls = [["--help"], ["--version"]]
     calls += [[command, "--help"] for command in _command_modules()]
-    calls += [["calc", "--json"], ["calc", "--in-channels", "16", "--input-size", "16,28,28", "--json"]]
+    # calc prints its table as plain text when stdout is not a terminal (rich draws it on one)
+    calls += [
+        ["calc"],
+        ["calc", "--json"],
+        ["calc", "--in-channels", "16", "--input-size", "16,28,28", "--json"],
+    ]
     report = _loaded_after_each(calls)
     assert [row[0] for row in report] == [" ".join(call) for call in calls]
     assert [(command, code, loaded) for command, code, loaded in report] == [
         (" ".join(call), 0, []) for call in calls
     ]
-
-
-def test_calc_table_imports_no_torch():
-    # The table is drawn with rich (allowed here); torch and numpy stay out.
-    (row,) = _loaded_after_each([["calc"]])
-    assert row[1] == 0 and not {"torch", "numpy", "matplotlib"} & set(row[2])
 
 
 def test_the_probe_sees_a_command_that_imports_torch():

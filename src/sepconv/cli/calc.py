@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sepconv import arithmetic
 from sepconv.cli._common import (
@@ -120,8 +121,8 @@ def _check_kernel_fits(args: argparse.Namespace, input_size: tuple[int, ...]) ->
 
 
 def _print_table(costs: arithmetic.ConvolutionCosts) -> None:
-    from rich.console import Console
-
+    """The table with rich on a terminal; plain text in a pipe (as summary, bench and compare print),
+    which also keeps rich's import out of a scripted ``sepconv calc``."""
     from sepconv.formatting import Table, format_count, format_ratio
 
     height, width = costs.input_size
@@ -143,9 +144,15 @@ def _print_table(costs: arithmetic.ConvolutionCosts) -> None:
         for row in costs.rows
     ]
     headers = ["kind", "groups", "params", "MACs", "params vs standard", "MACs vs standard"]
-    table = Table(headers, rows, title=title).to_rich()
+    table = Table(headers, rows, title=title)
+    if not sys.stdout.isatty():
+        print(table.to_text())
+        print(formula_line(costs))
+        return
+    from rich.console import Console
+
     console = Console()
-    console.print(table)
+    console.print(table.to_rich())
     console.print(formula_line(costs))
 
 
