@@ -36,6 +36,10 @@ def test_the_parameter_name_survives_pickling():
     for error in (ParameterError("lr must be...", param="lr"), ArgumentTypeError("x", param="seed")):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and copy.args == error.args and copy.param == error.param
+    both = ParameterError(
+        "set devices lower; use a smaller batch_size", param="devices", mentions=("batch_size",)
+    )
+    assert pickle.loads(pickle.dumps(both)).mentions == ("batch_size",)
 
 
 def test_arithmetic_keeps_exporting_the_type_error():

@@ -4,6 +4,8 @@
 command prints its message as one line and exits with code 2. An error about one argument says which:
 its ``param`` is the library's name of that argument (``"input_size"``, ``"lr"``), so that the command
 can name its own flag for it (``--input-size``) while the library's message names only the parameter.
+A message that names parameters as words of their own lists them in ``mentions`` (``"set devices to
+at most 4; use a smaller batch_size"``), so that the command can put each one's flag in its place.
 
 - :class:`ParameterError`: a bad argument value (also a ``ValueError``);
 - :class:`ArgumentTypeError`: an argument of the wrong type (a ``TypeError``, and a ParameterError);
@@ -32,19 +34,24 @@ class SepconvError(Exception):
 
     The ``sepconv`` command prints its message as one line and exits with code 2. ``param``, when
     given, is the library name of the argument the error is about; the command maps it to its flag.
+    ``mentions`` are the parameters (``param`` among them or not) that the message names as words
+    wherever they appear, a message about two parameters say; the command puts each one's flag there.
     """
 
-    def __init__(self, *args: object, param: str | None = None) -> None:
+    def __init__(self, *args: object, param: str | None = None, mentions: tuple[str, ...] = ()) -> None:
         super().__init__(*args)
         self.param = param
+        self.mentions = tuple(mentions)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Exceptions pickle their args only; keep ``param`` across processes (DDP workers, spawn).
-        return (_rebuild, (type(self), self.args, self.param), self.__dict__)
+        # Exceptions pickle their args only; keep ``param`` and ``mentions`` across processes (DDP, spawn).
+        return (_rebuild, (type(self), self.args, self.param, self.mentions), self.__dict__)
 
 
-def _rebuild(kind: type[SepconvError], args: tuple[object, ...], param: str | None) -> SepconvError:
-    return kind(*args, param=param)
+def _rebuild(
+    kind: type[SepconvError], args: tuple[object, ...], param: str | None, mentions: tuple[str, ...] = ()
+) -> SepconvError:
+    return kind(*args, param=param, mentions=mentions)
 
 
 class UsageError(SepconvError):

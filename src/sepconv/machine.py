@@ -162,6 +162,7 @@ def require_memory(parameter: str, value: object, needed_bytes: float, *, what: 
         f"{parameter}={value} needs about {format_bytes(needed_bytes)}{purpose}, more than the "
         f"{format_bytes(available)} of memory available on this machine; use a smaller {parameter}",
         param=parameter,
+        mentions=(parameter,),
     )
 
 

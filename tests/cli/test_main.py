@@ -16,7 +16,7 @@ import pytest
 
 import sepconv.cli.calc
 from sepconv.cli._common import finite_float, integer, non_negative_int, positive_float, positive_int
-from sepconv.cli.main import build_parser, main, user_message
+from sepconv.cli.main import build_parser, flag_words, main, user_message
 from sepconv.errors import ArgumentTypeError, ParameterError, SepconvError, UsageError
 
 
@@ -131,6 +131,55 @@ def test_a_parameter_maps_to_the_flag_of_the_running_command(command, param, sho
 )
 def test_the_message_names_the_flag_in_place_of_the_parameter(command, error, message):
     assert user_message(error, build_parser(), command) == message
+
+
+@pytest.mark.parametrize(
+    ("command", "error", "message"),
+    [
+        # Each parameter the error mentions becomes its flag wherever it stands as a word.
+        (
+            "train",
+            ParameterError(
+                "devices=4 needs about 2.0 GiB; use a smaller devices; the activations alone need about "
+                "1.0 GiB: use a smaller batch_size",
+                param="devices",
+                mentions=("devices", "batch_size"),
+            ),
+            "--devices=4 needs about 2.0 GiB; use a smaller --devices; the activations alone need about "
+            "1.0 GiB: use a smaller --batch-size",
+        ),
+        # A flag spelled unlike the library's name (--max-error sets max_relative_error).
+        (
+            "convert",
+            ParameterError(
+                "max_relative_error applies with depth_multiplier='auto' only, got depth_multiplier=3",
+                param="max_relative_error",
+                mentions=("depth_multiplier", "max_relative_error"),
+            ),
+            "--max-error applies with --depth-multiplier='auto' only, got --depth-multiplier=3",
+        ),
+        # param not in the message but another parameter is: the message names a flag already, none leads.
+        (
+            "convert",
+            ParameterError(
+                "depth_multiplier='auto' picks ranks from the SVD, so init must be 'svd', got 'random'",
+                param="init",
+                mentions=("depth_multiplier",),
+            ),
+            "--depth-multiplier='auto' picks ranks from the SVD, so init must be 'svd', got 'random'",
+        ),
+    ],
+)
+def test_an_error_naming_two_parameters_names_both_flags(command, error, message):
+    assert user_message(error, build_parser(), command) == message
+
+
+def test_warnings_use_the_same_mapping():
+    note = "at the rank max_relative_error=0.1 needs, ...; allow a larger max_relative_error"
+    assert flag_words(note, ["max_relative_error", "depth_multiplier"], "convert") == (
+        "at the rank --max-error=0.1 needs, ...; allow a larger --max-error"
+    )
+    assert flag_words("depth_multiplier=3", ["depth_multiplier"], "no_such_command") == "depth_multiplier=3"
 
 
 @pytest.mark.parametrize(

@@ -1,37 +1,15 @@
 """Memory checks of the command line: a flag refused in one line when its value cannot fit in memory.
 
-Library functions check their own parameters (``batch_sizes=100000 needs about ...``); :func:`with_flags`
-puts such a message in the command line's words. :func:`require_input_memory` checks ``--input-size``
-for commands that run the model once at that size.
+Library functions check their own parameters (``batch_sizes=100000 needs about ...``) and
+:func:`sepconv.cli.main.user_message` puts their flags in; :func:`require_input_memory` checks
+``--input-size`` for commands that run the model once at that size.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-from sepconv.errors import UsageError
-
-
-def with_flags(error: Exception, flags: Mapping[str, str]) -> UsageError:
-    """``error``'s message with each parameter of ``flags`` (``{"batch_sizes": "--batch-sizes"}``) renamed.
-
-    The library names its parameters (``batch_sizes=100000 needs about ...``); a user of the command
-    line typed flags, so the one-line error must name those.
-
-    >>> str(with_flags(ValueError("batch_sizes=[8] needs more; use a smaller batch_sizes"), {"batch_sizes": "--batch-sizes"}))
-    '--batch-sizes=[8] needs more; use a smaller --batch-sizes'
-    """
-    return UsageError(flag_text(str(error), flags))
-
-
-def flag_text(message: str, flags: Mapping[str, str]) -> str:
-    """``message`` with each parameter of ``flags`` replaced by its flag (for warnings, as for errors)."""
-    for parameter, flag in flags.items():
-        message = re.sub(rf"(?<![\w-]){re.escape(parameter)}(?!\w)", flag, message)
-    return message
 
 
 def require_input_memory(text: str, model: Any, input_shape: Sequence[int], *, other_images: int = 0) -> None:

@@ -214,8 +214,6 @@ def geometry_from_layer(
 
 
 def run(args: argparse.Namespace) -> int:
-    from sepconv.cli._memory import with_flags
-    from sepconv.machine import MemoryLimitError
     from sepconv.viz.animate import plan_animation, write_animation
 
     out = args.out if args.out is not None or args.json else _DEFAULT_OUT
@@ -234,13 +232,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         _refuse_ignored_flags(args)
         geometry = geometry_from_flags(args)
-    try:
-        animation = plan_animation(**geometry)
-        if out is not None:
-            _write_with_progress(write_animation, animation, out, args.fps)
-    except MemoryLimitError as error:
-        flags = {name: f"--{name.replace('_', '-')}" for name in (*_GEOMETRY_FLAGS, "input_size")}
-        raise with_flags(error, flags) from error
+    animation = plan_animation(**geometry)  # a MemoryLimitError names its parameter, sepconv its flag
+    if out is not None:
+        _write_with_progress(write_animation, animation, out, args.fps)
     if args.json:
         print_json({"geometry": _jsonable(geometry), "out": out, **animation.to_dict()})
     else:

@@ -36,8 +36,8 @@ relative output error on calibration images. Fine-tune the result with
 """
 
 
-# to_separable's parameters and the flags that set them, for its errors and warnings.
-_FLAGS = {"depth_multiplier": "--depth-multiplier", "max_relative_error": "--max-error"}
+# The parameters that to_separable's warnings and report name; the command prints their flags.
+_NAMED_PARAMETERS = ("depth_multiplier", "max_relative_error")
 
 
 def depth_multiplier(text: str) -> int | str:
@@ -87,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-error",
+        dest="max_relative_error",  # to_separable's name, so that its errors name this flag
         type=finite_float(minimum=0, maximum=1),
         default=None,
         metavar="E",
@@ -151,17 +152,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sepconv.cli._memory import flag_text, with_flags
+    from sepconv.cli.main import flag_words
     from sepconv.convert import to_separable
     from sepconv.convert.replay import save_model
     from sepconv.models import default_input_size
 
     out = Path(args.out)  # its suffix, kind and folder were checked when the flags were parsed
-    if args.depth_multiplier == "auto" and args.max_error is None:
+    if args.depth_multiplier == "auto" and args.max_relative_error is None:
         raise UsageError(
             "--depth-multiplier auto needs --max-error E (the largest relative weight error, e.g. 0.1)"
         )
-    if args.max_error is not None and args.depth_multiplier != "auto":
+    if args.max_relative_error is not None and args.depth_multiplier != "auto":
         raise UsageError(
             f"--max-error applies with --depth-multiplier auto only, got --depth-multiplier {args.depth_multiplier}"
         )
@@ -177,22 +178,19 @@ def run(args: argparse.Namespace) -> int:
     calibration, source = _calibration(args, model, size)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            converted, report = to_separable(
-                model,
-                depth_multiplier=args.depth_multiplier,
-                init=args.init,
-                min_kernel_size=args.min_kernel_size,
-                include=args.include,
-                exclude=args.exclude,
-                max_relative_error=args.max_error,
-                calibration=calibration,
-                input_size=size,
-            )
-        except ValueError as error:  # the library names its parameters; the user typed flags
-            raise with_flags(error, _FLAGS) from error
+        converted, report = to_separable(
+            model,
+            depth_multiplier=args.depth_multiplier,
+            init=args.init,
+            min_kernel_size=args.min_kernel_size,
+            include=args.include,
+            exclude=args.exclude,
+            max_relative_error=args.max_relative_error,
+            calibration=calibration,
+            input_size=size,
+        )
     for warning in caught:
-        message = flag_text(" ".join(str(warning.message).split()), _FLAGS)
+        message = flag_words(" ".join(str(warning.message).split()), _NAMED_PARAMETERS, "convert")
         print(f"sepconv convert: warning: {message}", file=sys.stderr)
     recalibrated = None
     if args.recalibrate_bn is not None:
@@ -212,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    sys.stdout.write(flag_text(report.format_table(), _FLAGS))
+    sys.stdout.write(flag_words(report.format_table(), _NAMED_PARAMETERS, "convert"))
     if source is not None:
         print(f"calibration images: {source}")
     if recalibrated is not None:

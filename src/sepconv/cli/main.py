@@ -22,13 +22,13 @@ import os
 import pkgutil
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 import sepconv.cli
 from sepconv.errors import SepconvError, UsageError
 
-__all__ = ["UsageError", "build_parser", "main", "user_message"]
+__all__ = ["UsageError", "build_parser", "flag_words", "main", "user_message"]
 
 _NOT_COMMANDS = {"main"}
 
@@ -123,45 +123,72 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def user_message(error: BaseException, parser: argparse.ArgumentParser, command: str) -> str:
-    """``error``'s message as one line, in the words of ``command``: the parameter it names becomes a flag.
+    """``error``'s message as one line, in the words of ``command``: the parameters it names become flags.
 
     Library errors name parameters, never flags (:attr:`sepconv.errors.SepconvError.param`); this is
     the one place where a parameter becomes the flag the user typed: the subcommand's argument whose
     ``dest`` is the parameter (``input_size`` is set by ``--input-size``, ``out_dir`` by ``--out``; a
-    positional argument is named by its metavar). The flag takes the parameter's place where the
-    message names it as a word of its own: at its start (``lr must be ...``), and anywhere for a name no
-    sentence uses otherwise (``use a smaller batch_sizes``: a name with an underscore; "nothing to resume"
-    keeps its word). Otherwise (``model_kwargs['a'] must hold finite numbers``) the flag leads the message.
+    positional argument is named by its metavar). Each parameter in the error's ``mentions`` becomes
+    its flag wherever the message names it as a word of its own (``set devices to at most 4; use a
+    smaller batch_size``). ``param`` becomes its flag where the message names it as a word of its own:
+    at its start (``lr must be ...``), and anywhere for a name no sentence uses otherwise (``use a
+    smaller batch_sizes``: a name with an underscore; "nothing to resume" keeps its word). Where no
+    parameter became a flag (``model_kwargs['a'] must hold finite numbers``), ``param``'s flag leads.
     """
     message = " ".join(str(error).split()) or type(error).__name__
+    flags = _command_flags(parser, command)
     param = getattr(error, "param", None)
-    flag = _flag_of(parser, command, param) if isinstance(param, str) else None
-    if flag is None or not isinstance(param, str):
+    mentions = tuple(getattr(error, "mentions", ()))
+    message, renamed = _put_flags(message, {name: flags[name] for name in mentions if name in flags})
+    if not isinstance(param, str) or param not in flags or param in mentions:
         return message
+    flag = flags[param]
     # The parameter as a word of its own: not part of a longer name, a quoted value or an item (`x['a']`).
     word = re.compile(rf"(?<![\w'\-.]){re.escape(param)}(?![\w'\[.])")
     spans = [match.span() for match in word.finditer(message) if "_" in param or match.start() == 0]
     if not spans:
-        return f"{flag}: {message}"
+        return message if renamed else f"{flag}: {message}"
     for start, end in reversed(spans):
         message = message[:start] + flag + message[end:]
     return message
 
 
-def _flag_of(parser: argparse.ArgumentParser, command: str, dest: str) -> str | None:
-    """The flag (its long form) or positional metavar by which ``command`` sets ``dest``; None if none."""
+def flag_words(text: str, parameters: Iterable[str], command: str) -> str:
+    """``text`` (a warning, a report) with each of ``parameters`` that it names as a word put as ``command``'s flag.
+
+    For what a command prints besides its errors: the same mapping as :func:`user_message`'s, so a
+    warning names ``--max-error`` where the library wrote ``max_relative_error``.
+    """
+    flags = _command_flags(build_parser(), command)
+    return _put_flags(text, {name: flags[name] for name in parameters if name in flags})[0]
+
+
+def _put_flags(text: str, flags: dict[str, str]) -> tuple[str, bool]:
+    """``text`` with each parameter of ``flags`` that stands as a word replaced by its flag; and whether any was."""
+    renamed = False
+    for parameter, flag in flags.items():
+        # Not part of a longer name or a flag (`max_relative_error`, `--depth-multiplier`).
+        text, count = re.subn(rf"(?<![\w-]){re.escape(parameter)}(?!\w)", flag, text)
+        renamed = renamed or count > 0
+    return text, renamed
+
+
+def _command_flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Each ``dest`` of ``command`` and the flag (its long form) or positional metavar that sets it."""
     commands = next(
         (action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)), {}
     )
     subparser = commands.get(command)
+    flags: dict[str, str] = {}
     for action in subparser._actions if subparser is not None else ():
-        if action.dest != dest or isinstance(action, argparse._HelpAction):
+        if isinstance(action, argparse._HelpAction) or action.dest in flags:
             continue
         if not action.option_strings:
-            return str(action.metavar or action.dest)
+            flags[action.dest] = str(action.metavar or action.dest)
+            continue
         long_forms = [option for option in action.option_strings if option.startswith("--")]
-        return (long_forms or action.option_strings)[0]
-    return None
+        flags[action.dest] = (long_forms or action.option_strings)[0]
+    return flags
 
 
 def _debug() -> bool:

@@ -200,8 +200,6 @@ def run(args: argparse.Namespace) -> int:
     def warn(message: str) -> None:
         print(f"sepconv train: warning: {message}", file=sys.stderr, flush=True)
 
-    from sepconv.train.processes import ProcessLimitError
-
     try:
         result = fit(config, resume=args.resume, warn=warn)
     except KeyboardInterrupt as stop:
@@ -209,8 +207,6 @@ def run(args: argparse.Namespace) -> int:
             raise
         # The library says where the run stopped; how to resume it is this command's to say.
         raise KeyboardInterrupt(f"{stop} (the same command with --resume {config.out_dir})") from None
-    except ProcessLimitError as error:
-        raise UsageError(error.naming("--devices", "--batch-size")) from None
     if result.rank != 0:
         return 0
     if args.json:

@@ -72,11 +72,13 @@ def check_options(depth_multiplier: Any, init: str, min_kernel_size: Any, max_re
                 "depth_multiplier='auto' needs max_relative_error (the largest relative weight error a "
                 "layer may have, e.g. 0.1)",
                 param="max_relative_error",
+                mentions=("depth_multiplier", "max_relative_error"),
             )
         if init != "svd":
             raise ParameterError(
                 f"depth_multiplier='auto' picks ranks from the SVD, so init must be 'svd', got {init!r}",
                 param="init",
+                mentions=("depth_multiplier",),
             )
     elif isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, int) or depth_multiplier < 1:
         raise ParameterError(
@@ -89,6 +91,7 @@ def check_options(depth_multiplier: Any, init: str, min_kernel_size: Any, max_re
             raise ParameterError(
                 f"max_relative_error applies with depth_multiplier='auto' only, got depth_multiplier={depth_multiplier!r}",
                 param="max_relative_error",
+                mentions=("depth_multiplier", "max_relative_error"),
             )
         check_float("max_relative_error", max_relative_error, minimum=0, maximum=1)
 
@@ -170,7 +173,10 @@ def named_layers(
     for name in ranks:
         if name not in chosen:
             why = reasons.get(name, "no nn.Conv2d has this name")
-            raise ValueError(f"depth_multiplier names layer {name!r}, which cannot be converted: {why}")
+            raise ParameterError(
+                f"depth_multiplier names layer {name!r}, which cannot be converted: {why}",
+                param="depth_multiplier",
+            )
     return [name for name in chosen if name in ranks]
 
 
@@ -199,19 +205,22 @@ def check_ranks(model: nn.Module, chosen: list[str], depth_multiplier: Any) -> s
     if isinstance(depth_multiplier, Mapping):
         for name, rank in depth_multiplier.items():
             if name in exact and rank > exact[name]:
-                raise ValueError(
+                raise ParameterError(
                     f"depth_multiplier[{name!r}]={rank} is above that layer's exact rank {exact[name]} "
-                    f"(min(out_channels, k*k), where the conversion is already exact): use at most {exact[name]}"
+                    f"(min(out_channels, k*k), where the conversion is already exact): use at most {exact[name]}",
+                    param="depth_multiplier",
+                    mentions=("depth_multiplier",),
                 )
         return None
     if depth_multiplier == "auto" or not exact:
         return None
     largest = max(exact.values())
     if depth_multiplier > largest:
-        raise ValueError(
+        raise ParameterError(
             f"depth_multiplier={depth_multiplier} is above the exact rank of every layer to convert (the "
             f"largest useful rank is {largest}: min(out_channels, k*k), where the conversion is already "
-            f"exact); a larger rank only adds parameters: use at most {largest}"
+            f"exact); a larger rank only adds parameters: use at most {largest}",
+            param="depth_multiplier",
         )
     capped = [f"{name} ({rank})" for name, rank in exact.items() if depth_multiplier > rank]
     if not capped:

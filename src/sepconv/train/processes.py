@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from sepconv import machine
+from sepconv.errors import ParameterError
 from sepconv.machine import MemoryLimitError, format_bytes, gpu_count, require_memory, usable_cpu_count
 
 __all__ = [
@@ -46,19 +47,15 @@ _LAUNCHER_VARIABLE = "SEPCONV_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1
 
 
-class ProcessLimitError(ValueError):
-    """More processes than this machine can run; the message names the parameter (``devices``).
+class ProcessLimitError(ParameterError):
+    """More processes than this machine can run (``.param`` is ``devices``).
 
-    :meth:`naming` words the same message for another name of the parameter (the CLI's ``--devices``).
+    The message names ``devices``, and ``batch_size`` where a smaller batch is what would help; both are
+    in ``mentions``, so that the command line can name its flags for them.
     """
 
-    def __init__(self, template: str) -> None:
-        self.template = template
-        super().__init__(self.naming("devices", "batch_size"))
-
-    def naming(self, parameter: str, batch_parameter: str) -> str:
-        """The message with these names for ``devices`` and ``batch_size`` (the CLI's flags, say)."""
-        return self.template.format(parameter=parameter, batch_parameter=batch_parameter)
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="devices", mentions=("devices", "batch_size"))
 
 
 def check_process_count(devices: int, *, on_gpu: bool) -> None:
@@ -78,8 +75,8 @@ def check_process_count(devices: int, *, on_gpu: bool) -> None:
         limit, what = usable_cpu_count(), "CPU core(s) usable by this process"
     if devices > limit:
         raise ProcessLimitError(
-            f"{{parameter}}={devices} is more processes than this machine can run: it has {limit} {what}; "
-            f"set {{parameter}} to at most {limit}"
+            f"devices={devices} is more processes than this machine can run: it has {limit} {what}; "
+            f"set devices to at most {limit}"
         )
 
 
@@ -131,7 +128,7 @@ def check_process_memory(devices: int, parts: dict[str, int]) -> None:
     each = ", ".join(f"{name} {format_bytes(parts[name])}" for name in ("runtime", "weights", "activations"))
     try:
         require_memory(
-            "{parameter}",
+            "devices",
             devices,
             needed,
             what=f"{devices} training processes (each at least {format_bytes(parts['total'])}: {each})",
@@ -144,7 +141,7 @@ def check_process_memory(devices: int, parts: dict[str, int]) -> None:
             # Fewer processes would not help: each would take a larger share of the same global batch.
             message += (
                 f"; the activations of the global batch alone need about {format_bytes(batch_bytes)}: "
-                "use a smaller {batch_parameter}"
+                "use a smaller batch_size"
             )
         raise ProcessLimitError(message) from None
 
