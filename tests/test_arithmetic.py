@@ -191,6 +191,8 @@ def test_convolution_costs_names_each_form_and_keeps_the_geometry():
         ("separable", None),
     ]
     assert arithmetic.convolution_costs(8, 8, 3, 8).rows[-2].kind == "depthwise"
+    # bias=False reaches the separable row too: depthwise 3*3*16 + pointwise 16*32, no bias = 656
+    assert costs.rows[-1].params == 144 + 512
     assert (costs.input_size, costs.output_size, costs.padding) == ((8, 8), (10, 10), 2)
     assert costs.to_dict()["padding"] == "2" and costs.to_dict()["rows"][0] == {
         "kind": "standard",

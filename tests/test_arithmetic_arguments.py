@@ -137,8 +137,8 @@ CALLS = {
         {"kernel_size": "positive", "dilation": "positive"},
     ),
     "separable_cost_ratio": (
-        {"out_channels": 32, "kernel_size": 3},
-        {"out_channels": "positive", "kernel_size": "pair"},
+        {"out_channels": 32, "kernel_size": 3, "depth_multiplier": 1},
+        {"out_channels": "positive", "kernel_size": "pair", "depth_multiplier": "positive"},
     ),
     "make_divisible": ({"value": 20, "divisor": 8}, {"divisor": "positive", "min_value": "positive"}),
     "receptive_field_step": (
@@ -231,6 +231,9 @@ def test_a_pair_of_three_is_refused_naming_the_parameter():
         ValueError, match=r"^kernel_size must be a positive integer or a pair of them, got \(3, 3, 3\)$"
     ):
         arithmetic.conv_params(4, 8, (3, 3, 3))
+    with pytest.raises(ValueError) as refused:
+        arithmetic.conv_params(4, 8, (3, 3, 3))
+    assert refused.value.param == "kernel_size"
 
 
 def test_the_message_template_is_exact():
