@@ -139,10 +139,7 @@ def run(args: argparse.Namespace) -> int:
         inputs = _first_images(data.test if len(data.test) else data.train, VERIFY_IMAGES)
         metadata = {"mean": data.mean, "std": data.std, "class_names": data.class_names, "dataset": data.name}
     elif input_size is not None:
-        try:
-            check_input_fits(model, input_size, parameter="--input-size")
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+        check_input_fits(model, input_size)  # its error names input_size; cli/main.py makes it the flag
     report = export_onnx(
         model,
         target,

@@ -191,9 +191,10 @@ def check_input_fits(
 ) -> int | None:
     """Run ``model`` on one random image of ``input_size`` (C, H, W); return how many classes it outputs.
 
-    A model that cannot take that size raises a ValueError naming ``parameter`` (a flag, for the
-    command line), the size, the layer that failed and the model's own input size, so that a wrong
-    size is not reported as the exporter's failure. A model that returns other than one tensor raises
+    A model that cannot take that size raises a :class:`~sepconv.errors.ParameterError` (a ValueError)
+    naming ``parameter`` (also its ``.param``, which the command line turns into its flag), the size,
+    the layer that failed and the model's own input size, so that a wrong size is not reported as the
+    exporter's failure. A model that returns other than one tensor raises
     :class:`ExportError`; the count is None for an output that is not ``(batch, classes)``.
     """
     size = tuple(int(value) for value in input_size)
@@ -209,9 +210,10 @@ def check_input_fits(
     )
     if first_conv is not None and first_conv[1].in_channels != size[0]:
         name, conv = first_conv
-        raise ValueError(
+        raise ParameterError(
             f"{parameter} {size} has {size[0]} channel{'s' if size[0] != 1 else ''}, but the model takes "
-            f"{conv.in_channels} (layer '{name}'){valid}"
+            f"{conv.in_channels} (layer '{name}'){valid}",
+            param=parameter,
         )
     # The modules running when the model fails, outermost first: the last one is where it failed.
     running: list[tuple[str, nn.Module]] = []
@@ -238,8 +240,9 @@ def check_input_fits(
             if running and running[-1][0]
             else ""
         )
-        raise ValueError(
-            f"{parameter} {size} does not fit the model: it fails{where} ({_first_line(error)}){valid}"
+        raise ParameterError(
+            f"{parameter} {size} does not fit the model: it fails{where} ({_first_line(error)}){valid}",
+            param=parameter,
         ) from error
     finally:
         model.train(was_training)
