@@ -42,6 +42,17 @@ def test_the_parameter_name_survives_pickling():
     assert pickle.loads(pickle.dumps(both)).mentions == ("batch_size",)
 
 
+def test_an_error_is_rebuilt_with_its_parameter_before_its_state_is_restored():
+    # pickle calls the rebuild function, then restores __dict__: the rebuilt error alone must already
+    # carry param and mentions (a copy made without the state, or a subclass that keeps none, relies on it).
+    error = ArgumentTypeError("set devices lower", param="devices", mentions=("batch_size",))
+    rebuild, arguments, state = error.__reduce__()
+    rebuilt = rebuild(*arguments)
+    assert type(rebuilt) is ArgumentTypeError and rebuilt.args == ("set devices lower",)
+    assert rebuilt.param == "devices" and rebuilt.mentions == ("batch_size",)
+    assert state == {"param": "devices", "mentions": ("batch_size",)}
+
+
 def test_arithmetic_keeps_exporting_the_type_error():
     from sepconv import arithmetic
 
@@ -305,3 +316,60 @@ def test_check_finite_json_names_where_the_bad_number_sits():
         error = refusal(lambda value=value: checks.check_finite_json("model_kwargs", value))
         assert str(error) == message
         assert error.param == "model_kwargs"
+
+
+def test_bounds_equal_to_each_other_are_one_allowed_value():
+    # minimum == maximum is a valid (if narrow) range, not bounds written the wrong way round.
+    assert checks.describe_integer(3, 3) == "an integer in [3, 3]"
+    assert checks.check_int("groups", 3, minimum=3, maximum=3) == 3
+    assert checks.describe_float(0.5, 0.5) == "a finite number in [0.5, 0.5]"
+
+
+def test_describe_float_checks_both_bounds_and_names_the_bad_one():
+    with pytest.raises(ValueError, match=r"^minimum must be a finite number or None, got -inf$"):
+        checks.describe_float(float("-inf"))
+    with pytest.raises(ValueError, match=r"^minimum must be a finite number or None, got nan$"):
+        checks.describe_float(float("nan"), 1.0)
+    with pytest.raises(ValueError, match=r"^minimum must be <= maximum, got 2 > 1$"):
+        checks.describe_float(2, 1)
+    with pytest.raises(ValueError, match=r"^minimum must be <= maximum, got 1.5 > -1.5$"):
+        checks.check_float("lr", 0.0, minimum=1.5, maximum=-1.5)
+
+
+def test_check_int_accepts_its_upper_bound_and_refuses_the_next():
+    assert checks.check_int("depth", 10, maximum=10) == 10
+    assert checks.check_int("depth", 8, minimum=1, maximum=8) == 8
+    error = refusal(lambda: checks.check_int("depth", 9, minimum=1, maximum=8))
+    assert str(error) == "depth must be an integer in [1, 8], got 9"
+
+
+def test_check_float_closed_bounds_are_written_closed_in_the_refusal():
+    error = refusal(lambda: checks.check_float("p", 1.5, minimum=0, maximum=1))
+    assert str(error) == "p must be a finite number in [0, 1], got 1.5"
+    error = refusal(lambda: checks.check_float("scale", 2.5, maximum=2))
+    assert str(error) == "scale must be a finite number <= 2, got 2.5"
+    error = refusal(lambda: checks.check_float("scale", 2.0, maximum=2, max_inclusive=False))
+    assert str(error) == "scale must be a finite number < 2, got 2.0"
+
+
+def test_check_int_sequence_refuses_an_item_above_its_maximum():
+    assert checks.check_int_sequence("widths", [8, 65_536, 1], lengths=3, maximum=65_536) == (8, 65_536, 1)
+    error = refusal(lambda: checks.check_int_sequence("widths", [8, 65_537, 8], lengths=3, maximum=65_536))
+    assert str(error) == "widths must be 3 integers in [1, 65,536], got 65537 in [8, 65537, 8]"
+    assert error.param == "widths"
+
+
+def test_check_choice_suggests_at_most_three_close_matches_joined_by_or():
+    # "conv" against each "convN": ratio 2 * 4 / 9 = 0.89 >= 0.6, all equal, so difflib keeps the three
+    # largest strings (ties break on the name, descending): conv4, conv3, conv2; conv1 is left out.
+    error = refusal(lambda: checks.check_choice("block", "conv", ("conv1", "conv2", "conv3", "conv4")))
+    assert str(error) == (
+        "block must be one of conv1, conv2, conv3, conv4; got 'conv' (did you mean 'conv4' or 'conv3' or 'conv2'?)"
+    )
+    assert error.param == "block"
+
+
+def test_a_wrong_type_among_named_choices_carries_the_parameter_name():
+    error = refusal(lambda: checks.check_choice("padding_mode", 0, ("zeros", "reflect")), ArgumentTypeError)
+    assert error.param == "padding_mode"
+    assert checks.choice_error("mode", 0, ("zeros",)).param == "mode"
