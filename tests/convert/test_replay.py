@@ -127,3 +127,38 @@ def test_the_loader_replays_registered_steps_that_io_alone_refuses(tmp_path, reg
         CheckpointError, match="unknown transform 'test_replay_widen_head' \\(no transforms given"
     ):
         load_without_replays(path)
+
+
+TINY_SPEC = {"name": "separable_cnn", "kwargs": {"widths": [4, 4, 4, 4], "num_classes": 3}}
+
+
+def _tiny_folded():
+    from sepconv.convert import fold_batchnorm
+    from sepconv.models import create_model
+
+    return fold_batchnorm(create_model("separable_cnn", widths=(4, 4, 4, 4), num_classes=3))
+
+
+def test_a_loaded_model_keeps_its_recipe_and_steps_so_it_saves_again(tmp_path):
+    path = replay.save_model(_tiny_folded(), tmp_path / "folded.safetensors")
+    loaded = replay.load_model(path)
+    assert loaded._sepconv_spec == TINY_SPEC
+    assert loaded._sepconv_transforms == [{"name": "fold_batchnorm", "kwargs": {}}]
+    again = replay.load_model(replay.save_model(loaded, tmp_path / "again.safetensors"))
+    assert again._sepconv_transforms == [{"name": "fold_batchnorm", "kwargs": {}}]
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(again.state_dict()[name], value), name
+
+
+def test_save_model_passes_the_spec_on(tmp_path):
+    # A model built by hand has no recipe: the spec given here is the one the file stores.
+    from sepconv.io import read_model_metadata
+    from sepconv.models import create_model
+
+    model = create_model("separable_cnn", widths=(4, 4, 4, 4), num_classes=3)
+    del model._sepconv_spec
+    path = replay.save_model(model, tmp_path / "given.safetensors", spec=TINY_SPEC)
+    assert read_model_metadata(path)["spec"] == TINY_SPEC
+    loaded = replay.load_model(path)
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name

@@ -19,6 +19,7 @@ from sepconv.io.recipe import (
     MAX_RECIPE_DEPTH,
     MAX_RECIPE_ITEMS,
     MAX_RECIPE_MODULES,
+    MAX_RECIPE_NUMBER,
     MAX_RECIPE_PARAMETERS,
     MAX_RECIPE_TRANSFORMS,
     RecipeLimitError,
@@ -184,3 +185,36 @@ def test_deeply_nested_recipe_text_is_refused_without_a_recursion_error(tmp_path
     with pytest.raises(CheckpointError) as raised:
         load_model(path)
     assert str(raised.value) == f"{path}: its sepconv recipe nests 30000 levels deep, more than the 16 it may"
+
+
+def test_each_bound_itself_is_allowed():
+    # The limits are "at most": a recipe at exactly MAX_RECIPE_NUMBER, MAX_RECIPE_ITEMS and
+    # MAX_RECIPE_TRANSFORMS is checked and returned; one more is refused (the cases above).
+    from sepconv.convert.replay import TRANSFORMS
+
+    assert MAX_RECIPE_NUMBER == 1_048_576
+    steps = [{"name": "fold_batchnorm", "kwargs": {}}] * MAX_RECIPE_TRANSFORMS
+    at_the_bounds = {
+        "name": "mobilenet_v2",
+        "kwargs": {"num_classes": 1_048_576, "widths": [1] * MAX_RECIPE_ITEMS, "scale": -1_048_576.0},
+    }
+    spec, transforms = check_recipe({"spec": at_the_bounds, "transforms": steps}, registry=TRANSFORMS)
+    assert spec == at_the_bounds and len(transforms) == 16
+    with pytest.raises(
+        RecipeLimitError, match=r"kwargs\['num_classes'\] is 1048577, beyond the \+-1,048,576"
+    ):
+        check_recipe(
+            {"spec": {"name": "mobilenet_v2", "kwargs": {"num_classes": 1_048_577}}, "transforms": []}
+        )
+
+
+def test_a_build_beyond_the_parameter_limit_names_the_file(tmp_path):
+    # The same width_mult=1000 recipe as above, read from a file: the refusal says which file.
+    spec = {"name": "torchvision:mobilenet_v2", "kwargs": {"width_mult": 1000}}
+    path = _forged(tmp_path / "wide.safetensors", spec)
+    with pytest.raises(CheckpointError) as raised:
+        load_model(path)
+    assert str(raised.value) == (
+        f"{path}: its recipe (torchvision:mobilenet_v2(width_mult=1000)) builds more than 4,294,967,296 "
+        "parameters, the most a model file may describe (MAX_RECIPE_PARAMETERS)"
+    )
