@@ -162,3 +162,44 @@ def test_save_model_passes_the_spec_on(tmp_path):
     loaded = replay.load_model(path)
     for name, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def test_a_replayed_step_that_records_nothing_still_leaves_the_recipe_on_the_model(
+    tmp_path, registry_restored
+):
+    # A registered transform need not call record_transform, and may return a new module: loading
+    # itself puts the recipe and the steps on what it rebuilt, so the loaded model saves again.
+    from sepconv.io.transforms import record_transform
+    from sepconv.models import create_model
+
+    def wrap(model):
+        return nn.Sequential(model)
+
+    register_transform("test_replay_wrap")(wrap)
+    model = create_model("separable_cnn", widths=(4, 4, 4, 4), num_classes=3)
+    wrapped = record_transform(nn.Sequential(model), model, "test_replay_wrap")
+    loaded = replay.load_model(replay.save_model(wrapped, tmp_path / "wrapped.safetensors"))
+    assert type(loaded) is nn.Sequential
+    assert loaded._sepconv_spec == TINY_SPEC
+    assert loaded._sepconv_transforms == [{"name": "test_replay_wrap", "kwargs": {}}]
+
+
+def test_a_step_that_needs_real_values_is_replayed_in_the_fallback_build(tmp_path, registry_restored):
+    # On the meta device copying a value out raises NotImplementedError; the expected tensors are then
+    # built again with small tensors real, and that build must replay the step with the same registry.
+    from sepconv.io.transforms import record_transform
+    from sepconv.models import create_model
+
+    def scale_head(model, *, factor):
+        head = model.classifier[-1]
+        head.weight.detach().cpu()  # needs real values: "Cannot copy out of meta tensor"
+        with torch.no_grad():
+            head.weight.mul_(factor)
+        return record_transform(model, model, "test_replay_scale_head", factor=factor)
+
+    register_transform("test_replay_scale_head")(scale_head)
+    model = scale_head(create_model("separable_cnn", widths=(4, 4, 4, 4), num_classes=3), factor=2)
+    loaded = replay.load_model(replay.save_model(model, tmp_path / "scaled.safetensors"))
+    assert loaded._sepconv_transforms == [{"name": "test_replay_scale_head", "kwargs": {"factor": 2}}]
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
