@@ -50,7 +50,7 @@ def test_the_command_refuses_it_in_one_line_and_claims_no_folder(tmp_path, capsy
     )
     assert code == 2 and out == ""
     assert err == (
-        "sepconv train: error: --visdom: visdom must be a URL like http://host:port (port 1-65535), got "
+        "sepconv train: error: --visdom must be a URL like http://host:port (port 1-65535), got "
         "'http://localhost:80a'\n"
     )
     assert not out_dir.exists()
