@@ -231,3 +231,33 @@ def test_conv_layer_passes_dilation_and_groups_to_a_general_conv():
     x = torch.randn(1, 4, 9, 9, generator=torch.Generator().manual_seed(0))
     reference = nn.functional.conv2d(x, layer.weight, layer.bias, dilation=2, groups=2)
     torch.testing.assert_close(layer(x), reference, rtol=0, atol=0)
+
+
+# --- each block names the argument it refuses, in checks' one wording ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "param"),
+    [
+        (lambda: conv_layer(0, 8, 3), "in_channels"),
+        (lambda: conv_layer(4, 0, 3), "out_channels"),
+        (lambda: conv_layer(4, 8, 3, groups=0), "groups"),
+        (lambda: ConvNormAct(0, 8, 3), "in_channels"),
+        (lambda: ConvNormAct(4, 0, 3), "out_channels"),
+        (lambda: DepthwiseSeparableBlock(4, 0), "out_channels"),
+    ],
+)
+def test_a_non_positive_count_is_refused_naming_its_argument(build, param):
+    from sepconv.errors import ParameterError
+
+    with pytest.raises(ParameterError) as caught:
+        build()
+    assert caught.value.param == param
+    assert str(caught.value) == f"{param} must be a positive integer, got 0"
+
+
+def test_conv_norm_act_pads_each_axis_by_its_own_kernel_and_dilation():
+    # 'same' for stride 1, worked by hand per axis: (k - 1) // 2 * d = (3-1)//2*3 = 3 and (5-1)//2*2 = 4
+    block = ConvNormAct(2, 4, (3, 5), dilation=(3, 2))
+    assert block[0].padding == (3, 4)
+    assert block(torch.randn(1, 2, 11, 13)).shape == (1, 4, 11, 13)
