@@ -50,6 +50,7 @@ __all__ = [
     "ConversionWarning",
     "LayerConversion",
     "recalibrate_batchnorm",
+    "separable_like",
     "to_separable",
 ]
 
@@ -208,7 +209,7 @@ def _convert_layers(
         if depth_multiplier == "auto" and (larger := larger_than_original(conv, rank)) is not None:
             skipped.append((name, larger))
             continue
-        new_layer = _separable_like(conv, rank, svd)
+        new_layer = separable_like(conv, rank, svd)
         setattr(new_layer, "_sepconv_name", name)  # noqa: B010 (Module.__setattr__ is typed for tensors)
         converted.set_submodule(name, new_layer)
         plans.append((name, conv, new_layer, rank))
@@ -258,7 +259,7 @@ def _replay(model: nn.Module, *, depth_multiplier: Mapping[str, int], init: str 
     converted = copy.deepcopy(model)
     for name in named_layers(model, chosen, skipped, depth_multiplier):
         conv = chosen_conv(model, name)
-        new_layer = _separable_like(conv, int(depth_multiplier[name]), None)
+        new_layer = separable_like(conv, int(depth_multiplier[name]), None)
         setattr(new_layer, "_sepconv_name", name)  # noqa: B010 (Module.__setattr__ is typed for tensors)
         converted.set_submodule(name, new_layer)
     return converted
@@ -270,7 +271,7 @@ def _pair(values: tuple[int, ...]) -> tuple[int, int]:
     return first, second
 
 
-def _separable_like(conv: nn.Conv2d, rank: int, svd: Decomposition | None) -> SeparableConv2d:
+def separable_like(conv: nn.Conv2d, rank: int, svd: Decomposition | None) -> SeparableConv2d:
     """A SeparableConv2d with ``conv``'s geometry and ``rank`` filters per input channel.
 
     Its weights are the rank-``rank`` split of ``svd`` (:func:`~sepconv.convert.svd.channel_svd` of ``conv``), or the
