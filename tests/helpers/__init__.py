@@ -10,6 +10,8 @@
 - ``layers``: plain ``F.conv2d`` references with 'same' padding worked out again, rounding bounds, and
   randomized batch-norm statistics.
 - ``memory``: ``sepconv`` in a child process told the machine has a given memory, and its peak use.
+- ``optimize``: a sample ``plan.json`` of ``sepconv optimize`` (the demo's ``standard_cnn``), consistent with
+  itself, that the command and its report are both tested against.
 - ``trained``: a demo-size model trained once per test session for the export tests.
 - ``training``: ``sepconv train`` in a subprocess (signalled at a chosen step, or DDP-launched), in-process
   runs recorded and stopped step by step, and the bit-for-bit comparisons of the resume tests.
