@@ -22,6 +22,7 @@ from sepconv.optimize.planner import (
     choose_plan,
     keep_plan,
     pareto_front,
+    plan_for,
 )
 
 SEEDS = range(8)
@@ -262,6 +263,24 @@ def test_a_bounded_front_keeps_its_ends_and_real_plans() -> None:
         assert plan.predicted_loss == pytest.approx(
             sum(options[name][rank].planned_loss for name, rank in plan.ranks.items())
         )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_plan_for_prices_any_plan_as_brute_force_does(seed: int) -> None:
+    layers = synthetic_layers(seed)
+    latency = latency_for(seed, layers)
+    for plan in every_plan(layers, latency):
+        priced = plan_for(
+            layers, latency, {name: rank for name, rank in plan.ranks.items() if rank is not None}
+        )
+        assert priced.ranks == plan.ranks
+        assert (priced.predicted_ms, priced.predicted_loss, priced.layer_ms) == pytest.approx(
+            (plan.predicted_ms, plan.predicted_loss, plan.layer_ms), rel=1e-12, abs=1e-12
+        )
+    with pytest.raises(ParameterError, match=r"^ranks names layers that are no sites: conv9$"):
+        plan_for(layers, latency, {"conv9": 1})
+    with pytest.raises(ParameterError, match=r"^layer0: rank 3 is not one of its options \[None, 1"):
+        plan_for(layers, latency, {"layer0": 3})
 
 
 def test_plan_lists_its_conversions_and_describes_itself() -> None:

@@ -29,7 +29,7 @@ This module imports no torch: it works on numbers, so it can be tested against b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = [
     "choose_plan",
     "keep_plan",
     "pareto_front",
+    "plan_for",
 ]
 
 # Partial plans kept per step of the dynamic programme at most. Exact fronts of real models stay far
@@ -253,11 +254,34 @@ def _rebuild_budget_error(message: str, param: str, best: Plan, reference_ms: fl
 
 def keep_plan(layers: Sequence[LayerChoices], latency: LatencyModel) -> Plan:
     """The plan that keeps every layer: the original model, as the latency model predicts it."""
-    layer_ms = sum(layer.keep.ms for layer in layers)
+    return plan_for(layers, latency, {})
+
+
+def plan_for(layers: Sequence[LayerChoices], latency: LatencyModel, ranks: Mapping[str, int | None]) -> Plan:
+    """The plan with the given ranks (a site not named is kept), as the latency model predicts it.
+
+    For plans chosen another way (every layer at r = 1, ``auto`` by weight error) that are to be set
+    beside the planner's on the same scale. A rank that is not one of the site's options, or a name
+    that is no site, is a :class:`~sepconv.errors.ParameterError`.
+    """
+    unknown = sorted(set(ranks) - {layer.name for layer in layers})
+    if unknown:
+        raise ParameterError(f"ranks names layers that are no sites: {', '.join(unknown)}", param="ranks")
+    chosen: list[Option] = []
+    for layer in layers:
+        rank = ranks.get(layer.name)
+        option = next((option for option in layer.options if option.rank == rank), None)
+        if option is None:
+            offered = [option.rank for option in layer.options]
+            raise ParameterError(
+                f"{layer.name}: rank {rank!r} is not one of its options {offered}", param="ranks"
+            )
+        chosen.append(option)
+    layer_ms = sum(option.ms for option in chosen)
     return Plan(
-        {layer.name: None for layer in layers},
+        {layer.name: option.rank for layer, option in zip(layers, chosen, strict=True)},
         latency.predict(layer_ms),
-        sum(layer.keep.planned_loss for layer in layers),
+        sum(option.planned_loss for option in chosen),
         layer_ms,
     )
 
