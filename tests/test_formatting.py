@@ -100,6 +100,16 @@ def test_rich_table_has_the_same_cells_and_alignment():
     assert "features.10" in console.export_text()
 
 
+def test_rich_cells_are_text_not_markup():
+    from rich.console import Console
+
+    hostile = Table(["[b]layer[/b]", "n"], [["[red]conv[/red] \\[x]", "1"]], title="[i]t[/i]")
+    console = Console(record=True, width=80)
+    console.print(hostile.to_rich())
+    shown = console.export_text()
+    assert "[red]conv[/red] \\[x]" in shown and "[b]layer[/b]" in shown and "[i]t[/i]" in shown
+
+
 @pytest.mark.parametrize(
     ("headers", "rows", "align", "message"),
     [

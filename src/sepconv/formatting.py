@@ -157,12 +157,17 @@ class Table:
         return "\n".join([f"**{self.title}**", "", *body] if self.title else body)
 
     def to_rich(self) -> Any:
-        """A ``rich.table.Table`` with the same cells and alignment (the label column never wraps)."""
+        """A ``rich.table.Table`` with the same cells and alignment (the label column never wraps).
+
+        Cells are text, never markup: a layer named ``[red]x`` (names come from users' models) shows as
+        written.
+        """
+        from rich.markup import escape
         from rich.table import Table as RichTable
 
-        table = RichTable(title=self.title)
+        table = RichTable(title=None if self.title is None else escape(self.title))
         for index, (header, side) in enumerate(zip(self.headers, self._alignment, strict=True)):
-            table.add_column(header, justify="left" if side == "l" else "right", no_wrap=index == 0)
+            table.add_column(escape(header), justify="left" if side == "l" else "right", no_wrap=index == 0)
         for row in self.rows:
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))
         return table

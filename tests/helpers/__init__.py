@@ -1,12 +1,14 @@
 """What several test modules share, in one place; test modules import from here, never from each other.
 
 - ``attacks``: a pickle that runs a command when loaded, for the refusal tests of every loader.
-- ``browser``: sepconv's HTML pages opened in headless Chromium (Playwright), read back as a user sees them.
+- ``browser``: sepconv's HTML pages opened in headless Chromium (Playwright), read back as a user sees them,
+  and the checks every page must pass.
 - ``cli``: ``sepconv ARGS`` run in this process, its exit code and output captured; one flag varied.
 - ``costs``: an independent MAC count (layer formulas over hooked shapes), an ATen operator log, and
   multi-head attention's MACs by hand.
 - ``ddp_driver``: a script (run by path, as DDP launchers re-run it) that trains on a few synthetic images.
 - ``fields``: the gradient measurement of receptive fields that the field-rule tests compare against.
+- ``html``: an HTML page's source read back (resources, images, table cells with their values, text).
 - ``layers``: plain ``F.conv2d`` references with 'same' padding worked out again, rounding bounds, and
   randomized batch-norm statistics.
 - ``memory``: ``sepconv`` in a child process told the machine has a given memory, and its peak use.

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
 # Without the background-networking switches Chromium calls Google's servers at start-up, which
 # would be (refused) network traffic that is not the page's.
@@ -149,3 +150,20 @@ def launch() -> Iterator[Browser]:
             yield Browser(browser)
         finally:
             browser.close()
+
+
+def assert_healthy(view: PageView, *, images: int, tables: int, viewport: dict[str, int]) -> None:
+    """The checks every page must pass, whatever it shows: no request, no console error, ``images`` images
+    that decode and fit, ``tables`` tables, nothing wider than the viewport, a screenshot that is not blank."""
+    assert view.outside_requests == [], "the page asked the network for something"
+    assert view.errors == [], "console errors (a CSP violation or a script error shows here)"
+    assert len(view.images) == images and len(view.tables) == tables
+    for image in view.images:
+        assert image["complete"] and image["naturalWidth"] > 0 and image["naturalHeight"] > 0, image["alt"]
+        assert 0 < image["shownWidth"] <= viewport["width"], image["alt"]
+    # Wide tables scroll inside their own box; the page itself never scrolls sideways.
+    assert view.viewport_width == viewport["width"] and view.page_width <= viewport["width"]
+    shot = PILImage.open(view.screenshot)
+    assert shot.format == "PNG" and shot.width == viewport["width"] and shot.height >= viewport["height"]
+    # A blank or failed render is one colour; a page of text, tables and plots has many.
+    assert len(shot.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
-from tests.helpers.browser import LAPTOP, PHONE, Browser, PageView, launch
+from tests.helpers.browser import LAPTOP, PHONE, Browser, assert_healthy, launch
 from tests.helpers.cli import run_sepconv
 
 from sepconv.analysis import summarize
@@ -27,22 +27,6 @@ def browser():
     yield from launch()
 
 
-def _assert_healthy(view: PageView, *, images: int, tables: int, viewport: dict[str, int]) -> None:
-    """The checks every page must pass, whatever it shows."""
-    assert view.outside_requests == [], "the page asked the network for something"
-    assert view.errors == [], "console errors (a CSP violation or a script error shows here)"
-    assert len(view.images) == images and len(view.tables) == tables
-    for image in view.images:
-        assert image["complete"] and image["naturalWidth"] > 0 and image["naturalHeight"] > 0, image["alt"]
-        assert 0 < image["shownWidth"] <= viewport["width"], image["alt"]
-    # Wide tables scroll inside their own box; the page itself never scrolls sideways.
-    assert view.viewport_width == viewport["width"] and view.page_width <= viewport["width"]
-    shot = PILImage.open(view.screenshot)
-    assert shot.format == "PNG" and shot.width == viewport["width"] and shot.height >= viewport["height"]
-    # A blank or failed render is one colour; a page of text, tables and plots has many.
-    assert len(shot.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50
-
-
 @pytest.fixture(scope="module")
 def summary_page(tmp_path_factory) -> Path:
     """`sepconv summary mobilenet_v2 --html` once for the module (its summary takes seconds)."""
@@ -55,7 +39,7 @@ def summary_page(tmp_path_factory) -> Path:
 def test_the_summary_page_in_a_browser(browser: Browser, summary_page, tmp_path, viewport) -> None:
     page = summary_page
     view = browser.open_page(page, tmp_path / "summary.png", viewport=viewport)
-    _assert_healthy(view, images=1, tables=2, viewport=viewport)
+    assert_healthy(view, images=1, tables=2, viewport=viewport)
     model = create_model("mobilenet_v2")
     summary = summarize(model, (1, 3, 224, 224))  # the size `sepconv summary` uses for it
     totals, layers = view.tables
@@ -95,7 +79,7 @@ def test_the_compare_page_in_a_browser(browser: Browser, tmp_path, capsys) -> No
     code, stdout, stderr = run_sepconv(arguments, capsys)
     assert code == 0, stderr
     view = browser.open_page(page, tmp_path / "compare.png")
-    _assert_healthy(view, images=1, tables=1, viewport=LAPTOP)
+    assert_healthy(view, images=1, tables=1, viewport=LAPTOP)
     (table,) = view.tables
     rows = {row[0]: values for row, values in zip(table["rows"], table["values"])}
     for model, column in (("standard_cnn", 1), ("separable_cnn", 2)):
@@ -122,7 +106,7 @@ def test_svg_and_png_plots_both_load_under_the_pages_content_policy(browser: Bro
         [Section("s", images=[Image("png", png.getvalue()), Image("svg", svg, mime="image/svg+xml")])],
     )
     view = browser.open_page(page, tmp_path / "p.png")
-    _assert_healthy(view, images=2, tables=0, viewport=LAPTOP)
+    assert_healthy(view, images=2, tables=0, viewport=LAPTOP)
     assert [(image["naturalWidth"], image["naturalHeight"]) for image in view.images] == [(40, 20), (30, 10)]
 
 

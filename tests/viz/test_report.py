@@ -4,56 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
-from html.parser import HTMLParser
 
 import pytest
 from PIL import Image as PILImage
 from tests.helpers.cli import run_sepconv
+from tests.helpers.html import parse_page
 
 from sepconv.analysis import summarize
 from sepconv.models import create_model
 from sepconv.viz.pages import summary_sections, write_summary_html
 from sepconv.viz.report import Cell, Section, Table, render_html, write_html
-
-
-class _Page(HTMLParser):
-    """Collects what a page loads and shows: resources, images, tables and their cells."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.resources: list[str] = []
-        self.images: list[str] = []
-        self.tables: list[list[list[tuple[str, dict]]]] = []
-        self._cell: tuple[list[str], dict] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        attributes = dict(attrs)
-        for name in ("src", "href", "data", "poster", "srcset"):
-            if name in attributes:
-                self.resources.append(attributes[name])
-        if tag == "img":
-            self.images.append(attributes.get("src", ""))
-        if tag == "table":
-            self.tables.append([])
-        if tag == "tr" and self.tables:
-            self.tables[-1].append([])
-        if tag in ("td", "th"):
-            self._cell = ([], attributes)
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell[0].append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append(("".join(self._cell[0]), self._cell[1]))
-            self._cell = None
-
-
-def _parse(html: str) -> _Page:
-    page = _Page()
-    page.feed(html)
-    return page
 
 
 def test_names_are_escaped_and_numbers_sort_by_value() -> None:
@@ -63,7 +23,7 @@ def test_names_are_escaped_and_numbers_sort_by_value() -> None:
     html = render_html("model <x>", [Section("s", ["a < b"], [table])])
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<title>model &lt;x&gt;</title>" in html
-    (rows,) = _parse(html).tables
+    (rows,) = parse_page(html).tables
     assert [cell[0] for cell in rows[1]] == ["<script>alert(1)</script>", "1,234,567"]
     assert rows[1][1][1]["data-value"] == "1234567.0" and rows[3][1][1]["data-value"] == "2.5"
     assert "data-value" not in rows[2][1][1]  # a text cell sorts as text
@@ -74,7 +34,7 @@ def test_the_summary_page_holds_the_summary_and_loads_nothing_from_outside(tmp_p
     summary = summarize(model, (1, 1, 28, 28))
     path = write_summary_html(summary, tmp_path / "summary.html")
     html = path.read_text(encoding="utf-8")
-    page = _parse(html)
+    page = parse_page(html)
     # Every resource is inline data: a page that fetched anything would not open offline.
     assert page.resources and all(resource.startswith("data:") for resource in page.resources)
     assert "http://" not in html and "https://" not in html
@@ -100,7 +60,7 @@ def test_write_html_refuses_other_suffixes_without_writing(tmp_path) -> None:
 def test_summary_and_compare_write_their_pages(tmp_path, capsys) -> None:
     code, _, stderr = run_sepconv(["summary", "standard_cnn", "--html", str(tmp_path / "s.html")], capsys)
     assert code == 0, stderr
-    assert len(_parse((tmp_path / "s.html").read_text()).tables) == 2
+    assert len(parse_page((tmp_path / "s.html").read_text()).tables) == 2
     arguments = [
         "compare",
         "standard_cnn",
@@ -112,7 +72,7 @@ def test_summary_and_compare_write_their_pages(tmp_path, capsys) -> None:
     ]
     code, _, stderr = run_sepconv(arguments, capsys)
     assert code == 0, stderr
-    page = _parse((tmp_path / "c.html").read_text())
+    page = parse_page((tmp_path / "c.html").read_text())
     (table,) = page.tables
     assert [row[0][0] for row in table[1:3]] == ["parameters", "MACs per image"]
     assert len(page.images) == 1
