@@ -341,3 +341,27 @@ def test_a_click_sorts_the_per_layer_table_by_measured_ms(browser: Browser, tmp_
         layer["ms_after"] for layer in document["layers"]
     )
     assert view.errors == []
+
+
+def test_a_sparse_document_renders_everywhere(tmp_path) -> None:
+    """An accuracy-only budget, no fine-tuning, no front, no round, a stage that did not run, no HTML file."""
+    document = sample_document()
+    document["budget"].update(speedup=None, latency_ms=None)
+    document["accuracy"].update(fine_tuned=None, drop=None)
+    document.update(pareto=[], rounds=[], notes=[])
+    document["timings_s"]["fine_tuning"] = None
+    document["files"]["html"] = None
+    assert budget_target_ms(document) is None and budget_met(document)
+    text = format_text(document)
+    assert "Budget: at most 0.50 accuracy points lost: met: " in text and "accuracy not measured" in text
+    assert "Pareto front: no plan." in text and "fine tuning" not in text
+    shown = {
+        row[""]: row["accuracy"] for row in _text_tables(text)["Accuracy on the test split (1,000 images), %"]
+    }
+    assert shown["fine-tuned"] == shown["drop (points)"] == "-"
+    _close(shown["original"], 98.6)
+    assert format_markdown(document).count("|") > 0
+    tables, page = _page_tables(document, tmp_path)
+    assert len(page.images) == 1  # the per-layer plot; no front and no round to draw
+    assert _values(tables["Plans on the Pareto front"]) == []
+    assert [row[0][0] for row in tables["Files written"][1:]] == ["model", "deployable", "plan"]

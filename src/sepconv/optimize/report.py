@@ -126,9 +126,16 @@ def budget_met(document: Document) -> bool:
         checks.append(latency["speedup"] >= budget["speedup"])
     if budget.get("latency_ms") is not None:
         checks.append(latency["optimized_ms"] <= budget["latency_ms"])
-    if budget.get("max_accuracy_drop") is not None and accuracy is not None:
-        checks.append(accuracy["drop"] <= budget["max_accuracy_drop"])
+    drop = _drop(accuracy)
+    if budget.get("max_accuracy_drop") is not None and drop is not None:
+        checks.append(drop <= budget["max_accuracy_drop"])
     return all(checks)
+
+
+def _drop(accuracy: Mapping[str, Any] | None) -> float | None:
+    """The points lost after fine-tuning; None when the run measured no accuracy."""
+    drop = None if accuracy is None else accuracy.get("drop")
+    return None if drop is None else float(drop)
 
 
 def _budget_line(document: Document) -> str:
@@ -144,10 +151,11 @@ def _budget_line(document: Document) -> str:
     if budget.get("max_accuracy_drop") is not None:
         asked.append(f"at most {budget['max_accuracy_drop']:.2f} accuracy points lost")
     got = [f"{format_ratio(latency['speedup'])} faster ({format_ms(latency['optimized_ms'])} ms measured)"]
-    if accuracy is not None:
-        got.append(f"{accuracy['drop']:.2f} points lost")
+    drop = _drop(accuracy)
+    if drop is not None:
+        got.append(f"{drop:.2f} points lost")
     elif budget.get("max_accuracy_drop") is not None:
-        got.append("accuracy not measured (no data set)")
+        got.append("accuracy not measured" + (" (no data set)" if accuracy is None else ""))
     verdict = "met" if budget_met(document) else "missed"
     return f"Budget: {', '.join(asked) or 'none'}: {verdict}: {', '.join(got)}."
 
@@ -223,16 +231,20 @@ def _ratio(pair: Mapping[str, int]) -> str:
     return format_ratio(pair["before"] / pair["after"]) if pair["after"] else "-"
 
 
+# (label, key) of the accuracy table, in the text and on the page; a value may be null (no fine-tuning).
+_ACCURACY_ROWS = (
+    ("original", "original"),
+    ("converted (before fine-tuning)", "converted"),
+    ("fine-tuned", "fine_tuned"),
+    ("drop (points)", "drop"),
+)
+
+
 def _accuracy_block(document: Document) -> Block:
     accuracy = document["accuracy"]
     if accuracy is None:
         return "Accuracy: not measured (the run had no data set; losses are relative output errors)."
-    rows = [
-        ["original", f"{accuracy['original']:.2f}"],
-        ["converted (before fine-tuning)", f"{accuracy['converted']:.2f}"],
-        ["fine-tuned", f"{accuracy['fine_tuned']:.2f}"],
-        ["drop (points)", f"{accuracy['drop']:.2f}"],
-    ]
+    rows = [[label, _optional(accuracy.get(key), "{:.2f}".format)] for label, key in _ACCURACY_ROWS]
     title = f"Accuracy on the {accuracy['split']} split ({format_count(accuracy['images'])} images), %"
     return Table(["", "accuracy"], rows, title=title)
 
@@ -272,10 +284,17 @@ def _files(document: Document) -> dict[str, str]:
 
 def _cache_line(document: Document) -> str:
     counts = "; ".join(
-        f"{table} table: {counts['measured']} measured, {counts['reused']} reused"
-        for table, counts in document["cached"].items()
+        f"{table} table: {counts.get('measured', 0)} measured, {counts.get('reused', 0)} reused"
+        for table, counts in (document.get("cached") or {}).items()
+        if counts
     )
     return f"Cached measurements: {counts}." if counts else ""
+
+
+def _stages(document: Document) -> list[tuple[str, float]]:
+    """(stage, seconds) of each stage that ran, in the document's order."""
+    timings = document.get("timings_s") or {}
+    return [(stage.replace("_", " "), seconds) for stage, seconds in timings.items() if seconds is not None]
 
 
 def _run_lines(document: Document) -> list[str]:
@@ -284,13 +303,12 @@ def _run_lines(document: Document) -> list[str]:
     files = _files(document)
     if files:
         lines.append("Files: " + ", ".join(f"{what} {path}" for what, path in files.items()))
-    stages = ", ".join(
-        f"{stage.replace('_', ' ')} {seconds:.1f}" for stage, seconds in document["timings_s"].items()
-    )
-    lines.append(f"Time (s): {stages}")
+    stages = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in _stages(document))
+    if stages:
+        lines.append(f"Time (s): {stages}")
     if _cache_line(document):
         lines.append(_cache_line(document))
-    lines.extend(f"Note: {note}" for note in document["notes"])
+    lines.extend(f"Note: {note}" for note in document.get("notes") or [])
     return lines
 
 
@@ -429,10 +447,11 @@ def pareto_figure(document: Document) -> Any:
     axes.scatter(
         [latency["original_ms"]], [0], marker="s", s=50, color="black", zorder=3, label="original (measured)"
     )
-    if unit == _POINTS and accuracy is not None:
+    drop = _drop(accuracy)
+    if unit == _POINTS and drop is not None:
         axes.scatter(
             [latency["optimized_ms"]],
-            [accuracy["drop"]],
+            [drop],
             marker="D",
             s=50,
             color=color(2),
@@ -667,12 +686,7 @@ def html_sections(document: Document) -> list[Any]:
             tables=[
                 PageTable(
                     headers=["", "accuracy (%)"],
-                    rows=[
-                        ["original", number(accuracy["original"])],
-                        ["converted (before fine-tuning)", number(accuracy["converted"])],
-                        ["fine-tuned", number(accuracy["fine_tuned"])],
-                        ["drop (points)", number(accuracy["drop"])],
-                    ],
+                    rows=[[label, number(accuracy.get(key))] for label, key in _ACCURACY_ROWS],
                     title=f"{accuracy['split']} split, {format_count(accuracy['images'])} images",
                 )
             ],
@@ -702,13 +716,10 @@ def html_sections(document: Document) -> list[Any]:
     files = PageTable(["file", "path"], list(_files(document).items()), title="Files written")
     stages = PageTable(
         ["stage", "seconds"],
-        [
-            [stage.replace("_", " "), number(seconds, "{:.1f}")]
-            for stage, seconds in document["timings_s"].items()
-        ],
+        [[stage, number(seconds, "{:.1f}")] for stage, seconds in _stages(document)],
         title="Time per stage",
     )
-    notes = [*_skipped_lines(document), _cache_line(document), *document["notes"]]
+    notes = [*_skipped_lines(document), _cache_line(document), *(document.get("notes") or [])]
     run = Section("The run", paragraphs=[note for note in notes if note], tables=[files, stages])
     return [summary, per_layer, rounds, accuracy_section, Section("Pareto front", tables=[pareto_table]), run]
 
