@@ -164,7 +164,10 @@ def test_print_report_is_plain_text_into_a_pipe_and_rich_tables_on_a_terminal() 
     shown = re.sub(r"\x1b\[[0-9;]*m", "", terminal.getvalue())
     assert "┏" in shown and "Per layer (before -> after)" in shown
     assert HOSTILE in shown  # rich markup in a layer name is shown, not obeyed
-    assert len(rich_renderables(document)) == len(report._blocks(document)) + 1
+    renderables = rich_renderables(document)
+    assert len(renderables) == len(report._blocks(document)) + 1
+    (budget,) = [item for item in renderables if getattr(item, "plain", "").startswith("Budget: ")]
+    assert [budget.plain[span.start : span.end] for span in budget.spans] == ["met"]
 
 
 @pytest.mark.parametrize("options", DOCUMENTS.values(), ids=DOCUMENTS.keys())

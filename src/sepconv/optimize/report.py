@@ -357,7 +357,14 @@ def rich_renderables(document: Document) -> list[Any]:
 
     renderables: list[Any] = [Text(_title(document), style="bold")]
     for block in _blocks(document):
-        renderables.append(block.to_rich() if isinstance(block, Table) else Text(block))
+        if isinstance(block, Table):
+            renderables.append(block.to_rich())
+            continue
+        text = Text(block)
+        if block.startswith("Budget: "):  # the verdict in colour
+            text.highlight_regex(r"(?<=: )met(?=: )", "bold green")
+            text.highlight_regex(r"(?<=: )missed(?=: )", "bold red")
+        renderables.append(text)
     return renderables
 
 
