@@ -31,6 +31,7 @@ __all__ = [
     "available_memory_bytes",
     "cpu_features",
     "cpu_has_native_bf16",
+    "cpu_model_name",
     "format_bytes",
     "gpu_count",
     "require_memory",
@@ -131,6 +132,25 @@ def cpu_features() -> CpuFeatures:
     return CpuFeatures(
         **{field: bool(getattr(torch.cpu, probe, lambda: False)()) for field, probe in _TORCH_PROBES.items()}
     )
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s ``model name``, else the platform's processor string).
+
+    Two CPUs with the same instruction sets can still differ in speed (cache sizes, clocks), so the
+    keys of measured costs hold the name as well as :func:`cpu_features`. ``"unknown"`` where neither
+    source says.
+
+    >>> isinstance(cpu_model_name(), str)
+    True
+    """
+    import platform
+
+    for line in (_read_text(Path("/proc/cpuinfo")) or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return platform.processor() or "unknown"
 
 
 def cpu_has_native_bf16() -> bool:

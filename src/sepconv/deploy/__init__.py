@@ -3,6 +3,8 @@
 - :func:`export_onnx` — BatchNorm folded, dynamic batch, sepconv metadata, verified with ONNX Runtime;
 - :func:`quantize_onnx` — static int8 (QDQ, per-channel weights) calibrated on real batches;
 - :class:`OnnxModel` — an exported file as a callable model with ``predict`` on raw images;
+- :data:`ENGINES` / :func:`get_engine` — the engines a model is deployed to and measured on (ONNX
+  Runtime fp32 and int8, PyTorch channels_last; :mod:`sepconv.deploy.engines`);
 - :func:`benchmark_paths` — latency and throughput of one model across execution paths
   (:mod:`sepconv.deploy.bench`; the paths are a registry, :data:`EXECUTION_PATHS`);
 - :func:`compare_models` — two models side by side: MACs against measured speed, output agreement.
@@ -19,6 +21,7 @@ if TYPE_CHECKING:  # what static type checkers see; at run time these come from 
     from sepconv.deploy.bench import benchmark_paths
     from sepconv.deploy.bench_report import BenchReport, PathResult
     from sepconv.deploy.compare import Agreement, Comparison, ModelMeasurement, compare_models
+    from sepconv.deploy.engines import ENGINES, Engine, get_engine
     from sepconv.deploy.execution_paths import (
         EXECUTION_PATHS,
         TRAIN_PATHS,
@@ -41,6 +44,9 @@ __getattr__, __dir__ = lazy_exports(
         "Comparison": "sepconv.deploy.compare",
         "ModelMeasurement": "sepconv.deploy.compare",
         "compare_models": "sepconv.deploy.compare",
+        "ENGINES": "sepconv.deploy.engines",
+        "Engine": "sepconv.deploy.engines",
+        "get_engine": "sepconv.deploy.engines",
         "EXECUTION_PATHS": "sepconv.deploy.execution_paths",
         "TRAIN_PATHS": "sepconv.deploy.execution_paths",
         "ExecutionPath": "sepconv.deploy.execution_paths",
@@ -56,11 +62,13 @@ __getattr__, __dir__ = lazy_exports(
 )
 
 __all__ = [
+    "ENGINES",
     "EXECUTION_PATHS",
     "TRAIN_PATHS",
     "Agreement",
     "BenchReport",
     "Comparison",
+    "Engine",
     "ExecutionPath",
     "ExportError",
     "ExportReport",
@@ -71,6 +79,7 @@ __all__ = [
     "benchmark_paths",
     "compare_models",
     "export_onnx",
+    "get_engine",
     "onnx_accuracy",
     "quantize_onnx",
     "verify_onnx",

@@ -217,17 +217,11 @@ def _onnx_session(path: Path) -> Any:
     """
     from sepconv.deploy import OnnxModel
 
-    return OnnxModel(path, threads=torch.get_num_threads()).session
+    return OnnxModel(path, threads=torch.get_num_threads())
 
 
-def _onnx_bind(session: Any) -> Bind:
-    input_name = session.get_inputs()[0].name
-
-    def bind(images: torch.Tensor) -> BoundCall:
-        feed = {input_name: images.contiguous().numpy()}
-        return lambda: session.run(None, feed)[0]
-
-    return bind
+def _onnx_bind(model: Any) -> Bind:
+    return lambda images: model.bind(images)
 
 
 def _onnx_fp32(workspace: Workspace) -> Bind:
@@ -235,14 +229,12 @@ def _onnx_fp32(workspace: Workspace) -> Bind:
 
 
 def _onnx_int8(workspace: Workspace) -> Bind:
-    from sepconv.deploy import quantize_onnx
+    from sepconv.deploy.quantize import quantize_onnx, random_calibration
 
     fp32_file = workspace.onnx_fp32_file()
-    generator = torch.Generator().manual_seed(1)
-    calibration = [
-        torch.randn(_CALIBRATION_BATCH_SIZE, *workspace.input_size, generator=generator)
-        for _ in range(_CALIBRATION_BATCHES)
-    ]
+    calibration = random_calibration(
+        (_CALIBRATION_BATCH_SIZE, *workspace.input_size), batches=_CALIBRATION_BATCHES
+    )
     try:
         int8_file = quantize_onnx(fp32_file, workspace.folder / "model-int8.onnx", calibration)
     except ValueError as error:

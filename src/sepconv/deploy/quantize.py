@@ -13,7 +13,7 @@ import itertools
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch
 from sepconv.deploy.metadata import METADATA_KEY, parse_metadata
 from sepconv.io.atomic import atomic_write_bytes, check_output_path
 
-__all__ = ["onnx_accuracy", "quantize_onnx"]
+__all__ = ["onnx_accuracy", "quantize_onnx", "random_calibration"]
 
 
 def quantize_onnx(
@@ -96,6 +96,17 @@ def quantize_onnx(
         )
         atomic_write_bytes(target, model.SerializeToString())
     return target
+
+
+def random_calibration(shape: Sequence[int], *, batches: int = 4, seed: int = 1) -> list[torch.Tensor]:
+    """``batches`` standard normal batches of ``shape`` (batch included), from a generator seeded ``seed``.
+
+    Calibration for int8 files whose *speed* is all that is measured (``sepconv bench``'s int8 path, the
+    per-layer cost model): the activation ranges do not change which kernels run, but the accuracy
+    of such a file means nothing, so it is never one to deploy.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(tuple(shape), generator=generator) for _ in range(batches)]
 
 
 def onnx_accuracy(

@@ -9,6 +9,7 @@ graph (one mean and one std > 0 per input channel, one class name per output) wh
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, overload
 
@@ -109,6 +110,21 @@ class OnnxModel:
             )
         logits = self.session.run(None, {self.input_name: np.ascontiguousarray(array)})[0]
         return torch.from_numpy(logits) if as_tensor else logits
+
+    def bind(self, images: torch.Tensor | np.ndarray) -> Callable[[], Any]:
+        """A call without arguments that runs the session on ``images`` and returns its first output.
+
+        The images are converted (float32, contiguous, numpy) once, here, and not checked against the
+        stored input size: what is left in the call is the session's own run, which is what timing
+        it (``sepconv bench``, the cost model of :mod:`sepconv.optimize`) must measure.
+        """
+        if isinstance(images, torch.Tensor):
+            array = images.detach().cpu().float().contiguous().numpy()
+        else:
+            array = np.ascontiguousarray(images, dtype=np.float32)
+        feed = {self.input_name: array}
+        session = self.session
+        return lambda: session.run(None, feed)[0]
 
     def predict(self, images: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Class indices and softmax probabilities for raw images.

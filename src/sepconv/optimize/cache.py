@@ -96,10 +96,22 @@ class CacheFile:
         self._records[key_digest(key)] = {"key": dict(key), "value": dict(value)}
 
     def save(self) -> None:
-        """Write the whole table atomically (created with its folder if missing)."""
+        """Write the whole table atomically (created with its folder if missing).
+
+        Records another process saved to the file since this table read it are kept (two runs sharing
+        a table lose neither's work; on the same key, this table's record wins).
+        """
+        self._records = {**self._saved_meanwhile(), **self._records}
         document = {"format": self.format, "records": self._records}
         text = json.dumps(document, indent=1, sort_keys=True, allow_nan=False)
         atomic_write_bytes(self.path, (text + "\n").encode())
+
+    def _saved_meanwhile(self) -> dict[str, dict[str, Any]]:
+        """The records the file holds now, when it is a good table; nothing otherwise (it is replaced)."""
+        try:
+            return self._parse(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError):
+            return {}
 
     def _load(self) -> None:
         try:

@@ -1,0 +1,319 @@
+"""The engines a model is deployed to and measured on: a registry, one row per engine.
+
+An :class:`Engine` is what ``sepconv optimize --engine`` names and what the per-layer cost model
+(:mod:`sepconv.optimize.costs`) times each candidate layer in: ONNX Runtime in float32 (``ort``) or
+static int8 (``ort-int8``), or PyTorch eager in channels_last (``torch``). An engine knows its version
+(part of the keys of measured costs, so that an upgrade re-measures), why it cannot run here (a
+missing package), how to run one module on a bound input with a given number of threads
+(:meth:`Engine.prepare`: the call the timer repeats), and how to write the deployable file of a whole
+model (:meth:`Engine.deploy`). Adding an engine is adding a row to :data:`ENGINES`.
+
+What :meth:`Engine.prepare` times is what the engine runs: for ONNX Runtime, each module's own ONNX
+graph (:func:`sepconv.deploy.onnx_export.export_layers`, the same operators the whole-model export
+gives that layer), quantized for int8 as :func:`sepconv.deploy.quantize_onnx` quantizes a model, in a
+session with the settings of :class:`sepconv.deploy.OnnxModel` (idle threads parked).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sepconv.checks import check_int, choice_error
+from sepconv.deploy.execution_paths import PathUnavailableError
+
+__all__ = ["ENGINES", "Engine", "OnnxRuntimeEngine", "TorchEngine", "get_engine"]
+
+# A call without arguments that runs the bound module once (what the timer repeats).
+BoundCall = Callable[[], object]
+
+_ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")
+# Random batches that fix the int8 scales of a layer timed alone: its speed, not its accuracy, matters.
+_LAYER_CALIBRATION_BATCHES = 3
+
+
+class Engine:
+    """One way to deploy and run a model on this CPU; see the module's docstring.
+
+    ``name`` is the stable key (``--engine``), ``description`` says it in words, ``precision`` is
+    ``"fp32"`` or ``"int8"`` (the width of weights and activations that bytes moved count).
+    """
+
+    name: str = ""
+    description: str = ""
+    precision: str = "fp32"
+
+    @property
+    def bytes_per_element(self) -> int:
+        """Bytes of one weight or activation at this engine's precision (4 for fp32, 1 for int8)."""
+        return 1 if self.precision == "int8" else 4
+
+    def version(self) -> str:
+        """The version of the software that runs the model (a changed version re-measures costs)."""
+        raise NotImplementedError
+
+    def unavailable_reason(self) -> str | None:
+        """Why this engine cannot run here (a missing package), or None when it can."""
+        return None
+
+    def describe(self) -> dict[str, str]:
+        """``name``, ``description``, ``version`` and ``precision``, JSON-able (reports, ``plan.json``)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "version": self.version(),
+            "precision": self.precision,
+        }
+
+    def prepare(self, module: nn.Module, example: torch.Tensor, folder: Path, *, threads: int) -> BoundCall:
+        """A call without arguments running the eval-mode ``module`` on ``example`` in this engine.
+
+        ``threads`` intra-op threads; ``folder`` holds whatever files the engine needs (keep it until
+        the call is no longer used). ``module`` is not changed (the engine runs a copy).
+        :class:`~sepconv.deploy.PathUnavailableError` when the module cannot run in this engine.
+        """
+        return self.prepare_many([module], [example], folder, threads=threads)[0]
+
+    def prepare_many(
+        self,
+        modules: Sequence[nn.Module],
+        examples: Sequence[torch.Tensor],
+        folder: Path,
+        *,
+        threads: int,
+    ) -> list[BoundCall]:
+        """:meth:`prepare` for several modules at once (ONNX Runtime exports them in one exporter run)."""
+        raise NotImplementedError
+
+    def deploy(
+        self,
+        model: nn.Module,
+        input_size: Sequence[int],
+        folder: Path,
+        *,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> Path:
+        """Write the file that deploys ``model`` (input ``(C, H, W)``) in this engine into ``folder``
+        (created if missing).
+
+        ``calibration``: batches of real, normalized images, for an engine that calibrates (int8); without
+        them random batches stand in, which is enough to time the file but not to trust its accuracy.
+        Returns the path written.
+        """
+        raise NotImplementedError
+
+    def prepare_deployed(
+        self,
+        model: nn.Module,
+        example: torch.Tensor,
+        folder: Path,
+        *,
+        threads: int,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> BoundCall:
+        """A call without arguments running the whole ``model`` on ``example`` as this engine deploys it.
+
+        Unlike :meth:`prepare`, the model goes through :meth:`deploy` (for ONNX Runtime: the verified,
+        BatchNorm-folded export, int8 where the engine is), so the call times what a user would run.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def _eval_copy(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module).float().eval()
+
+
+class OnnxRuntimeEngine(Engine):
+    """ONNX Runtime on the CPU, float32 or static int8 (QDQ, per-channel weights)."""
+
+    def __init__(self, *, int8: bool) -> None:
+        self.int8 = int8
+        self.name = "ort-int8" if int8 else "ort"
+        self.precision = "int8" if int8 else "fp32"
+        self.description = (
+            "ONNX Runtime, static int8 (QDQ, per-channel weights)" if int8 else "ONNX Runtime, float32"
+        )
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+
+    def unavailable_reason(self) -> str | None:
+        missing = [name for name in _ONNX_MODULES if importlib.util.find_spec(name) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed (pip install onnx onnxruntime onnxscript)"
+        return None
+
+    def prepare_many(
+        self,
+        modules: Sequence[nn.Module],
+        examples: Sequence[torch.Tensor],
+        folder: Path,
+        *,
+        threads: int,
+    ) -> list[BoundCall]:
+        import onnx
+
+        from sepconv.deploy.onnx_export import export_layers
+        from sepconv.deploy.quantize import random_calibration
+        from sepconv.deploy.runtime import OnnxModel
+
+        check_int("threads", threads, minimum=1)
+        self._require()
+        graphs = export_layers([_eval_copy(module) for module in modules], examples)
+        calls = []
+        for index, (graph, example) in enumerate(zip(graphs, examples, strict=True)):
+            path = folder / f"layer-{index}.onnx"
+            onnx.save(graph, str(path))
+            if self.int8:
+                batches = random_calibration(tuple(example.shape), batches=_LAYER_CALIBRATION_BATCHES)
+                path = self._quantize(path, folder / f"layer-{index}-int8.onnx", batches)
+            calls.append(OnnxModel(path, threads=threads).bind(example))
+        return calls
+
+    def deploy(
+        self,
+        model: nn.Module,
+        input_size: Sequence[int],
+        folder: Path,
+        *,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> Path:
+        from sepconv.deploy.onnx_export import export_onnx
+        from sepconv.deploy.quantize import random_calibration
+
+        self._require()
+        folder.mkdir(parents=True, exist_ok=True)
+        fp32 = Path(export_onnx(model, folder / "model.onnx", input_size=input_size).path)
+        if not self.int8:
+            return fp32
+        batches = calibration if calibration is not None else random_calibration((8, *input_size))
+        return self._quantize(fp32, folder / "model-int8.onnx", batches)
+
+    def prepare_deployed(
+        self,
+        model: nn.Module,
+        example: torch.Tensor,
+        folder: Path,
+        *,
+        threads: int,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> BoundCall:
+        from sepconv.deploy.runtime import OnnxModel
+
+        check_int("threads", threads, minimum=1)
+        path = self.deploy(model, tuple(example.shape[1:]), folder, calibration=calibration)
+        return OnnxModel(path, threads=threads).bind(example)
+
+    def _require(self) -> None:
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise PathUnavailableError(f"engine {self.name} cannot run here: {reason}")
+
+    @staticmethod
+    def _quantize(fp32: Path, int8: Path, batches: Sequence[torch.Tensor]) -> Path:
+        from sepconv.deploy.quantize import quantize_onnx
+
+        try:
+            return quantize_onnx(fp32, int8, batches)
+        except ValueError as error:
+            raise PathUnavailableError(f"int8 quantization failed: {error}") from error
+
+
+class TorchEngine(Engine):
+    """PyTorch eager, channels_last (NHWC) weights and input, under ``torch.no_grad``."""
+
+    name = "torch"
+    description = "PyTorch eager, channels_last, float32"
+    precision = "fp32"
+
+    def version(self) -> str:
+        return str(torch.__version__)
+
+    def prepare_many(
+        self,
+        modules: Sequence[nn.Module],
+        examples: Sequence[torch.Tensor],
+        folder: Path,
+        *,
+        threads: int,
+    ) -> list[BoundCall]:
+        check_int("threads", threads, minimum=1)
+        if len(modules) != len(examples):
+            raise ValueError(f"give one example per module: {len(modules)} modules, {len(examples)} examples")
+        return [_channels_last_call(module, example, threads) for module, example in zip(modules, examples)]
+
+    def deploy(
+        self,
+        model: nn.Module,
+        input_size: Sequence[int],
+        folder: Path,
+        *,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> Path:
+        from sepconv.convert.replay import save_model
+
+        return save_model(model, folder / "model.safetensors")
+
+    def prepare_deployed(
+        self,
+        model: nn.Module,
+        example: torch.Tensor,
+        folder: Path,
+        *,
+        threads: int,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> BoundCall:
+        # The file a deployment loads holds these very weights; running the module itself spares a
+        # model without a recipe (built by hand, not by create_model) the file it could not write.
+        check_int("threads", threads, minimum=1)
+        return _channels_last_call(model, example, threads)
+
+
+def _channels_last_call(module: nn.Module, example: torch.Tensor, threads: int) -> BoundCall:
+    """``module`` (a channels_last eval copy) on ``example``, with ``threads`` torch threads for the call."""
+    model = _eval_copy(module).to(memory_format=torch.channels_last)
+    images = example.float()
+    if images.ndim == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def call() -> Any:
+        previous = torch.get_num_threads()
+        if previous != threads:
+            torch.set_num_threads(threads)
+        try:
+            with torch.no_grad():
+                return model(images)
+        finally:
+            if previous != threads:
+                torch.set_num_threads(previous)
+
+    return call
+
+
+ENGINES: dict[str, Engine] = {
+    engine.name: engine
+    for engine in (OnnxRuntimeEngine(int8=False), OnnxRuntimeEngine(int8=True), TorchEngine())
+}
+
+
+def get_engine(name: str) -> Engine:
+    """The engine registered as ``name``; a :class:`~sepconv.errors.ParameterError` listing the names else.
+
+    >>> get_engine("ort").precision
+    'fp32'
+    """
+    engine = ENGINES.get(name) if isinstance(name, str) else None
+    if engine is None:
+        raise choice_error("engine", name, tuple(ENGINES))
+    return engine
