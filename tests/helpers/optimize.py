@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FORMAT", "SITE_NAMES", "is_consistent", "sample_document"]
+__all__ = ["FORMAT", "SITE_NAMES", "is_consistent", "sample_document", "schema_differences"]
 
 FORMAT = "sepconv-optimize/1"
 
@@ -351,3 +351,30 @@ def is_consistent(document: Mapping[str, Any]) -> bool:
         and math.isclose(latency["optimized_ms"], final["measured_ms"])
         and math.isclose(latency["speedup"], latency["original_ms"] / latency["optimized_ms"])
     )
+
+
+# Objects whose keys are data, not schema: layer names, the geometry of a conv or a linear layer, CPU flags.
+_FREE_KEYS = frozenset({"ranks", "geometry", "features"})
+
+
+def schema_differences(document: Mapping[str, Any], reference: Any = None, path: str = "") -> list[str]:
+    """Where ``document``'s keys differ from the sample's: ``"+path"`` a key the sample lacks, ``"-path"`` one
+    the document lacks. Lists compare each item with the sample's first; a null on either side (no
+    accuracy, an error not measured) and the free-keyed objects (ranks, geometry, CPU features) pass.
+    """
+    reference = sample_document() if reference is None else reference
+    if isinstance(document, Mapping) and isinstance(reference, Mapping):
+        if path.rstrip(".").rsplit(".", 1)[-1] in _FREE_KEYS:
+            return []
+        differences = [f"+{path}{key}" for key in document if key not in reference]
+        differences += [f"-{path}{key}" for key in reference if key not in document]
+        for key in document.keys() & reference.keys():
+            differences += schema_differences(document[key], reference[key], f"{path}{key}.")
+        return differences
+    if isinstance(document, list) and isinstance(reference, list) and reference:
+        return [
+            difference
+            for index, item in enumerate(document)
+            for difference in schema_differences(item, reference[0], f"{path}{index}.")
+        ]
+    return []

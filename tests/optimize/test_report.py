@@ -17,6 +17,7 @@ from tests.helpers.browser import LAPTOP, PHONE, Browser, assert_healthy, launch
 from tests.helpers.html import parse_page
 from tests.helpers.optimize import SITE_NAMES, sample_document
 
+from sepconv.errors import ParameterError
 from sepconv.optimize import report
 from sepconv.optimize.report import (
     budget_met,
@@ -368,3 +369,13 @@ def test_a_sparse_document_renders_everywhere(tmp_path) -> None:
     assert len(page.images) == 1  # the per-layer plot; no front and no round to draw
     assert _values(tables["Plans on the Pareto front"]) == []
     assert [row[0][0] for row in tables["Files written"][1:]] == ["model", "deployable", "plan"]
+
+
+@pytest.mark.parametrize("render", [format_text, format_markdown, rich_renderables, report.html_sections])
+@pytest.mark.parametrize(("document", "found"), [({"format": "other/2"}, "'other/2'"), ([], "'list'")])
+def test_a_document_of_another_format_is_refused_by_name(render, document, found) -> None:
+    with pytest.raises(
+        ParameterError, match=f"format 'sepconv-optimize/1'\\), got format {found}"
+    ) as refused:
+        render(document)
+    assert refused.value.param == "document"

@@ -6,7 +6,7 @@ import json
 from itertools import pairwise
 
 import pytest
-from tests.helpers.optimize import FORMAT, SITE_NAMES, is_consistent, sample_document
+from tests.helpers.optimize import FORMAT, SITE_NAMES, is_consistent, sample_document, schema_differences
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,13 @@ def test_without_a_dataset_there_is_no_accuracy_and_the_loss_is_output_error() -
     document = sample_document(dataset=None)
     assert document["accuracy"] is None and document["loss_unit"] == "relative output error"
     assert all(layer["accuracy_drop"] is None for layer in document["layers"])
+
+
+def test_schema_differences_name_a_missing_or_an_extra_key_and_let_data_keys_pass() -> None:
+    for options in ({}, {"rounds": 1}, {"dataset": None}, {"rename": {"features.1.0": "a.b"}}):
+        assert schema_differences(sample_document(**options)) == []
+    document = sample_document()
+    del document["layers"][2]["bytes_after"]
+    document["rounds"][0]["extra"] = 1
+    document["engine"]["cpu"]["features"]["sse4"] = True  # data, not schema
+    assert sorted(schema_differences(document)) == ["+rounds.0.extra", "-layers.2.bytes_after"]

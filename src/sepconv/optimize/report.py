@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from sepconv.errors import ParameterError
 from sepconv.formatting import (
     Table,
     format_bytes,
@@ -33,6 +34,7 @@ from sepconv.formatting import (
 from sepconv.io.atomic import PathLike
 
 __all__ = [
+    "DOCUMENT_FORMAT",
     "budget_met",
     "budget_target_ms",
     "engine_line",
@@ -46,6 +48,9 @@ __all__ = [
     "rounds_figure",
     "write_html",
 ]
+
+# The "format" of the documents these renderings read; a later format gets a new number.
+DOCUMENT_FORMAT = "sepconv-optimize/1"
 
 Document = Mapping[str, Any]
 # A rendering is a list of blocks: a line of text, or a table. Text, rich and Markdown differ only in
@@ -101,9 +106,24 @@ def engine_line(document: Document) -> str:
     )
 
 
+def _checked(document: Document) -> Document:
+    """``document`` if it is a result of ``sepconv optimize`` in the format this module reads."""
+    found = document.get("format") if isinstance(document, Mapping) else type(document).__name__
+    if found != DOCUMENT_FORMAT:
+        raise ParameterError(
+            f"document must be a sepconv optimize result (format {DOCUMENT_FORMAT!r}), got format {found!r}",
+            param="document",
+        )
+    return document
+
+
 def budget_target_ms(document: Document) -> float | None:
     """The latency the budget asks for in ms: ``latency_ms``, or the original's over ``speedup`` (the
-    tighter when both are given); ``None`` when the budget is on accuracy alone."""
+    tighter when both are given); ``None`` when the budget is on accuracy alone.
+
+    >>> budget_target_ms({"budget": {"speedup": 3.0, "latency_ms": None}, "latency": {"original_ms": 1.5}})
+    0.5
+    """
     budget, original_ms = document["budget"], document["latency"]["original_ms"]
     targets = []
     if budget.get("latency_ms") is not None:
@@ -336,7 +356,7 @@ def _blocks(document: Document, *, markdown: bool = False) -> list[Block]:
 
 def format_text(document: Document) -> str:
     """The report as plain text (no markup, no colour): what a pipe or a file receives."""
-    parts = [_title(document)]
+    parts = [_title(_checked(document))]
     for block in _blocks(document):
         parts.append(block.to_text() if isinstance(block, Table) else block)
     return _join(parts) + "\n"
@@ -355,7 +375,7 @@ def rich_renderables(document: Document) -> list[Any]:
     """The report as ``rich`` renderables (tables as rich tables); every string shown as text, never markup."""
     from rich.text import Text
 
-    renderables: list[Any] = [Text(_title(document), style="bold")]
+    renderables: list[Any] = [Text(_title(_checked(document)), style="bold")]
     for block in _blocks(document):
         if isinstance(block, Table):
             renderables.append(block.to_rich())
@@ -383,7 +403,7 @@ def print_report(document: Document, file: IO[str] | None = None) -> None:
 
 def format_markdown(document: Document) -> str:
     """The report as GitHub-flavoured Markdown: a heading, the lines as paragraphs, the tables as tables."""
-    parts = [f"## {_markdown_text(_title(document))}"]
+    parts = [f"## {_markdown_text(_title(_checked(document)))}"]
     for block in _blocks(document, markdown=True):
         if isinstance(block, Table):
             parts.append(block.to_markdown())
@@ -555,7 +575,7 @@ def html_sections(document: Document) -> list[Any]:
     from sepconv.viz.report import Cell, Section, figure_image
     from sepconv.viz.report import Table as PageTable
 
-    unit, latency = document["loss_unit"], document["latency"]
+    unit, latency = _checked(document)["loss_unit"], document["latency"]
     layers = document["layers"]
 
     def ms(value: float | None) -> Cell:
