@@ -289,15 +289,20 @@ def test_loss_options_join_costs_and_sensitivity(setting: types.SimpleNamespace)
             4: Sensitivity("3", 4, 0.05, 97.5),
         },
     }
-    assert loss_options(setting.sites, costs, sensitivity, 97.0) == [
+    assert loss_options(setting.sites, costs, sensitivity, 97.0, error_points=0.0) == [
         LayerChoices("0", (Option(None, 1.0, 0.0), Option(1, 1.2, 7.0), Option(2, 1.4, 0.5))),
-        # rank 2 has no cost: left out; rank 4 gained accuracy: a negative loss (the planner clamps it)
-        LayerChoices("3", (Option(None, 3.0, 0.0), Option(1, 1.0, 5.0), Option(4, 2.0, -0.5))),
+        # rank 2 has no cost: left out; rank 4 gained accuracy: noise, no loss
+        LayerChoices("3", (Option(None, 3.0, 0.0), Option(1, 1.0, 5.0), Option(4, 2.0, 0.0))),
     ]
+    # by default the output error breaks ties, at 0.01 points per unit of error
+    default = loss_options(setting.sites, costs, sensitivity, 97.0)
+    assert [option.loss for option in default[1].options] == pytest.approx([0.0, 5.002, 0.0005], abs=1e-12)
     by_error = loss_options(setting.sites, costs, sensitivity, None)
     assert [option.loss for option in by_error[1].options] == [0.0, 0.2, 0.05]
     with pytest.raises(ParameterError, match=r"^3: the cost table has no time for keeping it$"):
         loss_options(setting.sites, {**costs, "3": {1: cost(1.0)}}, sensitivity, 97.0)
+    with pytest.raises(ParameterError, match=r"^error_points must be a finite number >= 0, got -1"):
+        loss_options(setting.sites, costs, sensitivity, 97.0, error_points=-1)
     unmeasured = {**sensitivity, "0": {1: Sensitivity("0", 1, 0.3, None)}}
     with pytest.raises(ParameterError, match=r"^0 at rank 1 has no accuracy"):
         loss_options(setting.sites, costs, unmeasured, 97.0)

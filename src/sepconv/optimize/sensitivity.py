@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT",
+    "OUTPUT_ERROR_POINTS",
     "Sensitivity",
     "SensitivityTable",
     "default_sensitivity_table_path",
@@ -49,6 +50,10 @@ __all__ = [
 ]
 
 FORMAT = "sepconv-sensitivity/1"
+
+# Accuracy points a relative output error of 1 adds to a candidate's measured loss: the tie-break of
+# loss_options between candidates the validation images cannot tell apart.
+OUTPUT_ERROR_POINTS = 0.01
 
 # BatchNorm statistics are re-estimated in batches of this many images (recalibrate_batchnorm's own
 # default); a different size gives slightly different statistics, so it is part of the key.
@@ -357,16 +362,32 @@ def loss_options(
     costs: Mapping[str, Mapping[int | None, Any]],
     sensitivity: Mapping[str, Mapping[int, Sensitivity]],
     base_accuracy: float | None,
+    *,
+    error_points: float = OUTPUT_ERROR_POINTS,
 ) -> list[LayerChoices]:
     """The planner's input: per site, keep (its measured ms, loss 0) and each rank with both a cost and a
     sensitivity, with its measured ms (``costs[site][rank].ms``, from :func:`~sepconv.optimize.costs.
     measure_costs`) and its loss.
 
-    The loss is ``base_accuracy`` minus the accuracy with only that site converted, in accuracy
-    points, when ``base_accuracy`` is given; else the relative output error (no validation data: a
-    smaller, noisier guide, but the same order). A site whose keep cost is missing is refused (the
-    planner could not price keeping it); a rank measured in one table and not the other is left out.
+    With ``base_accuracy``, the loss is in accuracy points: ``base_accuracy`` minus the accuracy with
+    only that site converted, clamped at 0 (a gain is validation noise, see
+    :attr:`~sepconv.optimize.planner.Option.planned_loss`), plus ``error_points`` x the output error.
+    That last term is a tie-break: accuracy on N images moves in steps of 100/N points, so many
+    candidates measure the same accuracy (often the base's), and without it the planner would take
+    the fastest of those, however large its error, even where the latency budget allows a more
+    faithful rank. At 0.01 points per unit of relative error it stays below what 10,000 validation
+    images can resolve, so it never outweighs a measured difference.
+
+    Without ``base_accuracy`` (no validation data), the loss is the output error itself: a proxy that
+    orders a layer's ranks well but says less about what the whole model loses.
+
+    A site whose keep cost is missing is refused (the planner could not price keeping it); a rank
+    measured in one table and not the other is left out.
     """
+    if not _is_number(error_points) or error_points < 0:
+        raise ParameterError(
+            f"error_points must be a finite number >= 0, got {error_points!r}", param="error_points"
+        )
     layers: list[LayerChoices] = []
     for site in sites:
         site_costs = costs.get(site.name, {})
@@ -387,7 +408,7 @@ def loss_options(
                     param="sensitivity",
                 )
             else:
-                loss = base_accuracy - measured.accuracy
+                loss = max(base_accuracy - measured.accuracy, 0.0) + error_points * measured.output_error
             options.append(Option(rank, float(cost.ms), float(loss)))
         layers.append(LayerChoices(site.name, tuple(options)))
     return layers
