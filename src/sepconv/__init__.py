@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # what static type checkers see; at run time these come from 
     from torch import nn
 
     from sepconv import analysis, arithmetic, layers, models
-    from sepconv.layers import DepthwiseConv2d, PointwiseConv2d, SeparableConv2d
+    from sepconv.layers import DepthwiseConv2d, LowRankLinear, PointwiseConv2d, SeparableConv2d
     from sepconv.models import create_model, list_models
 
 __version__ = "0.1.0"
@@ -29,6 +29,7 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "DepthwiseConv2d": "sepconv.layers",
+        "LowRankLinear": "sepconv.layers",
         "PointwiseConv2d": "sepconv.layers",
         "SeparableConv2d": "sepconv.layers",
         "analysis": None,
@@ -61,6 +62,7 @@ def load_model(path: str | os.PathLike[str]) -> nn.Module:
 
 __all__ = [
     "DepthwiseConv2d",
+    "LowRankLinear",
     "PointwiseConv2d",
     "SeparableConv2d",
     "__version__",

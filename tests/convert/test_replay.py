@@ -15,8 +15,8 @@ from torch import nn
 from sepconv.convert import replay
 from sepconv.convert.replay import get_transform, list_transforms, register_transform
 
-# The transforms sepconv itself ships (sepconv/convert/separable.py and fold.py), written out by hand.
-SHIPPED = ["fold_batchnorm", "to_separable"]
+# The transforms sepconv itself ships (sepconv/convert/separable.py, low_rank.py and fold.py), written out by hand.
+SHIPPED = ["fold_batchnorm", "to_low_rank", "to_separable"]
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_list_transforms_is_sorted(fresh_interpreter):
 
 def test_unknown_transform_message_lists_the_registered_ones(fresh_interpreter):
     expected = (
-        "unknown transform 'no_such_step' (registered: fold_batchnorm, to_separable); "
+        "unknown transform 'no_such_step' (registered: fold_batchnorm, to_low_rank, to_separable); "
         "register it with register_transform"
     )
     with pytest.raises(ValueError, match="^" + re.escape(expected) + "$"):

@@ -1,8 +1,8 @@
-"""The probe run of a conversion: each converted layer's output sizes, and on a calibration batch its error.
+"""The probe run of a conversion: each converted layer's output shapes, and on a calibration batch its error.
 
-One forward pass of the original model, with a hook on every converted convolution, gives the
-spatial sizes the MACs are counted at (every call of a layer run twice included) and, when the input
-is a calibration batch, the relative output error of the layer that replaces it on the same input.
+One forward pass of the original model, with a hook on every converted layer, gives the output
+shapes the MACs are counted at (every call of a layer run twice included) and, when the input is a
+calibration batch, the relative output error of the layer that replaces it on the same input.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import torch
 from torch import nn
 
 from sepconv.checks import check_image_size
-from sepconv.layers.separable import SeparableConv2d
 
-__all__ = ["Plan", "probe", "resolve_input_size"]
+__all__ = ["Plan", "probe", "relative_output_error", "resolve_input_size", "squared_norms"]
 
-# One converted layer: its qualified name, the original convolution, the layer replacing it, its rank.
-Plan = tuple[str, nn.Conv2d, SeparableConv2d, int]
+# One converted layer: its qualified name, the original layer, the layer replacing it, its rank.
+Plan = tuple[str, nn.Module, nn.Module, int]
 
 
 def resolve_input_size(
@@ -48,8 +47,9 @@ def probe(
     plans: list[Plan],
     size: tuple[int, ...] | None,
     calibration: torch.Tensor | None,
-) -> tuple[dict[str, list[tuple[int, int]]] | None, dict[str, float], str | None]:
-    """Each converted layer's output size at every call, on a calibration batch its output error, and a problem.
+) -> tuple[dict[str, list[tuple[int, ...]]] | None, dict[str, float], str | None]:
+    """Each converted layer's output shape (per sample: no batch dimension) at every call, on a
+    calibration batch its output error, and a problem.
 
     Without a calibration batch, a model that cannot run on a plain (1, C, H, W) input (several
     inputs, a detection model's image list) is no reason to refuse the conversion: its MACs are left
@@ -58,17 +58,17 @@ def probe(
     """
     if size is None:
         return None, {}, None
-    spatial: dict[str, list[tuple[int, int]]] = {}
+    shapes: dict[str, list[tuple[int, ...]]] = {}
     sums: dict[str, list[float]] = {}
 
-    def watch(name: str, new_layer: SeparableConv2d) -> Any:
+    def watch(name: str, new_layer: nn.Module) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-            spatial.setdefault(name, []).append((int(output.shape[-2]), int(output.shape[-1])))
+            shapes.setdefault(name, []).append(tuple(int(size) for size in output.shape[1:]))
             if calibration is not None:
-                approx = new_layer(args[0])
-                difference, reference = sums.setdefault(name, [0.0, 0.0]), output.double()
-                difference[0] += float((approx.double() - reference).square().sum())
-                difference[1] += float(reference.square().sum())
+                totals = sums.setdefault(name, [0.0, 0.0])
+                difference, reference = squared_norms(new_layer(args[0]), output)
+                totals[0] += difference
+                totals[1] += reference
 
         return hook
 
@@ -108,5 +108,18 @@ def probe(
             module.training = mode
         for _, _, layer, _ in plans:
             layer.train(layer_modes[id(layer)])
-    errors = {name: math.sqrt(d / r) if r > 0 else 0.0 for name, (d, r) in sums.items()}
-    return spatial, errors, None
+    errors = {name: relative_output_error(*totals) for name, totals in sums.items()}
+    return shapes, errors, None
+
+
+def squared_norms(approx: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    """||approx - reference||^2 and ||reference||^2 (Frobenius, in float64): sums over calls and batches."""
+    reference = reference.double()
+    return float((approx.double() - reference).square().sum()), float(reference.square().sum())
+
+
+def relative_output_error(squared_difference: float, squared_reference: float) -> float:
+    """sqrt(difference / reference): 0 for two zero outputs, infinite for a zero reference alone."""
+    if squared_reference > 0:
+        return math.sqrt(squared_difference / squared_reference)
+    return 0.0 if squared_difference == 0 else math.inf

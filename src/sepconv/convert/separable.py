@@ -14,7 +14,6 @@ for output sizes and errors, and :mod:`~sepconv.convert.report` describes the re
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,18 +23,23 @@ from torch import nn
 from sepconv.checks import describe_integer
 from sepconv.convert.probe import Plan, probe, resolve_input_size
 from sepconv.convert.replay import register_transform
-from sepconv.convert.report import ConversionReport, LayerConversion, layer_report, total_macs
+from sepconv.convert.report import ConversionReport, LayerConversion, layer_report
 from sepconv.convert.select import (
+    ConversionWarning,
     auto_kept_note,
     check_options,
     check_ranks,
     chosen_conv,
     eligible_layers,
     glob_patterns,
+    larger_model_note,
     larger_than_original,
     named_layers,
+    note,
     nothing_to_convert,
+    power_of_two_ranks,
     rank_for,
+    refuse_lazy,
     require_rank_memory,
     unmatched_patterns,
 )
@@ -55,11 +59,6 @@ __all__ = [
 ]
 
 
-class ConversionWarning(UserWarning):
-    """A conversion setting that selected nothing or did less than asked: a pattern matching no layer, a
-    rank capped at the exact one, layers ``auto`` left as they were, a result larger than the original."""
-
-
 def to_separable(
     model: nn.Module,
     *,
@@ -71,6 +70,7 @@ def to_separable(
     max_relative_error: float | None = None,
     calibration: torch.Tensor | None = None,
     input_size: Sequence[int] | None = None,
+    max_output_error: float | None = None,
 ) -> tuple[nn.Module, ConversionReport]:
     """A copy of ``model`` with each standard convolution replaced by a :class:`SeparableConv2d`, and a report.
 
@@ -80,8 +80,11 @@ def to_separable(
     dilation, padding_mode, bias, device and dtype. ``init="svd"`` keeps the learned filters: the rank-r
     split of each input channel's filters (see the module docs), exact for r >= min(out_channels, k^2);
     ``"random"`` gives the layer its default initialisation. ``depth_multiplier`` is r for every layer,
-    ``"auto"`` (with ``max_relative_error=e``: per layer the smallest r whose relative weight error is
-    <= e), or ``{name: r}``. A rank above a layer's exact one only adds parameters: an integer r above
+    ``"auto"``, or ``{name: r}``. ``"auto"`` picks per layer the smallest r whose relative weight error
+    is <= ``max_relative_error``, or, with ``max_output_error=e`` and a ``calibration`` batch, the
+    smallest r of 1, 2, 4, ..., exact whose relative output error on that batch is <= e
+    (:func:`~sepconv.convert.layer_output_errors`: what the layer computes on real data, which the
+    weight error says little about); given both, both must hold. A rank above a layer's exact one only adds parameters: an integer r above
     every converted layer's exact rank, or a ``{name: r}`` above that layer's, is a ValueError; an
     integer r above some layers' exact rank is capped there, with a :class:`ConversionWarning`.
     ``"auto"`` leaves a layer as it was (listed in ``skipped``, with a warning) when its separable form
@@ -101,88 +104,78 @@ def to_separable(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"to_separable expects an nn.Module for model, got {type(model).__name__}")
-    check_options(depth_multiplier, init, min_kernel_size, max_relative_error)
-    _refuse_lazy(model)
+    check_options(depth_multiplier, init, min_kernel_size, max_relative_error, max_output_error, calibration)
+    refuse_lazy(model)
     notes: list[str] = []
     include_patterns = glob_patterns("include", include)
     exclude_patterns = glob_patterns("exclude", exclude)
     for message in unmatched_patterns(model, include_patterns, exclude_patterns):
-        _note(notes, message)
+        note(notes, message)
 
     chosen, skipped = eligible_layers(model, min_kernel_size, include_patterns, exclude_patterns)
     if isinstance(depth_multiplier, Mapping):
         chosen = named_layers(model, chosen, skipped, depth_multiplier)
     if not chosen:
         raise ValueError(nothing_to_convert(model, skipped, include_patterns))
-    _note(notes, check_ranks(model, chosen, depth_multiplier))
+    note(notes, check_ranks(model, chosen, depth_multiplier))
     require_rank_memory(model, chosen, depth_multiplier)
 
+    output_errors_by_rank = None
+    if max_output_error is not None:
+        assert calibration is not None  # check_options: max_output_error needs it
+        # imported here: output_errors builds its candidates with separable_like, from this module
+        from sepconv.convert.output_errors import layer_output_errors
+
+        candidates = {name: power_of_two_ranks(max_rank(chosen_conv(model, name))) for name in chosen}
+        output_errors_by_rank = layer_output_errors(model, calibration, candidates)
     converted, plans, weight_errors = _convert_layers(
-        model, chosen, skipped, depth_multiplier, init, max_relative_error
+        model,
+        chosen,
+        skipped,
+        depth_multiplier,
+        init,
+        (max_relative_error, max_output_error),
+        output_errors_by_rank,
     )
-    _note(notes, auto_kept_note(skipped, max_relative_error))
+    note(notes, auto_kept_note(skipped, max_relative_error, max_output_error))
     if getattr(model, "_sepconv_spec", None) is not None and plans:
         ranks = {name: rank for name, _, _, rank in plans}
         record_transform(converted, model, "to_separable", depth_multiplier=ranks, init="random")
 
     size = resolve_input_size(model, input_size, calibration)
-    spatial, output_errors, problem = probe(model, plans, size, calibration)
-    _note(notes, problem)
+    shapes, output_errors, problem = probe(model, plans, size, calibration)
+    note(notes, problem)
     layers = tuple(
         layer_report(
             name,
-            conv,
+            chosen_conv(model, name),
             rank,
             weight_errors[name],
             # A layer the probe never reached costs nothing in this forward pass (as summarize counts).
-            None if spatial is None else spatial.get(name, []),
+            None if shapes is None else [(shape[-2], shape[-1]) for shape in shapes.get(name, [])],
             output_errors.get(name),
         )
-        for name, conv, _, rank in plans
+        for name, _, _, rank in plans
     )
-    total_macs_before, total_macs_after = total_macs(model, size, layers)
     params_before = sum(p.numel() for p in model.parameters())
     params_after = sum(p.numel() for p in converted.parameters())
-    if params_after > params_before:
-        _note(
-            notes,
-            f"the converted model has more parameters than the original ({params_after:,} > "
-            f"{params_before:,}): at depth_multiplier={depth_multiplier!r} the separable layers save nothing; "
-            "use a smaller depth_multiplier",
-        )
-    report = ConversionReport(
-        layers=layers,
-        skipped=tuple(skipped),
+    note(
+        notes,
+        larger_model_note(
+            params_before, params_after, "depth_multiplier", depth_multiplier, "separable layers"
+        ),
+    )
+    report = ConversionReport.of(
+        model,
+        converted,
+        layers,
+        skipped=skipped,
         init=init,
         input_size=size,
-        total_params_before=params_before,
-        total_params_after=params_after,
-        total_macs_before=total_macs_before,
-        total_macs_after=total_macs_after,
-        calibration_samples=None if calibration is None else int(calibration.shape[0]),
-        warnings=tuple(notes),
+        calibration=calibration,
+        notes=notes,
     )
     return converted, report
-
-
-def _refuse_lazy(model: nn.Module) -> None:
-    """A lazy layer has no weights to decompose until the model has run once."""
-    lazy = [
-        name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)
-    ]
-    if lazy:
-        raise ValueError(
-            f"{type(model).__name__} has uninitialized (lazy) parameters ({', '.join(lazy[:3])}): run it once "
-            f"on an input before converting it"
-        )
-
-
-def _note(notes: list[str], message: str | None) -> None:
-    """Keep ``message`` for the report and warn with it, pointing at the caller of :func:`to_separable`."""
-    if message is None:
-        return
-    notes.append(message)
-    warnings.warn(message, ConversionWarning, stacklevel=3)
 
 
 def _convert_layers(
@@ -191,12 +184,16 @@ def _convert_layers(
     skipped: list[tuple[str, str]],
     depth_multiplier: Any,
     init: str,
-    max_relative_error: float | None,
+    limits: tuple[float | None, float | None],
+    output_errors: Mapping[str, Mapping[int, float]] | None,
 ) -> tuple[nn.Module, list[Plan], dict[str, float | None]]:
     """A copy of ``model`` with the ``chosen`` layers replaced, what replaced them, and their weight errors.
 
-    A layer ``auto`` leaves as it was (its separable form would be larger) is added to ``skipped``.
+    ``limits`` are ``auto``'s (max_relative_error, max_output_error), ``output_errors`` the layers'
+    output errors by rank when the latter is given. A layer ``auto`` leaves as it was (its separable
+    form would be larger) is added to ``skipped``.
     """
+    max_relative_error, max_output_error = limits
     converted = copy.deepcopy(model)
     plans: list[Plan] = []
     weight_errors: dict[str, float | None] = {}
@@ -204,7 +201,14 @@ def _convert_layers(
         conv = chosen_conv(model, name)
         svd = channel_svd(conv) if init == "svd" else None
         errors = None if svd is None else errors_by_rank(svd[1])
-        rank = rank_for(name, depth_multiplier, max_relative_error, errors)
+        rank = rank_for(
+            name,
+            depth_multiplier,
+            max_relative_error,
+            errors,
+            None if output_errors is None else output_errors[name],
+            max_output_error,
+        )
         rank = min(rank, max_rank(conv))  # above it a rank only adds parameters (capped above, with a note)
         if depth_multiplier == "auto" and (larger := larger_than_original(conv, rank)) is not None:
             skipped.append((name, larger))

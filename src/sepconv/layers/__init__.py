@@ -1,4 +1,5 @@
-"""Efficient-convolution building blocks: depthwise, pointwise, separable, and the MobileNet blocks."""
+"""Efficient-convolution building blocks: depthwise, pointwise, separable, the MobileNet blocks, and a
+low-rank linear layer."""
 
 from torch.nn import ChannelShuffle
 
@@ -6,6 +7,7 @@ from sepconv.layers.blocks import ConvNormAct, DepthwiseSeparableBlock, Inverted
 from sepconv.layers.conv import Conv2d, name_layers
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
 from sepconv.layers.factory import make_act, make_norm
+from sepconv.layers.low_rank import LowRankLinear
 from sepconv.layers.separable import SeparableConv2d
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "DepthwiseConv2d",
     "DepthwiseSeparableBlock",
     "InvertedResidual",
+    "LowRankLinear",
     "PointwiseConv2d",
     "SeparableConv2d",
     "make_act",

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+
+from sepconv.convert.select import MIN_LINEAR_WEIGHTS
 
 __all__ = [
     "MIN_LINEAR_WEIGHTS",
@@ -34,11 +35,6 @@ __all__ = [
     "find_sites",
     "linear_candidate_ranks",
 ]
-
-# A linear layer is a site from this many weights on (256 KB in fp32): below it, reading the weights
-# costs less than the call itself, and a low-rank pair has nothing to win.
-MIN_LINEAR_WEIGHTS = 65_536
-
 
 @dataclass(frozen=True)
 class Site:
@@ -129,20 +125,11 @@ def find_sites(
     the first convolution that runs. ``model`` is not changed (a copy runs, in eval mode, without
     gradients).
     """
-    from sepconv.convert.select import eligible_layers
+    from sepconv.convert.select import eligible_layers, eligible_linears
 
     convs, skipped = eligible_layers(model, 2, [], [])
-    shared = Counter(id(module) for _, module in model.named_modules(remove_duplicate=False))
-    linears = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        if module.in_features * module.out_features < min_linear_weights:
-            skipped.append((name, f"{module.in_features}x{module.out_features} linear layer: too small"))
-        elif shared[id(module)] > 1:
-            skipped.append((name, "shared: reachable under more than one name"))
-        else:
-            linears.append(name)
+    linears, skipped_linears = eligible_linears(model, min_linear_weights, [], [])
+    skipped.extend(skipped_linears)
     shapes = _observed_shapes(model, input_size, [*convs, *linears])
     sites: list[Site] = []
     for name, calls in shapes.items():
