@@ -379,3 +379,29 @@ def test_a_document_of_another_format_is_refused_by_name(render, document, found
     ) as refused:
         render(document)
     assert refused.value.param == "document"
+
+
+def test_a_long_front_is_plotted_whole_and_listed_thinned_with_the_chosen_plan(tmp_path) -> None:
+    document = sample_document()
+    chosen_index = next(index for index, plan in enumerate(document["pareto"]) if plan["chosen"])
+    chosen = document["pareto"][chosen_index]
+    # 600 plans: the sample's, then more beyond it on a made-up curve, the chosen one among them
+    extra = [
+        {"predicted_ms": 2.0 + step / 100, "predicted_loss": 1.0 / (step + 1), "ranks": {}, "chosen": False}
+        for step in range(600 - len(document["pareto"]))
+    ]
+    document["pareto"] = [*document["pareto"], *extra]
+    tables, page = _page_tables(document, tmp_path)
+    listed = tables["Plans on the Pareto front"][1:]
+    numbers = [int(row[0][0]) for row in listed]
+    assert len(numbers) <= report.MAX_LISTED_PLANS + 1 and numbers == sorted(numbers)
+    assert chosen_index + 1 in numbers and [row[3][0] for row in listed].count("chosen") == 1
+    by_latency = sorted(range(600), key=lambda index: document["pareto"][index]["predicted_ms"])
+    assert {by_latency[0] + 1, by_latency[-1] + 1} <= set(numbers)  # the slowest and the fastest
+    for row in listed:
+        plan = document["pareto"][int(row[0][0]) - 1]
+        assert float(row[1][1]["data-value"]) == plan["predicted_ms"]
+    assert any("of the 600 plans" in text for text in page.text)
+    (axes,) = pareto_figure(document).axes
+    assert len(axes.get_lines()[0].get_xdata()) == 600
+    assert chosen["chosen"]

@@ -35,6 +35,7 @@ from sepconv.io.atomic import PathLike
 
 __all__ = [
     "DOCUMENT_FORMAT",
+    "MAX_LISTED_PLANS",
     "budget_met",
     "budget_target_ms",
     "engine_line",
@@ -719,6 +720,7 @@ def html_sections(document: Document) -> list[Any]:
             ],
         )
     names = [layer["name"] for layer in layers]
+    shown_plans = _plans_to_list(document["pareto"])
     pareto_table = PageTable(
         headers=[
             "plan",
@@ -735,10 +737,10 @@ def html_sections(document: Document) -> list[Any]:
                 "chosen" if plan["chosen"] else "",
                 *(_rank_text(plan["ranks"].get(name)) for name in names),
             ]
-            for index, plan in enumerate(document["pareto"])
+            for index, plan in shown_plans
         ],
         title="Plans on the Pareto front",
-        caption="Ranks per layer (keep = the original layer).",
+        caption=f"Ranks per layer (keep = the original layer). {_shown_caption(document, shown_plans)}",
     )
     files = PageTable(["file", "path"], list(_files(document).items()), title="Files written")
     stages = PageTable(
@@ -749,6 +751,33 @@ def html_sections(document: Document) -> list[Any]:
     notes = [*_skipped_lines(document), _cache_line(document), *(document.get("notes") or [])]
     run = Section("The run", paragraphs=[note for note in notes if note], tables=[files, stages])
     return [summary, per_layer, rounds, accuracy_section, Section("Pareto front", tables=[pareto_table]), run]
+
+
+# The page lists at most this many plans: an exact front over many layers can hold thousands, which
+# would make a page of megabytes; the plot shows every one and plan.json keeps them all.
+MAX_LISTED_PLANS = 40
+
+
+def _plans_to_list(front: Sequence[Mapping[str, Any]]) -> list[tuple[int, Mapping[str, Any]]]:
+    """(index, plan) of the plans the page lists: all of a short front, else plans evenly spaced from the
+    slowest to the fastest, and the chosen one, in the front's order."""
+    if len(front) <= MAX_LISTED_PLANS:
+        return list(enumerate(front))
+    by_latency = sorted(range(len(front)), key=lambda index: front[index]["predicted_ms"])
+    steps = MAX_LISTED_PLANS - 1
+    listed = {by_latency[round(step * (len(front) - 1) / steps)] for step in range(steps + 1)}
+    listed.update(index for index, plan in enumerate(front) if plan["chosen"])
+    return [(index, front[index]) for index in sorted(listed)]
+
+
+def _shown_caption(document: Document, listed: Sequence[Any]) -> str:
+    total = len(document["pareto"])
+    if len(listed) == total:
+        return ""
+    return (
+        f"{len(listed)} of the {total:,} plans, evenly spaced in latency, and the chosen one; the plot "
+        "shows them all and plan.json lists them all."
+    )
 
 
 def write_html(document: Document, path: PathLike) -> Path:
