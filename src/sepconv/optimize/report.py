@@ -61,9 +61,9 @@ Block = str | Table
 _POINTS = "accuracy points"
 _LAYER_LEGEND = (
     "rank: the separable depth multiplier (low-rank width for a linear layer), keep = the original layer; "
-    "ms: measured per layer; bytes: input + output activations + weights; intensity: MACs per byte; "
-    "output error: relative, on the calibration images; drop: accuracy points lost with only that layer "
-    "converted."
+    "ms: the layer alone, measured in the engine; bytes: input + output activations + weights at the "
+    "engine's precision; intensity: MACs per byte (low: the layer waits on memory); output error: "
+    "relative, on the calibration images; drop: accuracy points lost with only that layer converted."
 )
 
 

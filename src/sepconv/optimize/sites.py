@@ -36,6 +36,7 @@ __all__ = [
     "linear_candidate_ranks",
 ]
 
+
 @dataclass(frozen=True)
 class Site:
     """One layer the optimizer may replace, as it runs in the model.
