@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import types
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 import sepconv.convert
-from sepconv.convert import recalibrate_batchnorm, to_separable
+from sepconv.convert import recalibrate_batchnorm, to_low_rank, to_separable
 from sepconv.errors import ParameterError
 from sepconv.optimize import sites
 from sepconv.optimize.cache import CacheWarning
@@ -103,7 +104,7 @@ class Counting:
         self.conversions: list[tuple[str, int]] = []
         self.output_error_layers: list[dict[str, list[int]]] = []
         real_build = sites.build_candidate
-        real_errors = getattr(sepconv.convert, "layer_output_errors", output_errors_by_hand)
+        real_errors = sepconv.convert.layer_output_errors
 
         def counting_build(layer: nn.Module, rank: int | None, **options: Any) -> nn.Module:
             # candidates are built from a working copy's layers: name them by their input channels
@@ -115,7 +116,7 @@ class Counting:
             return real_errors(model, calibration, ranks)
 
         monkeypatch.setattr(sites, "build_candidate", counting_build)
-        monkeypatch.setattr(sepconv.convert, "layer_output_errors", counting_errors, raising=False)
+        monkeypatch.setattr(sepconv.convert, "layer_output_errors", counting_errors)
 
 
 @pytest.fixture
@@ -168,6 +169,36 @@ def test_each_candidate_is_measured_alone_as_by_hand(setting: types.SimpleNamesp
     assert results["3"][1].output_error > 0 and results["3"][4].output_error < results["3"][1].output_error
     # the caller's model is as it was: weights, BatchNorm statistics, train mode
     assert all(torch.equal(value, setting.model.state_dict()[name]) for name, value in before.items())
+
+
+def test_a_linear_site_is_measured_as_to_low_rank_converts_it() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(256, 256),
+        nn.BatchNorm1d(256),
+        nn.ReLU(),
+        nn.Linear(256, 4),
+    ).eval()
+    sites, _ = find_sites(model, IMAGE)
+    linear = next(site for site in sites if site.kind == "linear")
+    assert linear.name == "4" and linear.ranks[:4] == (1, 2, 4, 8)
+    linear = dataclasses.replace(linear, ranks=(1, 8))  # two of its seven ranks are enough here
+    data = tiny_data(model)
+    _, results = measure_sensitivity(model, [linear], **data, table=None)
+    images, labels = data["validation"]
+    expected_errors = output_errors_by_hand(model, data["calibration"], {"4": [1, 8]})
+    for rank, measured in results["4"].items():
+        converted, _ = to_low_rank(model, rank={"4": rank})
+        recalibrate_batchnorm(converted, data["recalibration"])
+        with torch.no_grad():
+            correct = (converted.eval()(images).argmax(dim=1) == labels).sum().item()
+        assert measured.accuracy == 100.0 * correct / len(labels)
+        assert measured.output_error == pytest.approx(expected_errors["4"][rank], rel=1e-5)
+    assert results["4"][8].output_error < results["4"][1].output_error
 
 
 def test_a_second_run_measures_nothing_and_returns_the_same(setting: types.SimpleNamespace) -> None:

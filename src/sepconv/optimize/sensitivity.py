@@ -213,7 +213,7 @@ def measure_sensitivity(
 
     missing = {site.name: [rank for rank in site.ranks if cached(site.name, rank) is None] for site in sites}
     missing = {name: ranks for name, ranks in missing.items() if ranks}
-    output_errors = _layer_output_errors(convert)(model, images, missing) if missing else {}
+    output_errors = convert.layer_output_errors(model, images, missing) if missing else {}
     evaluator = None if validation is None else _Evaluator(model, recalibration, validation, batch_size)
 
     base_accuracy: float | None = None
@@ -247,12 +247,6 @@ def measure_sensitivity(
         if table is not None and site.name in missing:
             table.save()
     return base_accuracy, results
-
-
-def _layer_output_errors(convert: Any) -> Callable[..., dict[str, dict[int, float]]]:
-    # sepconv.convert.layer_output_errors lands beside this module (issue 22); looked up at call time
-    measure: Callable[..., dict[str, dict[int, float]]] = convert.layer_output_errors
-    return measure
 
 
 class _Evaluator:
