@@ -61,6 +61,25 @@ def test_written_file_is_the_library_conversion_and_the_json_its_report(tmp_path
     assert all(0 < row["output_error"] < 2 for row in document["layers"])
 
 
+def test_auto_by_output_error_is_the_library_choice_on_the_same_calibration_images(tmp_path, capsys, source):
+    out = tmp_path / "auto.safetensors"
+    arguments = ["--depth-multiplier", "auto", "--max-output-error", "0.3", "--out", str(out), "--json"]
+    code, stdout, stderr = run_sepconv(["convert", str(source), *arguments], capsys)
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    # the command's calibration images for a model without a run folder: 32 normal ones, seed 0
+    images = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning):  # the stem, left as it was
+        _, expected = to_separable(
+            load_model(source), depth_multiplier="auto", max_output_error=0.3, calibration=images
+        )
+    assert [(row["name"], row["depth_multiplier"]) for row in document["layers"]] == [
+        (layer.name, layer.depth_multiplier) for layer in expected.layers
+    ]
+    assert all(row["output_error"] <= 0.3 for row in document["layers"])
+    assert "--max-output-error" in stderr and "max_output_error" not in stderr  # the warning names the flag
+
+
 def test_text_report_and_calibration_none(tmp_path, capsys, source):
     out = tmp_path / "converted.safetensors"
     code, stdout, stderr = run_sepconv(
@@ -100,6 +119,15 @@ def test_converted_file_works_with_summary_export_and_train(tmp_path, capsys, so
         ),
         (["--depth-multiplier", "auto"], "--depth-multiplier auto needs --max-error E"),
         (["--max-error", "0.1"], "--max-error applies with --depth-multiplier auto only"),
+        (["--max-output-error", "0.1"], "--max-output-error applies with --depth-multiplier auto only"),
+        (
+            ["--depth-multiplier", "auto", "--max-output-error", "0.1", "--calibration", "none"],
+            "--max-output-error measures each layer on calibration images: give --calibration auto",
+        ),
+        (
+            ["--max-output-error", "-1", "--depth-multiplier", "auto"],
+            "argument --max-output-error: must be a finite number in [0, 1]",
+        ),
         (
             ["--max-error", "2", "--depth-multiplier", "auto"],
             "argument --max-error: must be a finite number in [0, 1]",

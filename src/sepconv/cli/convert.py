@@ -28,8 +28,11 @@ Each eligible nn.Conv2d (groups 1, kernel wider than 1x1, chosen by --include/--
 k x k convolution with r filters per input channel followed by a pointwise 1x1 one, initialised from the
 SVD of the original filters: exact when r >= min(out_channels, k*k), the best rank-r approximation below.
 A larger r only adds parameters: above every layer's exact rank it is refused, above some layers' it is
-capped there (with a warning). auto leaves a layer as it was (with a warning) when its separable form at
-the rank --max-error needs has more parameters than the original, so it never makes a model larger.
+capped there (with a warning). auto picks per layer the smallest r within --max-error (weight error) and/or
+--max-output-error (the layer's output error on the calibration images, tried at r = 1, 2, 4, ..., exact:
+what the layer loses on real data, which the weight error says little about). auto leaves a layer as it
+was (with a warning) when its separable form at the rank it needs has more parameters than the original,
+so it never makes a model larger.
 The report gives, per layer, r, parameters and MACs before and after, the relative weight error and the
 relative output error on calibration images. Fine-tune the result with
   sepconv train --init-from FILE.safetensors --dataset ...
@@ -37,7 +40,7 @@ relative output error on calibration images. Fine-tune the result with
 
 
 # The parameters that to_separable's warnings and report name; the command prints their flags.
-_NAMED_PARAMETERS = ("depth_multiplier", "max_relative_error")
+_NAMED_PARAMETERS = ("depth_multiplier", "max_relative_error", "max_output_error")
 
 
 def depth_multiplier(text: str) -> int | str:
@@ -83,7 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=depth_multiplier,
         default=1,
         metavar="N|auto",
-        help="depthwise filters per input channel (the rank r); auto: per layer, the smallest r within --max-error (default 1)",
+        help=(
+            "depthwise filters per input channel (the rank r); auto: per layer, the smallest r within "
+            "--max-error and/or --max-output-error (default 1)"
+        ),
     )
     parser.add_argument(
         "--max-error",
@@ -92,6 +98,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="E",
         help="with --depth-multiplier auto: the largest relative weight error a layer may keep (e.g. 0.1)",
+    )
+    parser.add_argument(
+        "--max-output-error",
+        dest="max_output_error",
+        type=finite_float(minimum=0, maximum=1),
+        default=None,
+        metavar="E",
+        help=(
+            "with --depth-multiplier auto: the largest relative output error a layer may have on the "
+            "calibration images (e.g. 0.1); needs --calibration other than none"
+        ),
     )
     parser.add_argument(
         "--include",
@@ -158,13 +175,23 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.models import default_input_size
 
     out = Path(args.out)  # its suffix, kind and folder were checked when the flags were parsed
-    if args.depth_multiplier == "auto" and args.max_relative_error is None:
+    if args.depth_multiplier == "auto" and args.max_relative_error is None and args.max_output_error is None:
         raise UsageError(
-            "--depth-multiplier auto needs --max-error E (the largest relative weight error, e.g. 0.1)"
+            "--depth-multiplier auto needs --max-error E (the largest relative weight error, e.g. 0.1) or "
+            "--max-output-error E (the largest relative output error on the calibration images)"
         )
-    if args.max_relative_error is not None and args.depth_multiplier != "auto":
+    for flag, value in (
+        ("--max-error", args.max_relative_error),
+        ("--max-output-error", args.max_output_error),
+    ):
+        if value is not None and args.depth_multiplier != "auto":
+            raise UsageError(
+                f"{flag} applies with --depth-multiplier auto only, got --depth-multiplier {args.depth_multiplier}"
+            )
+    if args.max_output_error is not None and args.calibration == "none":
         raise UsageError(
-            f"--max-error applies with --depth-multiplier auto only, got --depth-multiplier {args.depth_multiplier}"
+            "--max-output-error measures each layer on calibration images: give --calibration auto or a data "
+            "set, not none"
         )
     if args.input_size is not None:
         args.input_size.require_one_image("convert counts MACs per image")
@@ -186,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
             include=args.include,
             exclude=args.exclude,
             max_relative_error=args.max_relative_error,
+            max_output_error=args.max_output_error,
             calibration=calibration,
             input_size=size,
         )
