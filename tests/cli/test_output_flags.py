@@ -24,6 +24,7 @@ OUTPUT_FLAGS = [
     (["rf", "separable_cnn", "--layer", "features.0"], "--out", (".png", ".svg")),
     (["animate"], "--out", (".gif", ".mp4")),
     (["summary", "separable_cnn"], "--html", (".html", ".htm")),
+    (["summary", "separable_cnn", "--measure", "torch"], "--cost-table", (".json",)),
     (["compare", "standard_cnn", "separable_cnn"], "--html", (".html", ".htm")),
     (["demo"], "--html", (".html", ".htm")),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -270,3 +271,70 @@ def test_an_unknown_engine_state_is_refused_before_anything_is_measured(monkeypa
     with pytest.raises(ValueError, match="batch_size"):
         _measure(_net(), _sites(), CountingEngine(), CostTable(tmp_path / "costs.json"), batch_size=0)
     assert costs.LAYER_TIMING.min_rounds >= 5
+
+
+class _Pair(nn.Module):
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return first * second
+
+
+class _Halves(nn.Module):
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return images.chunk(2, dim=1)
+
+
+class _Awkward(nn.Module):
+    """Rows that cannot run alone: two inputs, a tuple out, the container's own work, a layer never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.halves = _Halves()
+        self.pair = _Pair()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.unused = nn.Linear(2, 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        first, second = self.halves(self.act(self.conv(images)))
+        return self.pair(first, second) * self.scale
+
+
+class _NoReluEngine(CountingEngine):
+    """An engine that cannot run a ReLU: the rows are then prepared one by one to find it."""
+
+    def prepare_many(self, modules, examples, folder, *, threads):  # type: ignore[no-untyped-def]
+        if any(isinstance(module, nn.ReLU) for module in modules):
+            from sepconv.deploy import PathUnavailableError
+
+            self.prepared.append(len(modules))
+            raise PathUnavailableError("no ReLU here")
+        return super().prepare_many(modules, examples, folder, threads=threads)
+
+
+def test_a_summary_row_that_cannot_run_alone_says_why(tmp_path) -> None:
+    from sepconv.analysis import summarize
+    from sepconv.optimize.costs import measure_summary
+
+    model = _Awkward()
+    summary = summarize(model, (2, 3, 6, 6))
+    engine = _NoReluEngine()
+    measured = measure_summary(
+        model, summary, engine, threads=1, table=CostTable(tmp_path / "c.json"), timing_plan=TINY
+    )
+    rows = {layer.name: layer.measured for layer in measured.layers}
+    assert rows["conv"].ms is not None and rows["conv"].reason is None
+    # 2x3x6x6 in, 2x4x6x6 out, 4*3*9 + 4 weights, fp32
+    assert rows["conv"].bytes == 4 * (216 + 288 + 112)
+    assert rows["act"].ms is None and rows["act"].reason == "torch cannot run it alone (no ReLU here)"
+    assert rows["halves"].reason == "returns tuple, not one tensor"
+    assert rows["pair"].reason.startswith("cannot run alone on one input of its shape")
+    assert rows[""].reason == "a container's own operations: they run only inside its forward"
+    assert rows["unused"].reason == "not called in the forward pass" and rows["unused"].bytes == 0
+    assert engine.prepared == [2, 1, 1]  # conv and act together, refused; then one by one
+    assert measured.measurement["engine"]["name"] == "torch" and measured.measurement["batch_size"] == 2
+    text = str(measured)  # each reason once, as a footnote the rows point to
+    assert re.search(
+        r"^act .* - \[(\d)\] .*^\[\1\] torch cannot run it alone \(no ReLU here\)$", text, re.M | re.S
+    )
+    assert model.training  # the model is left as it was

@@ -111,24 +111,75 @@ def _footer(summary: ModelSummary) -> list[str]:
     return lines
 
 
+def _measured(summary: ModelSummary) -> bool:
+    return summary.measurement is not None
+
+
+def _measured_cells(layer: LayerSummary, footnotes: dict[str, int]) -> list[str]:
+    """ms (or "-" with a footnote mark), bytes moved and MACs per byte of one row."""
+    cost = layer.measured
+    if cost is None:
+        return ["-", "-", "-"]
+    if cost.ms is None:
+        reason = cost.reason or "not timed"
+        mark = footnotes.setdefault(reason, len(footnotes) + 1)
+        ms = f"- [{mark}]"
+    else:
+        ms = f"{cost.ms:.3f}"
+    intensity = "-" if cost.intensity is None or not layer.macs else f"{cost.intensity:.1f}"
+    return [ms, human_bytes(cost.bytes) if cost.bytes else "-", intensity]
+
+
+def _rows_and_footnotes(summary: ModelSummary) -> tuple[list[list[str]], list[str]]:
+    """Each layer's cells (with the measured columns when the summary was measured) and the footnotes."""
+    footnotes: dict[str, int] = {}
+    rows = []
+    for layer in summary.layers:
+        cells = _cells(layer)
+        if _measured(summary):
+            cells += _measured_cells(layer, footnotes)
+        rows.append(cells)
+    return rows, [f"[{mark}] {reason}" for reason, mark in footnotes.items()]
+
+
+def _measurement_lines(summary: ModelSummary) -> list[str]:
+    measurement = summary.measurement
+    if measurement is None:
+        return []
+    engine = measurement["engine"]
+    timed = [
+        layer.measured.ms for layer in summary.layers if layer.measured and layer.measured.ms is not None
+    ]
+    return [
+        f"Measured: {engine['description']} (version {engine['version']}), batch "
+        f"{measurement['batch_size']}, {measurement['threads']} thread{'s' if measurement['threads'] != 1 else ''}, "
+        f"{measurement['cpu']['model']}; each layer run alone, {sum(timed):.3f} ms in all",
+        "ms: median per call; Bytes: input + output + weights moved at the engine's precision; "
+        "MACs/B: arithmetic intensity (low: the layer waits on memory)",
+    ]
+
+
 def _table(summary: ModelSummary, cells: Sequence[list[str]]) -> Table:
-    return Table(_COLUMNS, cells, align=_ALIGN, title=summary.model)
+    columns: tuple[str, ...] = _COLUMNS
+    align = _ALIGN
+    if _measured(summary):
+        columns, align = (*_COLUMNS, "ms", "Bytes", "MACs/B"), _ALIGN + "rrr"
+    return Table(columns, cells, align=align, title=summary.model)
 
 
 def plain_text(summary: ModelSummary) -> str:
     """A fixed-width table, the totals below it."""
-    table = _table(summary, [_cells(layer) for layer in summary.layers])
-    return "\n".join([table.to_text(), *_footer(summary)])
+    rows, footnotes = _rows_and_footnotes(summary)
+    table = _table(summary, rows)
+    return "\n".join([table.to_text(), *_footer(summary), *_measurement_lines(summary), *footnotes])
 
 
 def markdown(summary: ModelSummary) -> str:
     """A GitHub-flavoured markdown table, the totals below it as a list."""
-    rows = [
-        [f"`{cell}`" if index == 0 else cell for index, cell in enumerate(_cells(layer))]
-        for layer in summary.layers
-    ]
+    cells, footnotes = _rows_and_footnotes(summary)
+    rows = [[f"`{cell}`" if index == 0 else cell for index, cell in enumerate(row)] for row in cells]
     lines = [_table(summary, rows).to_markdown(), ""]
-    lines.extend(f"- {text}" for text in _footer(summary))
+    lines.extend(f"- {text}" for text in [*_footer(summary), *_measurement_lines(summary), *footnotes])
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +204,8 @@ def csv_text(summary: ModelSummary) -> str:
         "sees_whole_input",
         "notes",
     ]
-    writer.writerow(fields)
+    measured = ["measured_ms", "measured_spread_ms", "bytes_moved", "intensity", "not_timed_because"]
+    writer.writerow(fields + (measured if _measured(summary) else []))
     for layer in summary.layers:
         writer.writerow(
             [
@@ -172,9 +224,18 @@ def csv_text(summary: ModelSummary) -> str:
                 "x".join(map(str, layer.start)) if layer.start else "",
                 layer.sees_whole_input,
                 ";".join(layer.notes),
+                *(_measured_csv(layer) if _measured(summary) else []),
             ]
         )
     return buffer.getvalue()
+
+
+def _measured_csv(layer: LayerSummary) -> list[Any]:
+    cost = layer.measured
+    if cost is None:
+        return ["", "", "", "", ""]
+    values = (cost.ms, cost.spread_ms, cost.bytes, cost.intensity, cost.reason)
+    return ["" if value is None else value for value in values]
 
 
 def rich_renderable(summary: ModelSummary) -> Any:
@@ -182,5 +243,6 @@ def rich_renderable(summary: ModelSummary) -> Any:
     from rich.console import Group
     from rich.text import Text
 
-    table = _table(summary, [_cells(layer) for layer in summary.layers]).to_rich()
-    return Group(table, Text("\n".join(_footer(summary))))
+    rows, footnotes = _rows_and_footnotes(summary)
+    table = _table(summary, rows).to_rich()
+    return Group(table, Text("\n".join([*_footer(summary), *_measurement_lines(summary), *footnotes])))

@@ -30,9 +30,39 @@ from sepconv.analysis.profile import ModuleCall, profile_forward
 from sepconv.checks import describe_integer
 from sepconv.errors import ArgumentTypeError, ParameterError
 
-__all__ = ["LayerSummary", "ModelSummary", "summarize"]
+__all__ = ["LayerSummary", "MeasuredCost", "ModelSummary", "summarize"]
 
 Number = int | float
+
+
+@dataclass(frozen=True)
+class MeasuredCost:
+    """A layer timed alone on an engine at its input in the summary (``sepconv summary --measure``).
+
+    ``ms`` is the median over rounds of one call on the summary's batch, ``spread_ms`` their
+    interquartile range; ``bytes`` what the call moves at least (the input and output activations and
+    the layer's weights, each element at the engine's precision) and ``intensity`` the layer's MACs per
+    byte moved: a low intensity says the layer waits on memory, not on arithmetic. A layer that could
+    not be timed alone has ``ms`` None and the ``reason``. ``cached``: read from the cost table.
+    Filled in by :func:`sepconv.optimize.costs.measure_summary`; summarize itself measures no time.
+    """
+
+    ms: float | None
+    spread_ms: float | None
+    bytes: int
+    intensity: float | None
+    cached: bool = False
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ms": self.ms,
+            "spread_ms": self.spread_ms,
+            "bytes": self.bytes,
+            "intensity": self.intensity,
+            "cached": self.cached,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -63,6 +93,7 @@ class LayerSummary:
     depth: int = 0
     call_index: int = 0
     notes: tuple[str, ...] = ()
+    measured: MeasuredCost | None = None
 
     @property
     def flops(self) -> int:
@@ -102,6 +133,7 @@ class LayerSummary:
             "effective_padding": _list(self.effective_padding),
             "sees_whole_input": self.sees_whole_input,
             "notes": list(self.notes),
+            **({} if self.measured is None else {"measured": self.measured.to_dict()}),
         }
 
 
@@ -115,6 +147,8 @@ class ModelSummary:
     a rule, such as a custom op or a permute that moves the spatial axes), since a layer after the
     loss may see more than any layer still tracked.
     activation_bytes: the outputs of all rows added up (a bound on what inference keeps alive).
+    measurement: where the rows' :class:`MeasuredCost` were measured (engine, batch, threads, CPU), when
+    they were (``sepconv summary --measure``); None otherwise.
     """
 
     model: str
@@ -130,6 +164,7 @@ class ModelSummary:
     receptive_field_layer: str | None
     depth: int | None = None
     receptive_field_lost_at: str | None = None
+    measurement: dict[str, Any] | None = None
 
     @property
     def total_flops(self) -> int:
@@ -147,6 +182,15 @@ class ModelSummary:
                 "flops": "2 x macs",
                 "output_bytes": "bytes",
                 "receptive_field": "input pixels per spatial axis",
+                **(
+                    {}
+                    if self.measurement is None
+                    else {
+                        "measured.ms": "milliseconds per call on the input batch, the layer run alone",
+                        "measured.bytes": "bytes moved: input + output + weights at the engine's precision",
+                        "measured.intensity": "macs per byte moved",
+                    }
+                ),
             },
             "total_params": self.total_params,
             "trainable_params": self.trainable_params,
@@ -158,6 +202,7 @@ class ModelSummary:
             "receptive_field_layer": self.receptive_field_layer,
             "receptive_field_lost_at": self.receptive_field_lost_at,
             "depth": self.depth,
+            **({} if self.measurement is None else {"measurement": self.measurement}),
             "layers": [layer.to_dict() for layer in self.layers],
         }
 

@@ -20,10 +20,11 @@ suffix, and that the path is not a folder, device, FIFO or socket, are checked a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "print_json",
+    "progress_bar",
     "resolve_model",
     "seed",
 ]
@@ -326,6 +328,30 @@ def add_data_root(parser: argparse.ArgumentParser) -> None:
 def add_dataset(parser: argparse.ArgumentParser, help: str, **kwargs: Any) -> None:
     """``--dataset``: a data set name (:func:`sepconv.data.load_dataset`); ``help`` says what for."""
     parser.add_argument("--dataset", help=help, **kwargs)
+
+
+@contextlib.contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on stderr, gone when the work is done; yields ``update(description, done, total)``.
+
+    The callback has the shape of :class:`sepconv.timing.Progress`'s, which the library's long jobs
+    (benchmarks, cost measurements) report through.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+        yield lambda description, completed, total: bar.update(
+            task, description=description, completed=completed, total=total
+        )
 
 
 def print_json(document: Any) -> None:

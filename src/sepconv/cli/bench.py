@@ -15,6 +15,7 @@ from sepconv.cli._common import (
     model_image_size,
     parse_int_list,
     print_json,
+    progress_bar,
     resolve_model,
 )
 
@@ -98,27 +99,12 @@ def run(args: argparse.Namespace) -> int:
         print_json({"model": args.model, **report.to_dict()})
         return 0
 
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=None)
-        report = benchmark_paths(
-            model,
-            **options,
-            progress=lambda description, completed, total: bar.update(
-                task, description=description, completed=completed, total=total
-            ),
-        )
+    with progress_bar() as update:
+        report = benchmark_paths(model, **options, progress=update)
     print(f"{args.model}: input {'x'.join(map(str, report.input_size))}, {report.threads} threads")
     if sys.stdout.isatty():
+        from rich.console import Console
+
         console = Console()
         for renderable in report.to_rich():
             console.print(renderable)

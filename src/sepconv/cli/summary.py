@@ -17,9 +17,12 @@ from sepconv.cli._common import (
     add_model,
     model_channels,
     non_negative_int,
+    positive_int,
     print_json,
+    progress_bar,
     resolve_model,
 )
+from sepconv.deploy.defaults import ENGINE_NAMES
 from sepconv.errors import UsageError
 
 # A random input above this many elements (4 GiB of float32) is a typo, not a model to summarize.
@@ -57,6 +60,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="also write a self-contained HTML page (tables, a MACs chart)",
     )
+    measuring = parser.add_argument_group(
+        "measured cost per layer",
+        "time each layer alone in an engine at its input in this summary, beside its bytes moved and "
+        "arithmetic intensity (MACs per byte); measurements are cached in the cost table",
+    )
+    measuring.add_argument(
+        "--measure",
+        dest="engine",
+        metavar="ENGINE",
+        choices=ENGINE_NAMES,
+        default=None,
+        help=f"the engine to time each layer in: {', '.join(ENGINE_NAMES)}",
+    )
+    measuring.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="the batch each layer is timed on (default: N of --input-size, else 1)",
+    )
+    measuring.add_argument(
+        "--threads", type=positive_int, default=None, help="threads of the engine (default: the usable cores)"
+    )
+    measuring.add_argument(
+        "--cost-table",
+        action=OutputFile,
+        suffixes=(".json",),
+        metavar="FILE.json",
+        default=None,
+        help="the cost table to read and extend (default: costs.json in $SEPCONV_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/sepconv, else ~/.cache/sepconv)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -77,12 +111,26 @@ def input_shape(size: InputSize | None, model: Any) -> tuple[int, ...]:
     return shape
 
 
+def _check_measuring_flags(args: argparse.Namespace) -> None:
+    """The measuring flags need ``--measure``; the batch is set once (``--batch-size`` or N)."""
+    if args.engine is None:
+        flags = {"--batch-size": args.batch_size, "--threads": args.threads, "--cost-table": args.cost_table}
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} set how layers are timed: give --measure ENGINE too")
+    elif args.input_size is not None:
+        args.input_size.batch_or("--batch-size", args.batch_size, args.input_size.batch)
+
+
 def run(args: argparse.Namespace) -> int:
     from sepconv.analysis import summarize
     from sepconv.analysis.profile import ModelInputError
 
+    _check_measuring_flags(args)
     model = resolve_model(args.model)
     shape = input_shape(args.input_size, model)
+    if args.batch_size is not None:
+        shape = (args.batch_size, *shape[1:])
     if args.input_size is not None:  # summarize runs the model once at this size
         from sepconv.cli._memory import require_input_memory
 
@@ -98,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         )
         shape_text = "x".join(map(str, shape))
         raise UsageError(f"{args.model} cannot run at {given} ({shape_text}): {error}") from None
+    if args.engine is not None:
+        summary = _measure(model, summary, args)
     if args.html is not None:
         from sepconv.viz.pages import write_summary_html
 
@@ -115,3 +165,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(summary)
     return 0
+
+
+def _measure(model: Any, summary: Any, args: argparse.Namespace) -> Any:
+    """``summary`` with each layer timed alone in ``--measure``'s engine (a progress bar on a terminal)."""
+    from sepconv.deploy.engines import get_engine
+    from sepconv.machine import usable_cpu_count
+    from sepconv.optimize.costs import CostTable, measure_summary
+
+    engine = get_engine(args.engine)
+    table = CostTable(args.cost_table)
+    threads = args.threads if args.threads is not None else usable_cpu_count()
+    if args.json or not sys.stderr.isatty():
+        return measure_summary(model, summary, engine, threads=threads, table=table)
+    with progress_bar() as update:
+        return measure_summary(model, summary, engine, threads=threads, table=table, progress=update)

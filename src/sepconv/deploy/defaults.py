@@ -6,7 +6,7 @@ import torch, so the numbers live here, where reading them costs nothing.
 
 from __future__ import annotations
 
-__all__ = ["AGREEMENT_SAMPLES", "DEFAULT_BATCH_SIZE", "DEFAULT_REPEATS"]
+__all__ = ["AGREEMENT_SAMPLES", "DEFAULT_BATCH_SIZE", "DEFAULT_REPEATS", "ENGINE_NAMES"]
 
 # One batch size for both measurements: 2 is the smallest at which every BatchNorm can run in train
 # mode (one value per channel is refused), and it keeps mobilenet_v2 at 224x224 near 0.3 s per round
@@ -17,3 +17,6 @@ DEFAULT_REPEATS = 10
 # Images for the output agreement: enough for top-1 agreement in steps of under 1 %, few enough that
 # mobilenet_v2 at 224x224 takes a few seconds.
 AGREEMENT_SAMPLES = 128
+# The names of sepconv.deploy.engines.ENGINES, for the flags that choose one (`--measure`, `--engine`):
+# their --help lists them without importing the engines (and torch). A test keeps the two equal.
+ENGINE_NAMES = ("ort", "ort-int8", "torch")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from sepconv.analysis.summary import LayerSummary, ModelSummary
     from sepconv.deploy.engines import Engine
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "candidate_weights",
     "default_cost_table_path",
     "measure_costs",
+    "measure_summary",
     "measurement_context",
     "time_models",
 ]
@@ -380,3 +382,177 @@ def time_models(
             )
         timings = time_interleaved(calls, plan, progress=progress, label="end to end")
     return {name: timings[name] for name in models}
+
+
+def measure_summary(
+    model: nn.Module,
+    summary: ModelSummary,
+    engine: Engine,
+    *,
+    threads: int,
+    table: CostTable,
+    progress: ProgressCallback | None = None,
+    timing_plan: TimingPlan | None = None,
+) -> ModelSummary:
+    """``summary`` (of ``model``, by :func:`sepconv.analysis.summarize`) with each row's layer timed alone.
+
+    Each row's module runs in ``engine`` on a random input of the row's input shape (the summary's
+    batch included) with ``threads`` threads, timed with ``timing_plan`` (default
+    :data:`LAYER_TIMING`), recorded in ``table`` and the table saved after each row; rows measured
+    before are read from it. Each row gets a :class:`~sepconv.analysis.summary.MeasuredCost`: the
+    time, the bytes it moves (its input, output and weights at the engine's precision) and its MACs
+    per byte. A row that cannot run alone (a container's own operations, a layer never called, one
+    that takes more than one input or returns more than one tensor, one the engine cannot run) gets
+    ``ms`` None and the reason. ``progress(description, rows_done, rows_to_time)`` as in
+    :func:`measure_costs`. ``model`` is not changed.
+    """
+    import dataclasses
+
+    from sepconv.analysis.summary import MeasuredCost
+
+    batch_size = summary.input_shapes[0][0] if summary.input_shapes and summary.input_shapes[0] else 1
+    _check_measuring(engine, batch_size, threads)
+    plan = timing_plan if timing_plan is not None else LAYER_TIMING
+    context = measurement_context(engine, batch_size=batch_size, threads=threads)
+    modules = dict(model.named_modules())
+    timings: dict[int, tuple[CachedTiming | None, bool, str | None]] = {}
+    runnable: dict[int, tuple[nn.Module, torch.Tensor, dict[str, Any]]] = {}
+    for index, row in enumerate(summary.layers):
+        reason = _why_not_alone(row, modules)
+        if reason is not None:
+            timings[index] = (None, False, reason)
+            continue
+        module = modules[row.name]
+        key = _layer_key(module, row.input_shape or (), context)
+        stored = table.lookup(key)
+        if stored is not None:
+            timings[index] = (stored, True, None)
+        else:
+            runnable[index] = (module, _random_input(row.input_shape or ()), key)
+    report = Progress(progress, total=len(runnable))
+    report.report("costs: measuring layers")
+    with tempfile.TemporaryDirectory(prefix="sepconv-layers-") as folder:
+        calls, failures = _prepare_rows(engine, runnable, Path(folder), threads)
+        timings.update({index: (None, False, reason) for index, reason in failures.items()})
+        for index, call in calls.items():
+            timing = time_interleaved({index: call}, plan, label=summary.layers[index].display_name)[index]
+            measured = CachedTiming(timing.median_ms, timing.spread_ms)
+            table.record(runnable[index][2], measured.ms, measured.spread_ms)
+            table.save()
+            timings[index] = (measured, False, None)
+            report.advance(f"costs: {summary.layers[index].display_name}")
+    rows = []
+    for index, row in enumerate(summary.layers):
+        stored, cached, reason = timings[index]
+        moved = _row_bytes(row, modules.get(row.name), engine.bytes_per_element)
+        cost = MeasuredCost(
+            ms=None if stored is None else stored.ms,
+            spread_ms=None if stored is None else stored.spread_ms,
+            bytes=moved,
+            intensity=row.macs / moved if moved else None,
+            cached=cached,
+            reason=reason,
+        )
+        rows.append(dataclasses.replace(row, measured=cost))
+    return dataclasses.replace(
+        summary, layers=tuple(rows), measurement={**context, "engine": engine.describe()}
+    )
+
+
+def _why_not_alone(row: LayerSummary, modules: Mapping[str, nn.Module]) -> str | None:
+    """Why a summary row cannot be timed as a module run alone, or None when it can."""
+    if "not called" in row.notes or row.input_shape is None:
+        return "not called in the forward pass"
+    if "own ops" in row.notes:
+        return "a container's own operations: they run only inside its forward"
+    if row.name not in modules:
+        return "no module of that name"
+    return None
+
+
+def _layer_key(module: nn.Module, input_shape: Sequence[int], context: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary row's key: the module as it prints and its parameters' shapes, its input, the context."""
+    parameters = [[name, list(parameter.shape)] for name, parameter in module.named_parameters()]
+    return {
+        "layer": {"module": repr(module), "parameters": parameters},
+        "input_shape": list(input_shape[1:]),
+        "rank": None,
+        **context,
+    }
+
+
+def _random_input(shape: Sequence[int]) -> torch.Tensor:
+    import torch
+
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(_INPUT_SEED))
+
+
+def _prepare_rows(
+    engine: Engine,
+    rows: Mapping[int, tuple[nn.Module, torch.Tensor, dict[str, Any]]],
+    folder: Path,
+    threads: int,
+) -> tuple[dict[int, Callable[[], object]], dict[int, str]]:
+    """The engine's call for each row that runs alone, and the reason for each that does not.
+
+    Every module runs once in PyTorch first (an eval copy): one that fails on its input, or returns
+    other than one tensor, is not handed to the engine. The others are prepared together (one
+    exporter run for ONNX Runtime); when that fails, one by one, to tell which cannot run.
+    """
+    import copy
+
+    import torch
+
+    from sepconv.deploy.execution_paths import PathUnavailableError
+    from sepconv.deploy.metadata import ExportError
+
+    failures: dict[int, str] = {}
+    ready: dict[int, tuple[nn.Module, torch.Tensor]] = {}
+    for index, (module, example, _) in rows.items():
+        try:
+            with torch.no_grad():
+                output = copy.deepcopy(module).eval()(example)
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            failures[index] = f"cannot run alone on one input of its shape ({_first_line(error)})"
+            continue
+        if not isinstance(output, torch.Tensor):
+            failures[index] = f"returns {type(output).__name__}, not one tensor"
+            continue
+        ready[index] = (module, example)
+
+    def prepare(indices: list[int]) -> list[Callable[[], object]]:
+        return engine.prepare_many(
+            [ready[index][0] for index in indices],
+            [ready[index][1] for index in indices],
+            Path(tempfile.mkdtemp(dir=folder)),
+            threads=threads,
+        )
+
+    indices = list(ready)
+    if not indices:
+        return {}, failures
+    try:
+        return dict(zip(indices, prepare(indices), strict=True)), failures
+    except (ExportError, PathUnavailableError):
+        pass  # some layer cannot run in the engine: find which, one by one
+    calls: dict[int, Callable[[], object]] = {}
+    for index in indices:
+        try:
+            (calls[index],) = prepare([index])
+        except (ExportError, PathUnavailableError) as error:
+            failures[index] = f"{engine.name} cannot run it alone ({_first_line(error)})"
+    return calls, failures
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _row_bytes(row: LayerSummary, module: nn.Module | None, bytes_per_element: int) -> int:
+    """Input + output + weights of a summary row, in elements of ``bytes_per_element`` bytes."""
+    elements = sum(math.prod(shape) for shape in (row.input_shape, row.output_shape) if shape is not None)
+    if module is not None and row.input_shape is not None:
+        elements += sum(parameter.numel() for parameter in module.parameters())
+    return bytes_per_element * elements
