@@ -201,6 +201,16 @@ def test_a_linear_site_is_measured_as_to_low_rank_converts_it() -> None:
     assert results["4"][8].output_error < results["4"][1].output_error
 
 
+def test_a_bfloat16_model_is_evaluated_on_images_of_its_own_precision(setting: types.SimpleNamespace) -> None:
+    model = setting.model.to(torch.bfloat16)
+    base, _ = measure_sensitivity(model, [], **setting.data, table=None)
+    reference = recalibrate_batchnorm(copy.deepcopy(model), setting.data["recalibration"]).eval()
+    images, labels = setting.data["validation"]
+    with torch.no_grad():
+        predicted = reference(images.to(torch.bfloat16)).argmax(dim=1)
+    assert base == 100.0 * (predicted == labels).sum().item() / len(labels)
+
+
 def test_a_second_run_measures_nothing_and_returns_the_same(setting: types.SimpleNamespace) -> None:
     base, results = measure(setting)
     counted = (len(setting.counting.conversions), len(setting.counting.output_error_layers))

@@ -305,12 +305,15 @@ def _accuracy(model: nn.Module, validation: tuple[torch.Tensor, torch.Tensor], b
 
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
+    # images as the model's weights are (a half-precision model takes half-precision images)
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
     images, labels = validation
     correct = 0
     model.eval()
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
-            predicted = model(images[start : start + batch_size].to(device)).argmax(dim=1).cpu()
+            batch = images[start : start + batch_size].to(device, dtype)
+            predicted = model(batch).argmax(dim=1).cpu()
             correct += int((predicted == labels[start : start + batch_size]).sum())
     return 100.0 * correct / images.shape[0]
 
