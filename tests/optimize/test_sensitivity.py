@@ -253,6 +253,17 @@ def _nudged(model: nn.Module) -> nn.Module:
     return changed
 
 
+def test_the_model_checksum_covers_weights_buffers_and_names() -> None:
+    model = tiny_model()
+    same = tiny_model()
+    assert model_checksum(model) == model_checksum(same)
+    with torch.no_grad():
+        same[1].running_mean[0] += 1e-6  # BatchNorm statistics decide outputs as weights do
+    assert model_checksum(same) != model_checksum(model)
+    renamed = nn.Sequential(*tiny_model(), nn.Identity())
+    assert model_checksum(nn.Sequential(nn.Identity(), *tiny_model())) != model_checksum(renamed)
+
+
 def test_an_interrupted_run_keeps_the_sites_it_finished(setting: types.SimpleNamespace) -> None:
     def interrupt(description: str, done: int, total: int) -> None:
         if done == 3:  # the first rank of the second site: Ctrl-C

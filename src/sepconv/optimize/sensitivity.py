@@ -123,30 +123,29 @@ def model_checksum(model: nn.Module) -> str:
     """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(_tensor_bytes(tensor))
+        _hash_tensor(digest, name, tensor)
     return digest.hexdigest()
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    import torch
-
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    if flat.dtype == torch.bool:
-        flat = flat.to(torch.uint8)
-    # view as bytes: covers every dtype (bfloat16 included, which numpy has no name for)
-    return bytes(flat.view(torch.uint8).numpy()) if flat.numel() else b""
 
 
 def _data_checksum(*tensors: torch.Tensor | None) -> str:
     digest = hashlib.sha256()
-    for tensor in tensors:
-        if tensor is None:
-            digest.update(b"none|")
-        else:
-            digest.update(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(_tensor_bytes(tensor))
+    for index, tensor in enumerate(tensors):
+        if tensor is not None:
+            _hash_tensor(digest, str(index), tensor)
     return digest.hexdigest()
+
+
+def _hash_tensor(digest: Any, label: str, tensor: torch.Tensor) -> None:
+    """Feed ``label``, the tensor's dtype and shape, then its bytes (read in place, not copied) to ``digest``."""
+    import torch
+
+    digest.update(f"{label}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    if flat.numel():
+        # viewed as bytes: covers every dtype (bfloat16 included, which numpy has no name for)
+        digest.update(flat.view(torch.uint8).numpy().data)
 
 
 def measure_sensitivity(
