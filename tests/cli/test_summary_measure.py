@@ -112,3 +112,12 @@ def test_measuring_flags_refused_in_one_line(extra, message, capsys) -> None:
     code, out, err = run_sepconv(["summary", "standard_cnn", *extra], capsys)
     assert code == 2 and out == ""
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_html_page_shows_the_measured_columns(capsys, tmp_path) -> None:
+    page = tmp_path / "summary.html"
+    code, _, err = _measure(capsys, tmp_path, "--html", str(page))
+    assert code == 0, err
+    html = page.read_text()
+    assert "<th" in html and "MACs per byte" in html and "bytes moved" in html
+    assert "each layer run alone in PyTorch eager, channels_last, float32" in html

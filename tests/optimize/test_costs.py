@@ -338,3 +338,16 @@ def test_a_summary_row_that_cannot_run_alone_says_why(tmp_path) -> None:
         r"^act .* - \[(\d)\] .*^\[\1\] torch cannot run it alone \(no ReLU here\)$", text, re.M | re.S
     )
     assert model.training  # the model is left as it was
+
+
+def test_a_linear_site_is_measured_as_low_rank_pairs_in_onnx_runtime(tmp_path) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(512, 256))
+    sites, _ = find_sites(model, (8, 8, 8))
+    (site,) = sites
+    assert site.kind == "linear"
+    result = _measure(model, sites, get_engine("ort"), CostTable(tmp_path / "costs.json"), batch_size=4)
+    assert list(result[site.name]) == [None, *site.ranks]
+    pair = result[site.name][8]
+    # 4 rows of 512 in and 256 out, 8 (512 + 256) + 256 weights, 4 rows of 8 written and read; fp32
+    assert pair.bytes == 4 * (4 * 768 + 6400 + 64) and pair.macs == 8 * 768
+    assert pair.intensity == pytest.approx(4 * 8 * 768 / pair.bytes)

@@ -25,6 +25,16 @@ def _axes_text(values: Any) -> str:
     return "" if values is None else "x".join(f"{value:g}" for value in values)
 
 
+def _measured_cells(row: Any) -> list[Any]:
+    """ms (or why the layer was not timed alone), bytes moved and MACs per byte of a measured row."""
+    cost = row.measured
+    if cost is None:
+        return ["", "", ""]
+    time = cost.ms if cost.ms is not None else f"- ({cost.reason})"
+    intensity = cost.intensity if row.macs else None
+    return [time, cost.bytes or None, intensity]
+
+
 def summary_sections(summary: Any, *, top: int = 25) -> list[Section]:
     """Totals, a bar chart of the ``top`` layers by MACs, and the per-layer table of ``summary``."""
     totals = Table(
@@ -40,6 +50,18 @@ def summary_sections(summary: Any, *, top: int = 25) -> list[Section]:
         ],
         title="Totals",
     )
+    measured = summary.measurement is not None
+    caption = (
+        "MACs are counted at PyTorch's operator level (torch.utils.flop_counter); click a header to sort."
+    )
+    if measured:
+        engine = summary.measurement["engine"]
+        caption += (
+            f" ms: each layer run alone in {engine['description']} {engine['version']} at batch "
+            f"{summary.measurement['batch_size']} with {summary.measurement['threads']} threads (median); "
+            "bytes moved: input + output + weights at the engine's precision; MACs per byte: arithmetic "
+            "intensity (low: the layer waits on memory)."
+        )
     layers = Table(
         headers=[
             "layer",
@@ -50,6 +72,7 @@ def summary_sections(summary: Any, *, top: int = 25) -> list[Section]:
             "output bytes",
             "receptive field",
             "stride",
+            *(["ms", "bytes moved", "MACs per byte"] if measured else []),
         ],
         rows=[
             [
@@ -61,11 +84,12 @@ def summary_sections(summary: Any, *, top: int = 25) -> list[Section]:
                 row.output_bytes,
                 _axes_text(row.receptive_field),
                 _axes_text(row.effective_stride),
+                *(_measured_cells(row) if measured else []),
             ]
             for row in summary.layers
         ],
         title="Layers",
-        caption="MACs are counted at PyTorch's operator level (torch.utils.flop_counter); click a header to sort.",
+        caption=caption,
     )
     heaviest = sorted((row for row in summary.layers if row.macs), key=lambda row: row.macs, reverse=True)[
         :top
