@@ -48,9 +48,9 @@ __all__ = [
     "plan_for",
 ]
 
-# Partial plans kept per step of the dynamic programme at most. Exact fronts of real models stay far
-# below (resnet18's 19 sites at 5-6 ranks each give a few thousand), and the work per site is this
-# many times the site's options.
+# Partial plans kept per step of the dynamic programme at most; the work per site is this many times
+# the site's options. Exact fronts stay far below it: on synthetic tables of realistic shape, 19 sites
+# of 5 options (resnet18's size) give ~230 plans in 10 ms, 60 sites of 7 options ~3,400 in 2 s.
 DEFAULT_MAX_FRONT = 20_000
 
 # Budgets are compared with this relative slack, so that a plan whose summed loss or latency differs
