@@ -13,8 +13,8 @@ The rules, one place for both tables:
   :class:`CacheWarning` and treated as empty: everything is measured again, and the next save
   replaces it;
 - saves are atomic (:func:`sepconv.io.atomic_write_bytes`): readers and a run killed mid-save see the
-  old file or the new one; the tables save after each layer, so Ctrl-C loses at most the layer it
-  interrupted;
+  old file or the new one; the cost table saves after each layer, the sensitivity table after each
+  candidate, so Ctrl-C loses at most the one it interrupted;
 - the files live in :func:`cache_folder` unless the caller names one.
 """
 

@@ -179,8 +179,7 @@ def measure_sensitivity(
     minute on two otherwise idle cores; the output errors take one pass over ``calibration``.
 
     ``table`` (None: nothing cached) supplies what was measured before under the same key and takes
-    each new site's measurements, saved after each site: an interrupted run keeps the sites it
-    finished. ``dataset`` and ``split_seed`` name the data in the key (the images' checksum is there
+    each new measurement, saved at once: an interrupted run keeps every candidate it finished. ``dataset`` and ``split_seed`` name the data in the key (the images' checksum is there
     too). ``progress(description, done, total)`` is called after each candidate measured. ``model`` is
     not changed (candidates are evaluated on one copy of it).
     """
@@ -245,10 +244,10 @@ def measure_sensitivity(
             error = float(output_errors[site.name][rank])
             results[site.name][rank] = Sensitivity(site.name, rank, error, accuracy)
             if table is not None:
+                # saved at once: a candidate costs a pass over the data, a save only a small file
                 table.put(key(site.name, rank), {"output_error": error, "accuracy": accuracy})
+                table.save()
             counter.advance(f"{site.name} at rank {rank}")
-        if table is not None and site.name in missing:
-            table.save()
     return base_accuracy, results
 
 
