@@ -165,7 +165,7 @@ def test_auto_by_output_error_matches_layer_output_errors() -> None:
 
     model = _mlp()
     x = torch.randn(32, 512)
-    candidates = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    candidates = [*range(1, 17), 32, 64, 128, 256]  # every rank up to 16, then powers of two
     errors = layer_output_errors(model, x, {"0": candidates})["0"]
     limit = 0.7
     _, report = to_low_rank(model, rank="auto", max_output_error=limit, calibration=x)

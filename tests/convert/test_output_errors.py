@@ -121,7 +121,7 @@ def test_a_layer_that_never_runs_and_a_batch_that_does_not_fit_are_errors() -> N
 def test_auto_by_output_error_picks_the_smallest_candidate_within_it() -> None:
     model = _net()
     x = torch.randn(16, 3, 8, 8)
-    candidates = [1, 2, 4, 8, 9]
+    candidates = list(range(1, 10))  # every rank of a 3x3 convolution with 24 outputs
     errors = layer_output_errors(model, x, {"3": candidates})["3"]
     limit = (errors[2] + errors[4]) / 2  # between two candidates: r = 4 is the smallest within it
     converted, report = to_separable(
@@ -173,3 +173,43 @@ def test_auto_by_output_error_leaves_a_stem_whose_needed_rank_is_larger() -> Non
         _, report = to_separable(model, depth_multiplier="auto", max_output_error=0.0, calibration=x)
     # 3 9 r (depthwise) + 3 r 16 (pointwise) + 16 at r = 9, against 3 16 9 + 16
     assert ("0", "auto rank 9 has more parameters, 691 > 448") in report.skipped
+
+
+@pytest.mark.slow
+def test_on_a_trained_cnn_output_error_picks_smaller_ranks_than_weight_error(tmp_path) -> None:
+    """The issue's case at demo size: a trained standard_cnn's layers lose far less on real images than
+    their weight errors say, so ``auto`` by output error converts more, at smaller ranks."""
+    import dataclasses
+
+    from sepconv import load_model
+    from sepconv.data import load_dataset
+    from sepconv.demo import DEMO_BATCH_SIZE, DEMO_LR, demo_config
+    from sepconv.train.trainer import fit
+
+    config = demo_config(
+        "standard_cnn",
+        tmp_path,
+        dataset="mnist5k",
+        epochs=1,
+        batch_size=DEMO_BATCH_SIZE,
+        lr=DEMO_LR,
+        seed=0,
+        progress=False,
+    )
+    fit(dataclasses.replace(config, model_kwargs={"widths": [16, 32, 64, 128]}))  # a quarter of the demo's
+    model = load_model(tmp_path / "standard_cnn" / "model.safetensors")
+    data = load_dataset("mnist5k", seed=0)
+    images = torch.stack([data.test[index][0] for index in range(32)])
+    with pytest.warns(ConversionWarning):  # the stem is left alone by both
+        _, by_weight = to_separable(
+            model, depth_multiplier="auto", max_relative_error=0.3, calibration=images
+        )
+        _, by_output = to_separable(model, depth_multiplier="auto", max_output_error=0.3, calibration=images)
+    weight_ranks = {layer.name: layer.depth_multiplier for layer in by_weight.layers}
+    output_ranks = {layer.name: layer.depth_multiplier for layer in by_output.layers}
+    # what the layers lose on images is well below what their weights lose
+    assert all(layer.output_error < layer.weight_error for layer in by_weight.layers)
+    assert all(layer.output_error <= 0.3 for layer in by_output.layers)
+    assert set(weight_ranks) <= set(output_ranks)
+    assert all(output_ranks[name] < rank for name, rank in weight_ranks.items())
+    assert by_output.total_macs_after < by_weight.total_macs_after

@@ -28,10 +28,10 @@ Each eligible nn.Conv2d (groups 1, kernel wider than 1x1, chosen by --include/--
 k x k convolution with r filters per input channel followed by a pointwise 1x1 one, initialised from the
 SVD of the original filters: exact when r >= min(out_channels, k*k), the best rank-r approximation below.
 A larger r only adds parameters: above every layer's exact rank it is refused, above some layers' it is
-capped there (with a warning). auto picks per layer the smallest r within --max-error (weight error) and/or
---max-output-error (the layer's output error on the calibration images, tried at r = 1, 2, 4, ..., exact:
-what the layer loses on real data, which the weight error says little about). auto leaves a layer as it
-was (with a warning) when its separable form at the rank it needs has more parameters than the original,
+capped there (with a warning). auto picks per layer the smallest r within --max-error (weight error)
+and/or --max-output-error (the layer's output error on the calibration images, tried at every r up to
+16, then 32, 64, ...: what the layer loses on real data, which the weight error says little about).
+auto leaves a layer as it was (with a warning) when its separable form at the rank it needs has more parameters than the original,
 so it never makes a model larger.
 The report gives, per layer, r, parameters and MACs before and after, the relative weight error and the
 relative output error on calibration images. Fine-tune the result with

@@ -32,7 +32,7 @@ from sepconv.convert.select import (
     larger_model_note,
     named_layers,
     note,
-    power_of_two_ranks,
+    output_error_ranks,
     rank_for,
     refuse_lazy,
     unmatched_patterns,
@@ -114,8 +114,9 @@ def to_low_rank(
     that a pair has nothing to win), reachable under one name, matching an ``include`` glob (when given)
     and no ``exclude`` glob; a ``{name: r}`` mapping names its layers itself, of any size. ``rank`` is r
     for every chosen layer, ``{name: r}``, or ``"auto"``: per layer the smallest r whose relative
-    weight error is <= ``max_relative_error``, or the smallest of 1, 2, 4, ..., exact whose relative
-    output error on ``calibration`` is <= ``max_output_error`` (both, when both are given). A rank above
+    weight error is <= ``max_relative_error``, or the smallest r (of every one up to 16, then 32, 64,
+    ..., the exact one) whose relative output error on ``calibration`` is <= ``max_output_error``
+    (both, when both are given). A rank above
     a layer's exact one, min(in, out), only adds weights: in a mapping it is a ValueError, as one
     integer above every layer's; an integer above some layers' is capped there, with a
     :class:`~sepconv.convert.ConversionWarning`. ``"auto"`` leaves a layer whose pair would have more
@@ -159,7 +160,7 @@ def to_low_rank(
         # imported here: output_errors builds its candidates with low_rank_like, from this module
         from sepconv.convert.output_errors import layer_output_errors
 
-        candidates = {name: power_of_two_ranks(exact[name]) for name in chosen}
+        candidates = {name: output_error_ranks(exact[name]) for name in chosen}
         output_errors_by_rank = layer_output_errors(model, calibration, candidates)
 
     converted = copy.deepcopy(model)

@@ -37,7 +37,7 @@ from sepconv.convert.select import (
     named_layers,
     note,
     nothing_to_convert,
-    power_of_two_ranks,
+    output_error_ranks,
     rank_for,
     refuse_lazy,
     require_rank_memory,
@@ -82,11 +82,12 @@ def to_separable(
     ``"random"`` gives the layer its default initialisation. ``depth_multiplier`` is r for every layer,
     ``"auto"``, or ``{name: r}``. ``"auto"`` picks per layer the smallest r whose relative weight error
     is <= ``max_relative_error``, or, with ``max_output_error=e`` and a ``calibration`` batch, the
-    smallest r of 1, 2, 4, ..., exact whose relative output error on that batch is <= e
-    (:func:`~sepconv.convert.layer_output_errors`: what the layer computes on real data, which the
-    weight error says little about); given both, both must hold. A rank above a layer's exact one only adds parameters: an integer r above
-    every converted layer's exact rank, or a ``{name: r}`` above that layer's, is a ValueError; an
-    integer r above some layers' exact rank is capped there, with a :class:`ConversionWarning`.
+    smallest r whose relative output error on that batch is <= e (of every r up to 16, then 32, 64,
+    ..., the exact one: :func:`~sepconv.convert.layer_output_errors`, what the layer computes on real
+    data, which the weight error says little about); given both, both must hold. A rank above a
+    layer's exact one only adds parameters: an integer r above every converted layer's exact rank, or
+    a ``{name: r}`` above that layer's, is a ValueError; an integer r above some layers' exact rank is
+    capped there, with a :class:`ConversionWarning`.
     ``"auto"`` leaves a layer as it was (listed in ``skipped``, with a warning) when its separable form
     at the rank it needs has more parameters than the original, so it never makes a model larger; a
     fixed r that does gets a warning. ``calibration`` (a batch of inputs) adds each layer's output error;
@@ -126,7 +127,7 @@ def to_separable(
         # imported here: output_errors builds its candidates with separable_like, from this module
         from sepconv.convert.output_errors import layer_output_errors
 
-        candidates = {name: power_of_two_ranks(max_rank(chosen_conv(model, name))) for name in chosen}
+        candidates = {name: output_error_ranks(max_rank(chosen_conv(model, name))) for name in chosen}
         output_errors_by_rank = layer_output_errors(model, calibration, candidates)
     converted, plans, weight_errors = _convert_layers(
         model,
