@@ -11,7 +11,11 @@ model (:meth:`Engine.deploy`). Adding an engine is adding a row to :data:`ENGINE
 What :meth:`Engine.prepare` times is what the engine runs: for ONNX Runtime, each module's own ONNX
 graph (:func:`sepconv.deploy.onnx_export.export_layers`, the same operators the whole-model export
 gives that layer), quantized for int8 as :func:`sepconv.deploy.quantize_onnx` quantizes a model, in a
-session with the settings of :class:`sepconv.deploy.OnnxModel` (idle threads parked).
+session with the settings of :class:`sepconv.deploy.OnnxModel` (idle threads parked). A layer timed
+alone pays what the whole model pays once: a session call, and for int8 the quantization of its float
+input and the dequantization of its output, which inside a quantized model happen only at its edges;
+so summed per-layer times overstate a model's, most for small layers. The planner of
+:mod:`sepconv.optimize` measures whole models end to end for that reason and corrects its sums.
 """
 
 from __future__ import annotations
