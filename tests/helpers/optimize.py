@@ -293,6 +293,8 @@ def sample_document(
             "predicted_ms": final["predicted_ms"],
             "speedup": _ORIGINAL_MS / final["measured_ms"],
             "spread_ms": {"original": 0.031, "optimized": 0.012},
+            "reference_ms": _ORIGINAL_MS,
+            "budget_ms": target_ms,
         },
         "accuracy": accuracy,
         "macs": {"before": _MODEL_MACS, "after": _MODEL_MACS - macs_saved},

@@ -124,7 +124,10 @@ def test_the_plain_text_holds_the_documents_numbers(options) -> None:
     _close(measured["original"], latency["original_ms"])
     _close(measured["optimized"], latency["optimized_ms"])
     _close(measured["original / optimized"], latency["speedup"])
-    _close(result["latency, predicted (ms)"]["optimized"], latency["predicted_ms"])
+    planned = result["latency, planned (ms)"]
+    _close(planned["original"], latency["reference_ms"])
+    _close(planned["optimized"], latency["predicted_ms"])
+    _close(planned["original / optimized"], latency["reference_ms"] / latency["predicted_ms"])
     for label, key in (("MACs per image", "macs"), ("parameters", "params")):
         _close(result[label]["original"], document[key]["before"])
         _close(result[label]["optimized"], document[key]["after"])
@@ -286,6 +289,11 @@ def test_every_plot_names_the_engine_and_the_front_shows_every_plan(tmp_path) ->
 def test_the_budget_is_met_only_when_every_measured_part_of_it_is() -> None:
     document = sample_document()
     assert budget_met(document) and budget_target_ms(document) == pytest.approx(1.30 / 3)
+    # the budget the run planned for wins: --speedup applies to the original as measured when planning
+    document["latency"]["budget_ms"] = 0.45
+    assert budget_target_ms(document) == 0.45 and "Budget: 3.00x faster (0.450 ms or less)" in format_text(
+        document
+    )
     faster = sample_document()
     faster["budget"]["speedup"] = 4.0
     assert not budget_met(faster) and ": missed: " in format_text(faster)
@@ -293,6 +301,7 @@ def test_the_budget_is_met_only_when_every_measured_part_of_it_is() -> None:
     stricter["budget"]["max_accuracy_drop"] = 0.1
     assert not budget_met(stricter)
     by_latency = sample_document()
+    del by_latency["latency"]["budget_ms"]  # computed from the budget when the run did not record it
     by_latency["budget"].update(speedup=None, latency_ms=0.40)
     assert budget_target_ms(by_latency) == 0.40 and not budget_met(by_latency)
     by_latency["budget"]["latency_ms"] = 0.42
@@ -351,6 +360,7 @@ def test_a_sparse_document_renders_everywhere(tmp_path) -> None:
     """An accuracy-only budget, no fine-tuning, no front, no round, a stage that did not run, no HTML file."""
     document = sample_document()
     document["budget"].update(speedup=None, latency_ms=None)
+    document["latency"].update(budget_ms=None, reference_ms=None)
     document["accuracy"].update(fine_tuned=None, drop=None)
     document.update(pareto=[], rounds=[], notes=[])
     document["timings_s"]["fine_tuning"] = None

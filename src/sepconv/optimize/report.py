@@ -32,9 +32,9 @@ from sepconv.formatting import (
     short_count,
 )
 from sepconv.io.atomic import PathLike
+from sepconv.optimize.result import DOCUMENT_FORMAT
 
 __all__ = [
-    "DOCUMENT_FORMAT",
     "MAX_LISTED_PLANS",
     "budget_met",
     "budget_target_ms",
@@ -49,9 +49,6 @@ __all__ = [
     "rounds_figure",
     "write_html",
 ]
-
-# The "format" of the documents these renderings read; a later format gets a new number.
-DOCUMENT_FORMAT = "sepconv-optimize/1"
 
 Document = Mapping[str, Any]
 # A rendering is a list of blocks: a line of text, or a table. Text, rich and Markdown differ only in
@@ -119,13 +116,19 @@ def _checked(document: Document) -> Document:
 
 
 def budget_target_ms(document: Document) -> float | None:
-    """The latency the budget asks for in ms: ``latency_ms``, or the original's over ``speedup`` (the
-    tighter when both are given); ``None`` when the budget is on accuracy alone.
+    """The latency the budget asks for in ms; ``None`` when the budget is on accuracy alone.
+
+    The run records the one it planned for (``latency.budget_ms``: ``--speedup`` applies to the original's
+    latency as measured when planning, ``reference_ms``); without it, ``latency_ms`` or ``original_ms``
+    over ``speedup``, the tighter when both are given.
 
     >>> budget_target_ms({"budget": {"speedup": 3.0, "latency_ms": None}, "latency": {"original_ms": 1.5}})
     0.5
     """
-    budget, original_ms = document["budget"], document["latency"]["original_ms"]
+    budget, latency = document["budget"], document["latency"]
+    if latency.get("budget_ms") is not None:
+        return float(latency["budget_ms"])
+    original_ms = latency["original_ms"]
     targets = []
     if budget.get("latency_ms") is not None:
         targets.append(float(budget["latency_ms"]))
@@ -237,15 +240,29 @@ def _result_table(document: Document) -> Table:
             "",
         ],
         [
-            "latency, predicted (ms)",
-            "",
+            _PLANNED,
+            _optional(latency.get("reference_ms"), format_ms),
             format_ms(latency["predicted_ms"]),
-            format_ratio(latency["original_ms"] / latency["predicted_ms"]),
+            format_ratio(_planned_from(latency) / latency["predicted_ms"]),
         ],
         ["MACs per image", short_count(macs["before"]), short_count(macs["after"]), _ratio(macs)],
         ["parameters", short_count(params["before"]), short_count(params["after"]), _ratio(params)],
     ]
     return Table(["", "original", "optimized", "original / optimized"], rows, title="Result")
+
+
+# The row of what the plan was made from: the original as measured when planning (reference_ms), the
+# chosen plan as the latency model predicts it.
+_PLANNED = "latency, planned (ms)"
+_RESULT_CAPTION = (
+    "Measured: the original and the optimized model timed together, end to end, as deployed. Planned: "
+    "the original as measured when planning, and the plan as the latency model predicts it."
+)
+
+
+def _planned_from(latency: Mapping[str, Any]) -> float:
+    """The original's latency the plan was made from (the final measurement when the run lacks it)."""
+    return float(latency.get("reference_ms") or latency["original_ms"])
 
 
 def _ratio(pair: Mapping[str, int]) -> str:
@@ -347,6 +364,7 @@ def _blocks(document: Document, *, markdown: bool = False) -> list[Block]:
         _pareto_line(document),
         _rounds_table(document),
         _result_table(document),
+        _RESULT_CAPTION,
         _accuracy_block(document),
         "\n".join(_run_lines(document)),
     ]
@@ -605,15 +623,16 @@ def html_sections(document: Document) -> list[Any]:
             ],
             ["spread (ms)", ms(spread.get("original")), ms(spread.get("optimized")), ""],
             [
-                "latency, predicted (ms)",
-                "",
+                _PLANNED,
+                ms(latency.get("reference_ms")),
                 ms(latency["predicted_ms"]),
-                ratio(latency["original_ms"], latency["predicted_ms"]),
+                ratio(_planned_from(latency), latency["predicted_ms"]),
             ],
             ["MACs per image", macs["before"], macs["after"], ratio(macs["before"], macs["after"])],
             ["parameters", params["before"], params["after"], ratio(params["before"], params["after"])],
         ],
         title="Result",
+        caption=_RESULT_CAPTION,
     )
     summary = Section(
         "Result",
