@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sepconv.checks import check_float, check_int
 from sepconv.errors import ParameterError
 
 __all__ = [
@@ -72,18 +73,11 @@ class Option:
     loss: float
 
     def __post_init__(self) -> None:
-        if self.rank is not None and (
-            isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1
-        ):
-            raise ParameterError(
-                f"an option's rank must be None (keep) or an integer >= 1, got {self.rank!r}", param="rank"
-            )
-        for name in ("ms", "loss"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ParameterError(f"an option's {name} must be a finite number, got {value!r}", param=name)
-        if self.ms < 0:
-            raise ParameterError(f"an option's ms must be >= 0, got {self.ms!r}", param="ms")
+        # stored as Python numbers (numpy's are accepted too), so that plans write as JSON
+        if self.rank is not None:
+            object.__setattr__(self, "rank", check_int("rank", self.rank, minimum=1))
+        object.__setattr__(self, "ms", check_float("ms", self.ms, minimum=0))
+        object.__setattr__(self, "loss", check_float("loss", self.loss))
 
     @property
     def planned_loss(self) -> float:
@@ -139,10 +133,8 @@ class LatencyModel:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.fixed_ms):
-            raise ParameterError(f"fixed_ms must be a finite number, got {self.fixed_ms!r}", param="fixed_ms")
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ParameterError(f"scale must be a finite number > 0, got {self.scale!r}", param="scale")
+        object.__setattr__(self, "fixed_ms", check_float("fixed_ms", self.fixed_ms))
+        object.__setattr__(self, "scale", check_float("scale", self.scale, minimum=0, min_inclusive=False))
 
     def predict(self, layer_ms: float) -> float:
         """The predicted end-to-end ms of a plan whose options sum to ``layer_ms``."""
@@ -153,12 +145,8 @@ class LatencyModel:
         """The model that predicts the all-keep plan exactly: scale 1, ``fixed_ms`` = measured minus the
         keep options' ms (negative when the layers timed alone add up to more than the whole model: each
         separate timing pays a call of its own)."""
-        if not (math.isfinite(measured_original_ms) and measured_original_ms > 0):
-            raise ParameterError(
-                f"measured_original_ms must be a finite number > 0, got {measured_original_ms!r}",
-                param="measured_original_ms",
-            )
-        return cls(measured_original_ms - sum(layer.keep.ms for layer in layers), 1.0)
+        measured = check_float("measured_original_ms", measured_original_ms, minimum=0, min_inclusive=False)
+        return cls(measured - sum(layer.keep.ms for layer in layers), 1.0)
 
     def corrected(self, points: Iterable[tuple[float, float]]) -> LatencyModel:
         """The model refitted to measured plans: ``points`` are (sum of the plan's options' ms, measured ms).
@@ -312,8 +300,7 @@ def pareto_front(
     plan between two kept ones may be missed: the result is then a subset of near-optimal plans, each
     still a real plan with its true predicted latency and loss.
     """
-    if isinstance(max_plans, bool) or not isinstance(max_plans, int) or max_plans < 2:
-        raise ParameterError(f"max_plans must be an integer >= 2, got {max_plans!r}", param="max_plans")
+    max_plans = check_int("max_plans", max_plans, minimum=2)
     layers = list(layers)
     names = [layer.name for layer in layers]
     if len(set(names)) != len(names):
@@ -383,14 +370,8 @@ def choose_plan(
     """
     if max_ms is None and max_loss is None:
         raise ParameterError("choose_plan needs a budget: max_ms, max_loss or both", param="max_ms")
-    for name, value in (("max_ms", max_ms), ("max_loss", max_loss)):
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise ParameterError(f"{name} must be a finite number >= 0, got {value!r}", param=name)
+    max_ms = None if max_ms is None else check_float("max_ms", max_ms, minimum=0)
+    max_loss = None if max_loss is None else check_float("max_loss", max_loss, minimum=0)
     front = pareto_front(layers, latency, max_plans=max_plans)
     reference_ms = keep_plan(layers, latency).predicted_ms
     if max_ms is None:

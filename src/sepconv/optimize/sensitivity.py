@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sepconv.checks import check_float, check_int
 from sepconv.errors import ParameterError
 from sepconv.io.atomic import PathLike
 from sepconv.optimize.cache import CacheFile, cache_folder
@@ -192,8 +193,7 @@ def measure_sensitivity(
     )
     if validation is not None:
         validation = _check_validation(validation)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}", param="batch_size")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     base_key: dict[str, Any] = {
         "model": model_checksum(model),
         "data": {
@@ -383,10 +383,7 @@ def loss_options(
     A site whose keep cost is missing is refused (the planner could not price keeping it); a rank
     measured in one table and not the other is left out.
     """
-    if not _is_number(error_points) or error_points < 0:
-        raise ParameterError(
-            f"error_points must be a finite number >= 0, got {error_points!r}", param="error_points"
-        )
+    error_points = check_float("error_points", error_points, minimum=0)
     layers: list[LayerChoices] = []
     for site in sites:
         site_costs = costs.get(site.name, {})
