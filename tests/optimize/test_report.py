@@ -415,3 +415,9 @@ def test_a_long_front_is_plotted_whole_and_listed_thinned_with_the_chosen_plan(t
     (axes,) = pareto_figure(document).axes
     assert len(axes.get_lines()[0].get_xdata()) == 600
     assert chosen["chosen"]
+
+
+def test_the_report_reads_the_format_the_command_writes() -> None:
+    from sepconv.optimize import result
+
+    assert report.DOCUMENT_FORMAT == result.DOCUMENT_FORMAT == sample_document()["format"]

@@ -32,9 +32,9 @@ from sepconv.formatting import (
     short_count,
 )
 from sepconv.io.atomic import PathLike
-from sepconv.optimize.result import DOCUMENT_FORMAT
 
 __all__ = [
+    "DOCUMENT_FORMAT",
     "MAX_LISTED_PLANS",
     "budget_met",
     "budget_target_ms",
@@ -49,6 +49,10 @@ __all__ = [
     "rounds_figure",
     "write_html",
 ]
+
+# The "format" of the documents these renderings read, as sepconv.optimize.result writes them (not
+# imported from there: result imports this module to write the page).
+DOCUMENT_FORMAT = "sepconv-optimize/1"
 
 Document = Mapping[str, Any]
 # A rendering is a list of blocks: a line of text, or a table. Text, rich and Markdown differ only in
