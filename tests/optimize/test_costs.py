@@ -120,7 +120,7 @@ def test_every_candidate_is_measured_once_and_then_read_from_the_table(tmp_path)
         assert list(first[site.name]) == [None, *site.ranks]
         assert all(not cost.cached and cost.ms >= 0 for cost in first[site.name].values())
         assert all(cost.site == site.name and cost.batch_size == 2 for cost in first[site.name].values())
-    assert engine.prepared == [len(site.ranks) + 1 for site in sites]  # one call per site, all its candidates
+    assert engine.prepared == [_candidates(sites)]  # a small model's candidates: one engine call
     document = json.loads((tmp_path / "costs.json").read_text())
     assert document["format"] == COST_TABLE_FORMAT and len(document["records"]) == _candidates(sites)
 
@@ -351,3 +351,32 @@ def test_a_linear_site_is_measured_as_low_rank_pairs_in_onnx_runtime(tmp_path) -
     # 4 rows of 512 in and 256 out, 8 (512 + 256) + 256 weights, 4 rows of 8 written and read; fp32
     assert pair.bytes == 4 * (4 * 768 + 6400 + 64) and pair.macs == 8 * 768
     assert pair.intensity == pytest.approx(4 * 8 * 768 / pair.bytes)
+
+
+def test_large_candidates_are_prepared_in_batches_of_whole_sites(monkeypatch, tmp_path) -> None:
+    model, sites = _net(), _sites()
+    first_site = sum(costs.candidate_weights(sites[0], rank) for rank in (None, *sites[0].ranks))
+    monkeypatch.setattr(costs, "_BATCH_WEIGHTS", first_site)  # the first site fills a batch alone
+    engine = CountingEngine()
+    result = _measure(model, sites, engine, CostTable(tmp_path / "costs.json"))
+    assert engine.prepared[0] == len(sites[0].ranks) + 1 and sum(engine.prepared) == _candidates(sites)
+    monkeypatch.setattr(costs, "_BATCH_WEIGHTS", 1)  # each site alone, however small
+    again = CountingEngine()
+    _measure(model, sites, again, CostTable(tmp_path / "other.json"))
+    assert again.prepared == [len(site.ranks) + 1 for site in sites]
+    assert not any(cost.cached for site in result.values() for cost in site.values())
+
+
+def test_a_repeated_block_is_measured_once_and_its_twins_read_the_table(tmp_path) -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+    )
+    sites, _ = find_sites(model, (3, 8, 8))
+    engine = CountingEngine()
+    result = _measure(model, sites, engine, CostTable(tmp_path / "costs.json"))
+    assert engine.prepared == [len(sites[0].ranks) + 1 + len(sites[1].ranks) + 1]
+    assert not any(cost.cached for cost in result["1"].values())
+    assert all(cost.cached for cost in result["2"].values())  # the same geometry and input as "1"
+    assert {rank: cost.ms for rank, cost in result["2"].items()} == {
+        rank: cost.ms for rank, cost in result["1"].items()
+    }

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from sepconv.checks import check_image_size, check_int
 from sepconv.errors import ParameterError
 from sepconv.io.atomic import PathLike
-from sepconv.optimize.cache import CacheFile, cache_folder
+from sepconv.optimize.cache import CacheFile, cache_folder, key_digest
 from sepconv.optimize.sites import Site, build_candidate, candidate_macs
 from sepconv.timing import Progress, Timing, TimingPlan, time_interleaved
 
@@ -63,11 +64,14 @@ __all__ = [
 ]
 
 COST_TABLE_FORMAT = "sepconv-costs/1"
-# How one site's candidates are timed: short (a table of ~100 candidates fills in minutes on 2 cores),
-# interleaved, five rounds at least so that the median and spread mean something.
-LAYER_TIMING = TimingPlan(warmup_calls=2, min_rounds=5, min_run_seconds=0.3, min_block_seconds=0.01)
+# How one site's candidates are timed: short (a table of ~100 candidates fills in about a minute on 2
+# cores), interleaved, seven rounds at least so that the median and spread mean something.
+LAYER_TIMING = TimingPlan(warmup_calls=2, min_rounds=7, min_run_seconds=0.4, min_block_seconds=0.01)
 # How whole models are timed end to end: longer, and rotated so that no model always follows another.
 MODEL_TIMING = TimingPlan(warmup_calls=3, min_rounds=7, min_run_seconds=2.0, rotate=True)
+# Candidates of consecutive sites are prepared (exported) together up to this many weights, 64 MB in
+# fp32: each run of torch's exporter costs 1-2 s whatever it holds, but all of it is in memory at once.
+_BATCH_WEIGHTS = 16_000_000
 # The seed of the random inputs layers are timed on (values do not change a dense layer's speed).
 _INPUT_SEED = 0
 
@@ -282,68 +286,125 @@ def measure_costs(
 ) -> dict[str, dict[int | None, CandidateCost]]:
     """Per site name, per candidate rank (None: keep the layer), what it costs in ``engine``.
 
-    Candidates found in ``table`` are not measured again; the others of one site are built
+    Candidates found in ``table`` are not measured again, nor twice in one run (a repeated block's
+    sites share one geometry and input). The others are built
     (:func:`~sepconv.optimize.sites.build_candidate` with random weights: speed does not depend on the
-    values), run in ``engine`` on a random batch of ``batch_size`` at the site's input shape with
-    ``threads`` threads, timed together in one interleaved call (``timing_plan``, default
-    :data:`LAYER_TIMING`), recorded and the table saved before the next site. ``progress`` is called
+    values) and prepared in ``engine`` on a random batch of ``batch_size`` at their site's input shape
+    with ``threads`` threads, the candidates of consecutive sites together (one exporter run for ONNX
+    Runtime, up to :data:`_BATCH_WEIGHTS` weights); each site's are then timed together in one
+    interleaved call (``timing_plan``, default :data:`LAYER_TIMING`), recorded and the table saved
+    before the next site. ``progress`` is called
     as ``progress(description, sites_done, sites_total)`` before the first site and after each one,
     once it is saved: an exception it raises (Ctrl-C) leaves a table holding every finished site.
     ``model`` is not changed.
+    """
+    _check_measuring(engine, batch_size, threads)
+    plan = timing_plan if timing_plan is not None else LAYER_TIMING
+    context = measurement_context(engine, batch_size=batch_size, threads=threads)
+    keys = {
+        site.name: {rank: _site_key(site, rank, context) for rank in (None, *site.ranks)} for site in sites
+    }
+    to_measure = _not_in_table(sites, keys, table)
+    report = Progress(progress, total=len(sites))
+    report.report("costs: measuring")
+    costs: dict[str, dict[int | None, CandidateCost]] = {}
+    calls: dict[tuple[str, int | None], Callable[[], object]] = {}
+    with tempfile.TemporaryDirectory(prefix="sepconv-costs-") as folder:
+        for position, site in enumerate(sites):
+            missing = to_measure[site.name]
+            if missing and (site.name, missing[0]) not in calls:
+                calls.clear()  # the previous batch's sessions and files go before the next is built
+                batch_folder = Path(folder) / "batch"
+                shutil.rmtree(batch_folder, ignore_errors=True)
+                calls = _prepare_batch(
+                    model, sites[position:], to_measure, engine, batch_size, threads, batch_folder
+                )
+            if missing:
+                timings = time_interleaved(
+                    {rank: calls[(site.name, rank)] for rank in missing}, plan, label=site.name
+                )
+                for rank, timing in timings.items():
+                    table.record(keys[site.name][rank], timing.median_ms, timing.spread_ms)
+                table.save()
+            costs[site.name] = {}
+            for rank, key in keys[site.name].items():
+                stored = table.lookup(key)
+                if stored is None:  # recorded by this run or found before: never missing here
+                    raise RuntimeError(f"{site.name} at rank {rank}: no measurement after measuring")
+                costs[site.name][rank] = _candidate_cost(
+                    site,
+                    rank,
+                    stored,
+                    cached=rank not in missing,
+                    batch_size=batch_size,
+                    bytes_per_element=engine.bytes_per_element,
+                )
+            report.advance(f"costs: {site.name}")
+    return costs
+
+
+def _not_in_table(
+    sites: Sequence[Site], keys: Mapping[str, Mapping[int | None, dict[str, Any]]], table: CostTable
+) -> dict[str, list[int | None]]:
+    """Per site, the ranks to measure: not in the table, nor measured by an earlier site of this run.
+
+    A repeated block (resnet's) has sites of one geometry and input: the first measures, the others
+    read its measurement from the table.
+    """
+    scheduled: set[str] = set()
+    to_measure: dict[str, list[int | None]] = {}
+    for site in sites:
+        to_measure[site.name] = []
+        for rank, key in keys[site.name].items():
+            digest = key_digest(key)
+            if digest not in scheduled and table.lookup(key) is None:
+                scheduled.add(digest)
+                to_measure[site.name].append(rank)
+    return to_measure
+
+
+def _prepare_batch(
+    model: nn.Module,
+    upcoming: Sequence[Site],
+    to_measure: Mapping[str, Sequence[int | None]],
+    engine: Engine,
+    batch_size: int,
+    threads: int,
+    folder: Path,
+) -> dict[tuple[str, int | None], Callable[[], object]]:
+    """The engine's calls for the candidates of the first upcoming sites, prepared in one engine call.
+
+    Whole sites are taken in order while their candidates' weights stay within :data:`_BATCH_WEIGHTS`
+    (the first always): torch's exporter costs about as much for one small layer as for dozens, and
+    memory bounds how many large ones it should hold at once.
     """
     import torch
 
     from sepconv.deploy.execution_paths import PathUnavailableError
 
-    _check_measuring(engine, batch_size, threads)
-    plan = timing_plan if timing_plan is not None else LAYER_TIMING
-    context = measurement_context(engine, batch_size=batch_size, threads=threads)
-    report = Progress(progress, total=len(sites))
-    report.report("costs: measuring")
-    costs: dict[str, dict[int | None, CandidateCost]] = {}
-    for site in sites:
-        ranks: list[int | None] = [None, *site.ranks]
-        found: dict[int | None, tuple[CachedTiming, bool]] = {}
-        for rank in ranks:
-            stored = table.lookup(_site_key(site, rank, context))
-            if stored is not None:
-                found[rank] = (stored, True)
-        missing = [rank for rank in ranks if rank not in found]
-        if missing:
-            layer = model.get_submodule(site.name)
-            generator = torch.Generator().manual_seed(_INPUT_SEED)
-            example = torch.randn((batch_size, *site.input_shape), generator=generator)
-            with tempfile.TemporaryDirectory(prefix="sepconv-costs-") as folder:
-                try:
-                    calls = engine.prepare_many(
-                        [build_candidate(layer, rank, init="random") for rank in missing],
-                        [example] * len(missing),
-                        Path(folder),
-                        threads=threads,
-                    )
-                except PathUnavailableError as error:
-                    raise ParameterError(
-                        f"{site.name} cannot run in engine {engine.name}: {error}", param="engine"
-                    ) from error
-                timings = time_interleaved(dict(zip(missing, calls, strict=True)), plan, label=site.name)
-            for rank, timing in timings.items():
-                measured = CachedTiming(timing.median_ms, timing.spread_ms)
-                table.record(_site_key(site, rank, context), measured.ms, measured.spread_ms)
-                found[rank] = (measured, False)
-            table.save()
-        costs[site.name] = {
-            rank: _candidate_cost(
-                site,
-                rank,
-                found[rank][0],
-                cached=found[rank][1],
-                batch_size=batch_size,
-                bytes_per_element=engine.bytes_per_element,
-            )
-            for rank in ranks
-        }
-        report.advance(f"costs: {site.name}")
-    return costs
+    members: list[tuple[Site, int | None]] = []
+    weights = 0
+    for site in upcoming:
+        ranks = to_measure[site.name]
+        site_weights = sum(candidate_weights(site, rank) for rank in ranks)
+        if members and ranks and weights + site_weights > _BATCH_WEIGHTS:
+            break
+        weights += site_weights
+        members.extend((site, rank) for rank in ranks)
+    modules, examples = [], []
+    for site, rank in members:
+        modules.append(build_candidate(model.get_submodule(site.name), rank, init="random"))
+        generator = torch.Generator().manual_seed(_INPUT_SEED)
+        examples.append(torch.randn((batch_size, *site.input_shape), generator=generator))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        calls = engine.prepare_many(modules, examples, folder, threads=threads)
+    except PathUnavailableError as error:
+        names = ", ".join(dict.fromkeys(site.name for site, _ in members))
+        raise ParameterError(
+            f"{names} cannot run in engine {engine.name}: {error}", param="engine"
+        ) from error
+    return {(site.name, rank): call for (site, rank), call in zip(members, calls, strict=True)}
 
 
 def time_models(
