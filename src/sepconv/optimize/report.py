@@ -480,7 +480,7 @@ def pareto_figure(document: Document) -> Any:
         marker="o",
         markersize=4,
         color=color(4),
-        label=f"plans ({len(front)})",
+        label=f"plans on the Pareto front ({len(front)}, predicted)",
         drawstyle="steps-post",
     )
     chosen = [plan for plan in front if plan["chosen"]]
@@ -506,7 +506,7 @@ def pareto_figure(document: Document) -> Any:
             s=50,
             color=color(2),
             zorder=3,
-            label="optimized, fine-tuned (measured)",
+            label="optimized (measured)",
         )
     target = budget_target_ms(document)
     if target is not None:
@@ -514,9 +514,9 @@ def pareto_figure(document: Document) -> Any:
     if unit == _POINTS and budget.get("max_accuracy_drop") is not None:
         axes.axhline(budget["max_accuracy_drop"], color=color(6), linestyle=":", label="accuracy budget")
     axes.set(
-        xlabel="predicted latency (ms)",
-        ylabel="predicted loss (accuracy points)" if unit == _POINTS else "predicted output error (%)",
-        title="Plans: predicted latency vs predicted loss (Pareto front)",
+        xlabel="end-to-end latency (ms)",
+        ylabel="accuracy points lost" if unit == _POINTS else "summed relative output error (%)",
+        title="Latency against loss: the plans, the original and the result",
     )
     axes.grid(alpha=0.3)
     axes.legend(loc="upper right")
