@@ -190,6 +190,8 @@ def test_the_markdown_holds_the_documents_numbers_and_shows_names_literally(opti
     if "rename" in options:
         assert r"&lt;script&gt;alert(1)&lt;/script&gt;\[red\]$x$\*y\*\`z\`\|w" in markdown
     assert markdown.startswith("## sepconv optimize: ")
+    assert document["files"]["plan"] not in markdown and "Time (s)" not in markdown  # a summary
+    assert "Not changed: classifier.1" in markdown
 
 
 def _page_tables(document: dict, tmp_path) -> tuple[dict[str, list], object]:

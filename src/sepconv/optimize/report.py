@@ -339,6 +339,10 @@ def _stages(document: Document) -> list[tuple[str, float]]:
     return [(stage.replace("_", " "), seconds) for stage, seconds in timings.items() if seconds is not None]
 
 
+def _notes(document: Document) -> list[str]:
+    return [f"Note: {note}" for note in document.get("notes") or []]
+
+
 def _run_lines(document: Document) -> list[str]:
     """Skipped layers, files, time per stage, caches and notes: one line each."""
     lines = _skipped_lines(document)
@@ -350,8 +354,7 @@ def _run_lines(document: Document) -> list[str]:
         lines.append(f"Time (s): {stages}")
     if _cache_line(document):
         lines.append(_cache_line(document))
-    lines.extend(f"Note: {note}" for note in document.get("notes") or [])
-    return lines
+    return lines + _notes(document)
 
 
 def _title(document: Document) -> str:
@@ -370,7 +373,9 @@ def _blocks(document: Document, *, markdown: bool = False) -> list[Block]:
         _result_table(document),
         _RESULT_CAPTION,
         _accuracy_block(document),
-        "\n".join(_run_lines(document)),
+        # Markdown is the summary a README quotes: where this run put its files and how long it took
+        # stay in the report of the run.
+        "\n".join(_skipped_lines(document) + _notes(document) if markdown else _run_lines(document)),
     ]
 
 
@@ -425,7 +430,8 @@ def print_report(document: Document, file: IO[str] | None = None) -> None:
 
 
 def format_markdown(document: Document) -> str:
-    """The report as GitHub-flavoured Markdown: a heading, the lines as paragraphs, the tables as tables."""
+    """The report as a GitHub-flavoured Markdown summary, for a README or an issue: a heading, the lines
+    as paragraphs, the tables as tables; without the run's file paths, stage times and cache counts."""
     parts = [f"## {_markdown_text(_title(_checked(document)))}"]
     for block in _blocks(document, markdown=True):
         if isinstance(block, Table):
