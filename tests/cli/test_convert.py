@@ -78,6 +78,7 @@ def test_auto_by_output_error_is_the_library_choice_on_the_same_calibration_imag
     ]
     assert all(row["output_error"] <= 0.3 for row in document["layers"])
     assert "--max-output-error" in stderr and "max_output_error" not in stderr  # the warning names the flag
+    assert "measures the layers on 32 random normal images" in stderr  # no data set known for the model
 
 
 def test_text_report_and_calibration_none(tmp_path, capsys, source):

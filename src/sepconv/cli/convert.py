@@ -203,6 +203,12 @@ def run(args: argparse.Namespace) -> int:
             "file from a training run (its config.json names the data set)"
         )
     calibration, source = _calibration(args, model, size)
+    if args.max_output_error is not None and _data_set_name(args) is None:
+        print(
+            f"sepconv convert: warning: --max-output-error measures the layers on {source}, which say little "
+            "about the images the model will see: name its data set with --calibration",
+            file=sys.stderr,
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         converted, report = to_separable(
