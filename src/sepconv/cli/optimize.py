@@ -104,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_float,
         default=None,
         metavar="LR",
-        help="fine-tuning peak learning rate (default 1e-3)",
+        help="fine-tuning peak learning rate (default 4e-3, the demo recipe's, one-cycle)",
     )
     parser.add_argument(
         "--rounds",

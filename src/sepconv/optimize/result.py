@@ -42,6 +42,7 @@ class PlanRound:
     original_ms: float
     spread_ms: dict[str, float | None]
     latency: LatencyModel
+    budget_ms: float | None = None  # the latency the plan was chosen for
 
     @property
     def speedup(self) -> float:
@@ -59,6 +60,7 @@ class PlanRound:
             "measured_ms": self.measured_ms,
             "relative_error": self.relative_error,
             "latency_model": self.latency.to_dict(),
+            "budget_ms": self.budget_ms,
         }
 
 
@@ -68,7 +70,7 @@ class Outcome:
 
     ``engine`` is the engine's description with the batch size and threads it ran at; ``original`` the
     model as given and ``input_size`` one image's (C, H, W); ``reference_ms`` the original's end-to-end
-    latency the plan was made from and ``budget_ms`` the latency the budget asked for; ``front`` the
+    latency the first plan was made from (each round's ``budget_ms`` is what its plan was chosen for); ``front`` the
     Pareto front as the chosen round's latency model predicts it; ``chosen`` the round delivered.
     """
 
@@ -85,7 +87,6 @@ class Outcome:
     sensitivities: Mapping[str, Mapping[int, Sensitivity]]
     base_accuracy: float | None
     reference_ms: float
-    budget_ms: float
     front: Sequence[Plan]
     rounds: Sequence[PlanRound]
     chosen: PlanRound
@@ -124,7 +125,7 @@ def build_document(outcome: Outcome) -> dict[str, Any]:
             "speedup": chosen.speedup,
             "spread_ms": dict(chosen.spread_ms),
             "reference_ms": outcome.reference_ms,
-            "budget_ms": outcome.budget_ms,
+            "budget_ms": chosen.budget_ms,
         },
         "accuracy": outcome.accuracy,
         "macs": {
