@@ -121,3 +121,14 @@ def test_the_html_page_shows_the_measured_columns(capsys, tmp_path) -> None:
     html = page.read_text()
     assert "<th" in html and "MACs per byte" in html and "bytes moved" in html
     assert "each layer run alone in PyTorch eager, channels_last, float32" in html
+
+
+def test_a_corrupt_cost_table_is_named_in_one_warning_line_and_measured_again(capsys, tmp_path) -> None:
+    table = tmp_path / "costs.json"
+    table.write_text("{not json")
+    code, out, err = _measure(capsys, tmp_path, "--json")
+    assert code == 0
+    assert err.startswith(f"sepconv summary: warning: {table}: it is not valid JSON")
+    assert err.count("\n") == 1 and "will be redone" in err
+    assert not any(layer["measured"]["cached"] for layer in json.loads(out)["layers"])
+    assert json.loads(table.read_text())["format"] == costs.COST_TABLE_FORMAT

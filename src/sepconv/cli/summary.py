@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from typing import Any
 
 from sepconv.cli._common import (
@@ -174,7 +175,11 @@ def _measure(model: Any, summary: Any, args: argparse.Namespace) -> Any:
     from sepconv.optimize.costs import CostTable, measure_summary
 
     engine = get_engine(args.engine)
-    table = CostTable(args.cost_table)
+    with warnings.catch_warnings(record=True) as caught:  # a corrupt table: one line, then measured again
+        warnings.simplefilter("always")
+        table = CostTable(args.cost_table)
+    for warning in caught:
+        print(f"sepconv summary: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
     threads = args.threads if args.threads is not None else usable_cpu_count()
     if args.json or not sys.stderr.isatty():
         return measure_summary(model, summary, engine, threads=threads, table=table)
