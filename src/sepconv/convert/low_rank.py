@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from sepconv.checks import check_int_sequence, describe_integer
+from sepconv.convert.output_errors import layer_output_errors
 from sepconv.convert.probe import Plan, probe
+from sepconv.convert.replacements import low_rank_like
 from sepconv.convert.replay import register_transform
 from sepconv.convert.report import LowRankLayer, LowRankReport, low_rank_layer_report
 from sepconv.convert.select import (
@@ -38,60 +40,14 @@ from sepconv.convert.select import (
     unmatched_patterns,
 )
 from sepconv.convert.svd import (
-    LinearDecomposition,
     linear_errors_by_rank,
     linear_max_rank,
     linear_svd,
-    load_linear_svd,
 )
 from sepconv.errors import ParameterError
 from sepconv.io.transforms import record_transform
-from sepconv.layers.low_rank import LowRankLinear
 
 __all__ = ["MIN_LINEAR_WEIGHTS", "LowRankLayer", "LowRankReport", "low_rank_like", "to_low_rank"]
-
-
-def low_rank_like(
-    linear: nn.Linear, rank: int, *, init: str = "svd", svd: LinearDecomposition | None = None
-) -> LowRankLinear:
-    """A :class:`~sepconv.layers.LowRankLinear` with ``linear``'s sizes, bias, device, dtype and mode.
-
-    ``init="svd"`` gives it the rank-``rank`` split of ``linear``'s weights (``svd``: a
-    :func:`~sepconv.convert.svd.linear_svd` of ``linear`` already computed, to build several ranks from
-    one decomposition); ``"random"`` its own default initialisation, enough to time it. ``rank`` is at
-    most min(in_features, out_features), where the split is already exact.
-
-    >>> linear = nn.Linear(6, 4)
-    >>> pair = low_rank_like(linear, 4)
-    >>> x = torch.randn(3, 6)
-    >>> torch.allclose(pair(x), linear(x), atol=1e-6)
-    True
-    """
-    if not isinstance(linear, nn.Linear):
-        raise TypeError(f"low_rank_like expects an nn.Linear for linear, got {type(linear).__name__}")
-    exact = linear_max_rank(linear)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= exact:
-        raise ParameterError(
-            f"rank must be {describe_integer(1, exact)} for a {linear.in_features}x{linear.out_features} "
-            f"linear layer (at {exact} the split is already exact), got {rank!r}",
-            param="rank",
-        )
-    if init not in ("svd", "random"):
-        raise ParameterError(f"init must be 'svd' or 'random', got {init!r}", param="init")
-    layer = LowRankLinear(
-        linear.in_features,
-        linear.out_features,
-        rank,
-        bias=linear.bias is not None,
-        device=linear.weight.device,
-        dtype=linear.weight.dtype,
-    )
-    layer.train(linear.training)
-    if init == "svd":
-        load_linear_svd(layer, linear, linear_svd(linear) if svd is None else svd)
-    for parameter in layer.parameters():
-        parameter.requires_grad_(linear.weight.requires_grad)
-    return layer
 
 
 def to_low_rank(
@@ -157,9 +113,6 @@ def to_low_rank(
     output_errors_by_rank = None
     if max_output_error is not None:
         assert calibration is not None  # check_rank_options: max_output_error needs it
-        # imported here: output_errors builds its candidates with low_rank_like, from this module
-        from sepconv.convert.output_errors import layer_output_errors
-
         candidates = {name: output_error_ranks(exact[name]) for name in chosen}
         output_errors_by_rank = layer_output_errors(model, calibration, candidates)
 

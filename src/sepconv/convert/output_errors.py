@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from sepconv.checks import describe_integer
-from sepconv.convert.low_rank import low_rank_like
 from sepconv.convert.probe import relative_output_error, squared_norms
+from sepconv.convert.replacements import low_rank_like, separable_like
 from sepconv.convert.select import eligible_layers, eligible_linears
-from sepconv.convert.separable import separable_like
 from sepconv.convert.svd import channel_svd, linear_max_rank, linear_svd, max_rank
 from sepconv.errors import ParameterError
 

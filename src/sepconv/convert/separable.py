@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from sepconv.checks import describe_integer
+from sepconv.convert.output_errors import layer_output_errors
 from sepconv.convert.probe import Plan, probe, resolve_input_size
+from sepconv.convert.replacements import separable_like
 from sepconv.convert.replay import register_transform
 from sepconv.convert.report import ConversionReport, LayerConversion, layer_report
 from sepconv.convert.select import (
@@ -43,11 +45,9 @@ from sepconv.convert.select import (
     require_rank_memory,
     unmatched_patterns,
 )
-from sepconv.convert.svd import Decomposition, channel_svd, errors_by_rank, load_svd, max_rank
+from sepconv.convert.svd import channel_svd, errors_by_rank, max_rank
 from sepconv.errors import ParameterError
 from sepconv.io.transforms import record_transform
-from sepconv.layers.conv import Conv2d as SepconvConv2d
-from sepconv.layers.separable import SeparableConv2d
 
 __all__ = [
     "ConversionReport",
@@ -124,9 +124,6 @@ def to_separable(
     output_errors_by_rank = None
     if max_output_error is not None:
         assert calibration is not None  # check_options: max_output_error needs it
-        # imported here: output_errors builds its candidates with separable_like, from this module
-        from sepconv.convert.output_errors import layer_output_errors
-
         candidates = {name: output_error_ranks(max_rank(chosen_conv(model, name))) for name in chosen}
         output_errors_by_rank = layer_output_errors(model, calibration, candidates)
     converted, plans, weight_errors = _convert_layers(
@@ -268,37 +265,3 @@ def _replay(model: nn.Module, *, depth_multiplier: Mapping[str, int], init: str 
         setattr(new_layer, "_sepconv_name", name)  # noqa: B010 (Module.__setattr__ is typed for tensors)
         converted.set_submodule(name, new_layer)
     return converted
-
-
-def _pair(values: tuple[int, ...]) -> tuple[int, int]:
-    # nn.Conv2d keeps its sizes as pairs, typed as tuples of any length
-    first, second = values
-    return first, second
-
-
-def separable_like(conv: nn.Conv2d, rank: int, svd: Decomposition | None) -> SeparableConv2d:
-    """A SeparableConv2d with ``conv``'s geometry and ``rank`` filters per input channel.
-
-    Its weights are the rank-``rank`` split of ``svd`` (:func:`~sepconv.convert.svd.channel_svd` of ``conv``), or the
-    layer's own random initialisation when ``svd`` is None.
-    """
-    padding = conv.padding_spec if isinstance(conv, SepconvConv2d) else conv.padding
-    layer = SeparableConv2d(
-        conv.in_channels,
-        conv.out_channels,
-        _pair(conv.kernel_size),
-        stride=_pair(conv.stride),
-        padding=padding if isinstance(padding, str) else _pair(padding),
-        dilation=_pair(conv.dilation),
-        depth_multiplier=rank,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    )
-    layer.train(conv.training)
-    if svd is not None:
-        load_svd(layer, conv, rank, svd)
-    for parameter in layer.parameters():
-        parameter.requires_grad_(conv.weight.requires_grad)
-    return layer
