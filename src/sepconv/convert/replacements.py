@@ -73,6 +73,7 @@ def low_rank_like(
     one decomposition); ``"random"`` its own default initialisation, enough to time it. ``rank`` is at
     most min(in_features, out_features), where the split is already exact.
 
+    >>> import torch
     >>> linear = nn.Linear(6, 4)
     >>> pair = low_rank_like(linear, 4)
     >>> x = torch.randn(3, 6)
