@@ -39,3 +39,11 @@ _share_the_cores_between_workers()
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _private_cache_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cost and sensitivity tables default to the user's ~/.cache/sepconv: a test (or a command it
+    # runs) must neither read what the developer measured nor leave its own figures there, and one
+    # test's table must not answer another's.
+    monkeypatch.setenv("SEPCONV_CACHE_DIR", str(tmp_path_factory.mktemp("sepconv-cache")))
