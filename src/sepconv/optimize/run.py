@@ -391,19 +391,30 @@ def plan_rounds(
     pairs measured together: the original (the sum of the keep options) and the plan, of every round
     so far, with the original's first measurement; a speedup budget is re-read against the latest
     measurement of the original. The rounds end when a plan meets the budget, or when a re-plan gives
-    a plan already measured (measuring it again would teach the model nothing). A budget no plan meets,
-    by the first latency model or by a corrected one, is a :class:`~sepconv.optimize.planner.BudgetError`
-    naming the best reachable speedup and loss (nothing has been written yet).
+    a plan already measured (measuring it again would teach the model nothing).
+
+    A budget the latency model finds out of reach is not taken on its word while rounds remain: the
+    layers timed alone can misjudge what the engine saves end to end, so the plan that comes closest
+    (the planner's best) is measured instead, and the corrected model asked again. Only a budget still
+    out of reach once that plan has been measured is a :class:`~sepconv.optimize.planner.BudgetError`,
+    naming the best reachable speedup and loss, and what the closest plan measured (nothing has been
+    written yet).
     """
-    from sepconv.optimize.planner import keep_plan
+    from sepconv.optimize.planner import BudgetError, keep_plan
 
     keep_ms = keep_plan(layers, latency).layer_ms
     points = [(keep_ms, original_ms)]
     rounds: list[PlanRound] = []
     while True:
-        plan = choose_budget_plan(
-            config, layers, latency, original_ms=original_ms, loss_unit=_loss_unit(inputs)
-        )
+        try:
+            plan = choose_budget_plan(
+                config, layers, latency, original_ms=original_ms, loss_unit=_loss_unit(inputs)
+            )
+        except BudgetError as error:
+            measured = next((done for done in rounds if done.plan.ranks == error.best.ranks), None)
+            if measured is not None or len(rounds) > config.rounds:
+                raise _measured_refusal(error, measured) from None
+            plan = error.best  # measure the closest plan: the engine may save more than the table says
         if any(done.plan.ranks == plan.ranks for done in rounds):
             break
         measured = measure_plan(config, inputs, plan, latency, engine, len(rounds) + 1, progress)
@@ -415,6 +426,19 @@ def plan_rounds(
         latency = latency.corrected(points)
         original_ms = measured.original_ms
     return rounds
+
+
+def _measured_refusal(error: Any, measured: PlanRound | None) -> Any:
+    """The planner's refusal, with what its closest plan measured end to end when it was measured."""
+    if measured is None:
+        return error
+    return type(error)(
+        f"{error}; measured, that plan ran {measured.measured_ms:.4g} ms, {measured.speedup:.2f}x the "
+        f"original's {measured.original_ms:.4g} ms",
+        param=error.param,
+        best=error.best,
+        reference_ms=error.reference_ms,
+    )
 
 
 def choose_budget_plan(
