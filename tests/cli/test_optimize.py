@@ -153,3 +153,20 @@ def test_the_json_document_is_the_plan_file_and_the_text_report_names_the_plan(
     assert code == 0, stderr
     assert format_text(json.loads((out / "plan.json").read_text())) in stdout
     assert (tmp_path / "page.html").is_file() and not (out / "report.html").exists()
+
+
+def test_ctrl_c_says_the_tables_keep_what_was_measured(tmp_path, capsys, monkeypatch, model_file):
+    import sepconv.optimize.run as run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "optimize_model", interrupted)
+    code, stdout, stderr = run_sepconv(
+        ["optimize", str(model_file), "--speedup", "2", "--out", str(tmp_path / "out")], capsys
+    )
+    assert code == 130 and stdout == ""
+    assert stderr.strip() == (
+        "sepconv optimize: interrupted: the cost and sensitivity tables keep every layer measured so far; "
+        "the same command resumes from them"
+    )

@@ -188,8 +188,16 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.optimize.run import optimize_model
 
     config = config_from_args(args)
-    with _progress_bars() as progress:
-        document = optimize_model(config, progress=progress, show_progress=progress is not None)
+    try:
+        with _progress_bars() as progress:
+            document = optimize_model(config, progress=progress, show_progress=progress is not None)
+    except KeyboardInterrupt as interrupt:
+        if str(interrupt):  # fine-tuning says where its checkpoint is
+            raise
+        raise KeyboardInterrupt(
+            "the cost and sensitivity tables keep every layer measured so far; the same command resumes "
+            "from them"
+        ) from None
     if args.json:
         print_json(document)
         return 0
