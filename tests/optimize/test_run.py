@@ -187,3 +187,30 @@ def test_with_no_correction_round_a_missed_budget_is_delivered_with_a_note(tmp_p
         for note in document["notes"]
     )
     assert FIXED_MS < document["latency"]["optimized_ms"] < document["latency"]["original_ms"]
+
+
+def test_a_budget_met_far_faster_than_predicted_is_refitted_for_a_plan_that_loses_less(
+    tmp_path, mac_clock, model_file, monkeypatch
+):
+    import tests.helpers.optimize_run as clock
+
+    # the engine saves 1.5x what the layers timed alone promise: the first plan beats its prediction
+    monkeypatch.setattr(clock, "ENGINE_SCALE", 1.5)
+    model = _model()
+    original_ms = clock.model_ms(model, SIZE, 1)
+    config = OptimizeConfig(model=str(model_file), out_dir=str(tmp_path / "out"), speedup=1.5, rounds=2)
+    document = optimize_model(config)
+    first, second = document["rounds"]
+    assert first["measured_ms"] <= original_ms / 1.5 and first["relative_error"] > 0.2
+    # refitted through the two points, exactly: the second plan is the least lossy within the budget
+    assert math.isclose(second["latency_model"]["scale"], 1.5)
+    assert math.isclose(second["predicted_ms"], second["measured_ms"], rel_tol=1e-9)
+    losses = [plan["predicted_loss"] for plan in document["pareto"] if plan["chosen"]]
+    sites, _ = find_sites(model, SIZE)
+    table = SensitivityTable(tmp_path / "cache" / "sensitivity.json")
+    _, sensitivity = measure_sensitivity(model, sites, calibration=_calibration(), table=table)
+    layers = loss_options(sites, mac_costs(model, sites, get_engine("ort"), batch_size=1), sensitivity, None)
+    expected = choose_plan(layers, LatencyModel(**second["latency_model"]), max_ms=original_ms / 1.5)
+    assert {layer["name"]: layer["rank"] for layer in document["layers"]} == expected.ranks
+    assert losses == [expected.predicted_loss]
+    assert document["latency"]["optimized_ms"] == second["measured_ms"]
