@@ -124,6 +124,9 @@ def test_without_data_the_plan_is_the_planners_on_the_corrected_model_and_the_fi
         assert math.isclose(
             row["relative_error"], (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
         )
+        # the MAC clock times the original alike in every round: planned for and judged by the same ms
+        assert math.isclose(row["budget_ms"], original_ms / 2.0)
+        assert math.isclose(row["plan_budget_ms"], original_ms / 2.0)
 
     # the delivered plan is the planner's choice from the tables, on the corrected latency model
     engine = get_engine("ort")

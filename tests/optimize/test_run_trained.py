@@ -115,7 +115,7 @@ def test_a_trained_model_is_optimized_from_its_run_and_every_figure_checks_out(t
     expected = choose_plan(
         loss_options(sites, costs, sensitivity, base),
         LatencyModel(**chosen_round["latency_model"]),
-        max_ms=chosen_round["budget_ms"],
+        max_ms=chosen_round["plan_budget_ms"],
     )
     assert {layer["name"]: layer["rank"] for layer in document["layers"]} == expected.ranks
     for layer in document["layers"]:

@@ -42,7 +42,10 @@ class PlanRound:
     original_ms: float
     spread_ms: dict[str, float | None]
     latency: LatencyModel
-    budget_ms: float | None = None  # the latency the plan was chosen for
+    # the latency the plan was chosen for, and the budget as this round judged it (a speedup against the
+    # original timed in the same round)
+    plan_budget_ms: float | None = None
+    budget_ms: float | None = None
 
     @property
     def speedup(self) -> float:
@@ -61,6 +64,7 @@ class PlanRound:
             "relative_error": self.relative_error,
             "latency_model": self.latency.to_dict(),
             "budget_ms": self.budget_ms,
+            "plan_budget_ms": self.plan_budget_ms,
         }
 
 
