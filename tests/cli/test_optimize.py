@@ -43,7 +43,10 @@ def _refused(args: list[str], capsys: pytest.CaptureFixture[str], out) -> str:
             ["--speedup", "2", "--latency-ms", "3"],
             "argument --latency-ms: not allowed with argument --speedup",
         ),
-        ([], "one of the arguments --speedup --latency-ms is required"),
+        (
+            [],
+            "give a budget: --speedup (times faster than the original) or --latency-ms, and/or --max-accuracy-drop",
+        ),
         (["--speedup", "2", "--max-accuracy-drop", "-1"], "argument --max-accuracy-drop: must be"),
     ],
 )

@@ -217,3 +217,35 @@ def test_a_budget_met_far_faster_than_predicted_is_refitted_for_a_plan_that_lose
     assert {layer["name"]: layer["rank"] for layer in document["layers"]} == expected.ranks
     assert losses == [expected.predicted_loss]
     assert document["latency"]["optimized_ms"] == second["measured_ms"]
+
+
+def test_an_accuracy_budget_alone_delivers_the_fastest_plan_within_it(tmp_path, mac_clock, model_file):
+    config = OptimizeConfig(
+        model=str(model_file),
+        out_dir=str(tmp_path / "out"),
+        dataset="mnist5k",
+        max_accuracy_drop=1.0,
+        rounds=0,
+        epochs=0,
+        validation_images=200,
+        recalibration_images=64,
+    )
+    document = optimize_model(config)
+    assert document["budget"] == {"speedup": None, "latency_ms": None, "max_accuracy_drop": 1.0}
+    (only,) = document["rounds"]
+    assert only["budget_ms"] is None and only["plan_budget_ms"] is None
+    assert not any("was missed" in note for note in document["notes"])
+
+    # the delivered plan is the front's fastest within 1 point: the planner's answer to "lowest latency
+    # within D", and the front holds every plan no other beats on both
+    within = [plan for plan in document["pareto"] if plan["predicted_loss"] <= 1.0 + 1e-9]
+    fastest = min(within, key=lambda plan: plan["predicted_ms"])
+    (chosen,) = [plan for plan in document["pareto"] if plan["chosen"]]
+    assert chosen["ranks"] == fastest["ranks"]
+    assert {layer["name"]: layer["rank"] for layer in document["layers"]} == chosen["ranks"]
+    assert any(rank is not None for rank in chosen["ranks"].values())
+    assert all(
+        plan["predicted_loss"] > 1.0
+        for plan in document["pareto"]
+        if plan["predicted_ms"] < fastest["predicted_ms"]
+    )

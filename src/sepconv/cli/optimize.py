@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--engine", default="ort", help="where the model will run: ort, ort-int8 or torch (default ort)"
     )
-    budget = parser.add_mutually_exclusive_group(required=True)
+    budget = parser.add_mutually_exclusive_group()
     budget.add_argument(
         "--speedup",
         type=finite_float(minimum=1, min_inclusive=False),
@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-accuracy-drop",
         type=finite_float(minimum=0, maximum=100),
         metavar="D",
-        help="lose at most D accuracy points (predicted from the sensitivity table)",
+        help="lose at most D accuracy points (predicted from the sensitivity table); alone: the fastest plan within D",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=1, metavar="B", help="batch the model runs at (default 1)"

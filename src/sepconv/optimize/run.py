@@ -89,7 +89,8 @@ class OptimizeConfig:
     model with no training run and no ``dataset`` is optimized on random normal images at
     ``input_size`` (its loss is then the relative output error, and there is no fine-tuning). The budget
     is ``speedup`` (end to end, over the original as the engine runs it) or ``latency_ms``, at most one
-    of them, and optionally ``max_accuracy_drop`` (accuracy points). ``rounds`` bounds the re-planning
+    of them, and optionally ``max_accuracy_drop`` (accuracy points); ``max_accuracy_drop`` alone asks
+    for the fastest plan predicted to lose at most that much. ``rounds`` bounds the re-planning
     after a measured miss. ``threads`` defaults to the usable cores. ``cost_table`` /
     ``sensitivity_table`` default to the user's cache (see :func:`~sepconv.optimize.costs.default_cost_table_path`).
     ``timing_plan`` overrides how every latency is timed (tests pass a tiny one).
@@ -122,12 +123,18 @@ class OptimizeConfig:
 
     def validate(self) -> OptimizeConfig:
         """Raise a :class:`~sepconv.errors.ParameterError` naming the first invalid field; else return ``self``."""
-        if (self.speedup is None) == (self.latency_ms is None):
+        if self.speedup is not None and self.latency_ms is not None:
             raise ParameterError(
-                "give one budget: speedup (times faster than the original) or latency_ms, not "
-                + ("both" if self.speedup is not None else "neither"),
+                "give one latency budget: speedup (times faster than the original) or latency_ms, not both",
                 param="speedup",
                 mentions=("speedup", "latency_ms"),
+            )
+        if self.speedup is None and self.latency_ms is None and self.max_accuracy_drop is None:
+            raise ParameterError(
+                "give a budget: speedup (times faster than the original) or latency_ms, and/or "
+                "max_accuracy_drop (alone: the fastest plan within it)",
+                param="speedup",
+                mentions=("speedup", "latency_ms", "max_accuracy_drop"),
             )
         if self.speedup is not None:
             check_float("speedup", self.speedup, minimum=1, min_inclusive=False)
@@ -362,11 +369,11 @@ def apply_plan(
     return converted.train(model.training)
 
 
-def budget_ms(config: OptimizeConfig, original_ms: float) -> float:
-    """The end-to-end latency the plan must reach: original / speedup, or latency_ms."""
+def budget_ms(config: OptimizeConfig, original_ms: float) -> float | None:
+    """The end-to-end latency the plan must reach: original / speedup, or latency_ms; None for an
+    accuracy-only budget (the fastest plan within max_accuracy_drop)."""
     if config.speedup is not None:
         return original_ms / config.speedup
-    assert config.latency_ms is not None  # validate() saw to it
     return config.latency_ms
 
 
@@ -374,8 +381,9 @@ def meets_budget(config: OptimizeConfig, measured: PlanRound) -> bool:
     """Whether a measured plan is within the budget: its speedup over the original timed beside it, or its ms."""
     if config.speedup is not None:
         return measured.speedup >= config.speedup
-    assert config.latency_ms is not None
-    return measured.measured_ms <= config.latency_ms
+    if config.latency_ms is not None:
+        return measured.measured_ms <= config.latency_ms
+    return True  # an accuracy-only budget: the plan was chosen within it
 
 
 def plan_rounds(
