@@ -27,9 +27,20 @@ COMMANDS = {
     "export": ["export", "standard_cnn", "--onnx", "{out}/m.onnx", "--json"],
     "rf": ["rf", "standard_cnn", "--layer", "features.0", "--out", "{out}/rf.png", "--json"],
     "summary": ["summary", "standard_cnn", "--json"],
+    "optimize": [
+        "optimize",
+        "standard_cnn",
+        "--latency-ms",  # a budget every plan meets, whatever the timings: never refused
+        "1000000",
+        "--rounds",
+        "0",
+        "--out",
+        "{out}/opt",
+        "--json",
+    ],
 }
 # Commands whose runs take seconds (a model exported, timed or converted): their end-to-end check is slow.
-SLOW = {"bench", "compare", "convert", "export"}
+SLOW = {"bench", "compare", "convert", "export", "optimize"}
 
 
 def _call(command: str, folder: object) -> list[str]:
@@ -100,6 +111,8 @@ def _size_in_json(command: str, document: dict) -> list[int]:
         return document["input_shape"]
     if command == "export":
         return document["onnx"]["input_size"]
+    if command == "optimize":
+        return document["layers"][0]["input_shape"]  # the stem sees the image
     return document["input_size"]  # bench, compare, convert
 
 

@@ -27,7 +27,7 @@ def test_every_command_with_a_seed_uses_the_same_range():
     actions = _seed_actions()
     # The commands that draw random numbers; a new one must be listed here (and use the same type).
     # train's flags are derived from TrainConfig, whose validate() checks the same range (below).
-    assert sorted(actions) == ["animate", "demo", "evaluate", "export", "train"]
+    assert sorted(actions) == ["animate", "demo", "evaluate", "export", "optimize", "train"]
     del actions["train"]
     for name, action in actions.items():
         assert action.type(str(MAX_SEED)) == MAX_SEED, name
@@ -45,6 +45,7 @@ def test_every_command_with_a_seed_uses_the_same_range():
         ["export", "standard_cnn", "--onnx", "x.onnx", "--seed", str(2**70)],
         ["animate", "--seed", str(2**70)],
         ["demo", "--seed", str(2**70)],
+        ["optimize", "standard_cnn", "--speedup", "2", "--out", "o", "--seed", str(2**70)],
         ["train", "--seed", str(2**70)],
     ],
     ids=lambda args: args[0],

@@ -99,7 +99,7 @@ def test_deploy_writes_each_engines_file(tmp_path) -> None:
     fp32 = get_engine("ort").deploy(model, size, tmp_path / "ort")
     assert fp32.name == "model.onnx" and OnnxModel(fp32).input_size == size
     int8 = get_engine("ort-int8").deploy(model, size, tmp_path / "int8", calibration=[torch.randn(4, *size)])
-    assert int8.name == "model-int8.onnx" and OnnxModel(int8).metadata["precision"] == "int8"
+    assert int8.name == "model.int8.onnx" and OnnxModel(int8).metadata["precision"] == "int8"
     saved = get_engine("torch").deploy(model, size, tmp_path / "torch")
     restored = load_model(saved)
     images = torch.randn(2, *size)

@@ -14,8 +14,8 @@ import re
 import pytest
 from PIL import Image as PILImage
 from tests.helpers.browser import LAPTOP, PHONE, Browser, assert_healthy, launch
-from tests.helpers.html import parse_page
 from tests.helpers.optimize import SITE_NAMES, sample_document
+from tests.helpers.page_parser import parse_page
 
 from sepconv.errors import ParameterError
 from sepconv.optimize import report

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image as PILImage
 from tests.helpers.cli import run_sepconv
-from tests.helpers.html import parse_page
+from tests.helpers.page_parser import parse_page
 
 from sepconv.analysis import summarize
 from sepconv.models import create_model

@@ -37,7 +37,7 @@ What it does, in order:
      misses the budget, the latency model learns from the measurement and plans again (--rounds);
   5. re-estimates BatchNorm, fine-tunes for --epochs, exports and verifies the deployable file, and
      measures test accuracy before and after.
-DIR receives model.safetensors, the deployable file (model.onnx, model-int8.onnx, ...), plan.json and
+DIR receives model.safetensors, the deployable file (model.onnx, model.int8.onnx, ...), plan.json and
 report.html. Ctrl-C keeps the cost and sensitivity tables: the same command resumes from them.
 """
 

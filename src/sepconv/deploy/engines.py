@@ -202,7 +202,7 @@ class OnnxRuntimeEngine(Engine):
         if not self.int8:
             return fp32
         batches = calibration if calibration is not None else random_calibration((8, *input_size))
-        return self._quantize(fp32, folder / "model-int8.onnx", batches)
+        return self._quantize(fp32, folder / "model.int8.onnx", batches)
 
     def prepare_deployed(
         self,
