@@ -249,3 +249,33 @@ def test_an_accuracy_budget_alone_delivers_the_fastest_plan_within_it(tmp_path, 
         for plan in document["pareto"]
         if plan["predicted_ms"] < fastest["predicted_ms"]
     )
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_a_native_bf16_cpu_runs_under_bf16_and_reports_the_written_models_accuracy(
+    tmp_path, mac_clock, model_file, monkeypatch
+):
+    from sepconv import machine
+    from sepconv.data import load_dataset
+    from sepconv.train.evaluation import evaluate_model
+
+    # The execution rule asks the one CPU probe: faking it gives the path a native-bf16 CPU takes.
+    monkeypatch.setattr(machine, "cpu_features", lambda: machine.CpuFeatures(avx2=True, avx512_bf16=True))
+    config = OptimizeConfig(
+        model=str(model_file),
+        out_dir=str(tmp_path / "out"),
+        dataset="mnist5k",
+        latency_ms=1e6,  # a budget every plan meets: nothing timed decides this test
+        epochs=1,
+        rounds=0,
+        validation_images=200,
+        recalibration_images=64,
+    )
+    document = optimize_model(config)
+    run = json.loads((tmp_path / "out" / "finetune" / "result.json").read_text())
+    assert run["bf16"] is True and "CPU has native bf16" in run["precision_reason"]
+    written = load_model(document["files"]["model"])
+    data = load_dataset("mnist5k")
+    expected = 100.0 * evaluate_model(written, data.test, num_classes=data.num_classes).accuracy
+    assert document["accuracy"]["fine_tuned"] == pytest.approx(expected, abs=1e-9)
+    assert document["accuracy"]["images"] == len(data.test)
