@@ -270,7 +270,7 @@ def verify_onnx(
     atol: float,
     rtol: float,
 ) -> tuple[float, float]:
-    """Run the ONNX file and ``reference`` on each batch; return (max abs diff, max diff / max |ref|).
+    """Run the ONNX file and ``reference`` on each batch; return (max abs diff, max diff / max abs reference).
 
     Raises :class:`ExportError` when any element differs by more than ``atol + rtol * |reference|``
     (the rule of ``numpy.allclose``), naming the batch size and the worst element, or (``rtol > 0``)

@@ -87,7 +87,10 @@ class Sensitivity:
 
 
 def default_sensitivity_table_path() -> Path:
-    """``sensitivity.json`` in :func:`~sepconv.optimize.cache.cache_folder`, beside the cost table."""
+    """The default sensitivity table: ``sensitivity.json`` in the cache folder, beside the cost table.
+
+    The folder is :func:`~sepconv.optimize.cache.cache_folder`.
+    """
     return cache_folder() / "sensitivity.json"
 
 
@@ -105,10 +108,13 @@ def _is_number(value: Any) -> bool:
 
 
 class SensitivityTable(CacheFile):
-    """The sensitivity measurements, kept in a JSON file (``path``; default
-    :func:`default_sensitivity_table_path`) with the rules of :class:`~sepconv.optimize.cache.CacheFile`:
-    a record is reused only under the same model weights, data, split, image counts, site and rank; a
-    corrupt or foreign file is named in a warning and measured again, never trusted."""
+    """The sensitivity measurements, kept in a JSON file that a later run reuses.
+
+    The file is ``path`` (default :func:`default_sensitivity_table_path`), kept with the rules of
+    :class:`~sepconv.optimize.cache.CacheFile`: a record is reused only under the same model weights,
+    data, split, image counts, site and rank; a corrupt or foreign file is named in a warning and
+    measured again, never trusted.
+    """
 
     def __init__(self, path: PathLike | None = None) -> None:
         super().__init__(
@@ -364,9 +370,10 @@ def loss_options(
     *,
     error_points: float = OUTPUT_ERROR_POINTS,
 ) -> list[LayerChoices]:
-    """The planner's input: per site, keep (its measured ms, loss 0) and each rank with both a cost and a
-    sensitivity, with its measured ms (``costs[site][rank].ms``, from :func:`~sepconv.optimize.costs.
-    measure_costs`) and its loss.
+    """The planner's input: per site, keep and each rank that has both a cost and a sensitivity.
+
+    Keep costs the site's measured ms at loss 0; a rank costs its measured ms (``costs[site][rank].ms``,
+    from :func:`~sepconv.optimize.costs.measure_costs`) and its loss.
 
     With ``base_accuracy``, the loss is in accuracy points: ``base_accuracy`` minus the accuracy with
     only that site converted, clamped at 0 (a gain is validation noise, see

@@ -26,7 +26,6 @@ __all__ = [
     "ConvAnimation",
     "ConvStep",
     "Frame",
-    "PaddingArg",
     "Pair",
     "conv_step",
     "conv_transpose_step",
@@ -34,6 +33,7 @@ __all__ = [
 ]
 
 Pair = int | tuple[int, int]
+# the same as sepconv.layers.conv.PaddingArg, which is documented there
 PaddingArg = int | tuple[int, int] | str
 
 # Beyond this many frames a GIF stops being something one watches (and takes minutes to render).
