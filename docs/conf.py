@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 
-import sepconv  # noqa: E402
+import sepconv
 
 project = "sepconv"
 author = "the sepconv developers"
@@ -76,8 +77,6 @@ sphinx_gallery_conf = {
     "plot_gallery": "True",
 }
 autodoc_inherit_docstrings = False  # an override of a Lightning or torch method would show their docs
-
-import warnings  # noqa: E402
 
 # sphinx-autodoc-typehints calls an API that Sphinx 10 will remove; not ours to fix, and not a
 # warning about these pages (Sphinx's own warnings still fail the build).

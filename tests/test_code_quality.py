@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKED_TREES = ("src", "tests", "benchmarks")
+CHECKED_TREES = ("src", "tests", "benchmarks", "docs")
 
 # the tools' own entry points, run with this interpreter so the test uses the installed versions
 RUFF = (sys.executable, "-m", "ruff")
