@@ -51,7 +51,7 @@ def test_import_sepconv_alone_imports_no_torch_and_its_names_resolve_on_use():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.splitlines() == [
-        "0.1.0 False False",
+        "0.2.0 False False",
         "True",
         "True sepconv.layers.separable mobilenet_v1",
         "True",

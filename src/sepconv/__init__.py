@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # what static type checkers see; at run time these come from 
     from sepconv.layers import DepthwiseConv2d, LowRankLinear, PointwiseConv2d, SeparableConv2d
     from sepconv.models import create_model, list_models
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Each re-exported name and the module that defines it (None: a subpackage of sepconv).
 __getattr__, __dir__ = lazy_exports(
