@@ -30,6 +30,7 @@ from sepconv.viz.animate import (
     plan_animation,
     write_animation,
 )
+from sepconv.viz.animation_render import StepRenderer
 
 
 def _random(*shape: int, seed: int) -> torch.Tensor:
@@ -302,6 +303,29 @@ def test_gif_of_7x7_input_3x3_kernel_decodes_with_every_frame(tmp_path):
         assert gif.format == "GIF" and gif.n_frames == 25
         assert gif.info["duration"] == 250 and gif.info["loop"] == 0
     assert [p.name for p in tmp_path.iterdir()] == ["conv.gif"]  # no temporary file left
+
+
+def test_separable_gif_frames_of_the_smaller_step_show_nothing_of_the_larger(tmp_path):
+    # The depthwise step is drawn on a larger figure than the pointwise one; a GIF paints each frame
+    # over the last, so without a common canvas the pointwise frames showed the depthwise edges.
+    path = tmp_path / "separable.gif"
+    animation = animate_conv(path, in_channels=2, out_channels=1, separable=True, input_size=4, seed=1)
+    first, second = (StepRenderer(step) for step in animation.steps)
+    small = second.render(animation.steps[1].frames[-1])
+    assert small.shape[1] < first.render(animation.steps[0].frames[0]).shape[1]
+    with Image.open(path) as gif:
+        frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
+    assert len(frames) == len(animation.frames) and len({frame.shape for frame in frames}) == 1
+    last = frames[-1]
+    top, left = ((big - size) // 2 for big, size in zip(last.shape[:2], small.shape[:2]))
+    # The palette is adaptive (32 colours), so compare after quantizing the expected picture alike.
+    expected = np.asarray(
+        Image.fromarray(small).quantize(colors=32, method=Image.Quantize.FASTOCTREE).convert("RGB")
+    )
+    assert np.array_equal(last[top : top + small.shape[0], left : left + small.shape[1]], expected)
+    border = np.ones(last.shape[:2], dtype=bool)
+    border[top : top + small.shape[0], left : left + small.shape[1]] = False
+    assert (last[border] == expected[0, 0]).all()  # the rest is the frame's own background, nothing older
 
 
 def test_draw_frame_writes_the_operator_value_in_the_title_and_the_output_cell():

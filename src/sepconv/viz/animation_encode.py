@@ -1,7 +1,9 @@
 """Encoding drawn frames (RGB ``uint8`` arrays) into the bytes of an animated GIF or an MP4.
 
 GIF by Pillow, with a small adaptive palette per frame; MP4 (H.264) by ``ffmpeg`` through pipes, so
-nothing touches the disk until the caller writes the bytes atomically.
+nothing touches the disk until the caller writes the bytes atomically. Frames of different sizes (the
+depthwise and pointwise steps of a separable animation) are centred on one canvas first: a GIF draws
+each frame over the previous one, so a smaller frame would leave the larger one's edges showing.
 """
 
 from __future__ import annotations
@@ -12,9 +14,29 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ANIMATION_FORMATS", "encode_gif", "encode_mp4", "ffmpeg_executable"]
+__all__ = ["ANIMATION_FORMATS", "encode_gif", "encode_mp4", "ffmpeg_executable", "same_size"]
 
 ANIMATION_FORMATS = ("gif", "mp4")
+
+
+def same_size(images: Sequence[Any]) -> list[Any]:
+    """The frames (H x W x 3 ``uint8`` arrays) centred on a canvas as large as the largest, each frame's
+    border filled with its own background colour (that of its top-left pixel)."""
+    import numpy as np
+
+    height = max(image.shape[0] for image in images)
+    width = max(image.shape[1] for image in images)
+    framed = []
+    for image in images:
+        if image.shape[:2] == (height, width):
+            framed.append(image)
+            continue
+        canvas = np.empty((height, width, image.shape[2]), dtype=image.dtype)
+        canvas[...] = image[0, 0]
+        top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
+        canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
+        framed.append(canvas)
+    return framed
 
 
 def encode_gif(images: Sequence[Any], fps: float) -> bytes:
@@ -23,7 +45,8 @@ def encode_gif(images: Sequence[Any], fps: float) -> bytes:
     # An adaptive palette per frame: the pictures use a handful of flat colours, so 32 keep them exact
     # and the file small.
     frames = [
-        Image.fromarray(image).quantize(colors=32, method=Image.Quantize.FASTOCTREE) for image in images
+        Image.fromarray(image).quantize(colors=32, method=Image.Quantize.FASTOCTREE)
+        for image in same_size(images)
     ]
     buffer = io.BytesIO()
     frames[0].save(
@@ -54,6 +77,7 @@ def ffmpeg_executable() -> str | None:
 
 
 def encode_mp4(images: Sequence[Any], fps: float, ffmpeg: str) -> bytes:
+    images = same_size(images)
     height, width = images[0].shape[:2]
     # H.264 wants even sizes; a fragmented MP4 can be written to a pipe, so the bytes go through
     # atomic_write_bytes like every other file.
