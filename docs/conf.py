@@ -70,8 +70,14 @@ sphinx_gallery_conf = {
     "filename_pattern": os.environ.get("SEPCONV_DOCS_TUTORIALS", r"/tut_"),
     "download_all_examples": False,
     "remove_config_comments": True,
-    "matplotlib_animations": True,
-    "image_scrapers": ("matplotlib",),
+    # A tutorial's pictures are the files it writes (sepconv draws with matplotlib's object API, which
+    # pyplot's scraper cannot see): docs/_ext/sepconv_gallery.py moves each GIF or PNG a code block writes
+    # into the gallery and shows it under the block. Animations are GIFs (sepconv.viz.animate_conv, or
+    # a matplotlib animation's .save("name.gif")): matplotlib's HTML player loads its icons from a CDN,
+    # so it stays off, and the site loads nothing from outside.
+    "matplotlib_animations": False,
+    "image_scrapers": ("matplotlib", "sepconv_gallery.written_pictures"),
+    "reset_modules": ("matplotlib", "sepconv_gallery.note_present_pictures"),
     "abort_on_example_error": True,
     "show_memory": False,
     "plot_gallery": "True",
