@@ -95,7 +95,11 @@ for out_channel, inputs in enumerate(channels_read(grouped)):
 # channels of the other group are faded. The inputs and weights are small integers so that you can
 # check a frame by hand, and every value written is the one ``F.conv2d`` computes on the drawn
 # tensors (the course's readers asked how such animations are drawn: this is how).
-animate_conv("grouped_conv.gif", in_channels=4, out_channels=2, groups=2, input_size=4, kernel_size=3)
+grouped_geometry = dict(in_channels=4, out_channels=2, groups=2, input_size=4, kernel_size=3)
+animation = animate_conv("grouped_conv.gif", **grouped_geometry)
+# One frame per output value: 2 channels of 2 x 2 (4 - 3 + 1 = 2 per side).
+print(f"{len(animation.frames)} frames, output {tuple(animation.output.shape)}")
+assert len(animation.frames) == 2 * 2 * 2
 
 # %%
 # Depthwise convolution
@@ -112,13 +116,21 @@ for multiplier in (1, 2):
     assert isinstance(depthwise, nn.Conv2d) and depthwise.groups == 3
     assert depthwise.out_channels == multiplier * 3
     assert count_params(depthwise) == by_hand
-    assert arithmetic.depthwise_params(3, 3, depth_multiplier=multiplier, bias=False) == by_hand
+    assert arithmetic.depthwise_params(3, 3, multiplier, bias=False) == by_hand
     assert count_params(nn.Conv2d(3, 3 * multiplier, 3, groups=3, bias=False)) == by_hand
 
 # %%
 # The depthwise step with a depth multiplier of 2 on 2 channels: output channels 0 and 1 read input
 # channel 0 only, output channels 2 and 3 read input channel 1 only.
-animate_conv("depthwise_conv.gif", in_channels=2, depthwise=True, depth_multiplier=2, input_size=4)
+depthwise_geometry = dict(in_channels=2, depthwise=True, depth_multiplier=2, input_size=4)
+animation = animate_conv("depthwise_conv.gif", **depthwise_geometry)
+print({frame.out_channel: frame.in_channels for frame in animation.frames})
+assert {frame.out_channel: frame.in_channels for frame in animation.frames} == {
+    0: (0,),
+    1: (0,),
+    2: (1,),
+    3: (1,),
+}
 
 # %%
 # Pointwise convolution
@@ -227,7 +239,10 @@ assert (difference <= bound).all()
 # The separable convolution as sepconv animates it (``sepconv animate --separable``): first the
 # depthwise step, each channel on its own, then the pointwise step, every output reading all the
 # depthwise outputs through a 1 x 1 window.
-animate_conv("separable_conv.gif", in_channels=2, out_channels=2, separable=True, input_size=4)
+separable_geometry = dict(in_channels=2, out_channels=2, separable=True, input_size=4)
+animation = animate_conv("separable_conv.gif", **separable_geometry)
+print([(step.name, len(step.frames)) for step in animation.steps])
+assert [len(step.frames) for step in animation.steps] == [2 * 2 * 2, 2 * 2 * 2]
 
 # %%
 # ``sepconv.viz.diagram`` draws the same connections as blocks (one colour per group), with the
