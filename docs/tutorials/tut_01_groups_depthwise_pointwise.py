@@ -77,8 +77,10 @@ def channels_read(conv: nn.Conv2d) -> list[list[int]]:
     output = conv(x)
     read = []
     for channel in range(conv.out_channels):
-        (gradient,) = torch.autograd.grad(output[0, channel].sum(), x, retain_graph=True)
-        read.append([i for i in range(conv.in_channels) if gradient[0, i].abs().sum() > 0])
+        total = output[0, channel].sum()
+        (gradient,) = torch.autograd.grad(total, x, retain_graph=True)
+        moved = gradient[0].abs().sum(dim=(1, 2))  # one value per input channel
+        read.append([i for i in range(conv.in_channels) if moved[i] > 0])
     return read
 
 
@@ -95,8 +97,8 @@ for out_channel, inputs in enumerate(channels_read(grouped)):
 # channels of the other group are faded. The inputs and weights are small integers so that you can
 # check a frame by hand, and every value written is the one ``F.conv2d`` computes on the drawn
 # tensors (the course's readers asked how such animations are drawn: this is how).
-grouped_geometry = dict(in_channels=4, out_channels=2, groups=2, input_size=4, kernel_size=3)
-animation = animate_conv("grouped_conv.gif", **grouped_geometry)
+geometry = dict(in_channels=4, out_channels=2, groups=2, input_size=4)
+animation = animate_conv("grouped_conv.gif", **geometry)
 # One frame per output value: 2 channels of 2 x 2 (4 - 3 + 1 = 2 per side).
 print(f"{len(animation.frames)} frames, output {tuple(animation.output.shape)}")
 assert len(animation.frames) == 2 * 2 * 2
@@ -110,20 +112,21 @@ assert len(animation.frames) == 2 * 2 * 2
 # sepconv's ``DepthwiseConv2d`` *is* such an ``nn.Conv2d`` (a subclass), so every tool that knows
 # ``nn.Conv2d`` keeps working. The course's example is 3 channels and 3 x 3 filters.
 for multiplier in (1, 2):
-    depthwise = DepthwiseConv2d(3, kernel_size=3, depth_multiplier=multiplier, bias=False)
+    depthwise = DepthwiseConv2d(3, 3, depth_multiplier=multiplier, bias=False)
     by_hand = 3 * 3 * multiplier * 3
     print(depthwise, "->", f"3*3*{multiplier}*3 = {by_hand} parameters")
     assert isinstance(depthwise, nn.Conv2d) and depthwise.groups == 3
     assert depthwise.out_channels == multiplier * 3
     assert count_params(depthwise) == by_hand
     assert arithmetic.depthwise_params(3, 3, multiplier, bias=False) == by_hand
-    assert count_params(nn.Conv2d(3, 3 * multiplier, 3, groups=3, bias=False)) == by_hand
+    plain = nn.Conv2d(3, 3 * multiplier, 3, groups=3, bias=False)
+    assert count_params(plain) == by_hand
 
 # %%
 # The depthwise step with a depth multiplier of 2 on 2 channels: output channels 0 and 1 read input
 # channel 0 only, output channels 2 and 3 read input channel 1 only.
-depthwise_geometry = dict(in_channels=2, depthwise=True, depth_multiplier=2, input_size=4)
-animation = animate_conv("depthwise_conv.gif", **depthwise_geometry)
+geometry = dict(in_channels=2, depthwise=True, depth_multiplier=2, input_size=4)
+animation = animate_conv("depthwise_conv.gif", **geometry)
 print({frame.out_channel: frame.in_channels for frame in animation.frames})
 assert {frame.out_channel: frame.in_channels for frame in animation.frames} == {
     0: (0,),
@@ -147,7 +150,7 @@ UNIT_ROUNDOFF = torch.finfo(torch.float32).eps / 2
 
 
 def rounding_bound(terms_per_sum: int, magnitudes: torch.Tensor) -> torch.Tensor:
-    """How far two float32 computations of the same sums may differ, per output value."""
+    """How far two float32 computations of the same sums may differ, per value."""
     return 2 * terms_per_sum * UNIT_ROUNDOFF * magnitudes
 
 
@@ -155,7 +158,8 @@ pointwise = PointwiseConv2d(3, 4)
 with torch.no_grad():
     matrix, bias = pointwise.weight[:, :, 0, 0], pointwise.bias  # (4, 3) and (4,)
     mixed = torch.einsum("oc,nchw->nohw", matrix, batch) + bias[None, :, None, None]
-    magnitudes = torch.einsum("oc,nchw->nohw", matrix.abs(), batch.abs()) + bias.abs()[None, :, None, None]
+    magnitudes = torch.einsum("oc,nchw->nohw", matrix.abs(), batch.abs())
+    magnitudes += bias.abs()[None, :, None, None]
     assert ((pointwise(batch) - mixed).abs() <= rounding_bound(3 + 1, magnitudes)).all()
 print(f"pointwise 3 -> 4: 3*4 + 4 = {3 * 4 + 4} parameters")
 assert count_params(pointwise) == 3 * 4 + 4 == arithmetic.pointwise_params(3, 4)
@@ -191,17 +195,20 @@ standard_macs = out_size * out_size * k * k * c_in * c_out
 separable_macs = out_size * out_size * (k * k * c_in + c_in * c_out)
 ratio = separable_macs / standard_macs
 print(f"output {out_size}x{out_size}")
-print(f"standard MACs:  {out_size}*{out_size}*{k}*{k}*{c_in}*{c_out} = {standard_macs:,}")
-print(f"separable MACs: {out_size}*{out_size}*({k}*{k}*{c_in} + {c_in}*{c_out}) = {separable_macs:,}")
+print(f"standard:  {out_size}**2 * {k}*{k}*{c_in}*{c_out} = {standard_macs:,}")
+print(f"separable: {out_size}**2 * ({k}*{k}*{c_in} + {c_in}*{c_out}) = {separable_macs:,}")
 print(f"ratio {ratio:.4f} = 1/{c_out} + 1/{k * k}")
 
 layer = SeparableConv2d(c_in, c_out, k)
 summary = summarize(layer, (1, c_in, size, size))
 assert arithmetic.conv_output_size(size, k) == out_size
 assert layer(batch).shape == (1, c_out, out_size, out_size)
-assert summary.total_macs == separable_macs == arithmetic.separable_macs(c_in, c_out, k, out_size)
-assert summary.total_params == k * k * c_in + c_in * c_out + c_out  # the bias is on the pointwise step
-assert summarize(nn.Conv2d(c_in, c_out, k), (1, c_in, size, size)).total_macs == standard_macs
+assert summary.total_macs == separable_macs
+assert separable_macs == arithmetic.separable_macs(c_in, c_out, k, out_size)
+# The bias sits on the pointwise step: c_out more parameters.
+assert summary.total_params == k * k * c_in + c_in * c_out + c_out
+standard_summary = summarize(nn.Conv2d(c_in, c_out, k), (1, c_in, size, size))
+assert standard_summary.total_macs == standard_macs
 assert standard_macs == arithmetic.conv_macs(c_in, c_out, k, out_size)
 assert abs(ratio - arithmetic.separable_cost_ratio(c_out, k)) < 1e-12
 
@@ -239,8 +246,8 @@ assert (difference <= bound).all()
 # The separable convolution as sepconv animates it (``sepconv animate --separable``): first the
 # depthwise step, each channel on its own, then the pointwise step, every output reading all the
 # depthwise outputs through a 1 x 1 window.
-separable_geometry = dict(in_channels=2, out_channels=2, separable=True, input_size=4)
-animation = animate_conv("separable_conv.gif", **separable_geometry)
+geometry = dict(in_channels=2, out_channels=2, separable=True, input_size=4)
+animation = animate_conv("separable_conv.gif", **geometry)
 print([(step.name, len(step.frames)) for step in animation.steps])
 assert [len(step.frames) for step in animation.steps] == [2 * 2 * 2, 2 * 2 * 2]
 
@@ -262,7 +269,8 @@ costs = arithmetic.convolution_costs(16, 32, 3, 56, bias=False)
 print(f"{'form':<14}{'groups':>7}{'params':>9}{'MACs':>13}{'vs standard':>13}")
 for row in costs.rows:
     groups = "-" if row.groups is None else row.groups
-    print(f"{row.kind:<14}{groups:>7}{row.params:>9,}{row.macs:>13,}{row.macs_ratio:>13.4f}")
+    counts = f"{row.params:>9,}{row.macs:>13,}{row.macs_ratio:>13.4f}"
+    print(f"{row.kind:<14}{groups:>7}{counts}")
 assert costs.rows[0].params == 4608 and costs.rows[-1].params == 656
 assert costs.rows[-1].macs == 56 * 56 * 656
 assert [row.groups for row in costs.rows[:-1]] == [1, 2, 4, 8, 16]

@@ -28,7 +28,6 @@ import torch
 import torchvision
 from matplotlib.figure import Figure
 from torch import nn
-from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
 
 from sepconv.analysis import summarize
 from sepconv.layers import InvertedResidual
@@ -55,9 +54,8 @@ depthwise_bn = 2 * h
 project = h * c  # 1 x 1, h -> c, linear
 project_bn = 2 * c
 params = expand + expand_bn + depthwise + depthwise_bn + project + project_bn
-print(
-    f"expand {expand} + {expand_bn}, depthwise {depthwise} + {depthwise_bn}, project {project} + {project_bn}"
-)
+print(f"expand {expand} + {expand_bn}, depthwise {depthwise} + {depthwise_bn}")
+print(f"project {project} + {project_bn}")
 print(f"parameters: {params}")
 
 # %%
@@ -70,7 +68,8 @@ print(f"MACs: {size}*{size}*({expand} + {depthwise} + {project}) = {macs:,}")
 
 summary = summarize(block, (1, c, size, size))
 print(summary)
-assert summary.total_params == params == sum(p.numel() for p in block.parameters()) == 8832
+assert summary.total_params == params == 8832
+assert sum(parameter.numel() for parameter in block.parameters()) == params
 assert summary.total_macs == macs == 25_740_288
 assert [row.macs for row in summary.layers if row.macs] == [
     pixels * expand,
@@ -91,8 +90,8 @@ assert summarize(strided, (1, c, size, size)).total_macs == strided_macs
 
 # %%
 # ``sepconv.viz.diagram`` draws the block's channel connections with the counts of each step (here
-# a smaller block, 4 channels expanded 6 times, so that every channel fits in the picture).
-figure, plan = diagram("inverted-residual", in_channels=4, out_channels=4, expand_ratio=6, input_size=56)
+# a smaller block, 4 channels expanded 6 times (the default), so that every channel fits).
+figure, plan = diagram("inverted-residual", in_channels=4, out_channels=4)
 figure.savefig("inverted_residual_diagram.png", dpi=70)
 assert [step.params for step in plan.steps] == [4 * 24, 3 * 3 * 24, 24 * 4]
 
@@ -103,7 +102,8 @@ assert [step.params for step in plan.steps] == [4 * 24, 3 * 3 * 24, 24 * 4]
 # depthwise, ``conv.2`` projection, ``conv.3`` its BatchNorm), so the two have the same state_dict
 # keys and shapes and weights move between them unchanged. Give torchvision's block non-trivial
 # BatchNorm statistics, load its weights into sepconv's, and run both in eval mode.
-reference = TorchvisionInvertedResidual(c, c, stride=1, expand_ratio=t)
+TorchvisionBlock = torchvision.models.mobilenetv2.InvertedResidual
+reference = TorchvisionBlock(c, c, stride=1, expand_ratio=t)
 with torch.no_grad():
     for module in reference.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -111,17 +111,18 @@ with torch.no_grad():
             module.running_var.uniform_(0.5, 2.0)
             module.weight.uniform_(0.5, 1.5)
             module.bias.uniform_(-0.5, 0.5)
-theirs, ours = reference.state_dict(), block.state_dict()
-assert {key: value.shape for key, value in theirs.items()} == {
-    key: value.shape for key, value in ours.items()
-}
-block.load_state_dict(theirs)
-block.eval(), reference.eval()
+theirs = {key: value.shape for key, value in reference.state_dict().items()}
+ours = {key: value.shape for key, value in block.state_dict().items()}
+assert theirs == ours
+block.load_state_dict(reference.state_dict())
+block.eval()
+reference.eval()
 x = torch.randn(2, c, size, size)
 with torch.no_grad():
     same = torch.equal(block(x), reference(x))
-print("parameters:", sum(p.numel() for p in reference.parameters()), " same output:", same)
-assert sum(p.numel() for p in reference.parameters()) == params
+reference_params = sum(parameter.numel() for parameter in reference.parameters())
+print(f"torchvision's block: {reference_params} parameters; same output: {same}")
+assert reference_params == params
 # In eval mode both run the same PyTorch operators in the same order, so the outputs are identical.
 assert same
 
@@ -154,7 +155,7 @@ for n in dimensions:
     projections = torch.randn(samples, n, 2, generator=generator)
     positive = (projections @ points.unsqueeze(2)).squeeze(2) > 0
     lost[n] = (positive.sum(dim=1) < 2).float().mean().item()
-    print(f"n = {n:>2}: lost by hand {100 * by_hand:6.2f}%, simulated {100 * lost[n]:6.2f}%")
+    print(f"n = {n:>2}: lost by hand {by_hand:.3g}, simulated {lost[n]:.3g}")
     assert abs(lost[n] - by_hand) < 0.02
 assert lost[2] > lost[3] > lost[5] > lost[30]
 
@@ -164,18 +165,20 @@ assert lost[2] > lost[3] > lost[5] > lost[30]
 # With 2 or 3 dimensions whole arcs collapse onto a line or onto the origin; with 30 the spiral comes
 # back intact.
 angles = torch.linspace(0.5, 4 * torch.pi, 400)
-spiral = torch.stack([angles * torch.cos(angles), angles * torch.sin(angles)], dim=1) / (4 * torch.pi)
+radius = angles / (4 * torch.pi)
+spiral = torch.stack([radius * torch.cos(angles), radius * torch.sin(angles)], dim=1)
 
 
 def recover_after_relu(points: torch.Tensor, dimension: int) -> torch.Tensor:
-    """Map ``points`` (N x 2) into ``dimension`` dims by a random matrix, ReLU, and solve back."""
+    """Map ``points`` (N x 2) into ``dimension`` dims at random, ReLU, solve back."""
     projection = torch.randn(dimension, 2, generator=generator)
     kept = torch.relu(points @ projection.T)
     recovered = torch.zeros_like(points)
     for index, rows in enumerate(kept > 0):
         if rows.any():  # the component of the point along the surviving rows
             target = kept[index, rows].unsqueeze(1)
-            recovered[index] = torch.linalg.lstsq(projection[rows], target).solution.squeeze(1)
+            solution = torch.linalg.lstsq(projection[rows], target).solution
+            recovered[index] = solution.squeeze(1)
     return recovered
 
 
@@ -187,10 +190,10 @@ assert errors[30] < 1e-4 < errors[2]
 figure = Figure(figsize=(9, 2.6), layout="constrained")
 for axes, n in zip(figure.subplots(1, len(dimensions)), dimensions):
     axes.plot(spiral[:, 0], spiral[:, 1], color="0.85", linewidth=3)
-    axes.scatter(recovered[n][:, 0], recovered[n][:, 1], s=3, c=angles, cmap="viridis")
+    axes.scatter(*recovered[n].T, s=3, c=angles, cmap="viridis", zorder=3)
     axes.set_title(f"n = {n}")
     axes.set_aspect("equal")
-    axes.set_xticks([]), axes.set_yticks([])
+    axes.set_axis_off()
 figure.savefig("relu_information_loss.png", dpi=80)
 
 # %%
@@ -209,8 +212,10 @@ assert 0.3 < negative < 0.7
 # state_dict. Its cost at 224 x 224 equals torchvision's to the last parameter and multiply-add.
 # ``summarize(..., device="meta")`` counts without computing anything: the model runs on PyTorch's
 # ``meta`` device, where tensors have shapes but no values.
+# weights=None: random weights, nothing downloaded
+reference_model = torchvision.models.mobilenet_v2(weights=None)
 ours = summarize(mobilenet_v2(), (1, 3, 224, 224), device="meta")
-theirs = summarize(torchvision.models.mobilenet_v2(weights=None), (1, 3, 224, 224), device="meta")
+theirs = summarize(reference_model, (1, 3, 224, 224), device="meta")
 print(f"sepconv:     {ours.total_params:,} parameters, {ours.total_macs:,} MACs")
 print(f"torchvision: {theirs.total_params:,} parameters, {theirs.total_macs:,} MACs")
 assert (ours.total_params, ours.total_macs) == (theirs.total_params, theirs.total_macs)
