@@ -33,6 +33,7 @@ extensions = [
     "sphinx_gallery.gen_gallery",
     "sepconv_api",
     "sepconv_cli",
+    "sepconv_math",
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
@@ -61,6 +62,9 @@ html_theme = "furo"
 html_title = f"sepconv {release}"
 html_static_path: list[str] = []
 html_show_sourcelink = False
+# A browser asks every site for an icon: without one, each visit logs a 404 (tests/docs checks the console).
+html_favicon = "images/favicon.svg"
+html_math_renderer = "sepconv_text"  # formulas as text: MathJax would come from a CDN (_ext/sepconv_math.py)
 
 nitpicky = False
 
@@ -81,6 +85,8 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "show_memory": False,
     "plot_gallery": "True",
+    # The execution-times pages load jQuery and DataTables from CDNs: no page may ask the network.
+    "write_computation_times": False,
 }
 autodoc_inherit_docstrings = False  # an override of a Lightning or torch method would show their docs
 

@@ -64,7 +64,9 @@ class SepconvCliDirective(SphinxDirective):
             section += nodes.title(text=title)
             summary = summaries.get(title.removeprefix("sepconv "), "")
             if summary:
-                section += nodes.paragraph(text=summary[0].upper() + summary[1:])
+                purpose = nodes.paragraph(text=summary[0].upper() + summary[1:])
+                purpose["support_smartquotes"] = False  # "--resume" stays two hyphens, not a dash
+                section += purpose
             block = nodes.literal_block(text=_help_text(parser))
             block["language"] = "text"
             section += block
