@@ -14,6 +14,10 @@
 - ``memory``: ``sepconv`` in a child process told the machine has a given memory, and its peak use.
 - ``optimize``: a sample ``plan.json`` of ``sepconv optimize`` (the demo's ``standard_cnn``), consistent with
   itself, that the command and its report are both tested against.
+- ``project``: the project's files (as git sees them) copied into a scratch folder, for a build that must
+  not write into the repository (the docs site, the wheel).
+- ``site``: the documentation site built once from a copy of its sources, served on 127.0.0.1, and the
+  faults (outside requests, console errors, undecoded images, broken links) of its pages in a browser.
 - ``trained``: a demo-size model trained once per test session for the export tests.
 - ``training``: ``sepconv train`` in a subprocess (signalled at a chosen step, or DDP-launched), in-process
   runs recorded and stopped step by step, and the bit-for-bit comparisons of the resume tests.

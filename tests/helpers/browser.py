@@ -35,6 +35,10 @@ CHROMIUM_FLAGS = [
     "--disable-default-apps",
 ]
 
+# Every request but to 127.0.0.1 goes to a proxy that is not there (port 9, discard): a page that asks
+# the network for something is seen asking, and gets nothing. Chromium never proxies loopback addresses.
+LOOPBACK_ONLY = ("--proxy-server=http://127.0.0.1:9",)
+
 LAPTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
 
@@ -91,6 +95,57 @@ class PageView:
         return [url for url in self.requests if url != self.url]
 
 
+_READ_SERVED_PAGE = """async () => {
+  const images = await Promise.all(Array.from(document.images).map(async image => {
+    image.loading = "eager";  // a lazy image below the fold would otherwise never be fetched
+    let decoded = true;
+    try { await image.decode(); } catch (error) { decoded = false; }
+    return {src: image.getAttribute("src") || "", decoded: decoded && image.naturalWidth > 0};
+  }));
+  return {
+    images: images,
+    links: Array.from(document.querySelectorAll("a[href]")).map(link => link.href),
+    ids: Array.from(document.querySelectorAll("[id], a[name]")).map(element => element.id || element.name),
+  };
+}"""
+
+
+@dataclass
+class ServedPage:
+    """What the browser saw of one page of a served site: its requests, console errors, failed responses,
+    images (each ``src`` and whether it decoded), links (absolute URLs) and the ids a ``#fragment`` can
+    name."""
+
+    path: str
+    requests: list[str]
+    errors: list[str]
+    failed_responses: list[str]  # "404 URL": what the site's own server did not have
+    images: list[dict[str, Any]]
+    links: list[str]
+    ids: list[str]
+    origin: str
+
+    @property
+    def outside_requests(self) -> list[str]:
+        """Requests to anywhere but the site's own server (``data:`` and ``blob:`` URIs stay in the page)."""
+        return [url for url in self.requests if not url.startswith((self.origin, "data:", "blob:", "about:"))]
+
+    @property
+    def undecoded_images(self) -> list[str]:
+        """The ``src`` of each image that did not load and decode (a data URI shortened)."""
+        return [image["src"][:80] for image in self.images if not image["decoded"]]
+
+
+def _record_requests_and_errors(page: Any) -> tuple[list[str], list[str]]:
+    """Two lists that fill as ``page`` makes requests (their URLs) and logs errors (console or uncaught)."""
+    requests: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return requests, errors
+
+
 class Browser:
     """One headless Chromium for a test module; each :meth:`open_page` gets a fresh, isolated context."""
 
@@ -109,13 +164,7 @@ class Browser:
         context = self._browser.new_context(viewport=viewport, offline=True, java_script_enabled=True)
         try:
             page = context.new_page()
-            requests: list[str] = []
-            errors: list[str] = []
-            page.on("request", lambda request: requests.append(request.url))
-            page.on(
-                "console", lambda message: errors.append(message.text) if message.type == "error" else None
-            )
-            page.on("pageerror", lambda error: errors.append(str(error)))
+            requests, errors = _record_requests_and_errors(page)
             url = path.resolve().as_uri()
             page.goto(url, wait_until="load")
             for selector in clicks:
@@ -136,16 +185,60 @@ class Browser:
             screenshot=screenshot,
         )
 
+    def open_site(self, base_url: str, paths: list[str]) -> list[ServedPage]:
+        """Open each page ``base_url + path`` in one browser tab, in turn, as a visitor of a hosted site.
 
-def launch() -> Iterator[Browser]:
-    """Start headless Chromium under Playwright (a generator for a pytest fixture); closes it after."""
+        One context for all pages (the site's scripts and styles are fetched once, as a visitor's browser
+        would), every request recorded. Launch the browser with :data:`LOOPBACK_ONLY` so that a request
+        outside the site is recorded but never sent (a route that aborts it would double the time).
+        """
+        context = self._browser.new_context(viewport=LAPTOP, java_script_enabled=True)
+        try:
+            page = context.new_page()
+            requests, errors = _record_requests_and_errors(page)
+            failed: list[str] = []
+            page.on(
+                "response",
+                lambda response: (
+                    failed.append(f"{response.status} {response.url}") if response.status >= 400 else None
+                ),
+            )
+            views = []
+            for path in paths:
+                for seen_so_far in (requests, errors, failed):
+                    seen_so_far.clear()
+                page.goto(base_url + path, wait_until="load")
+                seen = page.evaluate(_READ_SERVED_PAGE)
+                views.append(
+                    ServedPage(
+                        path,
+                        list(requests),
+                        list(errors),
+                        list(failed),
+                        seen["images"],
+                        seen["links"],
+                        seen["ids"],
+                        base_url,
+                    )
+                )
+        finally:
+            context.close()
+        return views
+
+
+def launch(*flags: str) -> Iterator[Browser]:
+    """Start headless Chromium under Playwright (a generator for a pytest fixture); closes it after.
+
+    ``flags``: more command-line switches for Chromium (:data:`LOOPBACK_ONLY`)."""
     executable = chromium_executable()
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as error:  # installed with the test extra; its absence is a broken setup, not a skip
         pytest.fail(f"Playwright is needed for the HTML-page tests: pip install -e '.[test]' ({error})")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=[*CHROMIUM_FLAGS, *flags]
+        )
         try:
             yield Browser(browser)
         finally:

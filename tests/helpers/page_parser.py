@@ -13,11 +13,13 @@ __all__ = ["PageParts", "parse_page"]
 
 class PageParts(HTMLParser):
     """Collects what a page loads and shows: resources, images, tables and their cells, and its text
-    (``text``: every piece of text outside scripts and styles, in order)."""
+    (``text``: every piece of text outside scripts and styles, in order); ``ids``: the anchors a link's
+    ``#fragment`` can name (every ``id``, and the ``name`` of an ``<a>``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.text: list[str] = []
+        self.ids: list[str] = []
         self._hidden = 0
         self.resources: list[str] = []
         self.images: list[str] = []
@@ -26,6 +28,10 @@ class PageParts(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         attributes = dict(attrs)
+        if attributes.get("id"):
+            self.ids.append(attributes["id"])
+        if tag == "a" and attributes.get("name"):
+            self.ids.append(attributes["name"])
         for name in ("src", "href", "data", "poster", "srcset"):
             if name in attributes:
                 self.resources.append(attributes[name])
