@@ -52,9 +52,14 @@ autosummary_generate = True
 autosummary_ignore_module_all = False
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
-always_document_param_types = False
+# Types appear once, in the parameter list under each signature (sphinx-autodoc-typehints reads them from
+# ``__init__`` and the functions' annotations): signatures stay short, and every parameter is listed with
+# its type even where the docstring says nothing of it. (Sphinx's own "description" mode would take a
+# class's parameter types from its attribute annotations: nn.Conv2d's ``bias: Tensor | None``.)
+autodoc_typehints = "none"
+always_document_param_types = True
 typehints_fully_qualified = False
+typehints_document_rtype = True
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
@@ -87,6 +92,10 @@ sphinx_gallery_conf = {
     "plot_gallery": "True",
     # The execution-times pages load jQuery and DataTables from CDNs: no page may ask the network.
     "write_computation_times": False,
+    # Examples in the API reference (as torchvision's): sphinx-gallery records which sepconv names each
+    # tutorial uses; docs/_ext/sepconv_api.py puts a mini-gallery of them under each name it documents.
+    "doc_module": ("sepconv",),
+    "backreferences_dir": "reference/api/backreferences",
 }
 autodoc_inherit_docstrings = False  # an override of a Lightning or torch method would show their docs
 

@@ -12,10 +12,16 @@ cannot drift from the code: a new module or name appears in the next build.
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
 import inspect
+import json
 import os
 import pkgutil
+import re
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +29,7 @@ from typing import Any
 
 ROOT_PACKAGE = "sepconv"
 SKIPPED_PACKAGES = ("sepconv.cli",)  # documented by the CLI reference
+MAX_VALUE_CHARS = 60  # a longer constant shows its type, not its value
 
 
 @dataclass
@@ -33,6 +40,7 @@ class ModulePage:
     is_package: bool
     documented: list[str] = field(default_factory=list)
     elsewhere: dict[str, str] = field(default_factory=dict)  # name -> where it is documented
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # documented name -> every other path
 
 
 def public_modules() -> list[str]:
@@ -66,44 +74,180 @@ def public_names(module: ModuleType) -> list[str]:
     return names
 
 
-def _home(value: Any) -> str:
-    return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+def is_type_alias(value: Any) -> bool:
+    """Whether ``value`` is a type written as a value (``IntPair = int | tuple[int, int]``)."""
+    if inspect.isclass(value):
+        return False  # a Protocol's metaclass lives in typing too
+    return isinstance(value, types.UnionType | types.GenericAlias) or type(value).__module__ == "typing"
 
 
-def plan_pages() -> list[ModulePage]:
-    """Decide, for every public module, which names its page documents and which it links to."""
-    modules = {name: importlib.import_module(name) for name in public_modules()}
-    pages = {
-        name: ModulePage(name, is_package=hasattr(module, "__path__")) for name, module in modules.items()
-    }
-    claimed: dict[str, str] = {}  # defining home of an object -> the documented name
-    # Packages first, shallowest first: the name users import is the one a package re-exports.
-    order = sorted(modules, key=lambda name: (not pages[name].is_package, name.count("."), name))
-    for name in order:
-        module, page = modules[name], pages[name]
-        for attr in public_names(module):
-            value = getattr(module, attr)
-            home = _home(value) if (inspect.isclass(value) or inspect.isfunction(value)) else f"{name}.{attr}"
-            if home in claimed:
-                page.elsewhere[attr] = claimed[home]
-            else:
-                claimed[home] = f"{name}.{attr}"
-                page.documented.append(attr)
-    return [pages[name] for name in sorted(pages)]
+def kind_of(value: Any) -> str:
+    """How the reference documents ``value``: ``"class"``, ``"function"`` or ``"data"``.
+
+    A type alias is data even when it can be called (``Callable[[int], int]`` can).
+    """
+    if is_type_alias(value):
+        return "data"
+    if inspect.isclass(value):
+        return "class"
+    return "function" if callable(value) else "data"
 
 
-def _attribute_docs(module_name: str) -> set[str]:
+@functools.cache
+def _assigned_names(module_name: str) -> frozenset[str]:
+    """The names a module's own top-level statements assign (not those it imports)."""
+    try:
+        tree = ast.parse(inspect.getsource(sys.modules[module_name]))
+    except (OSError, TypeError, KeyError):
+        return frozenset()
+    names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+    return frozenset(names)
+
+
+def defining_module(module_name: str, name: str) -> str:
+    """The module whose own code assigns the data ``module_name.name`` (a re-export's source)."""
+    if name in _assigned_names(module_name):
+        return module_name
+    value = getattr(sys.modules[module_name], name)
+    root = module_name.split(".")[0]
+    for other in sorted(sys.modules):
+        ours = other == root or other.startswith(root + ".")
+        if ours and name in _assigned_names(other) and getattr(sys.modules[other], name, None) is value:
+            return other
+    return module_name
+
+
+@functools.cache
+def _attribute_docs(module_name: str) -> dict[str, list[str]]:
     """The module-level names that have a doc comment (``#:``) or a docstring after their assignment."""
     from sphinx.pycode import ModuleAnalyzer
 
     try:
         docs = ModuleAnalyzer.for_module(module_name).find_attr_docs()
     except Exception:  # a module the analyzer cannot read simply has no attribute docs
-        return set()
-    return {name for scope, name in docs if scope == ""}
+        return {}
+    return {name: list(lines) for (scope, name), lines in docs.items() if scope == ""}
 
 
-def _rst(page: ModulePage, children: list[str], documented_objects: set[str]) -> str:
+def data_description(module_name: str, name: str) -> list[str]:
+    """The doc comment of the data ``module_name.name`` where it is defined (empty when it has none)."""
+    lines = _attribute_docs(defining_module(module_name, name)).get(name, [])
+    return [line for line in lines if line.strip()] and lines
+
+
+def _home(module_name: str, name: str, value: Any) -> str:
+    """Where ``value`` comes from: its defining module and qualified name, for data its definition."""
+    if kind_of(value) == "data":
+        return f"{defining_module(module_name, name)}.{name}"
+    return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+
+
+def _public_path(value: Any) -> str:
+    """The shortest module path another library's object imports from (``torch.nn.ChannelShuffle``)."""
+    module, name = getattr(value, "__module__", ""), getattr(value, "__qualname__", "")
+    parts = module.split(".")
+    for length in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:length])
+        if getattr(sys.modules.get(prefix), name, None) is value:
+            return f"{prefix}.{name}"
+    return f"{module}.{name}"
+
+
+def _is_ours(home: str) -> bool:
+    return home == ROOT_PACKAGE or home.startswith(ROOT_PACKAGE + ".")
+
+
+def plan_pages() -> list[ModulePage]:
+    """Decide, for every public module, which names its page documents and which it links to.
+
+    A name is documented where users import it: in the package that re-exports it (``sepconv.layers``
+    for ``SeparableConv2d``), the top package ``sepconv`` coming last, since its re-exports are
+    shortcuts. What another library defines (``torch.nn.ChannelShuffle``) is linked to, not copied.
+    """
+    modules = {name: importlib.import_module(name) for name in public_modules()}
+    pages = {
+        name: ModulePage(name, is_package=hasattr(module, "__path__")) for name, module in modules.items()
+    }
+    # Each (module, name) pair, in the order they claim the name: packages first (the top package
+    # last), then the module that defines the name, then the modules that import it; shallowest first.
+    entries = []
+    for name, module in modules.items():
+        for attr in public_names(module):
+            home = _home(name, attr, getattr(module, attr))
+            defined_here = home.startswith(name + ".") and "." not in home[len(name) + 1 :]
+            key = (not pages[name].is_package, name == ROOT_PACKAGE, not defined_here, name.count("."), name)
+            entries.append((key, name, attr, home))
+    claimed: dict[str, str] = {}  # defining home of an object -> the documented name
+    for _, name, attr, home in sorted(entries):
+        page = pages[name]
+        if not _is_ours(home):
+            page.elsewhere[attr] = _public_path(getattr(modules[name], attr))
+        elif home in claimed:
+            page.elsewhere[attr] = claimed[home]
+        else:
+            claimed[home] = f"{name}.{attr}"
+            page.documented.append(attr)
+    for page in pages.values():  # each page lists its names in the module's own order
+        order = {attr: index for index, attr in enumerate(public_names(modules[page.name]))}
+        page.documented.sort(key=order.__getitem__)
+        page.elsewhere = dict(sorted(page.elsewhere.items(), key=lambda item: order[item[0]]))
+    documented_at = {target: pages[target.rsplit(".", 1)[0]] for target in claimed.values()}
+    for home, target in claimed.items():
+        others = [home] if home != target else []
+        others += [
+            f"{page.name}.{attr}"
+            for page in pages.values()
+            for attr, where in page.elsewhere.items()
+            if where == target
+        ]
+        documented_at[target].aliases[target.rsplit(".", 1)[1]] = sorted(set(others))
+    return [pages[name] for name in sorted(pages)]
+
+
+def _short_type(value: Any) -> str:
+    """A type alias as people write it: ``Callable[[Tensor], Any]``, without module paths."""
+    return re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])", "", repr(value))
+
+
+def _data_entry(page: ModulePage, attr: str, value: Any) -> list[str]:
+    full = f"{page.name}.{attr}"
+    lines = [f".. py:data:: {full}"]
+    if is_type_alias(value):
+        lines += [f"   :value: {_short_type(value)}"]
+    elif isinstance(value, bool | int | float | str) or (
+        isinstance(value, tuple) and len(repr(value)) <= MAX_VALUE_CHARS
+    ):
+        if len(repr(value)) <= MAX_VALUE_CHARS:
+            lines += [f"   :value: {value!r}"]
+    else:
+        lines += [f"   :type: {type(value).__name__}"]
+    lines += [""]
+    description = data_description(page.name, attr)
+    lines += [f"   {line}".rstrip() for line in description] or [
+        f"   See the description of :py:mod:`{page.name}`."
+    ]
+    return [*lines, ""]
+
+
+def _examples(backrefs: dict[str, Any], attr: str, names: list[str]) -> list[str]:
+    """A mini-gallery of the tutorials that use one of ``names``; nothing when none does."""
+    if not any(backrefs.get(name) for name in names):
+        return []
+    return [
+        f"   .. rubric:: Examples using ``{attr}``",
+        "",
+        f"   .. minigallery:: {' '.join(names)}",
+        "",
+    ]
+
+
+def _rst(
+    page: ModulePage, children: list[str], documented_objects: set[str], backrefs: dict[str, Any]
+) -> str:
     module = importlib.import_module(page.name)
     title = f"``{page.name}``"
     lines = [title, "=" * len(title), "", f".. automodule:: {page.name}", "   :no-members:"]
@@ -114,44 +258,44 @@ def _rst(page: ModulePage, children: list[str], documented_objects: set[str]) ->
         lines += [".. rubric:: Modules", "", ".. autosummary::", "   :nosignatures:", ""]
         lines += [f"   {child.rsplit('.', 1)[1]}" for child in children]
         lines += [""]
-    if page.documented:
+    callables = [attr for attr in page.documented if kind_of(getattr(module, attr)) != "data"]
+    data = [attr for attr in page.documented if kind_of(getattr(module, attr)) == "data"]
+    if callables:
         lines += [".. rubric:: Summary", "", ".. autosummary::", "   :nosignatures:", ""]
-        lines += [f"   {attr}" for attr in page.documented if callable(getattr(module, attr))]
+        lines += [f"   {attr}" for attr in callables]
         lines += [""]
     if page.elsewhere:
         lines += [".. rubric:: Also here", ""]
-        lines += [f"- ``{attr}``: see :py:obj:`{target}`" for attr, target in page.elsewhere.items()]
+        for attr, target in page.elsewhere.items():
+            if _is_ours(target):
+                lines += [f"- ``{attr}``: see :py:obj:`{target}`"]
+            else:
+                lines += [f"- ``{attr}``: ``{target}``, re-exported from {target.split('.')[0]}"]
         lines += [""]
-    for attr in page.documented:
+    for attr in callables:
         value = getattr(module, attr)
         full = f"{page.name}.{attr}"
-        if inspect.isclass(value):
+        names = [full, *page.aliases.get(attr, [])]
+        if kind_of(value) == "class":
             lines += [f".. autoclass:: {full}", "   :members:", "   :show-inheritance:", ""]
-        elif inspect.isfunction(value) or callable(value):
-            lines += [f".. autofunction:: {full}", ""]
         else:
-            home = next(
-                (
-                    source
-                    for source in (page.name, getattr(value, "__module__", None))
-                    if source and attr in _attribute_docs(source)
-                ),
-                None,
-            )
-            if home == page.name:
-                lines += [f".. autodata:: {full}", "   :no-value:", ""]
-            else:
-                # The value's own docstring would be its type's (dict's); say what it is instead.
-                lines += [f".. py:data:: {full}", f"   :type: {type(value).__name__}", ""]
-                lines += [f"   See the description of :py:mod:`{page.name}`.", ""]
+            lines += [f".. autofunction:: {full}", ""]
+        lines += _examples(backrefs, attr, names)
+    if data:
+        lines += [".. rubric:: Constants and types", ""]
+        for attr in data:
+            lines += _data_entry(page, attr, getattr(module, attr))
     return "\n".join(lines)
 
 
-def write_pages(out: Path, only: list[str] | None = None) -> list[str]:
+def write_pages(
+    out: Path, only: list[str] | None = None, backrefs: dict[str, Any] | None = None
+) -> list[str]:
     """Write one ``.rst`` page per public module into ``out`` (replacing what was there); their names.
 
     ``only`` limits the pages written to those modules (the others' names are still planned, so that
-    each name is documented where a full build documents it).
+    each name is documented where a full build documents it). ``backrefs``: sphinx-gallery's map from a
+    name to the tutorials that use it; each documented name that one uses gets a mini-gallery.
     """
     pages = plan_pages()
     if only is not None:
@@ -166,7 +310,7 @@ def write_pages(out: Path, only: list[str] | None = None) -> list[str]:
             if other.name.rsplit(".", 1)[0] == page.name and other.name != page.name
         ]
         path = out / f"{page.name}.rst"
-        text = _rst(page, children, documented_objects)
+        text = _rst(page, children, documented_objects, backrefs or {})
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")  # unchanged pages keep their time: no rebuild
         wanted.add(path.name)
@@ -176,12 +320,38 @@ def write_pages(out: Path, only: list[str] | None = None) -> list[str]:
     return [page.name for page in pages]
 
 
+def _gallery_backrefs(app: Any) -> dict[str, Any]:
+    """What sphinx-gallery found the tutorials using (it has run: this handler comes after it)."""
+    conf = getattr(app.config, "sphinx_gallery_conf", None) or {}
+    folder = conf.get("backreferences_dir")
+    path = Path(app.srcdir) / folder / "backreferences_all.json" if folder else None
+    if path is None or not path.is_file():
+        return {}
+    backrefs: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return backrefs
+
+
 def _on_builder_inited(app: Any) -> None:
-    # SEPCONV_DOCS_API=0 (a quick build while writing pages): only the package's top page
-    quick = os.environ.get("SEPCONV_DOCS_API", "1") == "0"
-    write_pages(Path(app.srcdir) / "reference" / "api", only=[ROOT_PACKAGE] if quick else None)
+    # While writing pages, SEPCONV_DOCS_API=0 builds only the package's top page, and
+    # SEPCONV_DOCS_API=REGEX only the pages of the modules it matches (sepconv.layers).
+    selection = os.environ.get("SEPCONV_DOCS_API", "1")
+    only = None
+    if selection == "0":
+        only = [ROOT_PACKAGE]
+    elif selection != "1":
+        only = [name for name in public_modules() if re.search(selection, name)]
+    write_pages(Path(app.srcdir) / "reference" / "api", only=only, backrefs=_gallery_backrefs(app))
+
+
+def _public_bases(app: Any, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
+    """Name another library's base class by its public path: ``torch.nn.Conv2d``, not just ``Conv2d``."""
+    for index, base in enumerate(bases):
+        if inspect.isclass(base) and not _is_ours(base.__module__) and base.__module__ != "builtins":
+            bases[index] = f"``{_public_path(base)}``"
 
 
 def setup(app: Any) -> dict[str, Any]:
-    app.connect("builder-inited", _on_builder_inited)
+    app.connect("autodoc-process-bases", _public_bases)
+    # After sphinx-gallery's own builder-inited handler (priority 500), which writes the backreferences.
+    app.connect("builder-inited", _on_builder_inited, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -108,6 +108,7 @@ class CpuFeatures:
         return self.avx512_bf16 or self.amx_tile
 
     def to_dict(self) -> dict[str, bool]:
+        """Every feature flag by name, and ``native_bf16``, as JSON-able booleans."""
         return {**asdict(self), "native_bf16": self.native_bf16}
 
 

@@ -50,6 +50,7 @@ Key = TypeVar("Key", bound=Hashable)
 # spin for a while waiting for more work, and on a 2-core machine they slowed the next path's block
 # (separable_cnn, batch 1: ONNX Runtime right after torch 0.46-0.86 ms, alone 0.23-0.25 ms, after a
 # 20 ms pause 0.28-0.32 ms; a 5 ms pause was not enough).
+#: The pause before each timed block, so one engine's threads do not slow the next one's start.
 SETTLE_SECONDS = 0.02
 # A call measured as taking no time at all (a coarse clock) still counts this long when sizing blocks.
 _SHORTEST_CALL_SECONDS = 1e-9
@@ -101,15 +102,17 @@ class Timing:
 
     @property
     def median_ms(self) -> float:
-        """The median over rounds: the figure to report and compare."""
+        """The median over rounds, the figure to report and compare."""
         return statistics.median(self.samples_ms)
 
     @property
     def min_ms(self) -> float:
+        """The fastest sample, in milliseconds."""
         return min(self.samples_ms)
 
     @property
     def max_ms(self) -> float:
+        """The slowest sample, in milliseconds."""
         return max(self.samples_ms)
 
     @property
@@ -132,6 +135,7 @@ class Progress:
         self.total = total
 
     def advance(self, description: str, *, steps: int = 1) -> None:
+        """Count ``steps`` more finished steps and report ``description`` with the new count."""
         self.completed += steps
         self.report(description)
 
@@ -140,6 +144,7 @@ class Progress:
         self.total += steps
 
     def report(self, description: str) -> None:
+        """Call the callback with ``description`` and the counts so far (nothing without a callback)."""
         if self.callback is not None:
             self.callback(description, self.completed, self.total)
 

@@ -80,9 +80,11 @@ class FieldTracker:
         self._fields: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
     def set(self, tensor: torch.Tensor, field: TensorField) -> None:
+        """Record that ``tensor`` carries ``field`` (kept only while the tensor lives)."""
         self._fields[tensor] = field
 
     def get(self, tensor: Any) -> TensorField | None:
+        """The field recorded for ``tensor``; None for a tensor without one, or for anything else."""
         if not isinstance(tensor, torch.Tensor):
             return None
         field: TensorField | None = self._fields.get(tensor)  # type: ignore[no-untyped-call]  # untyped in torch

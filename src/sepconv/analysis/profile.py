@@ -47,10 +47,12 @@ class ModuleCall:
 
     @property
     def depth(self) -> int:
+        """How deep the module sits (0 for the model itself, 1 for its children, and so on)."""
         return 0 if not self.name else self.name.count(".") + 1
 
     @property
     def is_leaf(self) -> bool:
+        """True when the module has no children (a layer, not a container)."""
         return next(iter(self.module.children()), None) is None
 
 

@@ -55,6 +55,7 @@ class MeasuredCost:
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields (``sepconv summary --measure --json`` prints it per layer)."""
         return {
             "ms": self.ms,
             "spread_ms": self.spread_ms,
@@ -102,7 +103,7 @@ class LayerSummary:
 
     @property
     def effective_padding(self) -> tuple[Number, ...] | None:
-        """Distill's effective padding per axis: how far the first unit's field reaches before pixel 0."""
+        """Distill's effective padding per axis, how far the first unit's field reaches before pixel 0."""
         if self.receptive_field is None or self.start is None:
             return None
         return tuple(_number((size - 1) / 2 - start) for size, start in zip(self.receptive_field, self.start))

@@ -18,7 +18,7 @@ from sepconv.checks import check_image_size
 
 __all__ = ["Plan", "probe", "relative_output_error", "resolve_input_size", "squared_norms"]
 
-# One converted layer: its qualified name, the original layer, the layer replacing it, its rank.
+#: One converted layer: its qualified name, the original layer, the layer replacing it, its rank.
 Plan = tuple[str, nn.Module, nn.Module, int]
 
 

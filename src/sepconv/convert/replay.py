@@ -24,7 +24,7 @@ from sepconv.io.transforms import Transform, Transforms, find_transform
 __all__ = ["TRANSFORMS", "get_transform", "list_transforms", "load_model", "register_transform", "save_model"]
 
 _REGISTERED: dict[str, Transform] = {}
-# The registry as every reader sees it: read-only, always current.
+#: Every registered transform by name, read-only and always current: the steps a model file may name.
 TRANSFORMS: Transforms = MappingProxyType(_REGISTERED)
 
 

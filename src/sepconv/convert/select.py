@@ -51,10 +51,13 @@ __all__ = [
     "unmatched_patterns",
 ]
 
+#: How a conversion initialises the new layers: ``svd`` (from the original weights) or ``random``.
 INITS = ("svd", "random")
 
 # A linear layer is worth splitting from this many weights on (256 KB in fp32): below it, reading the
 # weights costs less than the call itself, and a low-rank pair has nothing to win.
+#: A linear layer is worth splitting from this many weights on (256 KB in float32): below it, reading the
+#: weights costs less than the call itself.
 MIN_LINEAR_WEIGHTS = 65_536
 
 

@@ -35,10 +35,11 @@ __all__ = [
     "max_rank",
 ]
 
-# U (C_in, C_out, q), S (C_in, q), Vh (C_in, k^2, k^2): each input channel's filters, decomposed.
+#: U (C_in, C_out, q), S (C_in, q), Vh (C_in, k*k, k*k): each input channel's filters, decomposed.
 Decomposition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-# left (out, q), right (q, in), energies (q,) = the squared singular values, largest first, in float64:
-# W = left @ right, and left[:, :r] @ right[:r] is the best rank-r approximation of W.
+#: left (out, q), right (q, in), energies (q,): W = left @ right, and the first r columns and rows give the
+#: best rank-r approximation; energies are the squared singular values,
+#: largest first, in float64.
 LinearDecomposition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 

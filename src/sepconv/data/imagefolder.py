@@ -51,6 +51,7 @@ __all__ = ["DEFAULT_MIXED_SIZE", "BadImageError", "ImageFiles", "load_image_fold
 
 logger = logging.getLogger("sepconv.data")
 
+#: The (height, width) images of mixed sizes are resized to when no size is given.
 DEFAULT_MIXED_SIZE = (64, 64)
 _SPLIT_FOLDERS = ("train", "val", "test")
 _UNSIGNED_16_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}

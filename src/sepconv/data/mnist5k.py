@@ -18,7 +18,9 @@ from sepconv.data.splits import DataSplits, NormalizedImages, check_fractions, s
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "load_mnist5k", "mnist5k_arrays"]
 
+#: The per-channel mean of MNIST's training images, used to normalize them.
 MNIST_MEAN = (0.1307,)
+#: The per-channel standard deviation of MNIST's training images, used to normalize them.
 MNIST_STD = (0.3081,)
 
 

@@ -15,6 +15,7 @@ from sepconv.data.splits import DataSplits, check_fractions, check_labels
 
 __all__ = ["IMAGEFOLDER_PREFIX", "list_datasets", "load_dataset"]
 
+#: The prefix that names a folder of images as a data set: ``imagefolder:PATH``.
 IMAGEFOLDER_PREFIX = "imagefolder:"
 _EMBEDDED = ("mnist5k", "synthetic")
 _TORCHVISION = ("mnist", "fashion_mnist", "cifar10")

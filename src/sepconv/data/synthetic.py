@@ -18,6 +18,7 @@ from sepconv.data.splits import DataSplits, NormalizedImages, check_fractions, s
 
 __all__ = ["SHAPE_NAMES", "load_synthetic", "make_shapes"]
 
+#: The classes of the synthetic data set: one shape each, drawn at random sizes and places.
 SHAPE_NAMES = ("circle", "square", "triangle", "cross", "ring", "bar")
 SYNTHETIC_MEAN = (0.5, 0.5, 0.5)
 SYNTHETIC_STD = (0.25, 0.25, 0.25)

@@ -34,6 +34,7 @@ class _TorchvisionSet:
     std: tuple[float, ...]
 
 
+#: The torchvision data sets sepconv can load by name, with where their files are and their normalization.
 TORCHVISION_DATASETS: dict[str, _TorchvisionSet] = {
     "mnist": _TorchvisionSet("MNIST", "MNIST/raw", (0.1307,), (0.3081,)),
     "fashion_mnist": _TorchvisionSet("FashionMNIST", "FashionMNIST/raw", (0.2860,), (0.3530,)),

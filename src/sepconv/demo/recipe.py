@@ -21,9 +21,13 @@ __all__ = [
     "demo_config",
 ]
 
+#: The demo's twins: the registered model trained for each role.
 DEMO_MODELS = {"standard": "standard_cnn", "separable": "separable_cnn"}
+#: Epochs each twin trains for in ``sepconv demo``.
 DEMO_EPOCHS = 5
+#: The demo's training batch size.
 DEMO_BATCH_SIZE = 64
+#: The demo's peak learning rate (one-cycle schedule).
 DEMO_LR = 4e-3
 
 

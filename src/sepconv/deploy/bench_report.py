@@ -34,6 +34,7 @@ class PathResult:
     max_rel_diff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields; the output differences only when they were measured."""
         document: dict[str, Any] = {
             "path": self.path,
             "batch_size": self.batch_size,
@@ -60,6 +61,7 @@ class BenchReport:
     train_skipped: list[tuple[str, str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON document ``sepconv bench --json`` prints: a result per path, why paths were skipped."""
         document: dict[str, Any] = {
             "input_size": list(self.input_size),
             "threads": self.threads,

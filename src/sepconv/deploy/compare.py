@@ -79,6 +79,7 @@ class ModelMeasurement:
     forward_backward_spread_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields; the latencies grouped by pass (forward, forward + backward)."""
         return {
             "name": self.name,
             "params": self.params,
@@ -107,6 +108,7 @@ class Agreement:
     inputs: str
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields, as ``sepconv compare --json`` prints them."""
         return {
             "relative_error": self.relative_error,
             "top1_agreement": self.top1_agreement,
@@ -130,7 +132,7 @@ class Comparison:
 
     @property
     def speedup(self) -> dict[str, float]:
-        """A's median latency over B's: above 1, B is faster."""
+        """A's median latency over B's, per phase (above 1, B is faster)."""
         return {
             "forward": self.a.forward_ms / self.b.forward_ms,
             "forward_backward": self.a.forward_backward_ms / self.b.forward_backward_ms,
@@ -138,7 +140,7 @@ class Comparison:
 
     @property
     def speedup_within_noise(self) -> dict[str, bool | None]:
-        """Per phase: whether A and B differ by no more than their spread (None: spread not measured)."""
+        """Per phase, whether A and B differ by no more than their spread (None when it was not measured)."""
         a, b = self.a, self.b
         return {
             "forward": within_noise(a.forward_ms, a.forward_spread_ms, b.forward_ms, b.forward_spread_ms),
@@ -152,10 +154,11 @@ class Comparison:
 
     @property
     def mac_ratio(self) -> float | None:
-        """A's MACs over B's: the speedup the MAC count promises (None when B counts no MACs)."""
+        """A's MACs over B's, the speedup the MAC count promises (None when B counts no MACs)."""
         return self.a.macs / self.b.macs if self.b.macs else None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON document ``sepconv compare --json`` prints: both models, the speed-up, the agreement."""
         return {
             "a": self.a.to_dict(),
             "b": self.b.to_dict(),

@@ -148,11 +148,13 @@ class OnnxRuntimeEngine(Engine):
         )
 
     def version(self) -> str:
+        """The installed onnxruntime's version."""
         import onnxruntime
 
         return str(onnxruntime.__version__)
 
     def unavailable_reason(self) -> str | None:
+        """Which of onnx, onnxruntime, onnxscript is missing (with the pip command), or None."""
         missing = [name for name in _ONNX_MODULES if importlib.util.find_spec(name) is None]
         if missing:
             return f"{', '.join(missing)} not installed (pip install onnx onnxruntime onnxscript)"
@@ -166,6 +168,10 @@ class OnnxRuntimeEngine(Engine):
         *,
         threads: int,
     ) -> list[BoundCall]:
+        """Export ``modules`` in one exporter run (quantized when int8) and bind each to its example.
+
+        The ``.onnx`` files go into ``folder``; ``threads`` is ONNX Runtime's intra-op thread count.
+        """
         import onnx
 
         from sepconv.deploy.onnx_export import export_layers
@@ -193,6 +199,11 @@ class OnnxRuntimeEngine(Engine):
         *,
         calibration: Sequence[torch.Tensor] | None = None,
     ) -> Path:
+        """Export ``model`` to ``folder/model.onnx``; when int8, quantize it into ``model.int8.onnx`` too.
+
+        The int8 calibration uses ``calibration`` batches, or random images without them. Returns the
+        file to deploy.
+        """
         from sepconv.deploy.onnx_export import export_onnx
         from sepconv.deploy.quantize import random_calibration
 
@@ -213,6 +224,7 @@ class OnnxRuntimeEngine(Engine):
         threads: int,
         calibration: Sequence[torch.Tensor] | None = None,
     ) -> BoundCall:
+        """Deploy ``model`` as :meth:`deploy` does and bind the ONNX Runtime session to ``example``."""
         from sepconv.deploy.runtime import OnnxModel
 
         check_int("threads", threads, minimum=1)
@@ -242,6 +254,7 @@ class TorchEngine(Engine):
     precision = "fp32"
 
     def version(self) -> str:
+        """The installed torch's version."""
         return str(torch.__version__)
 
     def prepare_many(
@@ -252,6 +265,11 @@ class TorchEngine(Engine):
         *,
         threads: int,
     ) -> list[BoundCall]:
+        """Bind each module (a channels_last eval copy) to its example: one call per module.
+
+        Raises:
+            ValueError: ``modules`` and ``examples`` differ in length.
+        """
         check_int("threads", threads, minimum=1)
         if len(modules) != len(examples):
             raise ValueError(f"give one example per module: {len(modules)} modules, {len(examples)} examples")
@@ -265,6 +283,7 @@ class TorchEngine(Engine):
         *,
         calibration: Sequence[torch.Tensor] | None = None,
     ) -> Path:
+        """Save ``model`` as ``folder/model.safetensors`` (weights and recipe), the file PyTorch deploys."""
         from sepconv.convert.replay import save_model
 
         return save_model(model, folder / "model.safetensors")
@@ -278,6 +297,7 @@ class TorchEngine(Engine):
         threads: int,
         calibration: Sequence[torch.Tensor] | None = None,
     ) -> BoundCall:
+        """Bind ``model`` itself (a channels_last eval copy) to ``example``; the file saved has these weights."""
         # The file a deployment loads holds these very weights; running the module itself spares a
         # model without a recipe (built by hand, not by create_model) the file it could not write.
         check_int("threads", threads, minimum=1)
@@ -305,6 +325,7 @@ def _channels_last_call(module: nn.Module, example: torch.Tensor, threads: int) 
     return call
 
 
+#: Every engine by name (``ort``, ``ort-int8``, ``torch``): what ``--engine`` and ``--measure`` choose from.
 ENGINES: dict[str, Engine] = {
     engine.name: engine
     for engine in (OnnxRuntimeEngine(int8=False), OnnxRuntimeEngine(int8=True), TorchEngine())

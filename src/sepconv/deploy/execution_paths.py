@@ -31,9 +31,9 @@ __all__ = [
     "Workspace",
 ]
 
-# A forward (or training step) with its input already bound, in the form the path wants it.
+#: A forward pass (or training step) with its input already bound: call it with no arguments.
 BoundCall = Callable[[], Any]
-# Turns the fixed float32 NCHW batch into a BoundCall; the conversion (layout, numpy) happens once here.
+#: Turns the float32 NCHW batch into a :data:`BoundCall`, converting it (layout, numpy) once.
 Bind = Callable[[torch.Tensor], BoundCall]
 
 # Random calibration for the int8 path: its accuracy is not measured here, only its speed and output error.
@@ -61,9 +61,15 @@ class Workspace:
         self._onnx_fp32: Path | None = None
 
     def eval_copy(self) -> nn.Module:
+        """A fresh copy of the model, which a path may change (fuse, convert) without touching the others."""
         return copy.deepcopy(self.model)
 
     def onnx_fp32_file(self) -> Path:
+        """The float32 ONNX file of the model, exported on first use and shared by the ONNX paths.
+
+        Raises:
+            PathUnavailableError: the export failed (the paths that need it are skipped with the reason).
+        """
         if self._onnx_fp32 is None:
             from sepconv.deploy.onnx_export import ExportError, export_onnx
 
@@ -326,6 +332,7 @@ def _compiled_training(workspace: Workspace) -> Bind:
     return bind
 
 
+#: Every execution path ``sepconv bench`` can time, by name.
 EXECUTION_PATHS: dict[str, ExecutionPath] = {
     path.name: path
     for path in (
@@ -363,4 +370,5 @@ EXECUTION_PATHS: dict[str, ExecutionPath] = {
         ),
     )
 }
+#: The names of the paths that can also time training steps.
 TRAIN_PATHS = tuple(name for name, path in EXECUTION_PATHS.items() if path.prepare_training is not None)

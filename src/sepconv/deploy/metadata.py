@@ -31,8 +31,11 @@ __all__ = [
     "parse_metadata",
 ]
 
+#: The name of the exported model's input.
 INPUT_NAME = "images"
+#: The name of the exported model's output.
 OUTPUT_NAME = "logits"
+#: The ONNX metadata key under which sepconv stores what it knows of the model.
 METADATA_KEY = "sepconv"
 METADATA_FORMAT = "sepconv-onnx"
 METADATA_VERSION = 1
@@ -40,6 +43,7 @@ METADATA_VERSION = 1
 # The largest real document is a recipe (a few KB) and the class names of a 21,843-class ImageNet
 # model (~0.5 MB); the recipe inside nests up to 8 levels (sepconv.io.recipe.MAX_RECIPE_DEPTH) below
 # spec/kwargs.
+#: The longest metadata a file may carry; a longer one is refused as corrupt or hostile.
 MAX_METADATA_CHARS = 4 * 1024 * 1024
 MAX_METADATA_DEPTH = 12
 MAX_CLASS_NAME_CHARS = 1024

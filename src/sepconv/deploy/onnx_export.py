@@ -88,6 +88,7 @@ class ExportReport:
     file_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields (paths as strings), as ``sepconv export --json`` prints them."""
         document = asdict(self)
         document["path"] = str(self.path)
         document["input_size"] = list(self.input_size)

@@ -79,14 +79,17 @@ class OnnxModel:
 
     @property
     def class_names(self) -> list[str] | None:
+        """The class names stored in the file's metadata at export; None when none were stored."""
         return self.metadata.get("class_names")
 
     @property
     def mean(self) -> list[float] | None:
+        """The per-channel input mean stored at export (to normalize images); None when none was stored."""
         return self.metadata.get("mean")
 
     @property
     def std(self) -> list[float] | None:
+        """The per-channel input standard deviation stored at export; None when none was stored."""
         return self.metadata.get("std")
 
     @overload

@@ -26,6 +26,7 @@ from sepconv.errors import SepconvError
 
 __all__ = ["OutputPathError", "PathLike", "atomic_write_bytes", "check_output_path", "non_regular_kind"]
 
+#: A path as a string or an ``os.PathLike``.
 PathLike = str | os.PathLike[str]
 
 # What a path that is not a regular file is, in words (stat's file-type tests).

@@ -58,7 +58,9 @@ __all__ = [
     "save_model",
 ]
 
+#: The format name written into every sepconv model file.
 FORMAT_NAME = "sepconv"
+#: The version of the model-file format this sepconv writes.
 FORMAT_VERSION = 1
 _METADATA_KEY = "sepconv"
 # The whole recipe document (format, version, spec, transforms, checksum) around arguments that may

@@ -44,24 +44,32 @@ __all__ = [
 
 # sepconv's own recipes are a few hundred characters; the cap bounds the work a recipe can ask of the
 # meta build (e.g. a list of thousands of layer settings), which no header check can catch earlier.
+#: The longest recipe accepted: sepconv's own are a few hundred characters.
 MAX_RECIPE_CHARS = 65_536
 # The counts inside it, checked before the meta build. sepconv's and torchvision's builders need
 # arguments nested 2 deep (mobilenet_v2's inverted_residual_setting), lists of at most a few hundred
 # items (a conversion's ranks, one per layer) and numbers far below a million (widths, classes).
+#: How deep a recipe's values may nest.
 MAX_RECIPE_DEPTH = 8
+#: The most items a list in a recipe may hold.
 MAX_RECIPE_ITEMS = 4096
+#: The largest number a recipe may hold.
 MAX_RECIPE_NUMBER = 2**20
+#: The most conversion steps a model file may list.
 MAX_RECIPE_TRANSFORMS = 16
 # What the meta build may construct. torchvision's largest models have 1,409 modules
 # (efficientnet_v2_l) and 644 million parameters (regnet_y_128gf); a conversion adds a few modules
 # per layer. Each meta module costs ~4 KB and ~0.1 ms (0.5 ms on a busy 2-core machine: 20,000 took
 # 9.8 s and 74 MB there), so the module bound keeps a hostile recipe's meta build to a few seconds
 # and tens of MB.
+#: The most modules a recipe may build, so a hostile file cannot make loading take long.
 MAX_RECIPE_MODULES = 10_000
+#: The most parameters a recipe may build.
 MAX_RECIPE_PARAMETERS = 2**32
 # In the fallback build (see _MetaUnlessSmall), tensors up to this many elements get real storage.
 _SMALL_NUMEL = 4096
 
+#: A tensor's shape and dtype.
 TensorSpec = tuple[tuple[int, ...], torch.dtype]
 
 

@@ -25,9 +25,11 @@ __all__ = [
     "record_transform",
 ]
 
+#: A function that replays one conversion step on a model and returns the result.
 Transform = Callable[..., nn.Module]
-# Name -> the function that replays that step: what a model file's steps may name.
+#: Step name -> the function that replays it: what a model file's steps may name.
 Transforms = Mapping[str, Transform]
+#: No transforms: a model file with steps cannot be loaded with these.
 NO_TRANSFORMS: Transforms = MappingProxyType({})
 
 

@@ -28,7 +28,7 @@ __all__ = [
     "kernels_available",
 ]
 
-# The activation codes the C++ kernel understands (csrc/bn_act.cpp), by module type.
+#: The activations the fused C++ kernel knows, by module type, with the code it knows them by.
 ACTIVATION_CODES: dict[type[nn.Module], int] = {
     nn.Identity: 0,
     nn.ReLU: 1,

@@ -40,6 +40,7 @@ def depthwise_kernels_available() -> bool:
 # the MobileNet shapes measured on the 2-core AMD EPYC (C++ at 0.6-1.1x of it), while the C++ backward
 # beat oneDNN's (up to 2x at stride 1). oneDNN has no float64 kernels (at::conv2d then takes a slow
 # generic path), so float64 runs the C++ forward.
+#: The two forward implementations of the depthwise kernel: its own C++ one and oneDNN's.
 FORWARD_OPERATORS = ("depthwise_forward", "depthwise_forward_onednn")
 _FORWARD_OPERATOR = {torch.float32: "depthwise_forward_onednn", torch.float64: "depthwise_forward"}
 

@@ -154,6 +154,7 @@ class ConvNormAct(nn.Sequential):
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolution, normalization, activation on ``x``; in training, fused in one kernel where it can."""
         if self.fused and self.training:
             pair = self.norm_act_pair()
             if pair is not None:
@@ -209,6 +210,7 @@ class DepthwiseSeparableBlock(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the depthwise stage, then the pointwise stage, each with its norm and activation."""
         output: torch.Tensor = self.pointwise(self.depthwise(x))
         return output
 
@@ -304,6 +306,7 @@ class InvertedResidual(nn.Module):
         return output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Expand, filter, project ``x``; add ``x`` back when ``use_res_connect``."""
         if self.use_res_connect:
             return x + self._branch(x)
         return self._branch(x)

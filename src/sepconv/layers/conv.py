@@ -30,7 +30,9 @@ __all__ = ["Conv2d", "IntPair", "PaddingArg", "check_bias", "check_input_channel
 # fx.wrap patches the name in the globals of the module that calls it, which is this one.
 torch.fx.wrap("pad_same")
 
+#: A size for both dimensions (``3``) or for each (``(3, 5)``).
 IntPair = int | tuple[int, int]
+#: Padding: an int or pair, or ``'valid'`` (none) or ``'same'`` (output size = input size / stride).
 PaddingArg = int | tuple[int, int] | str
 
 
@@ -151,6 +153,11 @@ class Conv2d(nn.Conv2d):
         self._dynamic_same = plan.dynamic_same
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x`` (N, C_in, H, W) or (C_in, H, W), first padding it where 'same' needs to.
+
+        Raises:
+            ValueError: ``x`` has not that shape; the message names the layer and suggests a fix.
+        """
         if not is_fx_symbolic_tracing():
             check_input_channels(self, x, self.in_channels)
         if self._dynamic_same:
@@ -176,6 +183,7 @@ class Conv2d(nn.Conv2d):
         }
 
     def extra_repr(self) -> str:
+        """The arguments ``print(layer)`` shows: the channels, then what differs from the defaults."""
         return _describe(self.get_config(), _CONV_DEFAULTS)
 
 

@@ -83,11 +83,13 @@ class DepthwiseConv2d(Conv2d):
         return output
 
     def get_config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this layer (weights aside), in the constructor's order."""
         config = super().get_config() | {"depth_multiplier": self.depth_multiplier}
         order = ("in_channels", "kernel_size", "stride", "padding", "dilation", "depth_multiplier", "bias")
         return {key: config[key] for key in (*order, "padding_mode")}
 
     def extra_repr(self) -> str:
+        """The arguments ``print(layer)`` shows: ``in_channels``, then what differs from the defaults."""
         return _describe(self.get_config(), _CONV_DEFAULTS)
 
 
@@ -110,8 +112,10 @@ class PointwiseConv2d(Conv2d):
         super().__init__(in_channels, out_channels, 1, groups=groups, bias=bias, device=device, dtype=dtype)
 
     def get_config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this layer (weights aside): channels, ``groups``, ``bias``."""
         config = super().get_config()
         return {key: config[key] for key in ("in_channels", "out_channels", "groups", "bias")}
 
     def extra_repr(self) -> str:
+        """The arguments ``print(layer)`` shows: the channels, then what differs from the defaults."""
         return _describe(self.get_config(), _CONV_DEFAULTS)

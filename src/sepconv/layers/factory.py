@@ -15,9 +15,12 @@ from sepconv.errors import ArgumentTypeError
 
 __all__ = ["ACTIVATIONS", "NORMALIZATIONS", "ActLayer", "NormLayer", "make_act", "make_norm"]
 
+#: An activation: a name from :data:`ACTIVATIONS`, a class or callable that builds one, or None.
 ActLayer = str | Callable[[], nn.Module] | None
+#: A normalization: a name from :data:`NORMALIZATIONS`, a callable taking the channels, or None.
 NormLayer = str | Callable[[int], nn.Module] | None
 
+#: The activations ``act_layer`` may name.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "relu6": nn.ReLU6,
@@ -32,6 +35,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "identity": nn.Identity,
 }
 
+#: The normalizations ``norm_layer`` may name.
 NORMALIZATIONS: dict[str, Callable[[int], nn.Module]] = {
     "batchnorm": nn.BatchNorm2d,
     "bn": nn.BatchNorm2d,

@@ -57,14 +57,17 @@ class LowRankLinear(nn.Module):
 
     @property
     def in_features(self) -> int:
+        """Size of each input sample (the ``first`` step's ``in_features``)."""
         return self.first.in_features
 
     @property
     def out_features(self) -> int:
+        """Size of each output sample (the ``second`` step's ``out_features``)."""
         return self.second.out_features
 
     @property
     def rank(self) -> int:
+        """Width of the bottleneck between the two steps."""
         return self.first.out_features
 
     def reset_parameters(self) -> None:
@@ -73,6 +76,7 @@ class LowRankLinear(nn.Module):
         self.second.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``x`` (*, in_features) through the rank bottleneck to (*, out_features)."""
         output: torch.Tensor = self.second(self.first(x))
         return output
 
@@ -86,6 +90,7 @@ class LowRankLinear(nn.Module):
         }
 
     def extra_repr(self) -> str:
+        """The arguments ``print(layer)`` shows, worded like ``nn.Linear``'s with the rank between."""
         # nn.Linear's own wording, with the rank between
         config = self.get_config()
         return ", ".join(f"{key}={value}" for key, value in config.items() if key != "bias" or not value)

@@ -25,7 +25,9 @@ from sepconv.errors import ArgumentTypeError
 
 __all__ = ["PADDING_MODES", "PaddingMode", "PaddingPlan", "is_padding_mode", "pad_same", "plan_padding"]
 
+#: How the border is filled: with zeros, a reflection, the edge value repeated, or circularly.
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
+#: Every :data:`PaddingMode`, in ``nn.Conv2d``'s order.
 PADDING_MODES: tuple[PaddingMode, ...] = ("zeros", "reflect", "replicate", "circular")
 
 

@@ -65,29 +65,36 @@ class SeparableConv2d(nn.Module):
 
     @property
     def in_channels(self) -> int:
+        """Channels of the input (the depthwise step's ``in_channels``)."""
         return self.depthwise.in_channels
 
     @property
     def out_channels(self) -> int:
+        """Channels of the output (the pointwise step's ``out_channels``)."""
         return self.pointwise.out_channels
 
     @property
     def kernel_size(self) -> tuple[int, int]:
+        """The depthwise step's (height, width) kernel; the pointwise step is 1x1."""
         return self.depthwise.kernel_size
 
     @property
     def stride(self) -> tuple[int, int]:
+        """The depthwise step's (height, width) stride; the pointwise step keeps the size."""
         return self.depthwise.stride
 
     @property
     def dilation(self) -> tuple[int, int]:
+        """The depthwise step's (height, width) dilation."""
         return self.depthwise.dilation
 
     @property
     def depth_multiplier(self) -> int:
+        """Output channels of the depthwise step per input channel."""
         return self.depthwise.depth_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the depthwise step, then the pointwise step, on ``x`` (N, C_in, H, W)."""
         output: torch.Tensor = self.pointwise(self.depthwise(x))
         return output
 
@@ -100,4 +107,5 @@ class SeparableConv2d(nn.Module):
         return config
 
     def extra_repr(self) -> str:
+        """The arguments ``print(layer)`` shows: the channels, then what differs from the defaults."""
         return _describe(self.get_config(), _CONV_DEFAULTS)

@@ -62,9 +62,11 @@ class MobileNetV1(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Initialise every weight as torchvision's MobileNets do (He fan-out convolutions, unit norms)."""
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, num_classes) for images ``x`` (N, in_channels, H, W)."""
         logits: torch.Tensor = self.classifier(torch.flatten(self.pool(self.features(x)), 1))
         return logits
 

@@ -79,9 +79,11 @@ class MobileNetV2(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Initialise every weight as torchvision's MobileNetV2 does (He fan-out convolutions, unit norms)."""
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, num_classes) for images ``x`` (N, in_channels, H, W)."""
         x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
         logits: torch.Tensor = self.classifier(torch.flatten(x, 1))
         return logits

@@ -34,6 +34,7 @@ __all__ = [
     "register_model",
 ]
 
+#: The prefix that names a torchvision model: ``torchvision:resnet18``.
 TORCHVISION_PREFIX = "torchvision:"
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _INPUT_SIZES: dict[str, tuple[int, int, int]] = {}

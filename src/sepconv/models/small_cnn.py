@@ -59,6 +59,7 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(stage3, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, num_classes) for images ``x`` (N, in_channels, H, W)."""
         logits: torch.Tensor = self.classifier(torch.flatten(self.pool(self.features(x)), 1))
         return logits
 

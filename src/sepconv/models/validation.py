@@ -29,9 +29,13 @@ __all__ = [
     "check_channel_list",
 ]
 
+#: The most channels a model argument may ask for.
 MAX_CHANNELS = 65_536
+#: The most classes a model may have.
 MAX_CLASSES = 1_000_000
+#: The largest width multiplier accepted.
 MAX_WIDTH_MULT = 64.0
+#: The most parameters a model may have (2 GB of float32 weights).
 MAX_PARAMETERS = 500_000_000  # 2 GB of float32 weights
 
 

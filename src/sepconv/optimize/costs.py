@@ -63,11 +63,14 @@ __all__ = [
     "time_models",
 ]
 
+#: The format written into cost tables; a table of another format is measured again.
 COST_TABLE_FORMAT = "sepconv-costs/1"
 # How one site's candidates are timed: short (a table of ~100 candidates fills in about a minute on 2
 # cores), interleaved, seven rounds at least so that the median and spread mean something.
+#: How one layer's candidates are timed: short, interleaved, seven rounds at least.
 LAYER_TIMING = TimingPlan(warmup_calls=2, min_rounds=7, min_run_seconds=0.4, min_block_seconds=0.01)
 # How whole models are timed end to end: longer, and rotated so that no model always follows another.
+#: How whole models are timed: longer, and rotated so that no model always follows another.
 MODEL_TIMING = TimingPlan(warmup_calls=3, min_rounds=7, min_run_seconds=2.0, rotate=True)
 # Candidates of consecutive sites are prepared (exported) together up to this many weights, 64 MB in
 # fp32: each run of torch's exporter costs 1-2 s whatever it holds, but all of it is in memory at once.

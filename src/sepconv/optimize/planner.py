@@ -52,6 +52,7 @@ __all__ = [
 # Partial plans kept per step of the dynamic programme at most; the work per site is this many times
 # the site's options. Exact fronts stay far below it: on synthetic tables of realistic shape, 19 sites
 # of 5 options (resnet18's size) give ~230 plans in 10 ms, 60 sites of 7 options ~3,400 in 2 s.
+#: The most plans the planner keeps on its front before it thins it.
 DEFAULT_MAX_FRONT = 20_000
 
 # Budgets are compared with this relative slack, so that a plan whose summed loss or latency differs
@@ -81,7 +82,7 @@ class Option:
 
     @property
     def planned_loss(self) -> float:
-        """The loss the planner counts: ``loss`` clamped at 0.
+        """The loss the planner counts, ``loss`` clamped at 0.
 
         Replacing a layer by an approximation of it does not make a model better; a negative measured
         accuracy drop is the noise of a finite validation set. Counted as a gain, it would let a lucky

@@ -52,6 +52,7 @@ __all__ = [
 
 # The "format" of the documents these renderings read, as sepconv.optimize.result writes them (not
 # imported from there: result imports this module to write the page).
+#: The format of the ``plan.json`` documents this page is rendered from.
 DOCUMENT_FORMAT = "sepconv-optimize/1"
 
 Document = Mapping[str, Any]
@@ -784,6 +785,7 @@ def html_sections(document: Document) -> list[Any]:
 
 # The page lists at most this many plans: an exact front over many layers can hold thousands, which
 # would make a page of megabytes; the plot shows every one and plan.json keeps them all.
+#: The most plans the page lists (the plot shows all, ``plan.json`` keeps all).
 MAX_LISTED_PLANS = 40
 
 

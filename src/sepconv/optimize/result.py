@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DOCUMENT_FORMAT", "STAGES", "Outcome", "PlanRound", "build_document", "write_document"]
 
+#: The format written into ``plan.json``.
 DOCUMENT_FORMAT = "sepconv-optimize/1"
-# The stages ``timings_s`` times, in the order they run (and "total", the whole run).
+#: The stages ``timings_s`` times, in the order they run (and "total", the whole run).
 STAGES = ("sites", "costs", "sensitivity", "planning", "measuring", "fine_tuning", "total")
 
 
@@ -49,14 +50,16 @@ class PlanRound:
 
     @property
     def speedup(self) -> float:
+        """How many times faster the round's model measured than the original (original_ms / measured_ms)."""
         return self.original_ms / self.measured_ms
 
     @property
     def relative_error(self) -> float:
-        """(predicted - measured) / measured: how far the latency model was from the engine, signed."""
+        """How far the latency model was from the engine, signed, as (predicted - measured) / measured."""
         return (self.predicted_ms - self.measured_ms) / self.measured_ms
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields, with the latency model the round used."""
         return {
             "round": self.round,
             "predicted_ms": self.predicted_ms,

@@ -67,16 +67,17 @@ __all__ = [
 # Fine-tuning uses the demo's recipe (AdamW, one-cycle to a peak of 4e-3): its warm-up keeps the first
 # steps small, and measured on the demo's trained standard_cnn converted at r = 1 (stem kept), 2 epochs at
 # a peak of 4e-3 reached 98.2% test accuracy (original 98.3%), at 1e-3 only 97.8%.
+#: The peak learning rate of the fine-tuning after a plan is applied.
 FINETUNE_LR = 4e-3
 FINETUNE_BATCH_SIZE = 64
-# A measured plan within this fraction of its predicted latency ends the rounds (the issue's 20%); one
-# further off is refitted on, even when it met the budget.
+#: A measured plan within this fraction of its predicted latency ends the rounds; one further off is
+#: refitted on, even when it met the budget.
 PREDICTION_TOLERANCE = 0.2
-# The random normal images a model without a data set is calibrated on (output errors) come from this seed.
+#: The seed of the random images a model without a data set is calibrated on (output errors).
 CALIBRATION_SEED = 0
 LOSS_UNITS = {True: "accuracy points", False: "relative output error"}
 
-# progress(stage, description, completed, total): stage is "costs", "sensitivity" or "measuring".
+#: ``progress(stage, description, completed, total)``; stage is ``costs``, ``sensitivity`` or ``measuring``.
 Progress = Callable[[str, str, int, int], None]
 
 
@@ -166,6 +167,7 @@ class OptimizeInputs:
 
     @property
     def dataset(self) -> str | None:
+        """The data set's name, or None when the stages use random images."""
         return None if self.data is None else self.data.name
 
 

@@ -50,10 +50,11 @@ __all__ = [
     "model_checksum",
 ]
 
+#: The format written into sensitivity tables; a table of another format is measured again.
 FORMAT = "sepconv-sensitivity/1"
 
-# Accuracy points a relative output error of 1 adds to a candidate's measured loss: the tie-break of
-# loss_options between candidates the validation images cannot tell apart.
+#: Accuracy points a relative output error of 1 adds to a candidate's measured loss: the tie-break of
+#: loss_options between candidates the validation images cannot tell apart.
 OUTPUT_ERROR_POINTS = 0.01
 
 # BatchNorm statistics are re-estimated in batches of this many images (recalibrate_batchnorm's own
@@ -77,6 +78,7 @@ class Sensitivity:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields, as ``plan.json`` and ``--json`` report each measured site."""
         return {
             "site": self.site,
             "rank": self.rank,

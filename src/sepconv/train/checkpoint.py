@@ -149,6 +149,11 @@ class SafeCheckpointIO(CheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
+        """Write the weights as safetensors and the rest of ``checkpoint`` as a separate state file.
+
+        The state (optimizer, loop and random states) records the weights' SHA-256; loading the pair
+        never unpickles code.
+        """
         weights_path, state_path = checkpoint_files(Path(path))
         weights_path.parent.mkdir(parents=True, exist_ok=True)
         state = {
@@ -161,10 +166,12 @@ class SafeCheckpointIO(CheckpointIO):
     def load_checkpoint(
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict:
+        """Read back what :meth:`save_checkpoint` wrote at ``path`` (the other arguments are unused)."""
         preloaded = self._preloaded.pop(Path(path).resolve(), None)
         return preloaded if preloaded is not None else load_checkpoint(Path(path))
 
     def remove_checkpoint(self, path: Any) -> None:
+        """Delete both files of the checkpoint at ``path`` (those missing are ignored)."""
         for file in checkpoint_files(Path(path)):
             file.unlink(missing_ok=True)
 
@@ -265,6 +272,11 @@ class PeriodicCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx
     ) -> None:
+        """Lightning hook: record the loader's position, then save every ``every_steps`` steps.
+
+        After a Ctrl-C (``interrupt``) it saves once more and stops the run with
+        :class:`TrainingInterrupted`, so the same command resumes from that step.
+        """
         loader = trainer.train_dataloader
         if loader is not None and hasattr(loader, "batches_done"):
             loader.batches_done = batch_idx + 1
@@ -275,6 +287,10 @@ class PeriodicCheckpoint(Checkpoint):
             raise TrainingInterrupted(self.last_path)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Lightning hook: save every ``every_epochs`` epochs, and always at the end of the run.
+
+        The loader is first rewound to the next epoch's start, so a resume begins there.
+        """
         loader = trainer.train_dataloader
         epoch = trainer.current_epoch
         if loader is not None and hasattr(loader, "batches_done"):

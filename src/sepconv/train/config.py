@@ -36,8 +36,11 @@ __all__ = [
     "result_differences",
 ]
 
+#: The optimizers ``TrainConfig.optimizer`` may name.
 OPTIMIZERS = ("adamw", "sgd")
+#: The learning-rate schedules ``TrainConfig.schedule`` may name.
 SCHEDULES = ("onecycle", "cosine", "constant")
+#: The values of the on/off settings that may also be left to sepconv (``auto``).
 SWITCHES = ("auto", "on", "off")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 # numpy (and so Lightning's seed_everything) accepts 32-bit seeds only.

@@ -123,9 +123,11 @@ class ResumableDataLoader(DataLoader):
         self.batches_done = 0
 
     def state_dict(self) -> dict[str, Any]:
+        """The epoch and how many of its batches were served: what a resumed run needs to continue."""
         return {"epoch": self.sampler.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``: the same epoch's order, skipping the batches already served."""
         self.sampler.set_epoch(int(state["epoch"]))
         self.sampler.start_batch = int(state["batches_done"])
         self.batches_done = int(state["batches_done"])

@@ -26,10 +26,12 @@ class Evaluation:
 
     @property
     def num_samples(self) -> int:
+        """How many samples were evaluated (the confusion matrix's total)."""
         return int(self.confusion.sum())
 
     @property
     def accuracy(self) -> float:
+        """The fraction of samples predicted right, from 0 to 1 (0 when there were none)."""
         return float(self.confusion.diagonal().sum()) / max(self.num_samples, 1)
 
     @property
@@ -42,6 +44,7 @@ class Evaluation:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON document ``sepconv evaluate --json`` prints: accuracies, class names, confusion matrix."""
         return {
             "accuracy": self.accuracy,
             "num_samples": self.num_samples,

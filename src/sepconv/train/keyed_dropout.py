@@ -60,6 +60,7 @@ class KeyedDropout(nn.Dropout):
     """``nn.Dropout`` whose training-mode mask is the global batch's (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``nn.Dropout``; in training under DDP, with this rank's rows of the global batch's mask."""
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
         return keyed_dropout(x, self.p, rank=dist.get_rank(), world_size=dist.get_world_size())

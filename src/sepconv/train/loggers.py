@@ -27,6 +27,7 @@ from sepconv.train.config import parse_visdom_url  # defined there so TrainConfi
 
 __all__ = ["CSV_COLUMNS", "MetricsHistory", "VisdomReporter", "parse_visdom_url"]
 
+#: The columns of ``metrics.csv``, one row per epoch.
 CSV_COLUMNS = (
     "epoch",
     "step",
@@ -54,6 +55,7 @@ class MetricsHistory(pl.Callback):
         self._step_seconds = 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Lightning hook: start the epoch's clocks (wall time and time inside the steps)."""
         self._epoch_start = time.perf_counter()
         self._step_seconds = 0.0
 
@@ -62,14 +64,20 @@ class MetricsHistory(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, index: int
     ) -> None:
+        """Lightning hook: start timing this step."""
         self._step_start = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, index: int
     ) -> None:
+        """Lightning hook: add this step's time to the epoch's step time."""
         self._step_seconds += time.perf_counter() - self._step_start
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Lightning hook: append the epoch's row of metrics and times.
+
+        On rank 0 it also rewrites the CSV file and passes the row to each listener (live plots).
+        """
         metrics = module.collect_epoch_metrics()  # type: ignore[operator]
         row: dict[str, float] = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
         row.update({key: metrics[key] for key in CSV_COLUMNS if key in metrics})
@@ -82,6 +90,7 @@ class MetricsHistory(pl.Callback):
                 listener(row)
 
     def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        """Lightning hook, however the run ends: close every listener that has a ``close``."""
         # Lightning calls this when fit ends, however it ends: let listeners release what they hold.
         for listener in self.listeners:
             getattr(listener, "close", lambda: None)()
@@ -97,9 +106,11 @@ class MetricsHistory(pl.Callback):
         atomic_write_bytes(self.csv_path, buffer.getvalue().encode())
 
     def state_dict(self) -> dict[str, Any]:
+        """The rows so far, saved in each checkpoint so that a resumed run keeps its history."""
         return {"rows": [dict(row) for row in self.rows]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the rows saved by :meth:`state_dict`."""
         self.rows = [dict(row) for row in state_dict.get("rows", [])]
 
 

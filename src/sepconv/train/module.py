@@ -69,6 +69,10 @@ class ClassifierModule(pl.LightningModule):
         self._start_rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
 
     def setup(self, stage: str) -> None:
+        """Lightning hook, before training: apply the precision choice (channels_last, fused kernels).
+
+        Under DDP, every process first adopts rank 0's choices, and BatchNorm and dropout become global.
+        """
         if self.trainer.world_size > 1:
             # Every process adopts rank 0's choices before DDP wraps the model.
             self.precision_choice, self.run_id = self.trainer.strategy.broadcast(
@@ -93,6 +97,7 @@ class ClassifierModule(pl.LightningModule):
         set_fused(self.model, self.precision_choice.fused)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's logits for ``images``, in the chosen memory format and precision (bf16 or not)."""
         if self.precision_choice.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision_choice.bf16):
@@ -110,6 +115,11 @@ class ClassifierModule(pl.LightningModule):
         self._sums[stage] = values if stage not in self._sums else self._sums[stage] + values
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The loss of one batch, with the epoch's sums updated for the metrics.
+
+        Raises:
+            NonFiniteLossError: the loss is NaN or infinite (on any process); try a lower ``lr``.
+        """
         images, labels = batch
         logits = self(images)
         loss = self.loss_fn(logits.float(), labels)
@@ -126,6 +136,7 @@ class ClassifierModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Add one validation batch's loss and predictions to the epoch's sums."""
         images, labels = batch
         logits = self(images)
         self._accumulate("val", logits, labels, self.loss_fn(logits.float(), labels))
@@ -139,6 +150,7 @@ class ClassifierModule(pl.LightningModule):
         return {f"{stage}_loss": loss_sum / count, f"{stage}_accuracy": correct / count}
 
     def on_validation_epoch_end(self) -> None:
+        """Lightning hook: reduce the validation sums to metrics and log them (early stopping reads them)."""
         metrics = self._reduce("val")
         self.epoch_metrics.update(metrics)
         if metrics and not self.trainer.sanity_checking:
@@ -156,14 +168,17 @@ class ClassifierModule(pl.LightningModule):
         return dict(self.epoch_metrics)
 
     def on_train_epoch_end(self) -> None:
+        """Lightning hook: log the epoch's training metrics."""
         metrics = self.collect_epoch_metrics()
         train_metrics = {key: value for key, value in metrics.items() if not key.startswith("val_")}
         self.log_dict(train_metrics, logger=bool(self.trainer.loggers))
 
     def on_train_epoch_start(self) -> None:
+        """Lightning hook: forget the previous epoch's metrics."""
         self.epoch_metrics = {}
 
     def configure_optimizers(self) -> Any:
+        """The optimizer and its per-step learning-rate schedule, as the run's config asks."""
         optimizer = build_optimizer(self.model, self.config)
         # Not trainer.estimated_stepping_batches: it builds the train loader before a checkpoint's loader
         # position is restored, which would silently restart a resumed epoch from its first batch.
@@ -172,6 +187,11 @@ class ClassifierModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning hook: store what an exact resume needs beside the weights.
+
+        That is the random states, the config, the run id, the precision choice and the sums of the
+        epoch in progress.
+        """
         checkpoint["sepconv"] = {
             "rng": capture_rng_state(),
             "config": self.config.to_dict(),
@@ -183,6 +203,7 @@ class ClassifierModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning hook: restore the random states and sums that :meth:`on_save_checkpoint` saved."""
         saved = checkpoint.get("sepconv", {})
         if "rng" in saved:
             restore_rng_state(saved["rng"])

@@ -42,6 +42,7 @@ class PrecisionChoice:
     fused: bool = False
 
     def to_dict(self) -> dict[str, bool | str]:
+        """A JSON-able dict of these fields, stored in checkpoints and reports."""
         return {
             "channels_last": self.channels_last,
             "bf16": self.bf16,

@@ -42,6 +42,7 @@ __all__ = [
 # Private memory of a process that has imported torch and Lightning and set up a process group, before
 # any model: a lower bound from measurements (its resident size is larger, but the shared libraries in
 # it are shared between the processes).
+#: Memory one training process needs besides the model: a lower bound, measured.
 RUNTIME_BYTES = 300 * 2**20
 _LAUNCHER_VARIABLE = "SEPCONV_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1

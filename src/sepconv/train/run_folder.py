@@ -60,14 +60,19 @@ __all__ = [
     "training_config",
 ]
 
+#: The file that says which run owns the folder.
 RUN_FILE = "run.json"
+#: The file a finished run writes its result into.
 RESULT_FILE = "result.json"
+#: The lock file that keeps two runs out of one folder.
 LOCK_NAME = ".sepconv.lock"
-# The run's settings (TrainConfig.to_dict()), written when it starts: the data set, the split seed.
+#: The run's settings (TrainConfig.to_dict()), written when it starts: the data set, the split seed.
 CONFIG_FILE = "config.json"
 # A checkpoint is two files, step-N-RUN.state (training state) and step-N-RUN.safetensors (the model
 # file); sepconv.train.checkpoint writes them, this module and every command read them.
+#: The suffix of a checkpoint's training-state file (``step-N-RUN.state``).
 STATE_SUFFIX = ".state"
+#: The suffix of a checkpoint's model file (``step-N-RUN.safetensors``).
 WEIGHTS_SUFFIX = ".safetensors"
 # Files an earlier sepconv (before run.json) left in its folders: enough to recognise one to clear.
 _LEGACY_MARKERS = (CONFIG_FILE, "results.json")
@@ -148,6 +153,7 @@ class RunFolder:
     _lock: IO[bytes] | None = field(default=None, repr=False)
 
     def release(self) -> None:
+        """Drop the folder's lock, so another run may claim it (a second call does nothing)."""
         if self._lock is not None:
             self._lock.close()  # closing the descriptor releases the flock
             self._lock = None

@@ -94,6 +94,10 @@ class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
     _base: type[nn.Module] = nn.BatchNorm2d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize ``x`` with the statistics of all processes' batches, and update the running ones.
+
+        In eval mode or without a process group it is the plain BatchNorm.
+        """
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return self._base.forward(self, x)
         output, mean, variance, total = _DistributedNormFunction.apply(x, self.weight, self.bias, self.eps)

@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = ["ANIMATION_FORMATS", "encode_gif", "encode_mp4", "ffmpeg_executable", "same_size"]
 
+#: The file formats an animation can be written in.
 ANIMATION_FORMATS = ("gif", "mp4")
 
 
@@ -40,6 +41,7 @@ def same_size(images: Sequence[Any]) -> list[Any]:
 
 
 def encode_gif(images: Sequence[Any], fps: float) -> bytes:
+    """An animated GIF of ``images`` (RGB ``uint8`` arrays) at ``fps`` frames per second, looping."""
     from PIL import Image
 
     # An adaptive palette per frame: the pictures use a handful of flat colours, so 32 keep them exact
@@ -77,6 +79,14 @@ def ffmpeg_executable() -> str | None:
 
 
 def encode_mp4(images: Sequence[Any], fps: float, ffmpeg: str) -> bytes:
+    """An H.264 MP4 of ``images`` (RGB ``uint8`` arrays) at ``fps``, encoded by the ``ffmpeg`` executable.
+
+    Frames of different sizes are centred on one canvas (:func:`same_size`); an odd size loses its last
+    row or column (H.264 wants even sizes).
+
+    Raises:
+        OSError: ffmpeg failed; the message is its last line of errors.
+    """
     images = same_size(images)
     height, width = images[0].shape[:2]
     # H.264 wants even sizes; a fragmented MP4 can be written to a pipe, so the bytes go through

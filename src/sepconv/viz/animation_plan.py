@@ -32,11 +32,12 @@ __all__ = [
     "plan_animation",
 ]
 
+#: A size for both dimensions or for each.
 Pair = int | tuple[int, int]
 # the same as sepconv.layers.conv.PaddingArg, which is documented there
 PaddingArg = int | tuple[int, int] | str
 
-# Beyond this many frames a GIF stops being something one watches (and takes minutes to render).
+#: Beyond this many frames a GIF stops being something one watches (and takes minutes to render).
 MAX_FRAMES = 600
 
 
@@ -57,6 +58,7 @@ class Frame:
     value: float
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields (tuples as lists)."""
         return {
             "step": self.step,
             "out_channel": self.out_channel,
@@ -88,6 +90,7 @@ class ConvStep:
     frames: tuple[Frame, ...]
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields (arrays as nested lists), frames included."""
         return {
             "name": self.name,
             "grid": self.grid.tolist(),
@@ -114,14 +117,16 @@ class ConvAnimation:
 
     @property
     def frames(self) -> list[Frame]:
+        """Every frame of every step, in the order they are shown."""
         return [frame for step in self.steps for frame in step.frames]
 
     @property
     def output(self) -> torch.Tensor:
-        """The final output (C_out, H_out, W_out): that of the last step."""
+        """The final output (C_out, H_out, W_out), that of the last step."""
         return self.steps[-1].output
 
     def to_dict(self) -> dict[str, Any]:
+        """The steps and the output as JSON-able lists (``sepconv animate --json``)."""
         return {"steps": [step.to_dict() for step in self.steps], "output": self.output.tolist()}
 
 

@@ -16,7 +16,7 @@ __all__ = ["MAX_DRAWN_CHANNELS", "StepRenderer", "canvas_size", "require_render_
 
 # Numbers are written into the cells of grids up to this size; larger grids would be unreadable.
 MAX_NUMBERED_GRID = 12
-# Panels drawn side by side in one frame: input channels plus the output channel.
+#: Panels drawn side by side in one frame: input channels plus the output channel.
 MAX_DRAWN_CHANNELS = 8
 
 _CELL_INCHES = 0.26
@@ -106,6 +106,7 @@ class StepRenderer:
         return colors
 
     def show(self, frame: Frame) -> None:
+        """Draw ``frame``: light the window it reads, fill the outputs written so far, mark the current."""
         np = self.np
         step = self.step
         for channel, image in enumerate(self.input_images):

@@ -23,16 +23,20 @@ class ConfusionCounts(Protocol):
     """``confusion[true, predicted]`` counts (a tensor or array) with the class names and totals."""
 
     @property
-    def confusion(self) -> Any: ...
+    def confusion(self) -> Any:
+        """The counts, ``confusion[true, predicted]``, as a square tensor or array."""
 
     @property
-    def class_names(self) -> list[str]: ...
+    def class_names(self) -> list[str]:
+        """One name per class, in the order of the matrix's rows."""
 
     @property
-    def accuracy(self) -> float: ...
+    def accuracy(self) -> float:
+        """The fraction of samples on the diagonal, from 0 to 1."""
 
     @property
-    def num_samples(self) -> int: ...
+    def num_samples(self) -> int:
+        """The matrix's total count."""
 
 
 def plot_confusion_matrix(evaluation: ConfusionCounts, path: str | Path, *, title: str = "") -> Path:

@@ -37,8 +37,10 @@ __all__ = [
     "plan_diagram",
 ]
 
+#: The kinds of convolution ``sepconv diagram`` draws.
 DIAGRAM_KINDS = ("standard", "grouped", "depthwise", "pointwise", "separable", "inverted-residual", "shuffle")
 # Beyond 32 boxes a column's labels and lines run together at the figure's height; the counts stay exact.
+#: The most channels a column draws as boxes; the counts stay exact beyond it.
 MAX_DRAWN_CHANNELS = 32
 
 _DEFAULT_KERNEL = 3
@@ -67,12 +69,15 @@ class DiagramStep:
 
     @property
     def is_shuffle(self) -> bool:
+        """True for a channel shuffle (no kernel, no weights), False for a convolution."""
         return self.kernel_size is None
 
     def group_of_input(self, channel: int) -> int:
+        """The group that input ``channel`` belongs to."""
         return channel // (self.in_channels // self.groups)
 
     def group_of_output(self, channel: int) -> int:
+        """The group of output ``channel`` (for a shuffle: the group of the input it came from)."""
         if self.is_shuffle:
             return self.group_of_input(self.shuffle_source(channel))
         return channel // (self.out_channels // self.groups)
@@ -95,6 +100,7 @@ class DiagramStep:
         ]
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of these fields."""
         return {
             "name": self.name,
             "in_channels": self.in_channels,
@@ -124,29 +130,36 @@ class ChannelDiagram:
 
     @property
     def in_channels(self) -> int:
+        """Channels into the first step."""
         return self.steps[0].in_channels
 
     @property
     def out_channels(self) -> int:
+        """Channels out of the last step."""
         return self.steps[-1].out_channels
 
     @property
     def total_params(self) -> int:
+        """Parameters of all steps together."""
         return sum(step.params for step in self.steps)
 
     @property
     def total_macs(self) -> int:
+        """Multiply-accumulates of all steps together, at ``input_size``."""
         return sum(step.macs for step in self.steps)
 
     @property
     def params_ratio(self) -> float:
+        """Parameters against a standard convolution of the same channels and kernel (below 1 is smaller)."""
         return self.total_params / self.standard_params
 
     @property
     def macs_ratio(self) -> float:
+        """MACs against a standard convolution of the same channels and kernel (below 1 is cheaper)."""
         return self.total_macs / self.standard_macs
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON document ``sepconv diagram --json`` prints: steps, totals, standard conv, ratios."""
         return {
             "kind": self.kind,
             "in_channels": self.in_channels,

@@ -52,6 +52,7 @@ class PixelBox:
         )
 
     def to_dict(self) -> dict[str, Number]:
+        """``top``, ``left``, ``height`` and ``width`` as a JSON-able dict."""
         return {"top": self.top, "left": self.left, "height": self.height, "width": self.width}
 
 
@@ -80,6 +81,7 @@ class ReceptiveFieldMap:
 
     @property
     def input_size(self) -> tuple[int, int]:
+        """(height, width) of the input the map covers."""
         return (int(self.gradient.shape[0]), int(self.gradient.shape[1]))
 
     @property

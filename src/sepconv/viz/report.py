@@ -46,7 +46,7 @@ class Table:
 
     @property
     def numeric(self) -> list[bool]:
-        """Per column: whether it holds numbers (right-aligned); blanks and a few text cells may sit among them."""
+        """Per column, whether it holds numbers (right-aligned); blanks and a few text cells may sit among them."""
         cells = self.cells
         numeric = []
         for index in range(len(self.headers)):
@@ -67,6 +67,7 @@ class Image:
 
     @property
     def data_uri(self) -> str:
+        """The image as a ``data`` URI, so the HTML report embeds it and stays one file."""
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
 
 

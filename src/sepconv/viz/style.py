@@ -18,8 +18,9 @@ if TYPE_CHECKING:  # matplotlib is imported only where a figure is drawn
 
 __all__ = ["FIGURE_FORMATS", "PALETTE", "color", "new_figure", "save_figure"]
 
-# Okabe-Ito, in their published order minus black (kept for text and outlines).
+#: Okabe-Ito, in their published order minus black (kept for text and outlines).
 PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999")
+#: The file formats a figure can be written in.
 FIGURE_FORMATS = ("png", "svg")
 _RC: dict[RcKeyType, Any] = {
     "font.size": 10,
