@@ -3,11 +3,19 @@
 A name is public when it is in a module's ``__all__`` or, for a module without ``__all__``, when it is
 defined there and does not start with an underscore. A name a package re-exports (``sepconv.layers``
 re-exports ``SeparableConv2d`` from ``sepconv.layers.separable``) is documented once, under the name
-users import (``sepconv.layers.SeparableConv2d``); the defining module's page links to it. The
-command line (``sepconv.cli``) has its own reference, generated from its parsers.
+users import (``sepconv.layers.SeparableConv2d``); the defining module's page and the top package's
+shortcut (``sepconv.SeparableConv2d``) link to it. A constant or type alias is documented with its
+``#:`` doc comment, found where it is assigned; what another library defines (``torch.nn.ChannelShuffle``)
+is linked, not copied. The command line (``sepconv.cli``) has its own reference, generated from its
+parsers.
+
+Each class or function that a tutorial uses ends with a mini-gallery of those tutorials (as
+torchvision's reference does): sphinx-gallery records the names each tutorial uses, in the
+``backreferences_dir`` of ``docs/conf.py``, before these pages are written.
 
 The pages are written at ``builder-inited`` into ``reference/api/`` (not kept in git), so the reference
-cannot drift from the code: a new module or name appears in the next build.
+cannot drift from the code: a new module or name appears in the next build. Each package's page holds
+its modules' pages in a hidden toctree, so the site's menu nests them.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -94,30 +103,62 @@ def kind_of(value: Any) -> str:
 
 
 @functools.cache
-def _assigned_names(module_name: str) -> frozenset[str]:
-    """The names a module's own top-level statements assign (not those it imports)."""
+def _module_tree(module_name: str) -> ast.Module | None:
+    """The parsed source of a module (read from its file: no second import, whatever pytest did)."""
     try:
-        tree = ast.parse(inspect.getsource(sys.modules[module_name]))
-    except (OSError, TypeError, KeyError):
-        return frozenset()
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+
+
+def _assigned_names(module_name: str) -> set[str]:
+    """The names a module's own top-level statements assign (not those it imports)."""
+    tree = _module_tree(module_name)
     names = set()
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+    for node in tree.body if tree else []:
         if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names.update(target.id for target in targets if isinstance(target, ast.Name))
-    return frozenset(names)
+    return names
+
+
+def _imported_from(module_name: str, name: str) -> str | None:
+    """The module ``module_name`` takes ``name`` from: ``from X import name``, or a lazy re-export."""
+    tree = _module_tree(module_name)
+    package = (
+        module_name if hasattr(sys.modules.get(module_name), "__path__") else module_name.rpartition(".")[0]
+    )
+    for node in ast.walk(tree) if tree else []:
+        if isinstance(node, ast.ImportFrom) and any(
+            (alias.asname or alias.name) == name for alias in node.names
+        ):
+            return importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy_exports":
+            for table in (arg for arg in node.args if isinstance(arg, ast.Dict)):
+                for key, source in zip(table.keys, table.values):
+                    if (
+                        isinstance(key, ast.Constant)
+                        and key.value == name
+                        and isinstance(source, ast.Constant)
+                    ):
+                        return str(source.value) if source.value else f"{module_name}.{name}"
+    return None
 
 
 def defining_module(module_name: str, name: str) -> str:
     """The module whose own code assigns the data ``module_name.name`` (a re-export's source)."""
-    if name in _assigned_names(module_name):
-        return module_name
-    value = getattr(sys.modules[module_name], name)
-    root = module_name.split(".")[0]
-    for other in sorted(sys.modules):
-        ours = other == root or other.startswith(root + ".")
-        if ours and name in _assigned_names(other) and getattr(sys.modules[other], name, None) is value:
-            return other
+    seen = set()
+    while module_name not in seen:
+        seen.add(module_name)
+        if name in _assigned_names(module_name):
+            return module_name
+        source = _imported_from(module_name, name)
+        if source is None:
+            break
+        module_name = source
     return module_name
 
 
@@ -233,14 +274,33 @@ def _data_entry(page: ModulePage, attr: str, value: Any) -> list[str]:
     return [*lines, ""]
 
 
-def _examples(backrefs: dict[str, Any], attr: str, names: list[str]) -> list[str]:
-    """A mini-gallery of the tutorials that use one of ``names``; nothing when none does."""
-    if not any(backrefs.get(name) for name in names):
+def _resolve(dotted: str) -> Any:
+    """The object a dotted name reaches (``sepconv.viz.ChannelDiagram``), or None."""
+    module_name, _, attr = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr, None)
+    except ImportError:
+        return None
+
+
+def _examples(backrefs: dict[str, Any], attr: str, value: Any, names: list[str]) -> list[str]:
+    """A mini-gallery of the tutorials that use ``value`` (named ``attr``); nothing when none does.
+
+    sphinx-gallery records a use under the shortest path it found the object at, which need not be one
+    of the ``names`` this reference knows it by: every recorded path that reaches ``value`` counts.
+    """
+    found = [name for name in names if backrefs.get(name)]
+    found += [
+        key
+        for key in backrefs
+        if key not in found and key.rpartition(".")[2] == attr and _resolve(key) is value
+    ]
+    if not found:
         return []
     return [
         f"   .. rubric:: Examples using ``{attr}``",
         "",
-        f"   .. minigallery:: {' '.join(names)}",
+        f"   .. minigallery:: {' '.join(found)}",
         "",
     ]
 
@@ -257,6 +317,8 @@ def _rst(
     if children:
         lines += [".. rubric:: Modules", "", ".. autosummary::", "   :nosignatures:", ""]
         lines += [f"   {child.rsplit('.', 1)[1]}" for child in children]
+        lines += ["", ".. toctree::", "   :hidden:", ""]  # the site's menu nests modules in packages
+        lines += [f"   {child}" for child in children]
         lines += [""]
     callables = [attr for attr in page.documented if kind_of(getattr(module, attr)) != "data"]
     data = [attr for attr in page.documented if kind_of(getattr(module, attr)) == "data"]
@@ -265,7 +327,7 @@ def _rst(
         lines += [f"   {attr}" for attr in callables]
         lines += [""]
     if page.elsewhere:
-        lines += [".. rubric:: Also here", ""]
+        lines += [".. rubric:: Also importable from here", ""]
         for attr, target in page.elsewhere.items():
             if _is_ours(target):
                 lines += [f"- ``{attr}``: see :py:obj:`{target}`"]
@@ -280,7 +342,7 @@ def _rst(
             lines += [f".. autoclass:: {full}", "   :members:", "   :show-inheritance:", ""]
         else:
             lines += [f".. autofunction:: {full}", ""]
-        lines += _examples(backrefs, attr, names)
+        lines += _examples(backrefs, attr, value, names)
     if data:
         lines += [".. rubric:: Constants and types", ""]
         for attr in data:
@@ -339,7 +401,11 @@ def _on_builder_inited(app: Any) -> None:
     if selection == "0":
         only = [ROOT_PACKAGE]
     elif selection != "1":
-        only = [name for name in public_modules() if re.search(selection, name)]
+        matched = [name for name in public_modules() if re.search(selection, name)]
+        # with the packages above them, so that every page written sits in the menu
+        only = sorted(
+            {".".join(name.split(".")[:depth]) for name in matched for depth in range(1, name.count(".") + 2)}
+        )
     write_pages(Path(app.srcdir) / "reference" / "api", only=only, backrefs=_gallery_backrefs(app))
 
 

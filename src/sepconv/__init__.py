@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # what static type checkers see; at run time these come from 
     from sepconv.layers import DepthwiseConv2d, LowRankLinear, PointwiseConv2d, SeparableConv2d
     from sepconv.models import create_model, list_models
 
+#: The installed sepconv's version (``MAJOR.MINOR.PATCH``; what changed is in the changelog).
 __version__ = "0.2.0"
 
 # Each re-exported name and the module that defines it (None: a subpackage of sepconv).
