@@ -50,7 +50,8 @@ myst_heading_anchors = 3
 
 autosummary_generate = True
 autosummary_ignore_module_all = False
-autodoc_default_options = {"members": True, "show-inheritance": True}
+# (docs/_ext/sepconv_api.py adds :show-inheritance: where a class has a base worth naming)
+autodoc_default_options = {"members": True}
 autodoc_member_order = "bysource"
 # Types appear once, in the parameter list under each signature (sphinx-autodoc-typehints reads them from
 # ``__init__`` and the functions' annotations): signatures stay short, and every parameter is listed with

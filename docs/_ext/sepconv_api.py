@@ -21,6 +21,7 @@ its modules' pages in a hidden toctree, so the site's menu nests them.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -31,6 +32,7 @@ import pkgutil
 import re
 import sys
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -271,6 +273,8 @@ def _data_entry(page: ModulePage, attr: str, value: Any) -> list[str]:
     lines += [f"   {line}".rstrip() for line in description] or [
         f"   See the description of :py:mod:`{page.name}`."
     ]
+    if isinstance(value, Mapping) and value and all(isinstance(key, str) for key in value):
+        lines += ["", "   Keys: " + ", ".join(f"``{key}``" for key in value) + "."]
     return [*lines, ""]
 
 
@@ -339,7 +343,9 @@ def _rst(
         full = f"{page.name}.{attr}"
         names = [full, *page.aliases.get(attr, [])]
         if kind_of(value) == "class":
-            lines += [f".. autoclass:: {full}", "   :members:", "   :show-inheritance:", ""]
+            lines += [f".. autoclass:: {full}", "   :members:"]
+            # a class that only derives from object shows no "Bases: object": it tells the reader nothing
+            lines += ["   :show-inheritance:", ""] if value.__bases__ != (object,) else [""]
         else:
             lines += [f".. autofunction:: {full}", ""]
         lines += _examples(backrefs, attr, value, names)
@@ -416,8 +422,32 @@ def _public_bases(app: Any, name: str, obj: Any, options: Any, bases: list[Any])
             bases[index] = f"``{_public_path(base)}``"
 
 
+def _field_help(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    """Describe each field of a dataclass whose fields carry their help (``TrainConfig``'s, also its
+    ``sepconv train`` flags' help) as a parameter, where the docstring does not describe it already."""
+    if what != "class" or not dataclasses.is_dataclass(obj):
+        return
+    described = "\n".join(lines)
+    fields = [
+        (item.name, item.metadata["help"])
+        for item in dataclasses.fields(obj)
+        if item.metadata.get("help") and f":param {item.name}:" not in described
+    ]
+    if fields:
+        lines.append("")
+        for field_name, help_text in fields:
+            # flags and addresses as code: smart quotes would make "--out" a dash, and a bare URL a link
+            text = " ".join(help_text.split())
+            text = re.sub(r"https?://[^\s)]+?(?=[.,;]?(?:\s|\)|$))|--[a-z][a-z0-9-]*", r"``\g<0>``", text)
+            lines.append(
+                f":param {field_name}: {text[0].upper()}{text[1:]}{'' if text.endswith('.') else '.'}"
+            )
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("autodoc-process-bases", _public_bases)
+    # before napoleon and sphinx-autodoc-typehints (500), which add each parameter's type to these
+    app.connect("autodoc-process-docstring", _field_help, priority=400)
     # After sphinx-gallery's own builder-inited handler (priority 500), which writes the backreferences.
     app.connect("builder-inited", _on_builder_inited, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

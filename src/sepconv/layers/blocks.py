@@ -90,6 +90,20 @@ class ConvNormAct(nn.Sequential):
     In training, a BatchNorm + activation pair runs as one fused kernel (:mod:`sepconv.kernels`) when
     ``fused`` is True (the default) and the kernel applies; otherwise, and in eval mode, the children
     run one by one. The results agree to float rounding either way.
+
+    Args:
+        in_channels: Channels of the input.
+        out_channels: Channels of the output.
+        kernel_size: The convolution's kernel: an int or an (height, width) pair.
+        stride: The convolution's stride.
+        padding: As in :class:`Conv2d`; None keeps the size at stride 1.
+        dilation: Spacing between the kernel's taps.
+        groups: Channel groups of the convolution (``groups=in_channels`` makes it depthwise).
+        norm_layer: A name from ``NORMALIZATIONS``, a callable taking the channels, or None.
+        act_layer: A name from ``ACTIVATIONS``, a class or callable, or None.
+        bias: Whether the convolution has a bias; None: only when there is no normalization.
+        device: Where the parameters are created.
+        dtype: The parameters' floating-point type.
     """
 
     fused: bool
@@ -168,6 +182,18 @@ class ConvNormAct(nn.Sequential):
 class DepthwiseSeparableBlock(nn.Module):
     """MobileNetV1's block: depthwise k x k, norm, activation, then pointwise 1x1, norm, activation.
 
+    Args:
+        in_channels: Channels of the input.
+        out_channels: Channels of the output, mixed by the pointwise stage.
+        kernel_size: The depthwise filter's size.
+        stride: The depthwise stage's stride.
+        dilation: Spacing between the depthwise filter's taps.
+        depth_multiplier: Depthwise filters per input channel.
+        norm_layer: The normalization after each stage: a name, a callable taking the channels, or None.
+        act_layer: The activation after each stage: a name, a class or callable, or None.
+        device: Where the parameters are created.
+        dtype: The parameters' floating-point type.
+
     >>> block = DepthwiseSeparableBlock(32, 64)
     >>> block(torch.zeros(1, 32, 8, 8)).shape
     torch.Size([1, 64, 8, 8])
@@ -221,6 +247,21 @@ class InvertedResidual(nn.Module):
     The expansion is skipped when ``expand_ratio`` is 1; the residual is added only when ``stride`` is 1
     and ``in_channels == out_channels``. Children (``.conv``) are laid out like torchvision's block, so
     weights move between the two unchanged.
+
+    Args:
+        in_channels: Channels of the input.
+        out_channels: Channels of the output (the narrow bottleneck).
+        stride: The depthwise step's stride (1 or 2 in MobileNetV2).
+        expand_ratio: How many times wider the hidden layer is than ``in_channels`` (6 in
+            MobileNetV2); the hidden width is ``round(in_channels * expand_ratio)``.
+        kernel_size: The depthwise filter's size.
+        dilation: Spacing between the depthwise filter's taps.
+        norm_layer: The normalization after each convolution: a name, a callable taking the channels, or
+            None.
+        act_layer: The activation after the expansion and the depthwise step (never after the
+            projection: the bottleneck stays linear).
+        device: Where the parameters are created.
+        dtype: The parameters' floating-point type.
 
     >>> block = InvertedResidual(16, 16, stride=1, expand_ratio=6)
     >>> block.use_res_connect, block(torch.zeros(2, 16, 8, 8)).shape

@@ -28,6 +28,21 @@ class DepthwiseConv2d(Conv2d):
     :func:`sepconv.kernels.depthwise_conv2d` where its C++ backward measured faster than oneDNN's;
     elsewhere, and in eval mode, the convolution is ``nn.Conv2d``'s own. The results agree to rounding.
 
+    Args:
+        in_channels: Channels of the input; each is filtered on its own.
+        kernel_size: Size of each channel's filter: an int or an (height, width) pair.
+        stride: Step between filter positions; at 2 the output is about half as high and wide.
+        padding: An int or pair, ``"valid"`` (no padding) or ``"same"`` (the output is the input's
+            size divided by the stride, rounded up, at any stride and dilation).
+        dilation: Spacing between the filter's taps; widens the receptive field at no cost.
+        depth_multiplier: Filters per input channel: the output has ``depth_multiplier *
+            in_channels`` channels.
+        bias: Whether each output channel gets a learned bias.
+        padding_mode: What the border is filled with: ``"zeros"``, ``"reflect"``, ``"replicate"`` or
+            ``"circular"``.
+        device: Where the parameters are created.
+        dtype: The parameters' floating-point type.
+
     >>> layer = DepthwiseConv2d(3, kernel_size=3, depth_multiplier=2)
     >>> layer.out_channels, tuple(layer.weight.shape)
     (6, (6, 1, 3, 3))
@@ -95,6 +110,15 @@ class DepthwiseConv2d(Conv2d):
 
 class PointwiseConv2d(Conv2d):
     """A 1x1 convolution that mixes channels; ``groups`` > 1 gives ShuffleNet's grouped pointwise conv.
+
+    Args:
+        in_channels: Channels of the input.
+        out_channels: Channels of the output; each is a weighted sum of the input channels.
+        groups: Split the channels into this many groups, each mixed only within itself (divides both
+            channel counts).
+        bias: Whether each output channel gets a learned bias.
+        device: Where the parameters are created.
+        dtype: The parameters' floating-point type.
 
     >>> PointwiseConv2d(3, 10)(torch.zeros(1, 3, 5, 5)).shape
     torch.Size([1, 10, 5, 5])

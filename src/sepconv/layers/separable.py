@@ -25,6 +25,23 @@ __all__ = ["SeparableConv2d"]
 class SeparableConv2d(nn.Module):
     """Depthwise k x k convolution (``.depthwise``) followed by a 1x1 convolution (``.pointwise``).
 
+    Costs about 1/out_channels + 1/k^2 of a standard k x k convolution's parameters and MACs (the
+    module's docstring works it out).
+
+    Args:
+        in_channels: Channels of the input.
+        out_channels: Channels of the output, mixed by the pointwise step.
+        kernel_size: The depthwise filter's size: an int or an (height, width) pair.
+        stride: The depthwise step's stride; at 2 the output is about half as high and wide.
+        padding: An int or pair, ``"valid"`` or ``"same"`` (any stride and dilation).
+        dilation: Spacing between the depthwise filter's taps.
+        depth_multiplier: Depthwise filters per input channel (the channels between the two steps are
+            ``depth_multiplier * in_channels``).
+        bias: Whether the pointwise step has a bias (the depthwise step never has one).
+        padding_mode: What the border is filled with, as in ``nn.Conv2d``.
+        device: Where the parameters are created.
+        dtype: The parameters' floating-point type.
+
     >>> layer = SeparableConv2d(16, 32, 3, bias=False)
     >>> sum(p.numel() for p in layer.parameters())  # 16*3*3 + 16*32
     656

@@ -81,7 +81,17 @@ def mobilenet_v1(
     norm_layer: NormLayer = "batchnorm",
     act_layer: ActLayer = "relu",
 ) -> MobileNetV1:
-    """MobileNetV1 at ``width_mult`` (the paper's alpha: 1.0, 0.75, 0.5, 0.25)."""
+    """MobileNetV1 at ``width_mult`` (the paper's alpha: 1.0, 0.75, 0.5, 0.25).
+
+    Args:
+        width_mult: Scales every layer's channels.
+        num_classes: Outputs of the classifier.
+        in_channels: Channels of the input images (3 for RGB, 1 for grayscale).
+        dropout: Dropout probability before the classifier.
+        norm_layer: The normalization after each convolution: a name, a callable taking the channels, or
+            None.
+        act_layer: The activation after each normalization.
+    """
     return MobileNetV1(
         width_mult=width_mult,
         num_classes=num_classes,

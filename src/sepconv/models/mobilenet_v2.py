@@ -100,7 +100,18 @@ def mobilenet_v2(
     norm_layer: NormLayer = "batchnorm",
     act_layer: ActLayer = "relu6",
 ) -> MobileNetV2:
-    """MobileNetV2 at ``width_mult``; weights interchange with torchvision's at the same settings."""
+    """MobileNetV2 at ``width_mult``; weights interchange with torchvision's at the same settings.
+
+    Args:
+        width_mult: Scales every layer's channels (the paper's alpha), rounded to ``round_nearest``.
+        num_classes: Outputs of the classifier.
+        in_channels: Channels of the input images (3 for RGB, 1 for grayscale).
+        round_nearest: Channel counts are rounded to a multiple of this (1 turns the rounding off).
+        dropout: Dropout probability before the classifier.
+        norm_layer: The normalization after each convolution: a name, a callable taking the channels, or
+            None.
+        act_layer: The activation inside the blocks (ReLU6 in the paper).
+    """
     return MobileNetV2(
         width_mult=width_mult,
         num_classes=num_classes,
