@@ -278,3 +278,8 @@ assert [row.groups for row in costs.rows[:-1]] == [1, 2, 4, 8, 16]
 # %%
 # Fewer MACs do not translate one-for-one into speed: a depthwise layer does little arithmetic for
 # each byte it reads, so it tends to wait on memory rather than on the multipliers.
+#
+# Next, :ref:`sphx_glr_auto_tutorials_tut_02_output_size_dilation_receptive_field.py` works out
+# how large each output is and how much of the input one output value sees, and
+# :ref:`sphx_glr_auto_tutorials_tut_03_inverted_residual.py` puts depthwise and pointwise
+# convolutions together into MobileNetV2's block.

@@ -268,3 +268,7 @@ print("theoretical box", field_map.theoretical, "non-zero gradient", field_map.s
 assert field_map.receptive_field == (13, 13)
 support = field_map.support
 assert support is not None and support.height <= 13 and support.width <= 13
+
+# %%
+# Next, :ref:`sphx_glr_auto_tutorials_tut_03_inverted_residual.py` builds MobileNetV2's block from
+# depthwise and pointwise convolutions and counts it.

@@ -13,7 +13,8 @@ We build one with ``sepconv.layers.InvertedResidual``, count its parameters and 
 hand, check that it is interchangeable with torchvision's block, see numerically why the projection
 has no ReLU, and compare the cost of the whole network with torchvision's. The tutorial follows the
 course's MobileNetV2 blog post (the inverted residual block and its expansion ratio) and builds on
-the depthwise and pointwise counts of the first tutorial.
+the depthwise and pointwise counts of
+:ref:`sphx_glr_auto_tutorials_tut_01_groups_depthwise_pointwise.py`.
 
 Run as a script, it writes its pictures (PNG figures) into the current folder.
 """
