@@ -90,22 +90,10 @@ class StepRenderer:
         # otherwise drawn with its right column cut off).
         ax.set(xlim=(-0.5, width - 0.5), ylim=(height - 0.5, -0.5))
         ax.set_aspect("equal", adjustable="box")
-        ax.hlines(
-            [r - 0.5 for r in range(height + 1)],
-            -0.5,
-            width - 0.5,
-            color="#808080",
-            linewidth=0.5,
-            clip_on=False,
-        )
-        ax.vlines(
-            [c - 0.5 for c in range(width + 1)],
-            -0.5,
-            height - 0.5,
-            color="#808080",
-            linewidth=0.5,
-            clip_on=False,
-        )
+        # The outer borders lie on the axes' edge: unclipped, they are drawn whole.
+        lines = {"color": "#808080", "linewidth": 0.5, "clip_on": False}
+        ax.hlines([r - 0.5 for r in range(height + 1)], -0.5, width - 0.5, **lines)
+        ax.vlines([c - 0.5 for c in range(width + 1)], -0.5, height - 0.5, **lines)
 
     @staticmethod
     def _label(ax: Any, text: str) -> Any:
