@@ -11,7 +11,7 @@ silently.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
 import re
 import sys
@@ -20,18 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-GENERATOR = Path(__file__).resolve().parents[2] / "docs" / "_ext" / "sepconv_api.py"
-
-
-def _generator() -> ModuleType:
-    if "sepconv_api" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("sepconv_api", GENERATOR)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["sepconv_api"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["sepconv_api"]
+from tests.helpers.api_reference import generator, planned_pages
 
 
 def _has_docstring(value: object) -> bool:
@@ -58,7 +47,7 @@ def undocumented(module: ModuleType, names: list[str], documented_data: set[str]
 
     ``documented_data``: the constants and type aliases that have a doc comment where they are defined.
     """
-    kind_of = _generator().kind_of
+    kind_of = generator().kind_of
     missing = []
     for name in names:
         value = getattr(module, name)
@@ -93,28 +82,25 @@ def properties_read_as_typed(cls: type) -> list[str]:
 
 
 def test_every_public_module_has_a_docstring() -> None:
-    generator = _generator()
-    modules = [importlib.import_module(name) for name in generator.public_modules()]
+    modules = [importlib.import_module(name) for name in generator().public_modules()]
     assert [module.__name__ for module in modules if not _has_docstring(module)] == []
 
 
 def test_every_documented_name_and_method_has_a_docstring() -> None:
-    generator = _generator()
     missing = []
-    for page in generator.plan_pages():
+    for page in planned_pages().values():
         module = sys.modules[page.name]
-        documented_data = {name for name in page.documented if generator.data_description(page.name, name)}
+        documented_data = {name for name in page.documented if generator().data_description(page.name, name)}
         missing += undocumented(module, page.documented, documented_data)
     assert missing == []
 
 
 def test_no_property_reads_as_type_and_description() -> None:
-    generator = _generator()
     found = []
-    for page in generator.plan_pages():
+    for page in planned_pages().values():
         module = sys.modules[page.name]
         for name in page.documented:
-            if generator.kind_of(getattr(module, name)) == "class":
+            if generator().kind_of(getattr(module, name)) == "class":
                 found += properties_read_as_typed(getattr(module, name))
     assert found == []
 
@@ -187,10 +173,9 @@ def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def test_the_check_finds_planted_undocumented_names(planted: ModuleType) -> None:
-    generator = _generator()
-    names = generator.public_names(planted)
+    names = generator().public_names(planted)
     assert names == ["LIMIT", "DOCUMENTED_LIMIT", "Handler", "bare", "described", "Thing", "Bare"]
-    documented_data = {name for name in names if generator.data_description(planted.__name__, name)}
+    documented_data = {name for name in names if generator().data_description(planted.__name__, name)}
     assert documented_data == {"DOCUMENTED_LIMIT"}
     assert undocumented(planted, names, documented_data) == [
         "planted_api_module.LIMIT",
