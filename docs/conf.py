@@ -41,7 +41,8 @@ root_doc = "index"
 exclude_patterns = ["_build", "tutorials/*.py", "tutorials/GALLERY_HEADER.rst", "**/*.ipynb", "conftest.py"]
 
 # While writing, two switches make a build fast (neither is used by the tests, which build everything):
-# SEPCONV_DOCS_API=0 builds only the top page of the API reference, SEPCONV_DOCS_TUTORIALS=REGEX executes only the
+# SEPCONV_DOCS_API=0 builds only the top page of the API reference (SEPCONV_DOCS_API=REGEX: the pages of the modules
+# it matches, e.g. 'sepconv.layers', and the packages above them), SEPCONV_DOCS_TUTORIALS=REGEX executes only the
 # tutorials whose path matches (the others are shown without their output).
 QUICK_API = os.environ.get("SEPCONV_DOCS_API", "1") == "0"
 
