@@ -257,8 +257,9 @@ def _short_type(value: Any) -> str:
 
 
 def _data_entry(page: ModulePage, attr: str, value: Any) -> list[str]:
-    full = f"{page.name}.{attr}"
-    lines = [f".. py:data:: {full}"]
+    # the name alone: the page's automodule made page.name the current module, which Sphinx prefixes
+    # (a full name here was registered as sepconv.x.sepconv.x.NAME, so no link to it resolved)
+    lines = [f".. py:data:: {attr}"]
     if is_type_alias(value):
         lines += [f"   :value: {_short_type(value)}"]
     elif isinstance(value, bool | int | float | str) or (

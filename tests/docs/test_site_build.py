@@ -15,7 +15,9 @@ import sys
 from types import ModuleType
 
 import pytest
+from sphinx.util.inventory import InventoryFile
 from tests.helpers.cli import run_sepconv
+from tests.helpers.page_parser import parse_page
 from tests.helpers.site import SiteBuild, toctree_documents
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("docs-site")]
@@ -97,3 +99,36 @@ def test_the_cli_reference_shows_each_commands_exact_help(built_site: SiteBuild,
         if summary:  # the purpose line, as the parser says it ("--resume" not turned into a dash)
             purpose = re.search(r"</h2>\s*<p>(.*?)</p>", section.group(1), re.DOTALL)
             assert purpose is not None and _text(purpose.group(1)) == summary[0].upper() + summary[1:]
+
+
+def test_the_api_reference_documents_every_public_name(built_site: SiteBuild) -> None:
+    """Every name ``plan_pages()`` documents is in the inventory (so a link to it resolves), on its
+    module's page under its own anchor; every re-export it lists instead points to a documented name."""
+    planned = _extension(built_site, "sepconv_api").plan_pages()
+    inventory = InventoryFile.loads((built_site.out / "objects.inv").read_bytes(), uri="").data
+    where = {
+        name: item.uri
+        for kind, items in inventory.items()
+        if kind.startswith("py:")
+        for name, item in items.items()
+    }
+    modules = [page.name for page in planned]
+    names = [f"{page.name}.{name}" for page in planned for name in page.documented]
+    assert len(names) > 100
+    assert [name for name in modules + names if name not in where] == []
+    api = built_site.out / "reference" / "api"
+    ids = {
+        page.name: set(parse_page((api / f"{page.name}.html").read_text(encoding="utf-8")).ids)
+        for page in planned
+    }
+    for page in planned:
+        for name in page.documented:
+            assert where[f"{page.name}.{name}"] == f"reference/api/{page.name}.html#{page.name}.{name}"
+            assert f"{page.name}.{name}" in ids[page.name]
+    ours = {
+        f"{page.name}.{name}": target
+        for page in planned
+        for name, target in page.elsewhere.items()
+        if target.startswith("sepconv.")
+    }
+    assert {name: target for name, target in ours.items() if target not in where} == {}
