@@ -146,6 +146,18 @@ def _record_requests_and_errors(page: Any) -> tuple[list[str], list[str]]:
     return requests, errors
 
 
+def _record_failed_responses(page: Any) -> list[str]:
+    """A list that fills with ``"STATUS URL"`` for each response of ``page`` with an error status."""
+    failed: list[str] = []
+    page.on(
+        "response",
+        lambda response: (
+            failed.append(f"{response.status} {response.url}") if response.status >= 400 else None
+        ),
+    )
+    return failed
+
+
 class Browser:
     """One headless Chromium for a test module; each :meth:`open_page` gets a fresh, isolated context."""
 
@@ -185,42 +197,41 @@ class Browser:
             screenshot=screenshot,
         )
 
-    def open_site(self, base_url: str, paths: list[str]) -> list[ServedPage]:
-        """Open each page ``base_url + path`` in one browser tab, in turn, as a visitor of a hosted site.
+    def open_site(self, base_url: str, paths: list[str], *, tabs: int = 4) -> list[ServedPage]:
+        """Open each page ``base_url + path`` as a visitor of a hosted site; what each showed, in order.
 
         One context for all pages (the site's scripts and styles are fetched once, as a visitor's browser
-        would), every request recorded. Launch the browser with :data:`LOOPBACK_ONLY` so that a request
-        outside the site is recorded but never sent (a route that aborts it would double the time).
+        would), ``tabs`` pages loading at a time, every request recorded. Launch the browser with
+        :data:`LOOPBACK_ONLY` so that a request outside the site is recorded but never sent (a route that
+        aborts it would double the time).
         """
         context = self._browser.new_context(viewport=LAPTOP, java_script_enabled=True)
         try:
-            page = context.new_page()
-            requests, errors = _record_requests_and_errors(page)
-            failed: list[str] = []
-            page.on(
-                "response",
-                lambda response: (
-                    failed.append(f"{response.status} {response.url}") if response.status >= 400 else None
-                ),
-            )
+            opened = [context.new_page() for _ in range(max(1, min(tabs, len(paths))))]
+            records = [_record_requests_and_errors(page) for page in opened]
+            failures = [_record_failed_responses(page) for page in opened]
             views = []
-            for path in paths:
-                for seen_so_far in (requests, errors, failed):
-                    seen_so_far.clear()
-                page.goto(base_url + path, wait_until="load")
-                seen = page.evaluate(_READ_SERVED_PAGE)
-                views.append(
-                    ServedPage(
-                        path,
-                        list(requests),
-                        list(errors),
-                        list(failed),
-                        seen["images"],
-                        seen["links"],
-                        seen["ids"],
-                        base_url,
+            for start in range(0, len(paths), len(opened)):
+                batch = list(zip(opened, records, failures, paths[start : start + len(opened)]))
+                for page, (requests, errors), failed, path in batch:
+                    for seen_so_far in (requests, errors, failed):
+                        seen_so_far.clear()
+                    page.goto(base_url + path, wait_until="commit")  # the others load meanwhile
+                for page, (requests, errors), failed, path in batch:
+                    page.wait_for_load_state("load")
+                    seen = page.evaluate(_READ_SERVED_PAGE)
+                    views.append(
+                        ServedPage(
+                            path,
+                            list(requests),
+                            list(errors),
+                            list(failed),
+                            seen["images"],
+                            seen["links"],
+                            seen["ids"],
+                            base_url,
+                        )
                     )
-                )
         finally:
             context.close()
         return views
