@@ -93,3 +93,18 @@ def test_kernels_off_is_silent_and_plain(tmp_path):
     assert report["same"] == [True, True, True]
     assert report["kernels_available"] is False
     assert "compiling" not in stderr
+
+
+def test_missing_sources_warn_and_fall_back_instead_of_crashing(tmp_path, monkeypatch):
+    # A wheel built without its package data has no csrc/*.cpp: torch's loader would stop on a bare
+    # "At least one source is required" assertion; sepconv names the folder and trains on plain PyTorch.
+    from sepconv.kernels import KernelBuildWarning, _build
+
+    empty = tmp_path / "csrc"
+    empty.mkdir()
+    monkeypatch.setattr(_build, "_CSRC", empty)
+    monkeypatch.delenv("SEPCONV_KERNELS", raising=False)
+    monkeypatch.setattr(_build, "compiler", lambda: "c++")
+    unwrapped = _build.load_kernels.__wrapped__  # the per-process cache would answer from a real build
+    with pytest.warns(KernelBuildWarning, match="C\\+\\+ sources are missing from .*csrc"):
+        assert unwrapped() is False

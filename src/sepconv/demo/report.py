@@ -164,7 +164,7 @@ def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, floa
         "`model.onnx` (BatchNorm folded, verified against PyTorch) run by ONNX Runtime on the same",
         "threads. Training time is the whole run (Lightning's setup, data loading, per-epoch validation,",
         "checkpoints); training steps are the forward, backward and optimizer steps alone. Each twin trains",
-        "on the path sepconv's fixed rule picks for it (see README): "
+        "on the path sepconv's fixed rule picks for it (see 'What is reproducible' in the docs' training guide): "
         f"standard: {execution_path(standard)}; separable: {execution_path(separable)}.",
     ]
     lines = [

@@ -104,6 +104,12 @@ def load_kernels() -> bool:
             f"no C++ compiler found ({os.environ.get('CXX', 'c++')}), so the fused training kernels are off"
         )
         return False
+    sources = sorted(_CSRC.glob("*.cpp"))
+    if not sources:
+        # A broken install (a wheel built without its package data): say so instead of torch's bare
+        # "At least one source is required" assertion, and train on plain PyTorch.
+        _warn(f"the kernels' C++ sources are missing from {_CSRC}, so the fused training kernels are off")
+        return False
     cpp_extension = _cpp_extension()
     name = library_name()
     if not _is_cached(cpp_extension, name):
@@ -115,7 +121,7 @@ def load_kernels() -> bool:
     try:
         cpp_extension.load(
             name=name,
-            sources=[str(path) for path in sorted(_CSRC.glob("*.cpp"))],
+            sources=[str(path) for path in sources],
             extra_cflags=_flags(),
             extra_ldflags=["-fopenmp"],
             is_python_module=False,

@@ -134,7 +134,9 @@ class TrainConfig:
     num_nodes: int = _option(1, "nodes taking part (see below)", affects_result=True)
     accelerator: str = _option("auto", "where to train", choices=ACCELERATORS)
     channels_last: str = _option(
-        "auto", "channels_last memory format (auto: a fixed rule, see README)", choices=SWITCHES
+        "auto",
+        "channels_last memory format (auto: a fixed rule, see the training guide in the docs)",
+        choices=SWITCHES,
     )
     bf16: str = _option(
         "auto", "bf16 autocast (auto: on where the hardware has bf16 units)", choices=SWITCHES
