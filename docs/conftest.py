@@ -19,6 +19,7 @@ here: sphinx-gallery runs them when the site is built (``tests/docs``).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,8 @@ collect_ignore_glob = ["conf.py", "_ext/*", "tutorials/*", "_build/*", "auto_tut
 
 def _run_bash(example: Example) -> None:
     namespace = example.namespace
-    env = dict(os.environ, COLUMNS="100", SEPCONV_CACHE_DIR=str(namespace["_cache_dir"]))
+    # SEPCONV_CACHE_DIR is already the page's own: _setup set it in this process's environment
+    env = dict(os.environ, COLUMNS="100")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", example.parsed],
@@ -70,8 +72,6 @@ def _setup(namespace: dict[str, Any]) -> None:
 
 
 def _teardown(namespace: dict[str, Any]) -> None:
-    import shutil
-
     os.chdir(namespace["_previous_cwd"])
     if namespace["_previous_cache"] is None:
         os.environ.pop("SEPCONV_CACHE_DIR", None)
