@@ -154,6 +154,21 @@ def cpu_model_name() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_summary() -> str:
+    """One line naming the CPU and the instruction sets that decide which execution is fastest, for
+    every figure a benchmark prints (a timing means little without the ISA it was taken on)."""
+    features = cpu_features()
+    names = (
+        ("AVX2", features.avx2),
+        ("AVX-512", features.avx512),
+        ("VNNI", features.vnni),
+        ("AVX512-BF16", features.avx512_bf16),
+        ("AMX", features.amx_tile),
+    )
+    isa = ", ".join(name for name, present in names if present) or "no AVX2"
+    return f"{cpu_model_name()} ({isa}; {'native' if features.native_bf16 else 'no native'} bf16)"
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles)."""
     return cpu_features().native_bf16

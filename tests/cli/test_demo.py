@@ -68,8 +68,14 @@ def _check_document(document, out_dir):
         assert f"{figures['test_accuracy']:.2%}" in report
         assert f"{figures['latency_ms']:.3f}" in report
         assert f"{figures['train_seconds']:.1f}" in report
-        assert f"{figures['onnx_latency_ms']:.3f}" in report
-        assert f"{figures['onnx_latency_ms_batch64']:.2f}" in report
+        assert f"{figures['deployed_latency_ms']:.3f}" in report
+        assert f"{figures['deployed_latency_ms_batch64']:.2f}" in report
+        for engine, row in figures["deployed"].items():  # each engine's own row
+            assert (
+                f"{engine}, batch 1 (ms) | {document['standard']['deployed'][engine]['latency_ms']:.3f}"
+                in report
+            )
+            assert f"{row['latency_ms']:.3f}" in report
     for role, figures in ((role, document[role]) for role in ("standard", "separable")):
         # The deployed file is the trained model: its logits on real test images agree with the
         # PyTorch model's (float32 with folded BatchNorm: 1e-4 absolute on logits of size ~10).
@@ -77,9 +83,9 @@ def _check_document(document, out_dir):
         model = load_model(figures["model_path"])
         assert deployed.metadata["spec"]["name"] == figures["model"]
         assert figures["onnx_max_abs_diff"] <= 1e-4
-        assert figures["onnx_latency_ms"] > 0 and figures["onnx_latency_ms_batch64"] > 0
-        assert document["ratios"]["onnx_latency_ms"] == pytest.approx(
-            document["standard"]["onnx_latency_ms"] / document["separable"]["onnx_latency_ms"]
+        assert figures["deployed_latency_ms"] > 0 and figures["deployed_latency_ms_batch64"] > 0
+        assert document["ratios"]["deployed_latency_ms"] == pytest.approx(
+            document["standard"]["deployed_latency_ms"] / document["separable"]["deployed_latency_ms"]
         )
         probe = torch.randn(
             3, *deployed.input_size, generator=torch.Generator().manual_seed(int(role == "standard"))

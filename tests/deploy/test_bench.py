@@ -210,7 +210,25 @@ def test_training_steps_are_timed_for_the_training_paths():
 def test_report_document_and_tables():
     report = benchmark_paths(tiny_model(), batch_sizes=(1,), paths=["bf16"], train=True, **FAST)
     document = report.to_dict()
-    assert list(document) == ["input_size", "threads", "results", "train_results", "skipped", "train_skipped"]
+    assert list(document) == [
+        "input_size",
+        "threads",
+        "cpu",
+        "runtimes",
+        "results",
+        "train_results",
+        "skipped",
+        "train_skipped",
+    ]
+    # every figure names the CPU (with its instruction sets) and what ran it, with which settings
+    from sepconv.machine import cpu_summary
+
+    assert document["cpu"] == cpu_summary()
+    assert document["runtimes"]["eager"] == {
+        "engine": f"PyTorch {torch.__version__}",
+        "precision": "fp32",
+        "settings": f"{report.threads} intra-op threads",
+    }
     eager = document["results"][0]
     assert eager == {
         "path": "eager",
@@ -310,6 +328,9 @@ def test_every_path_is_documented_and_train_paths_are_the_trainable_ones():
         "compiled",
         "onnx_fp32",
         "onnx_int8",
+        "openvino_fp32",
+        "openvino_bf16",
+        "openvino_int8",
     ]
     assert TRAIN_PATHS == ("eager", "channels_last", "bf16", "compiled")
     assert all(path.name == name and path.description for name, path in EXECUTION_PATHS.items())
@@ -325,7 +346,7 @@ def test_cli_json_is_one_document(capsys):
     code, out, err = run_sepconv([*CLI, "--json"], capsys)
     assert code == 0, err
     document = json.loads(out)  # raises on anything after the document
-    assert list(document) == ["model", "input_size", "threads", "results", "skipped"]
+    assert list(document) == ["model", "input_size", "threads", "cpu", "runtimes", "results", "skipped"]
     assert document["model"] == "separable_cnn"
     assert document["input_size"] == [1, 28, 28]
     assert document["threads"] == torch.get_num_threads()
@@ -383,7 +404,8 @@ def test_cli_table(capsys):
         (
             ["--paths", "eager,fast"],
             "sepconv bench: error: argument --paths: unknown path 'fast'; valid: eager, channels_last, "
-            "folded_channels_last, bf16, compiled, onnx_fp32, onnx_int8 (see 'sepconv bench --help')",
+            "folded_channels_last, bf16, compiled, onnx_fp32, onnx_int8, openvino_fp32, openvino_bf16, "
+            "openvino_int8 (see 'sepconv bench --help')",
         ),
         (["--batch-sizes", "1,0"], "sepconv bench: error: --batch-sizes must be positive integers"),
         # N,C,H,W is accepted now (one meaning of --input-size on every command); a bad size is not

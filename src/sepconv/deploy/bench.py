@@ -36,7 +36,9 @@ from sepconv.deploy.execution_paths import (
     ExecutionPath,
     PathUnavailableError,
     Workspace,
+    path_runtime,
 )
+from sepconv.machine import cpu_summary
 from sepconv.timing import SETTLE_SECONDS, Progress, Timing, TimingPlan, time_interleaved
 
 __all__ = [
@@ -128,7 +130,13 @@ def benchmark_paths(
             )
             timings = time_interleaved(calls, plan, progress=counter, label="timing inference")
         results = _results(timings, names, batches, outputs)
-        report = BenchReport(input_size=size, threads=threads, results=results, skipped=skipped)
+        runtimes = {
+            name: path_runtime(name, threads) for name in dict.fromkeys(result.path for result in results)
+        }
+        cpu = cpu_summary()
+        report = BenchReport(
+            input_size=size, threads=threads, results=results, skipped=skipped, cpu=cpu, runtimes=runtimes
+        )
         if not train_names:
             return report
         train_calls, _, train_skipped = _prepare(
@@ -148,6 +156,8 @@ def benchmark_paths(
         skipped=skipped,
         train_results=train_results,
         train_skipped=train_skipped,
+        cpu=cpu,
+        runtimes=runtimes,
     )
 
 

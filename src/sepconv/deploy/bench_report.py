@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sepconv.formatting import Table, format_ms, format_ratio
@@ -59,12 +59,18 @@ class BenchReport:
     skipped: list[tuple[str, str]]
     train_results: list[PathResult] | None = None
     train_skipped: list[tuple[str, str]] | None = None
+    #: The CPU, named with its instruction sets (:func:`sepconv.machine.cpu_summary`).
+    cpu: str = ""
+    #: Per timed path: the engine and its version, the precision and the settings it ran with.
+    runtimes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document ``sepconv bench --json`` prints: a result per path, why paths were skipped."""
         document: dict[str, Any] = {
             "input_size": list(self.input_size),
             "threads": self.threads,
+            "cpu": self.cpu,
+            "runtimes": self.runtimes,
             "results": [result.to_dict() for result in self.results],
         }
         if self.train_results is not None:
@@ -86,6 +92,8 @@ class BenchReport:
     def format_table(self) -> str:
         """Plain-text tables (inference, then training when measured) and the skipped paths."""
         sections = [table.to_text() for table in self.tables()]
+        if self.runtimes:
+            sections.append(self._runtimes_text())
         if self.skipped or self.train_skipped:
             sections.append(self._skipped_text())
         return "\n\n".join(sections) + "\n"
@@ -95,9 +103,19 @@ class BenchReport:
         from rich.text import Text
 
         renderables: list[Any] = [table.to_rich() for table in self.tables()]
+        if self.runtimes:
+            renderables.append(Text(self._runtimes_text()))
         if self.skipped or self.train_skipped:
             renderables.append(Text(self._skipped_text()))
         return renderables
+
+    def _runtimes_text(self) -> str:
+        lines = [f"on {self.cpu}:" if self.cpu else "engines:"]
+        lines += [
+            f"  {path}: {runtime['engine']}, {runtime['precision']}, {runtime['settings']}"
+            for path, runtime in self.runtimes.items()
+        ]
+        return "\n".join(lines)
 
     def _skipped_text(self) -> str:
         skipped = self.skipped + [(f"{path} (train)", reason) for path, reason in self.train_skipped or []]

@@ -32,7 +32,7 @@ from torch import nn
 from sepconv.checks import check_int, choice_error
 from sepconv.deploy.execution_paths import PathUnavailableError
 
-__all__ = ["ENGINES", "Engine", "OnnxRuntimeEngine", "TorchEngine", "get_engine"]
+__all__ = ["ENGINES", "Engine", "OnnxRuntimeEngine", "OpenVinoEngine", "TorchEngine", "get_engine"]
 
 # A call without arguments that runs the bound module once (what the timer repeats).
 BoundCall = Callable[[], object]
@@ -127,6 +127,25 @@ class Engine:
         BatchNorm-folded export, int8 where the engine is), so the call times what a user would run.
         """
         raise NotImplementedError
+
+    def model_from_onnx(
+        self,
+        onnx_file: Path,
+        input_size: Sequence[int],
+        folder: Path,
+        *,
+        threads: int,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> Any:
+        """The verified ONNX file ``onnx_file`` as this engine deploys it: a :class:`~sepconv.deploy.OnnxModel`
+        or :class:`~sepconv.deploy.OpenVinoModel` with the deployment's settings, ``threads`` threads.
+
+        For callers that export once and run the file on several engines (``sepconv bench``, the demo).
+        Files the engine derives (an int8 file, an IR) go into ``folder``; int8 calibrates on
+        ``calibration`` batches (real, normalized images), else on random ones, which is enough to time
+        the file but not to trust its accuracy. ``input_size`` is the model's ``(C, H, W)``.
+        """
+        raise PathUnavailableError(f"engine {self.name} does not run ONNX files")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -231,6 +250,28 @@ class OnnxRuntimeEngine(Engine):
         path = self.deploy(model, tuple(example.shape[1:]), folder, calibration=calibration)
         return OnnxModel(path, threads=threads).bind(example)
 
+    def model_from_onnx(
+        self,
+        onnx_file: Path,
+        input_size: Sequence[int],
+        folder: Path,
+        *,
+        threads: int,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> Any:
+        """An ONNX Runtime session with its default settings (idle threads spin), int8-quantized first
+        for ``ort-int8`` (into ``folder/model.int8.onnx``); see :meth:`Engine.model_from_onnx`."""
+        from sepconv.deploy.quantize import random_calibration
+        from sepconv.deploy.runtime import OnnxModel
+
+        self._require()
+        path = onnx_file
+        if self.int8:
+            batches = calibration if calibration is not None else random_calibration((8, *input_size))
+            folder.mkdir(parents=True, exist_ok=True)
+            path = self._quantize(onnx_file, folder / "model.int8.onnx", batches)
+        return OnnxModel(path, threads=threads, spin_wait=True)
+
     def _require(self) -> None:
         reason = self.unavailable_reason()
         if reason is not None:
@@ -304,6 +345,173 @@ class TorchEngine(Engine):
         return _channels_last_call(model, example, threads)
 
 
+class OpenVinoEngine(Engine):
+    """OpenVINO on the CPU: float32, bf16 (only where the CPU has native bf16) or int8 through NNCF.
+
+    Models go through the verified ONNX export and OpenVINO's ONNX front end
+    (:func:`sepconv.deploy.export_openvino`) and are compiled for latency, one stream, at the batch
+    size of the input they are bound to (as a deployment serving that batch compiles them).
+    """
+
+    def __init__(self, precision: str) -> None:
+        self.precision = precision
+        self.name = "openvino" if precision == "fp32" else f"openvino-{precision}"
+        self.description = {
+            "fp32": "OpenVINO, float32",
+            "bf16": "OpenVINO, bf16 inference (native bf16 CPUs only)",
+            "int8": "OpenVINO, int8 (NNCF post-training quantization)",
+        }[precision]
+
+    @property
+    def bytes_per_element(self) -> int:
+        """Bytes of one weight or activation at this engine's precision (2 for bf16)."""
+        return {"fp32": 4, "bf16": 2, "int8": 1}[self.precision]
+
+    def version(self) -> str:
+        """The installed OpenVINO's version (and NNCF's, for int8)."""
+        from sepconv.deploy.openvino_runtime import import_nncf, import_openvino
+
+        version = str(import_openvino().get_version()).split("-")[0]
+        if self.precision == "int8":
+            version += f"+nncf-{import_nncf().__version__}"
+        return version
+
+    def unavailable_reason(self) -> str | None:
+        """A missing package (with the pip command), or for bf16 a CPU without native bf16; None else."""
+        from sepconv.deploy.openvino_runtime import openvino_unavailable_reason
+
+        reason = openvino_unavailable_reason(int8=self.precision == "int8")
+        if reason is None and self.precision == "bf16":
+            from sepconv.machine import cpu_has_native_bf16
+
+            if not cpu_has_native_bf16():
+                reason = "this CPU has no native bf16 (no AVX512-BF16 or AMX); OpenVINO would run float32"
+        return reason
+
+    def prepare_many(
+        self,
+        modules: Sequence[nn.Module],
+        examples: Sequence[torch.Tensor],
+        folder: Path,
+        *,
+        threads: int,
+    ) -> list[BoundCall]:
+        """Export ``modules`` in one exporter run, convert each to an IR (int8: random calibration) and
+        bind it to its example."""
+        import onnx
+
+        from sepconv.deploy.onnx_export import export_layers
+        from sepconv.deploy.quantize import random_calibration
+
+        check_int("threads", threads, minimum=1)
+        self._require()
+        graphs = export_layers([_eval_copy(module) for module in modules], examples)
+        calls = []
+        for index, (graph, example) in enumerate(zip(graphs, examples, strict=True)):
+            onnx_file = folder / f"layer-{index}.onnx"
+            onnx.save(graph, str(onnx_file))
+            batches = None
+            if self.precision == "int8":
+                batches = random_calibration(tuple(example.shape), batches=_LAYER_CALIBRATION_BATCHES)
+            xml = self._ir(onnx_file, folder / f"layer-{index}", batches)
+            calls.append(self._model(xml, threads).bind(example))
+        return calls
+
+    def deploy(
+        self,
+        model: nn.Module,
+        input_size: Sequence[int],
+        folder: Path,
+        *,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> Path:
+        """Export ``model`` as ``folder/model.xml``, verified (and checked in bf16 for the bf16 engine);
+        for int8 also ``model.int8.xml``, calibrated on ``calibration`` (random images without).
+
+        Returns the IR to deploy.
+        """
+        from sepconv.deploy.openvino_export import export_openvino
+        from sepconv.deploy.quantize import random_calibration
+
+        self._require()
+        int8_batches = None
+        if self.precision == "int8":
+            int8_batches = calibration if calibration is not None else random_calibration((8, *input_size))
+        report = export_openvino(
+            model,
+            folder,
+            input_size=input_size,
+            bf16=self.precision == "bf16",
+            int8_calibration=int8_batches,
+        )
+        return Path(report.int8["path"]) if report.int8 else report.path
+
+    def prepare_deployed(
+        self,
+        model: nn.Module,
+        example: torch.Tensor,
+        folder: Path,
+        *,
+        threads: int,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> BoundCall:
+        """Deploy ``model`` as :meth:`deploy` does and bind the compiled IR to ``example``."""
+        check_int("threads", threads, minimum=1)
+        path = self.deploy(model, tuple(example.shape[1:]), folder, calibration=calibration)
+        call: BoundCall = self._model(path, threads).bind(example)
+        return call
+
+    def model_from_onnx(
+        self,
+        onnx_file: Path,
+        input_size: Sequence[int],
+        folder: Path,
+        *,
+        threads: int,
+        calibration: Sequence[torch.Tensor] | None = None,
+    ) -> Any:
+        """The IR of ``onnx_file`` (``folder/model.xml``; ``model.int8.xml`` for int8) compiled for latency;
+        see :meth:`Engine.model_from_onnx`."""
+        from sepconv.deploy.openvino_export import openvino_model_from_onnx
+
+        self._require()
+        try:
+            return openvino_model_from_onnx(
+                onnx_file,
+                input_size,
+                folder,
+                precision=self.precision,
+                threads=threads,
+                calibration=calibration,
+                calibration_batches=_LAYER_CALIBRATION_BATCHES,
+            )
+        except (ValueError, RuntimeError) as error:  # NNCF's and OpenVINO's refusals
+            raise PathUnavailableError(f"engine {self.name} failed: {error}") from error
+
+    def _model(self, xml: Path, threads: int) -> Any:
+        from sepconv.deploy.openvino_runtime import OpenVinoModel
+
+        return OpenVinoModel(xml, threads=threads, precision="bf16" if self.precision == "bf16" else "fp32")
+
+    @staticmethod
+    def _ir(onnx_file: Path, stem: Path, calibration: Sequence[torch.Tensor] | None) -> Path:
+        """The IR of ``onnx_file`` at ``stem.xml``, quantized to int8 when ``calibration`` is given."""
+        from sepconv.deploy.openvino_export import ir_from_onnx, quantize_ir
+
+        xml = ir_from_onnx(onnx_file, stem.with_suffix(".xml"))
+        if calibration is None:
+            return xml
+        try:
+            return quantize_ir(xml, stem.with_name(stem.name + ".int8.xml"), calibration)
+        except (ValueError, RuntimeError) as error:
+            raise PathUnavailableError(f"int8 quantization failed: {error}") from error
+
+    def _require(self) -> None:
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise PathUnavailableError(f"engine {self.name} cannot run here: {reason}")
+
+
 def _channels_last_call(module: nn.Module, example: torch.Tensor, threads: int) -> BoundCall:
     """``module`` (a channels_last eval copy) on ``example``, with ``threads`` torch threads for the call."""
     model = _eval_copy(module).to(memory_format=torch.channels_last)
@@ -325,10 +533,17 @@ def _channels_last_call(module: nn.Module, example: torch.Tensor, threads: int) 
     return call
 
 
-#: Every engine by name (``ort``, ``ort-int8``, ``torch``): what ``--engine`` and ``--measure`` choose from.
+#: Every engine by name (``ort``, ``ort-int8``, ``torch``, ``openvino``, ``openvino-bf16``, ``openvino-int8``): what ``--engine`` and ``--measure`` choose from.
 ENGINES: dict[str, Engine] = {
     engine.name: engine
-    for engine in (OnnxRuntimeEngine(int8=False), OnnxRuntimeEngine(int8=True), TorchEngine())
+    for engine in (
+        OnnxRuntimeEngine(int8=False),
+        OnnxRuntimeEngine(int8=True),
+        TorchEngine(),
+        OpenVinoEngine("fp32"),
+        OpenVinoEngine("bf16"),
+        OpenVinoEngine("int8"),
+    )
 }
 
 

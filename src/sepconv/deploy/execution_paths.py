@@ -11,7 +11,6 @@ the call itself is timed. A path that cannot run here (bf16 without native bf16 
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from sepconv.deploy._quiet import import_cpp_extension_quietly
 
 __all__ = [
     "EXECUTION_PATHS",
@@ -105,17 +106,6 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _import_cpp_extension_quietly() -> None:
-    """Import ``torch.utils.cpp_extension`` without the CUDA_HOME warning it logs on machines without CUDA."""
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    quiet = logging.Filter("nothing")  # a filter whose name matches no logger rejects every record
-    logger.addFilter(quiet)
-    try:
-        import torch.utils.cpp_extension  # noqa: F401
-    finally:
-        logger.removeFilter(quiet)
-
-
 def _check_native_bf16() -> None:
     from sepconv.machine import cpu_has_native_bf16
 
@@ -176,7 +166,7 @@ def _bf16_inference(workspace: Workspace) -> Bind:
 def _compiled_inference(workspace: Workspace) -> Bind:
     # Inductor imports torch.utils.cpp_extension, whose import logs a CUDA_HOME warning on machines
     # without CUDA; importing it once, quietly, first keeps that line out of the output.
-    _import_cpp_extension_quietly()
+    import_cpp_extension_quietly()
     # One compiled graph per batch size (dynamic=False): static shapes are what inference serves.
     compiled = torch.compile(workspace.eval_copy(), dynamic=False)
 
@@ -215,15 +205,15 @@ def _needs_onnx(prepare: Callable[[Workspace], Bind]) -> Callable[[Workspace], B
 
 
 def _onnx_session(path: Path) -> Any:
-    """The file as users load it, with idle threads parked (``OnnxModel``'s default ``spin_wait=False``).
+    """The file as a deployment runs it: ONNX Runtime's default settings, idle threads spinning.
 
-    Spinning ONNX Runtime threads sharing 2 cores with PyTorch slowed every torch path of this benchmark
-    while a session existed (separable_cnn, batch 1: 3.4 ms alone and 7.0 ms interleaved with ONNX
-    Runtime, against 2.2 ms for both with parked threads); parking costs ONNX Runtime itself about 6%.
+    Spinning threads would steal the cores of the path timed next, so the benchmark pauses between
+    blocks (``settle_seconds``) until they sleep again; parking them instead (``OnnxModel``'s
+    ``spin_wait=False``) spares that pause but costs ONNX Runtime itself up to 1.7x at batch 1.
     """
     from sepconv.deploy import OnnxModel
 
-    return OnnxModel(path, threads=torch.get_num_threads())
+    return OnnxModel(path, threads=torch.get_num_threads(), spin_wait=True)
 
 
 def _onnx_bind(model: Any) -> Bind:
@@ -246,6 +236,33 @@ def _onnx_int8(workspace: Workspace) -> Bind:
     except ValueError as error:
         raise PathUnavailableError(f"int8 quantization failed: {_one_line(error)}") from error
     return _onnx_bind(_onnx_session(Path(int8_file)))
+
+
+def _openvino(precision: str) -> Callable[[Workspace], Bind]:
+    """An OpenVINO path: the shared verified ONNX export as the ``openvino*`` engine deploys it."""
+
+    def prepare(workspace: Workspace) -> Bind:
+        from sepconv.deploy.openvino_export import openvino_model_from_onnx
+        from sepconv.deploy.openvino_runtime import openvino_unavailable_reason
+
+        reason = openvino_unavailable_reason(int8=precision == "int8")
+        if reason is not None:
+            raise PathUnavailableError(reason)
+        if precision == "bf16":
+            _check_native_bf16()
+        try:
+            model = openvino_model_from_onnx(
+                workspace.onnx_fp32_file(),
+                workspace.input_size,
+                workspace.folder / f"openvino-{precision}",
+                precision=precision,
+                threads=torch.get_num_threads(),
+            )
+        except (ValueError, RuntimeError) as error:  # NNCF's and OpenVINO's refusals
+            raise PathUnavailableError(f"OpenVINO {precision} failed: {_one_line(error)}") from error
+        return lambda images: model.bind(images)
+
+    return prepare
 
 
 # Training paths: a copy of the model in train mode, SGD, cross-entropy on fixed random labels.
@@ -314,7 +331,7 @@ def _bf16_training(workspace: Workspace) -> Bind:
 
 
 def _compiled_training(workspace: Workspace) -> Bind:
-    _import_cpp_extension_quietly()  # see _compiled_inference
+    import_cpp_extension_quietly()  # see _compiled_inference
     model = workspace.eval_copy().train()
     # compiling a Module gives a Module (an OptimizedModule), though torch.compile's stub says callable
     bind_step = _training_step(cast(nn.Module, torch.compile(model, dynamic=False)))
@@ -368,7 +385,57 @@ EXECUTION_PATHS: dict[str, ExecutionPath] = {
             "ONNX Runtime, static int8 (QDQ, per-channel weights, random calibration)",
             _needs_onnx(_onnx_int8),
         ),
+        ExecutionPath(
+            "openvino_fp32", "OpenVINO, float32, compiled for latency at each batch size", _openvino("fp32")
+        ),
+        ExecutionPath(
+            "openvino_bf16",
+            "OpenVINO, bf16 inference (only where the CPU has native bf16)",
+            _openvino("bf16"),
+        ),
+        ExecutionPath(
+            "openvino_int8",
+            "OpenVINO, int8 (NNCF post-training quantization, random calibration)",
+            _openvino("int8"),
+        ),
     )
 }
+
+
+def path_runtime(name: str, threads: int) -> dict[str, str]:
+    """What runs the path ``name``, its version, precision and settings: stated beside every figure.
+
+    Each engine is timed with the settings a deployment of it uses, and these are they.
+    """
+    if name.startswith("onnx"):
+        import onnxruntime
+
+        return {
+            "engine": f"ONNX Runtime {onnxruntime.__version__}",
+            "precision": "int8" if name.endswith("int8") else "fp32",
+            "settings": f"{threads} intra-op threads, 1 inter-op, graph optimizations all, idle threads spin "
+            "(ONNX Runtime's default)",
+        }
+    if name.startswith("openvino"):
+        from sepconv.deploy.openvino_runtime import openvino_unavailable_reason
+
+        version = "(not installed)"
+        if openvino_unavailable_reason() is None:
+            from sepconv.deploy.openvino_runtime import import_openvino
+
+            version = str(import_openvino().get_version()).split("-")[0]
+        return {
+            "engine": f"OpenVINO {version}",
+            "precision": name.removeprefix("openvino_"),
+            "settings": f"{threads} inference threads, latency hint (1 stream), compiled for each batch size",
+        }
+    return {
+        "engine": f"PyTorch {torch.__version__}",
+        "precision": "bf16 autocast" if name == "bf16" else "fp32",
+        "settings": f"{threads} intra-op threads"
+        + (", Inductor with freezing" if name == "compiled" else ""),
+    }
+
+
 #: The names of the paths that can also time training steps.
 TRAIN_PATHS = tuple(name for name, path in EXECUTION_PATHS.items() if path.prepare_training is not None)

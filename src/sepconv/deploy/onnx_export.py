@@ -23,7 +23,7 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ __all__ = [
     "onnx_metadata",
     "parse_metadata",
     "verify_onnx",
+    "verify_outputs",
 ]
 
 
@@ -280,21 +281,36 @@ def verify_onnx(
     """
     from sepconv.deploy.runtime import OnnxModel
 
-    session = OnnxModel(path)
+    return verify_outputs(OnnxModel(path), reference, batches, atol=atol, rtol=rtol, engine="ONNX Runtime")
+
+
+def verify_outputs(
+    run: Callable[[np.ndarray], np.ndarray],
+    reference: nn.Module,
+    batches: Sequence[torch.Tensor],
+    *,
+    atol: float,
+    rtol: float,
+    engine: str,
+) -> tuple[float, float]:
+    """:func:`verify_onnx` for any engine: ``run`` maps a float32 batch to the engine's logits.
+
+    ``engine`` names it in the errors (``"ONNX Runtime"``, ``"OpenVINO"``).
+    """
     max_abs = 0.0
     max_rel = 0.0
     with torch.inference_mode():
         for batch in batches:
             expected = _single_output(reference(batch)).numpy()
-            actual = session(batch.numpy())
+            actual = np.asarray(run(batch.numpy()))
             if actual.shape != expected.shape:
                 raise ExportError(
-                    f"the ONNX model's output has shape {actual.shape} but the model's has {expected.shape} "
+                    f"the {engine} model's output has shape {actual.shape} but the model's has {expected.shape} "
                     f"at batch size {len(batch)}"
                 )
             difference = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
             if not np.all(np.isfinite(actual)):
-                raise ExportError(f"the ONNX model's output is not finite at batch size {len(batch)}")
+                raise ExportError(f"the {engine} model's output is not finite at batch size {len(batch)}")
             scale = float(np.abs(expected).max()) if expected.size else 0.0
             batch_abs = float(difference.max()) if difference.size else 0.0
             max_abs = max(max_abs, batch_abs)
@@ -303,7 +319,7 @@ def verify_onnx(
             if excess.size and excess.max() > 0:
                 worst = np.unravel_index(int(excess.argmax()), excess.shape)
                 raise ExportError(
-                    f"ONNX Runtime's output differs from PyTorch's by {float(difference[worst]):.3g} at batch size "
+                    f"{engine}'s output differs from PyTorch's by {float(difference[worst]):.3g} at batch size "
                     f"{len(batch)} (element {tuple(int(i) for i in worst)}, reference "
                     f"{float(expected[worst]):.6g}), more than atol={atol:g} + rtol={rtol:g} x |reference|; "
                     f"max abs diff {batch_abs:.3g}"
@@ -311,7 +327,7 @@ def verify_onnx(
             if rtol > 0 and scale > 0 and batch_abs > rtol * scale:
                 # An untrained network's logits can be ~1e-17, where atol alone accepts anything.
                 raise ExportError(
-                    f"ONNX Runtime's output differs from PyTorch's by {batch_abs:.3g} at batch size {len(batch)}, "
+                    f"{engine}'s output differs from PyTorch's by {batch_abs:.3g} at batch size {len(batch)}, "
                     f"{batch_abs / scale:.3g} of the output's largest value {scale:.3g}: more than rtol={rtol:g}"
                 )
     return max_abs, max_rel

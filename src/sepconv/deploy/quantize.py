@@ -113,19 +113,9 @@ def onnx_accuracy(
     path: str | os.PathLike[str], dataset: Any, *, batch_size: int = 256, threads: int | None = None
 ) -> float:
     """Top-1 accuracy (a fraction) of the ONNX model ``path`` on ``dataset`` of ``(image, label)`` pairs."""
-    from torch.utils.data import DataLoader
+    from sepconv.deploy.runtime import OnnxModel, deployed_accuracy
 
-    from sepconv.deploy.runtime import OnnxModel
-
-    model = OnnxModel(path, threads=threads)
-    correct = total = 0
-    for images, labels in DataLoader(dataset, batch_size=batch_size):
-        predicted = model(images).argmax(dim=1)
-        correct += int((predicted == torch.as_tensor(labels)).sum())
-        total += len(labels)
-    if total == 0:
-        raise ValueError("cannot measure accuracy on an empty data set")
-    return correct / total
+    return deployed_accuracy(OnnxModel(path, threads=threads), dataset, batch_size=batch_size)
 
 
 def _carry_metadata(source: Path, source_model: Any, model: Any, quantization: dict[str, Any]) -> None:

@@ -21,52 +21,26 @@ from sepconv.checks import describe_integer
 from sepconv.deploy.metadata import METADATA_KEY, ExportError, check_metadata, parse_metadata
 from sepconv.errors import ParameterError
 
-__all__ = ["OnnxModel"]
+__all__ = ["DeployedModel", "OnnxModel", "deployed_accuracy"]
 
 
-class OnnxModel:
-    """An exported ``.onnx`` file, ready to run on the CPU with ``threads`` intra-op threads.
+class DeployedModel:
+    """What :class:`OnnxModel` and :class:`~sepconv.deploy.OpenVinoModel` share: an exported model file
+    with sepconv's metadata, run on the CPU.
 
-    ``model(images)`` returns the logits (a tensor for a tensor, an array for an array);
-    ``model.predict(images)`` normalizes raw images with the stored mean/std first and returns class
-    indices and probabilities. ``threads`` defaults to torch's thread count, so ONNX Runtime and PyTorch
-    are compared on the same cores. ``spin_wait=False`` parks ONNX Runtime's idle threads instead of
-    letting them spin between calls: spinning saves ~6% of a call but, on a small CPU shared with
-    PyTorch, steals its cores (measured on 2 cores: a 2.2 ms torch forward took 3.4-7.0 ms beside a
-    spinning session). Turn it on for a process that only serves this model.
+    Subclasses set ``path``, ``threads`` and ``metadata`` and implement :meth:`_run` (the engine's
+    forward pass) and :meth:`bind`; this class gives them the rest of a deployed model's face: the
+    stored input size, normalization and class names, logits for a tensor or an array,
+    :meth:`predict` on raw images and :meth:`as_module`.
     """
 
-    def __init__(
-        self, path: str | os.PathLike[str], *, threads: int | None = None, spin_wait: bool = False
-    ) -> None:
-        import onnxruntime
+    path: Path
+    threads: int
+    metadata: dict[str, Any]
 
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"ONNX model file not found: {file}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ParameterError(
-                f"threads must be {describe_integer(1)} or None, got {threads!r}", param="threads"
-            )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not spin_wait:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(file), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # ORT raises its own exception types for a file it cannot read
-            detail = " ".join(str(error).split())
-            raise ExportError(f"{file} is not an ONNX model ONNX Runtime can load: {detail[:300]}") from None
-        self.path = file
-        self.threads = options.intra_op_num_threads
-        self.input_name = self.session.get_inputs()[0].name
-        self.metadata: dict[str, Any] = _read_metadata(self.session, file)
+    def _graph_input_size(self) -> tuple[int, ...] | None:
+        """``(C, H, W)`` from the graph's input shape, or None where it is not fixed."""
+        return None
 
     @property
     def input_size(self) -> tuple[int, ...] | None:
@@ -74,8 +48,7 @@ class OnnxModel:
         stored = self.metadata.get("input_size")
         if stored:
             return tuple(int(value) for value in stored)
-        shape = self.session.get_inputs()[0].shape[1:]
-        return tuple(shape) if all(isinstance(value, int) for value in shape) else None
+        return self._graph_input_size()
 
     @property
     def class_names(self) -> list[str] | None:
@@ -111,23 +84,16 @@ class OnnxModel:
             raise ValueError(
                 f"images must have shape (N, {', '.join(map(str, expected))}), got {array.shape}"
             )
-        logits = self.session.run(None, {self.input_name: np.ascontiguousarray(array)})[0]
+        logits = self._run(np.ascontiguousarray(array))
         return torch.from_numpy(logits) if as_tensor else logits
 
-    def bind(self, images: torch.Tensor | np.ndarray) -> Callable[[], Any]:
-        """A call without arguments that runs the session on ``images`` and returns its first output.
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        """The model's first output for a checked, contiguous float32 batch."""
+        raise NotImplementedError
 
-        The images are converted (float32, contiguous, numpy) once, here, and not checked against the
-        stored input size: what is left in the call is the session's own run, which is what timing
-        it (``sepconv bench``, the cost model of :mod:`sepconv.optimize`) must measure.
-        """
-        if isinstance(images, torch.Tensor):
-            array = images.detach().cpu().float().contiguous().numpy()
-        else:
-            array = np.ascontiguousarray(images, dtype=np.float32)
-        feed = {self.input_name: array}
-        session = self.session
-        return lambda: session.run(None, feed)[0]
+    def bind(self, images: torch.Tensor | np.ndarray) -> Callable[[], Any]:
+        """A call without arguments that runs the model on ``images`` and returns its first output."""
+        raise NotImplementedError
 
     def predict(self, images: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Class indices and softmax probabilities for raw images.
@@ -188,20 +154,102 @@ class OnnxModel:
                         f"{channels} input channels"
                     )
             renormalize = (list(input_mean), list(input_std), self.mean, self.std)  # type: ignore[arg-type]
-        return _OnnxModule(self, renormalize)
+        return _DeployedModule(self, renormalize)
+
+
+class OnnxModel(DeployedModel):
+    """An exported ``.onnx`` file, ready to run on the CPU with ``threads`` intra-op threads.
+
+    ``model(images)`` returns the logits (a tensor for a tensor, an array for an array);
+    ``model.predict(images)`` normalizes raw images with the stored mean/std first and returns class
+    indices and probabilities. ``threads`` defaults to torch's thread count, so ONNX Runtime and PyTorch
+    are compared on the same cores. ``spin_wait=False`` parks ONNX Runtime's idle threads instead of
+    letting them spin between calls: spinning saves ~6% of a call but, on a small CPU shared with
+    PyTorch, steals its cores (measured on 2 cores: a 2.2 ms torch forward took 3.4-7.0 ms beside a
+    spinning session). Turn it on for a process that only serves this model.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, threads: int | None = None, spin_wait: bool = False
+    ) -> None:
+        import onnxruntime
+
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"ONNX model file not found: {file}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ParameterError(
+                f"threads must be {describe_integer(1)} or None, got {threads!r}", param="threads"
+            )
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin_wait:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(file), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # ORT raises its own exception types for a file it cannot read
+            detail = " ".join(str(error).split())
+            raise ExportError(f"{file} is not an ONNX model ONNX Runtime can load: {detail[:300]}") from None
+        self.path = file
+        self.threads = options.intra_op_num_threads
+        self.input_name = self.session.get_inputs()[0].name
+        self.metadata: dict[str, Any] = _read_metadata(self.session, file)
+
+    def _graph_input_size(self) -> tuple[int, ...] | None:
+        shape = self.session.get_inputs()[0].shape[1:]
+        return tuple(shape) if all(isinstance(value, int) for value in shape) else None
+
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: array})[0]
+
+    def bind(self, images: torch.Tensor | np.ndarray) -> Callable[[], Any]:
+        """A call without arguments that runs the session on ``images`` and returns its first output.
+
+        The images are converted (float32, contiguous, numpy) once, here, and not checked against the
+        stored input size: what is left in the call is the session's own run, which is what timing
+        it (``sepconv bench``, the cost model of :mod:`sepconv.optimize`) must measure.
+        """
+        if isinstance(images, torch.Tensor):
+            array = images.detach().cpu().float().contiguous().numpy()
+        else:
+            array = np.ascontiguousarray(images, dtype=np.float32)
+        feed = {self.input_name: array}
+        session = self.session
+        return lambda: session.run(None, feed)[0]
 
     def __repr__(self) -> str:
         return f"OnnxModel({str(self.path)!r}, threads={self.threads})"
 
 
-class _OnnxModule(nn.Module):
+def deployed_accuracy(model: DeployedModel, dataset: Any, *, batch_size: int = 256) -> float:
+    """Top-1 accuracy (a fraction) of a deployed ``model`` on ``dataset`` of ``(image, label)`` pairs,
+    whose images are normalized as the model was trained."""
+    from torch.utils.data import DataLoader
+
+    correct = total = 0
+    for images, labels in DataLoader(dataset, batch_size=batch_size):
+        predicted = model(images).argmax(dim=1)
+        correct += int((predicted == torch.as_tensor(labels)).sum())
+        total += len(labels)
+    if total == 0:
+        raise ValueError("cannot measure accuracy on an empty data set")
+    return correct / total
+
+
+class _DeployedModule(nn.Module):
     def __init__(
         self,
-        onnx_model: OnnxModel,
+        deployed: DeployedModel,
         renormalize: tuple[list[float], list[float], list[float], list[float]] | None = None,
     ) -> None:
         super().__init__()
-        self.onnx_model = onnx_model
+        self.deployed = deployed
         self.renormalize = renormalize
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -214,7 +262,7 @@ class _OnnxModule(nn.Module):
                 shape
             )
             images = normalize(raw, stored_mean, stored_std)
-        return self.onnx_model(images.contiguous())
+        return self.deployed(images.contiguous())
 
 
 def _read_metadata(session: Any, file: Path) -> dict[str, Any]:
