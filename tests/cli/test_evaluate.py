@@ -14,6 +14,10 @@ from sepconv.data import load_dataset
 from sepconv.models import create_model
 from sepconv.train import TrainConfig, fit
 
+# Its tests run on one worker (pytest-xdist's --dist loadgroup), so the module fixture
+# `trained` is computed once per run, not once on each worker.
+pytestmark = pytest.mark.xdist_group("cli-evaluate")
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

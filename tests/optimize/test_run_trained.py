@@ -33,6 +33,11 @@ WIDTHS = [8, 16, 16, 32]
 SEED = 3  # a split seed other than 0: the run's seed must be followed
 
 
+# Its tests run on one worker (pytest-xdist's --dist loadgroup), so the module fixture
+# `trained` is computed once per run, not once on each worker.
+pytestmark = pytest.mark.xdist_group("optimize-run_trained")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small standard_cnn trained one epoch on mnist5k with the demo recipe (its run folder)."""

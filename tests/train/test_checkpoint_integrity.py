@@ -30,6 +30,11 @@ REFUSAL_TAIL = (
 )
 
 
+# Its tests run on one worker (pytest-xdist's --dist loadgroup), so the module fixture
+# `finished_run` is computed once per run, not once on each worker.
+pytestmark = pytest.mark.xdist_group("train-checkpoint_integrity")
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_data, tiny_config) -> Path:
     folder = tmp_path_factory.mktemp("finished") / "run"

@@ -152,6 +152,11 @@ def _assert_same_run(got: dict, folder: Path, expected: dict, expected_folder: P
         assert difference <= share * moved + 1e-6, f"{key}: {difference:.3g} apart, moved {moved:.3g}"
 
 
+# Its tests run on one worker (pytest-xdist's --dist loadgroup), so the module fixture
+# `one_process_fp32` is computed once per run, not once on each worker.
+pytestmark = pytest.mark.xdist_group("train-ddp_equality")
+
+
 @pytest.fixture(scope="module")
 def one_process_fp32(tmp_path_factory) -> tuple[dict, Path]:
     folder = tmp_path_factory.mktemp("ddp_equality") / "one_fp32"

@@ -25,6 +25,11 @@ from sepconv.train.run_folder import (
 RUN_SEED = 3
 
 
+# Its tests run on one worker (pytest-xdist's --dist loadgroup), so the module fixture
+# `run` is computed once per run, not once on each worker.
+pytestmark = pytest.mark.xdist_group("train-run_folder_models")
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_data, tiny_config):
     """A finished tiny run trained with split seed 3 (two checkpoints kept) and a stranger's copy of its

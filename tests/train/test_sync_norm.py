@@ -61,6 +61,11 @@ def _worker(rank: int, init_file: str, results: dict) -> None:
         dist.destroy_process_group()
 
 
+# Its tests run on one worker (pytest-xdist's --dist loadgroup), so the module fixture
+# `two_process_results` is computed once per run, not once on each worker.
+pytestmark = pytest.mark.xdist_group("train-sync_norm")
+
+
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory) -> dict:
     """Each rank's output, gradients and running statistics for its half of the batch, both dtypes."""
