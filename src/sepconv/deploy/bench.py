@@ -131,7 +131,8 @@ def benchmark_paths(
             timings = time_interleaved(calls, plan, progress=counter, label="timing inference")
         results = _results(timings, names, batches, outputs)
         runtimes = {
-            name: path_runtime(name, threads) for name in dict.fromkeys(result.path for result in results)
+            name: path_runtime(name, threads) if name in EXECUTION_PATHS else _extra_runtime(table[name])
+            for name in dict.fromkeys(result.path for result in results)
         }
         cpu = cpu_summary()
         report = BenchReport(
@@ -203,6 +204,11 @@ def _require_memory(model: nn.Module, size: tuple[int, ...], batches: list[int],
             needed,
             what="the input batches and the activations of the largest layer",
         )
+
+
+def _extra_runtime(path: ExecutionPath) -> dict[str, str]:
+    """What a caller's extra path says of itself: its description (sepconv cannot know its engine)."""
+    return {"engine": "the caller's path", "precision": "as described", "settings": path.description}
 
 
 def _check_batch_sizes(batch_sizes: Sequence[int]) -> list[int]:
