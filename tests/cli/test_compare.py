@@ -59,7 +59,9 @@ def test_json_is_one_document_with_costs_counted_by_pytorch(capsys):
         "batch_size",
         "repeats",
         "threads",
+        "engine",
     }
+    assert document["engine"] is None  # no --engine: PyTorch latencies only
     for side, name in (("a", "standard_cnn"), ("b", "separable_cnn")):
         entry = document[side]
         assert set(entry) == {"name", "params", "macs", "receptive_field", "latency_ms", "latency_spread_ms"}

@@ -335,3 +335,33 @@ def test_bench_times_the_openvino_paths_and_names_the_engine_settings():
 
     if not cpu_has_native_bf16():
         assert dict(report.skipped)["openvino_bf16"].startswith("this CPU has no native bf16")
+
+
+def test_compare_times_both_models_deployed_on_the_engine():
+    from sepconv.convert import fold_batchnorm
+    from sepconv.deploy import compare_models
+
+    model = create_model("standard_cnn", widths=(8, 8, 16, 16))
+    comparison = compare_models(
+        model, fold_batchnorm(model), repeats=1, warmup_calls=1, samples=8, engine="openvino"
+    )
+    assert comparison.engine == ENGINES["openvino"].describe()
+    for side in (comparison.a, comparison.b):
+        assert side.deployed_ms is not None and side.deployed_ms > 0
+    assert comparison.speedup["deployed"] == comparison.a.deployed_ms / comparison.b.deployed_ms
+    document = comparison.to_dict()
+    assert document["a"]["latency_ms"]["deployed"] == comparison.a.deployed_ms
+    assert document["engine"]["name"] == "openvino"
+    assert [row[0] for row in comparison.table_rows()][-1] == "deployed ms (openvino)"
+
+
+def test_compare_refuses_an_engine_that_cannot_run_here(monkeypatch):
+    from sepconv.deploy import compare_models
+    from sepconv.errors import ParameterError
+
+    monkeypatch.setattr("sepconv.machine.cpu_has_native_bf16", lambda: False)
+    model = create_model("standard_cnn", widths=(8, 8, 16, 16))
+    with pytest.raises(
+        ParameterError, match="engine openvino-bf16 cannot run here: this CPU has no native bf16"
+    ):
+        compare_models(model, model, repeats=1, engine="openvino-bf16")

@@ -248,6 +248,23 @@ def test_costs_in_onnx_runtime_are_measured_on_the_sites_real_shapes(tmp_path) -
     assert key["cpu"]["features"] == machine.cpu_features().to_dict()
 
 
+@pytest.mark.parametrize("name", ["openvino", "openvino-int8"])
+def test_costs_are_measured_on_openvino_and_keyed_by_its_version(name, tmp_path) -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2))
+    sites, _ = find_sites(model, (4, 10, 10))
+    engine = get_engine(name)
+    result = _measure(model, sites, engine, CostTable(tmp_path / "costs.json"))
+    assert {site: list(ranks) for site, ranks in result.items()} == {
+        site.name: [None, *site.ranks] for site in sites
+    }
+    records = json.loads((tmp_path / "costs.json").read_text())["records"]
+    key = next(iter(records.values()))["key"]
+    # an OpenVINO (or NNCF) upgrade changes the key, so its costs are measured again
+    assert key["engine"]["name"] == name and key["engine"]["version"] == engine.version()
+
+
 def test_time_models_times_each_model_end_to_end(tmp_path) -> None:
     plan = TimingPlan(warmup_calls=0, min_rounds=2, min_run_seconds=0, calls_per_block=1, settle_seconds=0)
     first = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))

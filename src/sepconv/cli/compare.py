@@ -71,6 +71,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=AGREEMENT_SAMPLES,
         help=f"images to compare outputs on (default {AGREEMENT_SAMPLES})",
     )
+    parser.add_argument(
+        "--engine",
+        default=None,
+        metavar="ENGINE",
+        help=(
+            "also time each model's forward pass deployed on this engine (ort, ort-int8, torch, openvino, "
+            "openvino-bf16, openvino-int8), exported and run as sepconv export and the engine would"
+        ),
+    )
     add_data_root(parser)
     add_json(parser)
     parser.add_argument(
@@ -105,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         dataset=data,
         samples=args.samples,
+        engine=args.engine,
     )
     if args.html is not None:
         from sepconv.viz.pages import write_comparison_html

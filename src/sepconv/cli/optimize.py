@@ -64,7 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="data set for sensitivity, fine-tuning and accuracy (default: the one the model was trained on)",
     )
     parser.add_argument(
-        "--engine", default="ort", help="where the model will run: ort, ort-int8 or torch (default ort)"
+        "--engine",
+        default="ort",
+        help=(
+            "where the model will run: ort, ort-int8, torch, openvino, openvino-bf16 (native bf16 CPUs) or "
+            "openvino-int8 (default ort)"
+        ),
     )
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument(

@@ -21,8 +21,10 @@ from __future__ import annotations
 import copy
 import math
 import platform
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +33,7 @@ from torch import nn
 from sepconv.checks import check_image_size, check_positive
 from sepconv.data.splits import DataSplits
 from sepconv.deploy.defaults import AGREEMENT_SAMPLES, DEFAULT_BATCH_SIZE, DEFAULT_REPEATS
+from sepconv.errors import ParameterError
 from sepconv.formatting import Table, format_ms, format_percent, format_ratio, ratio_of, short_count
 
 # latency_spread_ms and within_noise are the timer's; compare re-exports them, where they were first.
@@ -77,19 +80,25 @@ class ModelMeasurement:
     forward_backward_ms: float
     forward_spread_ms: float | None = None
     forward_backward_spread_ms: float | None = None
+    #: The forward pass deployed on :attr:`Comparison.engine` (None when no engine was asked for).
+    deployed_ms: float | None = None
+    deployed_spread_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of these fields; the latencies grouped by pass (forward, forward + backward)."""
+        """A JSON-able dict of these fields; the latencies grouped by pass (forward, forward + backward,
+        and ``deployed`` when an engine was asked for)."""
+        latency = {"forward": self.forward_ms, "forward_backward": self.forward_backward_ms}
+        spread = {"forward": self.forward_spread_ms, "forward_backward": self.forward_backward_spread_ms}
+        if self.deployed_ms is not None:
+            latency["deployed"] = self.deployed_ms
+            spread["deployed"] = self.deployed_spread_ms
         return {
             "name": self.name,
             "params": self.params,
             "macs": self.macs,
             "receptive_field": None if self.receptive_field is None else list(self.receptive_field),
-            "latency_ms": {"forward": self.forward_ms, "forward_backward": self.forward_backward_ms},
-            "latency_spread_ms": {
-                "forward": self.forward_spread_ms,
-                "forward_backward": self.forward_backward_spread_ms,
-            },
+            "latency_ms": latency,
+            "latency_spread_ms": spread,
         }
 
 
@@ -129,14 +138,19 @@ class Comparison:
     batch_size: int
     repeats: int
     threads: int
+    #: The deployment engine both models were also timed on (its ``describe()``), or None.
+    engine: dict[str, str] | None = None
 
     @property
     def speedup(self) -> dict[str, float]:
         """A's median latency over B's, per phase (above 1, B is faster)."""
-        return {
+        speedup = {
             "forward": self.a.forward_ms / self.b.forward_ms,
             "forward_backward": self.a.forward_backward_ms / self.b.forward_backward_ms,
         }
+        if self.a.deployed_ms is not None and self.b.deployed_ms is not None:
+            speedup["deployed"] = self.a.deployed_ms / self.b.deployed_ms
+        return speedup
 
     @property
     def speedup_within_noise(self) -> dict[str, bool | None]:
@@ -149,6 +163,15 @@ class Comparison:
                 a.forward_backward_spread_ms,
                 b.forward_backward_ms,
                 b.forward_backward_spread_ms,
+            ),
+            **(
+                {
+                    "deployed": within_noise(
+                        a.deployed_ms, a.deployed_spread_ms, b.deployed_ms, b.deployed_spread_ms
+                    )
+                }
+                if a.deployed_ms is not None and b.deployed_ms is not None
+                else {}
             ),
         }
 
@@ -171,6 +194,7 @@ class Comparison:
             "batch_size": self.batch_size,
             "repeats": self.repeats,
             "threads": self.threads,
+            "engine": self.engine,
         }
 
     def timing_note(self) -> str:
@@ -201,6 +225,16 @@ class Comparison:
         """Header and rows of the side-by-side table: quantity, A, B, A / B."""
         a, b = self.a, self.b
         speedup, noise = self.speedup, self.speedup_within_noise
+        deployed = []
+        if a.deployed_ms is not None and b.deployed_ms is not None and self.engine is not None:
+            deployed = [
+                [
+                    f"deployed ms ({self.engine['name']})",
+                    format_ms(a.deployed_ms),
+                    format_ms(b.deployed_ms),
+                    _speedup(speedup, noise, "deployed"),
+                ]
+            ]
         return [
             ["", f"A: {a.name}", f"B: {b.name}", "A / B"],
             ["parameters", short_count(a.params), short_count(b.params), ratio_of(a.params, b.params)],
@@ -218,6 +252,7 @@ class Comparison:
                 format_ms(b.forward_backward_ms),
                 _speedup(speedup, noise, "forward_backward"),
             ],
+            *deployed,
         ]
 
     def table(self) -> Table:
@@ -259,6 +294,7 @@ def compare_models(
     dataset: DataSplits | None = None,
     images: torch.Tensor | None = None,
     samples: int = AGREEMENT_SAMPLES,
+    engine: str | None = None,
 ) -> Comparison:
     """Parameters, MACs and receptive field of A and B, their latencies measured interleaved, and agreement.
 
@@ -269,7 +305,9 @@ def compare_models(
     on the CPU in float32, on copies: the models given are not changed. Before any image is made, a
     lower bound of the memory needed (:func:`memory_estimate_bytes`) is checked against the memory
     available: beyond it a :class:`~sepconv.machine.MemoryLimitError` (a ValueError) names
-    ``input_size``, ``samples`` or ``batch_size``.
+    ``input_size``, ``samples`` or ``batch_size``. ``engine`` (a name of :data:`sepconv.deploy.ENGINES`)
+    also times each model's forward pass deployed on that engine, as ``sepconv export`` writes it and
+    the engine runs it, in the same rounds.
 
     >>> from sepconv.models import create_model
     >>> from sepconv.convert import fold_batchnorm
@@ -279,6 +317,14 @@ def compare_models(
     (1.0, 'mnist5k test images')
     """
     label_a, label_b = _names(model_a, model_b, names)
+    deployment = None
+    if engine is not None:
+        from sepconv.deploy.engines import get_engine
+
+        deployment = get_engine(engine)
+        reason = deployment.unavailable_reason()
+        if reason is not None:
+            raise ParameterError(f"engine {engine} cannot run here: {reason}", param="engine")
     for name, value in (("batch_size", batch_size), ("repeats", repeats), ("warmup_calls", warmup_calls)):
         check_positive(name, value)
     check_positive("samples", samples)
@@ -305,9 +351,16 @@ def compare_models(
             description = "given images"
         agreement, reason = output_agreement(reference_a, reference_b, images, inputs=description)
 
-    latencies = _measure_latencies(
-        {"a": reference_a, "b": reference_b}, size, batch_size, repeats, warmup_calls
-    )
+    with tempfile.TemporaryDirectory(prefix="sepconv-compare-") as folder:
+        latencies = _measure_latencies(
+            {"a": reference_a, "b": reference_b},
+            size,
+            batch_size,
+            repeats,
+            warmup_calls,
+            deployment,
+            Path(folder),
+        )
     measurements = [
         ModelMeasurement(
             name=label,
@@ -318,6 +371,8 @@ def compare_models(
             forward_backward_ms=latencies[key, "forward_backward"][0],
             forward_spread_ms=latencies[key, "forward"][1],
             forward_backward_spread_ms=latencies[key, "forward_backward"][1],
+            deployed_ms=latencies[key, "deployed"][0] if deployment is not None else None,
+            deployed_spread_ms=latencies[key, "deployed"][1] if deployment is not None else None,
         )
         for key, label, summary in (("a", label_a, summary_a), ("b", label_b, summary_b))
     ]
@@ -330,6 +385,7 @@ def compare_models(
         batch_size=batch_size,
         repeats=repeats,
         threads=torch.get_num_threads(),
+        engine=None if deployment is None else deployment.describe(),
     )
 
 
@@ -502,15 +558,27 @@ def output_agreement(
 
 
 def _measure_latencies(
-    models: dict[str, nn.Module], size: tuple[int, int, int], batch_size: int, repeats: int, warmup_calls: int
+    models: dict[str, nn.Module],
+    size: tuple[int, int, int],
+    batch_size: int,
+    repeats: int,
+    warmup_calls: int,
+    engine: Any = None,
+    folder: Path | None = None,
 ) -> dict[tuple[str, str], tuple[float, float | None]]:
-    """(median, spread) in ms per call of each model's forward and forward+backward, interleaved per round."""
+    """(median, spread) in ms per call of each model's forward and forward+backward, and with ``engine``
+    its deployed forward (files in ``folder``), interleaved per round."""
     images = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(1))
     calls = {}
     for key, model in models.items():
         calls[key, "forward"] = _forward_call(model, images)
     for key, model in models.items():
         calls[key, "forward_backward"] = _forward_backward_call(model, images, key)
+    if engine is not None and folder is not None:
+        for key, model in models.items():
+            calls[key, "deployed"] = engine.prepare_deployed(
+                model, images, folder / key, threads=torch.get_num_threads()
+            )
     # min_run_seconds=0: exactly `repeats` rounds, each running every call for at least one block.
     plan = TimingPlan(
         warmup_calls=warmup_calls,
