@@ -589,11 +589,8 @@ def fit(
     folder back (:meth:`~sepconv.train.run_folder.RunFolder.abandon`). ``overwrite`` with ``resume``
     is refused, and so is resuming a finished run (its ``result.json``), which changes nothing.
     """
-    import lightning.pytorch as pl
-
     from sepconv.io import atomic_write_bytes
     from sepconv.train import processes
-    from sepconv.train.checkpoint import InterruptRequest, TrainingInterrupted
     from sepconv.train.run_folder import check_out_dir, claim_run_folder
 
     processes.die_with_launcher()  # a process Lightning started for this run ends with its launcher
@@ -604,6 +601,11 @@ def fit(
         )
     check_out_dir(config.out_dir)
     processes.check_process_count(config.devices, on_gpu=_on_gpu(config))
+    # Lightning (seconds to import) only after the checks that need none of it: a refusal is quick.
+    import lightning.pytorch as pl
+
+    from sepconv.train.checkpoint import InterruptRequest, TrainingInterrupted
+
     warn = warn or _warn
     config, initial = resolve_init_from(config)
     init_sha256 = None if initial is None else initial.sha256
