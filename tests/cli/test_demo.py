@@ -253,6 +253,22 @@ def test_progress_beside_json_is_refused(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_engine_that_cannot_run_here_is_refused_before_anything_is_claimed(tmp_path, capsys, monkeypatch):
+    from tests.helpers.cli import run_sepconv
+
+    monkeypatch.setattr("sepconv.machine.cpu_has_native_bf16", lambda: False)
+    out = tmp_path / "d"
+    code, stdout, stderr = run_sepconv(
+        ["demo", "--engine", "ort", "--engine", "openvino-bf16", "--out", str(out)], capsys
+    )
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        "sepconv demo: error: --engine: openvino-bf16 cannot run here: this CPU has no native bf16 (no "
+        "AVX512-BF16 or AMX); OpenVINO would run float32\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_out_that_is_a_fifo_is_refused_and_stays_a_fifo(tmp_path, capsys):
     import os
     import stat

@@ -150,7 +150,7 @@ def _print_table(document: dict[str, Any]) -> None:
     )
     console.print(
         "deployed: each twin's model.onnx (BatchNorm folded, verified) on each engine, timed alone with its "
-        "deployment settings"
+        f"deployment settings, on {recipe.get('cpu', 'this CPU')}"
     )
     console.print(deployed_line(document))
     console.print(

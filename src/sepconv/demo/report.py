@@ -193,7 +193,8 @@ def write_report(document: dict[str, Any], curves: dict[str, list[dict[str, floa
         f"Both twins trained with the same recipe: {recipe['epochs']} epochs, batch {recipe['batch_size']}, "
         f"AdamW + one-cycle (max lr {recipe['lr']}), label smoothing {recipe['label_smoothing']}, seed "
         f"{recipe['seed']}, on {recipe['train_samples']} training images ({recipe['val_samples']} validation, "
-        f"{recipe['test_samples']} test), {recipe['torch_threads']} CPU threads."
+        f"{recipe['test_samples']} test), {recipe['torch_threads']} CPU threads"
+        + (f" of {recipe['cpu']}." if recipe.get("cpu") else ".")
     )
     explanation = [
         "MACs are multiply-accumulates of one forward pass of one image; latency is the median of repeated",

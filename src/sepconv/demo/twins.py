@@ -134,6 +134,7 @@ def _train_and_compare(
 ) -> dict[str, Any]:
     import torch
 
+    from sepconv.machine import cpu_summary
     from sepconv.train.trainer import fit
 
     dataset = data.name
@@ -176,6 +177,7 @@ def _train_and_compare(
             "seed": seed,
             "fused": fused,
             "torch_threads": torch.get_num_threads(),
+            "cpu": cpu_summary(),
         },
         "report": str(out_dir / "report.md"),
     }
