@@ -223,9 +223,9 @@ def int8_accuracy(model_file: str | None) -> None:
 
 
 def moved_bytes(model: nn.Module, input_shape: tuple[int, ...], bytes_per_element: int) -> int:
-    """The bytes a deployed forward pass must move at least: the input read, each convolution's and linear
-    layer's output written once and read once by the next layer (BatchNorm folded, activations fused
-    into the layer before), and every weight read once; all at ``bytes_per_element``.
+    """The bytes a deployed forward pass must move at least: the input read, each convolution's, linear
+    layer's and pooling layer's output written once and read once by the next layer (BatchNorm folded,
+    activations fused into the layer before), and every weight read once; all at ``bytes_per_element``.
 
     >>> moved_bytes(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 1, 4, 4), 4)  # 16 in, 8 out, 20 weights
     208
@@ -235,11 +235,24 @@ def moved_bytes(model: nn.Module, input_shape: tuple[int, ...], bytes_per_elemen
     summary = summarize(model, input_shape)
     activations = 0
     for layer in summary.layers:
-        if layer.type in ("Conv2d", "Linear", "DepthwiseConv2d", "PointwiseConv2d"):
+        if layer.type in _MOVING_LAYERS:
             activations += 2 * _numel(layer.output_shape)
     weights = sum(parameter.numel() for parameter in model.parameters())
     inputs = _numel(input_shape)
     return bytes_per_element * (inputs + activations + weights)
+
+
+# The layers whose output a deployed graph writes to memory (activations and BatchNorm fuse into them).
+_MOVING_LAYERS = (
+    "Conv2d",
+    "DepthwiseConv2d",
+    "PointwiseConv2d",
+    "ConvTranspose2d",
+    "Linear",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+)
 
 
 def _numel(shape: Any) -> int:

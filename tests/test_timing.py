@@ -90,6 +90,18 @@ def test_a_pause_precedes_every_block_and_no_pause_is_timed():
     assert timings["b"].seconds == pytest.approx((0.002,) * 3, rel=1e-9)
 
 
+def test_a_spinning_callable_makes_the_next_pause_longer():
+    machine = FakeMachine()
+    calls = {"spins": machine.call("spins", 0.001), "b": machine.call("b", 0.002)}
+    plan = TimingPlan(
+        warmup_calls=0, min_rounds=2, min_run_seconds=0.0, calls_per_block=1, settle_seconds=0.5
+    )
+    timings = machine.time(calls, plan, settle_after={"spins": 0.25})
+    # the first pause follows nothing; every pause after a block of "spins" waits 0.25 s more
+    assert machine.log == ["sleep 0.5", "spins", "sleep 0.75", "b", "sleep 0.5", "spins", "sleep 0.75", "b"]
+    assert timings["b"].seconds == pytest.approx((0.002,) * 2, rel=1e-9)
+
+
 def test_min_rounds_wins_over_a_short_run_and_a_fixed_block_needs_no_sizing_call():
     machine = FakeMachine()
     plan = TimingPlan(warmup_calls=1, min_rounds=4, min_run_seconds=0.0, calls_per_block=2, settle_seconds=0)

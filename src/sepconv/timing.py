@@ -158,6 +158,7 @@ def time_interleaved(
     synchronize: Callable[[], object] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], object] = time.sleep,
+    settle_after: Mapping[Key, float] | None = None,
 ) -> dict[Key, Timing]:
     """Time every callable of ``calls`` in interleaved rounds (see the module's docstring); one
     :class:`Timing` per key, in the order of ``calls``.
@@ -202,12 +203,16 @@ def time_interleaved(
     calls_per_block, rounds = _block_sizes_and_rounds(calls, plan, timed)
     progress.extend(rounds - plan.min_rounds)
     samples: dict[Key, list[float]] = {key: [] for key in keys}
+    extra = dict(settle_after or {})
+    previous: Key | None = None
     for round_index in range(rounds):
         shift = round_index % len(keys) if plan.rotate else 0
         for key in keys[shift:] + keys[:shift]:
-            if plan.settle_seconds:
-                sleep(plan.settle_seconds)
+            pause = plan.settle_seconds + (extra.get(previous, 0.0) if previous is not None else 0.0)
+            if pause:
+                sleep(pause)
             samples[key].append(timed(calls[key], calls_per_block[key]))
+            previous = key
         progress.advance(f"{label}: round {round_index + 1}/{rounds}")
     return {key: Timing(tuple(samples[key]), calls_per_block[key]) for key in keys}
 

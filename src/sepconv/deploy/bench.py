@@ -128,7 +128,10 @@ def benchmark_paths(
                 warmup_calls,
                 counter,
             )
-            timings = time_interleaved(calls, plan, progress=counter, label="timing inference")
+            spinning = {key: table[key[0]].spin_seconds for key in calls if table[key[0]].spin_seconds}
+            timings = time_interleaved(
+                calls, plan, progress=counter, label="timing inference", settle_after=spinning
+            )
         results = _results(timings, names, batches, outputs)
         runtimes = {
             name: path_runtime(name, threads) if name in EXECUTION_PATHS else _extra_runtime(table[name])

@@ -586,7 +586,10 @@ def _measure_latencies(
         min_run_seconds=0.0,
         min_block_seconds=MIN_BLOCK_SECONDS,
     )
-    timings = time_interleaved(calls, plan, label="timing compare")
+    spinning = None
+    if engine is not None and engine.spin_seconds:
+        spinning = {key: engine.spin_seconds for key in calls if key[1] == "deployed"}
+    timings = time_interleaved(calls, plan, label="timing compare", settle_after=spinning)
     return {key: (timing.median_ms, timing.spread_ms) for key, timing in timings.items()}
 
 

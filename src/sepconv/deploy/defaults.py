@@ -23,4 +23,4 @@ AGREEMENT_SAMPLES = 128
 # The names of sepconv.deploy.engines.ENGINES, for the flags that choose one (`--measure`, `--engine`):
 # their --help lists them without importing the engines (and torch). A test keeps the two equal.
 #: The engines' names, known without importing them (and torch), for the flags' help.
-ENGINE_NAMES = ("ort", "ort-int8", "torch")
+ENGINE_NAMES = ("ort", "ort-int8", "torch", "openvino", "openvino-bf16", "openvino-int8")

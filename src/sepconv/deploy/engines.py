@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from sepconv.checks import check_int, choice_error
-from sepconv.deploy.execution_paths import PathUnavailableError
+from sepconv.deploy.execution_paths import ORT_SPIN_SECONDS, PathUnavailableError
 
 __all__ = ["ENGINES", "Engine", "OnnxRuntimeEngine", "OpenVinoEngine", "TorchEngine", "get_engine"]
 
@@ -52,6 +52,9 @@ class Engine:
     name: str = ""
     description: str = ""
     precision: str = "fp32"
+    #: Seconds the engine's idle threads spin after a deployed call (:meth:`prepare_deployed`), which a
+    #: timer must wait out before timing anything else (``time_interleaved``'s ``settle_after``).
+    spin_seconds: float = 0.0
 
     @property
     def bytes_per_element(self) -> int:
@@ -165,6 +168,7 @@ class OnnxRuntimeEngine(Engine):
         self.description = (
             "ONNX Runtime, static int8 (QDQ, per-channel weights)" if int8 else "ONNX Runtime, float32"
         )
+        self.spin_seconds = ORT_SPIN_SECONDS
 
     def version(self) -> str:
         """The installed onnxruntime's version."""
@@ -243,12 +247,13 @@ class OnnxRuntimeEngine(Engine):
         threads: int,
         calibration: Sequence[torch.Tensor] | None = None,
     ) -> BoundCall:
-        """Deploy ``model`` as :meth:`deploy` does and bind the ONNX Runtime session to ``example``."""
+        """Deploy ``model`` as :meth:`deploy` does and bind the ONNX Runtime session to ``example``, with
+        ONNX Runtime's default settings (idle threads spin for :attr:`spin_seconds` after each call)."""
         from sepconv.deploy.runtime import OnnxModel
 
         check_int("threads", threads, minimum=1)
         path = self.deploy(model, tuple(example.shape[1:]), folder, calibration=calibration)
-        return OnnxModel(path, threads=threads).bind(example)
+        return OnnxModel(path, threads=threads, spin_wait=True).bind(example)
 
     def model_from_onnx(
         self,

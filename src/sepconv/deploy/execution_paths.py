@@ -32,6 +32,11 @@ __all__ = [
     "Workspace",
 ]
 
+#: How long ONNX Runtime's idle threads spin after a run with its default settings, rounded up: one
+#: thread stayed busy for 50-60 ms after each run (process CPU time sampled every 10 ms, separable_cnn,
+#: 2 threads, onnxruntime 1.32); a path timed within that window ran up to 2x slower.
+ORT_SPIN_SECONDS = 0.1
+
 #: A forward pass (or training step) with its input already bound: call it with no arguments.
 BoundCall = Callable[[], Any]
 #: Turns the float32 NCHW batch into a :data:`BoundCall`, converting it (layout, numpy) once.
@@ -96,6 +101,10 @@ class ExecutionPath:
     description: str
     prepare_inference: Callable[[Workspace], Bind]
     prepare_training: Callable[[Workspace], Bind] | None = None
+    #: Seconds the path's idle threads keep spinning after a call, which the timer waits out before
+    #: timing the next path (ONNX Runtime's default settings spin; PyTorch's and OpenVINO's threads
+    #: sleep within the timer's usual pause).
+    spin_seconds: float = 0.0
 
 
 def _one_line(error: BaseException) -> str:
@@ -207,9 +216,10 @@ def _needs_onnx(prepare: Callable[[Workspace], Bind]) -> Callable[[Workspace], B
 def _onnx_session(path: Path) -> Any:
     """The file as a deployment runs it: ONNX Runtime's default settings, idle threads spinning.
 
-    Spinning threads would steal the cores of the path timed next, so the benchmark pauses between
-    blocks (``settle_seconds``) until they sleep again; parking them instead (``OnnxModel``'s
-    ``spin_wait=False``) spares that pause but costs ONNX Runtime itself up to 1.7x at batch 1.
+    Spinning threads would steal the cores of the path timed next, so the benchmark waits
+    :data:`ORT_SPIN_SECONDS` after each ONNX Runtime block until they sleep again; parking them instead
+    (``OnnxModel``'s ``spin_wait=False``) spares that wait but costs ONNX Runtime itself up to 1.7x at
+    batch 1.
     """
     from sepconv.deploy import OnnxModel
 
@@ -378,12 +388,16 @@ EXECUTION_PATHS: dict[str, ExecutionPath] = {
             _compiled_training,
         ),
         ExecutionPath(
-            "onnx_fp32", "ONNX Runtime, float32 (BatchNorm folded at export)", _needs_onnx(_onnx_fp32)
+            "onnx_fp32",
+            "ONNX Runtime, float32 (BatchNorm folded at export)",
+            _needs_onnx(_onnx_fp32),
+            spin_seconds=ORT_SPIN_SECONDS,
         ),
         ExecutionPath(
             "onnx_int8",
             "ONNX Runtime, static int8 (QDQ, per-channel weights, random calibration)",
             _needs_onnx(_onnx_int8),
+            spin_seconds=ORT_SPIN_SECONDS,
         ),
         ExecutionPath(
             "openvino_fp32", "OpenVINO, float32, compiled for latency at each batch size", _openvino("fp32")

@@ -444,7 +444,8 @@ def time_models(
             calls[name] = engine.prepare_deployed(
                 model, example, place, threads=threads, calibration=calibration
             )
-        timings = time_interleaved(calls, plan, progress=progress, label="end to end")
+        spinning = dict.fromkeys(calls, engine.spin_seconds) if engine.spin_seconds else None
+        timings = time_interleaved(calls, plan, progress=progress, label="end to end", settle_after=spinning)
     return {name: timings[name] for name in models}
 
 
