@@ -99,7 +99,12 @@ def plain_paths(model: nn.Module, folder: Path) -> list[ExecutionPath]:
             graph.reshape({0: list(images.shape)})
             request = core.compile_model(graph, "CPU", config).create_infer_request()
             array = images.numpy()
-            return lambda: request.infer({0: array})
+
+            def run() -> Any:
+                request.infer({0: array})
+                return request.get_output_tensor(0).data
+
+            return run
 
         return bind
 
