@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from sepconv.checks import check_choice, describe_integer
-from sepconv.deploy.metadata import METADATA_KEY, ExportError, check_metadata, parse_metadata
-from sepconv.deploy.runtime import DeployedModel
+from sepconv.deploy.metadata import METADATA_KEY, ExportError
+from sepconv.deploy.runtime import DeployedModel, checked_metadata
 from sepconv.errors import ParameterError
 
 __all__ = [
@@ -258,25 +258,13 @@ def _tensor(array: np.ndarray) -> Any:
 
 def _read_metadata(model: Any, file: Path) -> dict[str, Any]:
     """The IR's sepconv metadata, bounded and checked against its graph; ``{}`` for an IR from elsewhere."""
-    if not model.has_rt_info([METADATA_KEY]):
-        return {}
-    text = model.get_rt_info([METADATA_KEY]).astype(str)
-    document = parse_metadata(text, where=str(file))
-    graph_input = model.inputs[0].get_partial_shape()
-    graph_output = model.outputs[0].get_partial_shape()
-    dims = [None if dim.is_dynamic else int(dim.get_length()) for dim in list(graph_input)]
-    num_classes = (
-        int(graph_output[1].get_length())
-        if graph_output.rank.is_static and len(graph_output) == 2 and graph_output[1].is_static
-        else None
-    )
-    try:
-        check_metadata(
-            document,
-            subject=f"{file}: its sepconv metadata's {{key}}",
-            num_classes=num_classes,
-            graph_input=dims[1:] if len(dims) == 4 else None,
-        )
-    except ValueError as error:
-        raise ExportError(str(error)) from None
-    return document
+    text = model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
+    return checked_metadata(text, file, _dims(model.inputs[0]), _dims(model.outputs[0]))
+
+
+def _dims(port: Any) -> list[int | None]:
+    """A port's shape, None for each dynamic dimension ([] for a dynamic rank)."""
+    shape = port.get_partial_shape()
+    if shape.rank.is_dynamic:
+        return []
+    return [None if dim.is_dynamic else int(dim.get_length()) for dim in list(shape)]

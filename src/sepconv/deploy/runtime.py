@@ -9,7 +9,7 @@ graph (one mean and one std > 0 per input channel, one class name per output) wh
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -266,20 +266,27 @@ class _DeployedModule(nn.Module):
 
 
 def _read_metadata(session: Any, file: Path) -> dict[str, Any]:
-    """The file's sepconv metadata, bounded and checked against its graph; ``{}`` for a file from elsewhere."""
+    """The ONNX file's sepconv metadata, bounded and checked against its graph; ``{}`` for a file from elsewhere."""
     text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return checked_metadata(text, file, session.get_inputs()[0].shape, session.get_outputs()[0].shape)
+
+
+def checked_metadata(
+    text: str | None, file: Path, graph_input: Sequence[Any], graph_output: Sequence[Any]
+) -> dict[str, Any]:
+    """A deployed file's stored metadata ``text`` parsed within bounds and checked against its graph's
+    input and output shapes (an int per fixed dimension, anything else for a dynamic one); ``{}`` when
+    the file stores none (a file from elsewhere: it runs, it just cannot describe itself)."""
     if text is None:
-        return {}  # an ONNX file from elsewhere: it runs, it just cannot describe itself
+        return {}
     document = parse_metadata(text, where=str(file))
-    graph_input = session.get_inputs()[0].shape
-    graph_output = session.get_outputs()[0].shape
     num_classes = graph_output[1] if len(graph_output) == 2 and isinstance(graph_output[1], int) else None
     try:
         check_metadata(
             document,
             subject=f"{file}: its sepconv metadata's {{key}}",
             num_classes=num_classes,
-            graph_input=graph_input[1:] if len(graph_input) == 4 else None,
+            graph_input=list(graph_input[1:]) if len(graph_input) == 4 else None,
         )
     except ValueError as error:
         raise ExportError(str(error)) from None
