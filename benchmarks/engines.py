@@ -88,7 +88,7 @@ def plain_paths(model: nn.Module, folder: Path) -> list[ExecutionPath]:
         return bind
 
     def openvino(workspace: Any) -> Any:
-        from sepconv.deploy.openvino_runtime import import_openvino
+        from sepconv.deploy.openvino_runtime import import_openvino, signal_stack_kept
 
         ov = import_openvino()
         core = ov.Core()
@@ -97,7 +97,8 @@ def plain_paths(model: nn.Module, folder: Path) -> list[ExecutionPath]:
         def bind(images: torch.Tensor) -> Any:
             graph = core.read_model(str(onnx_file(workspace)))
             graph.reshape({0: list(images.shape)})
-            request = core.compile_model(graph, "CPU", config).create_infer_request()
+            with signal_stack_kept():  # see its docstring: OpenVINO's CPU plugin and the signal stack
+                request = core.compile_model(graph, "CPU", config).create_infer_request()
             array = images.numpy()
 
             def run() -> Any:

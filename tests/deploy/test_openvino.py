@@ -20,7 +20,7 @@ from torch import nn
 from sepconv.deploy import ENGINES, benchmark_paths
 from sepconv.deploy.metadata import METADATA_KEY, ExportError
 from sepconv.deploy.openvino_export import BF16_UNIT_ROUNDOFF, bf16_tolerance, export_openvino
-from sepconv.deploy.openvino_runtime import OpenVinoModel, resolve_ir_path
+from sepconv.deploy.openvino_runtime import OpenVinoModel, resolve_ir_path, signal_stack_kept
 from sepconv.layers import SeparableConv2d
 from sepconv.models import create_model
 
@@ -233,7 +233,8 @@ def test_bf16_is_checked_where_the_cpu_says_it_has_native_bf16(tmp_path, monkeyp
     assert bf16["tolerance"] == bf16_tolerance(model)
     assert bf16["max_rel_diff"] <= bf16["tolerance"]
     assert bf16["inference_precision"] in ("bf16", "fp32")
-    native = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    with signal_stack_kept():
+        native = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert bf16["inference_precision"] == ("bf16" if native else "fp32")
     assert ENGINES["openvino-bf16"].unavailable_reason() is None
 
@@ -259,6 +260,71 @@ def test_openvino_and_nncf_send_and_write_nothing(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the thread's signal stack -------------------------------------------------------------------------
+
+# Export with int8 (OpenVINO compiles to verify, NNCF quantizes), then two models compiled at two batch
+# sizes each and released in the order they were made; prints the thread's alternate signal stack
+# before and after, then has Python handle a signal on it. Before signal_stack_kept, OpenVINO's CPU
+# plugins left that stack pointing at one of their own freed stacks, and the signal killed the process
+# with SIGSEGV and nothing printed: a pytest-xdist worker died that way in a later DataLoader test.
+_SIGNAL_STACK_SCRIPT = """
+import ctypes, faulthandler, gc, json, os, signal, sys
+import numpy as np, torch
+from sepconv.deploy.openvino_export import export_openvino
+from sepconv.deploy.openvino_runtime import OpenVinoModel
+from sepconv.models import create_model
+
+faulthandler.enable()  # gives the thread an alternate signal stack, as pytest and python -X faulthandler do
+
+
+class Stack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def stack():
+    current = Stack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(current)) == 0
+    return [current.ss_sp, current.ss_flags, current.ss_size]
+
+
+before = stack()
+torch.manual_seed(0)
+model = create_model("separable_cnn", num_classes=4, in_channels=1, widths=[4, 8, 8, 16]).eval()
+folder = sys.argv[1]
+export_openvino(model, folder, input_size=(1, 16, 16), int8_calibration=[torch.randn(8, 1, 16, 16)])
+models = [OpenVinoModel(os.path.join(folder, name)) for name in ("model.xml", "model.int8.xml")]
+for deployed in models:
+    for batch in (1, 3):
+        deployed(np.zeros((batch, 1, 16, 16), np.float32))
+del deployed
+models.pop(0)
+gc.collect()
+models.pop(0)
+gc.collect()
+after = stack()
+handled = []
+signal.signal(signal.SIGUSR1, lambda *args: handled.append(1))
+for _ in range(3):
+    os.kill(os.getpid(), signal.SIGUSR1)
+print(json.dumps({"before": before, "after": after, "handled": len(handled)}))
+"""
+
+
+@pytest.mark.slow  # a fresh process that exports with int8: about 15 s
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU plugin's signal stack is Linux's")
+def test_models_released_in_creation_order_leave_the_threads_signal_stack_as_it_was(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_STACK_SCRIPT, str(tmp_path / "ir")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["after"] == result["before"]
+    assert result["handled"] == 3
 
 
 # --- the registry and bench ---------------------------------------------------------------------------

@@ -50,7 +50,13 @@ from sepconv.deploy.onnx_export import (
     export_onnx,
     verify_outputs,
 )
-from sepconv.deploy.openvino_runtime import IR_FILES, OpenVinoModel, import_nncf, import_openvino
+from sepconv.deploy.openvino_runtime import (
+    IR_FILES,
+    OpenVinoModel,
+    import_nncf,
+    import_openvino,
+    signal_stack_kept,
+)
 
 __all__ = [
     "BF16_UNIT_ROUNDOFF",
@@ -359,7 +365,7 @@ def quantize_ir(
     subset = min(images, _INT8_SUBSET_IMAGES)
     method = "quantize"
     # NNCF's progress bars go to stdout, where `sepconv export --json` prints its JSON and nothing else.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), signal_stack_kept():
         if max_accuracy_drop is None:
             quantized = nncf.quantize(model, nncf.Dataset(arrays), subset_size=subset)
         else:

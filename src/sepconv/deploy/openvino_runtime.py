@@ -14,10 +14,14 @@ telemetry unless told not to, and sepconv sends nothing anywhere: :func:`import_
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import importlib.util
 import os
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,6 +41,7 @@ __all__ = [
     "import_openvino",
     "openvino_unavailable_reason",
     "resolve_ir_path",
+    "signal_stack_kept",
 ]
 
 #: The command that installs what the OpenVINO engines need.
@@ -80,6 +85,54 @@ def _telemetry_off() -> None:
         setattr(Telemetry, slot, silent)
     else:
         getattr(Telemetry, slot).consent = False
+
+
+class _SignalStack(ctypes.Structure):
+    # Linux's stack_t (<signal.h>): base, flags, size.
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_SS_ONSTACK, _SS_DISABLE = 1, 2
+
+
+@functools.cache
+def _sigaltstack() -> Callable[..., int] | None:
+    """libc's ``sigaltstack``, or None where the plugin's behaviour below does not apply (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sigaltstack
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.POINTER(_SignalStack), ctypes.POINTER(_SignalStack)]
+    function.restype = ctypes.c_int
+    return function
+
+
+@contextlib.contextmanager
+def signal_stack_kept() -> Iterator[None]:
+    """Put the calling thread's alternate signal stack back after the OpenVINO calls in the block.
+
+    Why: OpenVINO's CPU plugin (2025.x-2026.x) installs a small signal stack of its own on the thread
+    that creates it and, when it is destroyed, puts back the one it found there, even when that one
+    belonged to another plugin that was destroyed (and unmapped) in the meantime. Two compiled models
+    from two ``Core`` objects, released in the order they were made, leave the thread's signal stack
+    pointing at freed memory; the next signal Python handles on it (Ctrl-C, a DataLoader worker's exit)
+    kills the process with SIGSEGV and no message. With the caller's stack put back after each call
+    that may create a plugin (compiling, quantizing), no plugin finds its own stack installed when it
+    is destroyed, so each only frees its own. A no-op outside Linux.
+    """
+    function = _sigaltstack()
+    saved = _SignalStack()
+    if function is None or function(None, ctypes.byref(saved)) != 0 or saved.ss_flags & _SS_ONSTACK:
+        yield
+        return
+    try:
+        yield
+    finally:
+        if saved.ss_flags & _SS_DISABLE:
+            saved = _SignalStack(None, _SS_DISABLE, 0)
+        function(ctypes.byref(saved), None)
 
 
 def import_openvino() -> ModuleType:
@@ -190,7 +243,8 @@ class OpenVinoModel(DeployedModel):
             "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[self.precision],
         }
         try:
-            return self._core.compile_model(model, "CPU", config)
+            with signal_stack_kept():
+                return self._core.compile_model(model, "CPU", config)
         except Exception as error:
             detail = " ".join(str(error).split())
             raise ExportError(f"OpenVINO cannot compile {self.path}: {detail[:300]}") from None
