@@ -24,14 +24,20 @@ short untimed pause), so a change in the machine's load hits all paths alike; th
 the median over rounds of its blocks' mean call. bf16
 autocast is timed only on CPUs with native bf16 units unless ``--bf16 on`` (emulated bf16 is several
 times slower than float32, and would take most of the run).
+
+Memory: by default the whole run keeps freed memory in the process between steps
+(``sepconv.train.heap.kept_heap``, glibc only), as ``sepconv.train.fit`` does while it trains; without
+it glibc hands large tensors back to the kernel, which maps and zeroes them again at the next step (up
+to a third of a step's time on large maps). ``--heap released`` times glibc's start-up behaviour. The
+setting is process-wide, so it applies to every path of a section, the baselines included.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,9 +51,10 @@ from torch import nn
 
 from sepconv.demo import DEMO_LR
 from sepconv.kernels import kernels_available, set_fused
-from sepconv.machine import cpu_has_native_bf16
+from sepconv.machine import cpu_features, cpu_has_native_bf16, cpu_summary
 from sepconv.models import create_model
 from sepconv.timing import TimingPlan, time_interleaved
+from sepconv.train.heap import kept_heap
 from sepconv.train.optim import parameter_groups
 from sepconv.train.precision import choose_precision
 
@@ -80,6 +87,9 @@ class Settings:
     copy_megabytes: int = 256
     bf16: str = "auto"  # "auto": only with native bf16 units; "on"; "off"
     compile: bool = True
+    # "kept": freed memory stays in the process between steps, as in sepconv.train.fit (kept_heap);
+    # "released": glibc's start-up behaviour, which maps and zeroes large tensors again every step.
+    heap: str = "kept"
 
     def time_bf16(self) -> bool:
         return self.bf16 == "on" or (self.bf16 == "auto" and cpu_has_native_bf16())
@@ -540,18 +550,10 @@ def print_depthwise_backward(result: dict[str, Any]) -> None:
 
 
 def machine() -> dict[str, Any]:
-    """What the figures depend on: CPU, threads, torch, native bf16, the fused kernels, the load."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    """What the figures depend on: CPU and its ISA, threads, torch, native bf16, the kernels, the load."""
     return {
-        "cpu": cpu,
+        "cpu": cpu_summary(),
+        "isa": cpu_features().to_dict(),
         "logical_cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -575,16 +577,22 @@ def run(settings: Settings, *, show: bool = True) -> dict[str, Any]:
     report: dict[str, Any] = {"machine": machine(), "settings": asdict(settings)}
     if show:
         info = report["machine"]
+        heap = (
+            "kept between steps, as sepconv.train.fit runs (every path, baselines too)"
+            if settings.heap == "kept"
+            else "released (glibc's start-up thresholds)"
+        )
         print(
             f"{info['cpu']}, {info['threads']} threads ({info['logical_cpus']} logical CPUs), torch {info['torch']}, "
             f"native bf16: {info['native_bf16']}, fused kernels: {info['fused_kernels']}, "
-            f"load average {info['load_average']}"
+            f"load average {info['load_average']}\nfreed memory: {heap}"
         )
-    for name, benchmark, show_section in SECTIONS:
-        report[name] = benchmark(settings)
-        if show:
-            show_section(report[name])
-            sys.stdout.flush()
+    with kept_heap() if settings.heap == "kept" else contextlib.nullcontext():
+        for name, benchmark, show_section in SECTIONS:
+            report[name] = benchmark(settings)
+            if show:
+                show_section(report[name])
+                sys.stdout.flush()
     report["seconds"] = time.perf_counter() - started
     if show:
         print(f"\n(all sections: {report['seconds']:.0f} s)")
@@ -609,6 +617,13 @@ def settings_from_arguments(argv: Sequence[str] | None) -> tuple[Settings, str |
         default="auto",
         help="time bf16 autocast (auto: native bf16 only)",
     )
+    parser.add_argument(
+        "--heap",
+        choices=("kept", "released"),
+        default="kept",
+        help="keep freed memory in the process between steps as sepconv's trainer does (default), "
+        "or leave glibc's start-up behaviour",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else Settings()
@@ -618,7 +633,9 @@ def settings_from_arguments(argv: Sequence[str] | None) -> tuple[Settings, str |
             if value < 1:
                 parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             settings = replace(settings, **{name: value})
-    settings = replace(settings, bf16=args.bf16, compile=settings.compile and not args.skip_compile)
+    settings = replace(
+        settings, bf16=args.bf16, heap=args.heap, compile=settings.compile and not args.skip_compile
+    )
     return settings, args.json
 
 

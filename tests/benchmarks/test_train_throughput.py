@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks import train_throughput as bench
-from sepconv.machine import cpu_has_native_bf16
+from sepconv.machine import cpu_features, cpu_has_native_bf16, cpu_summary
 from sepconv.train.precision import choose_precision
 
 # Tiny sizes: every section and path runs once. bf16 is forced on so that its rows are exercised
@@ -146,6 +146,11 @@ def test_report_is_json_with_every_section(report):
     assert decoded["settings"]["block_shapes"] == [list(shape) for shape in TINY.block_shapes]
     assert decoded["settings"]["twin_batch"] == 2 and decoded["settings"]["compile"] is False
     assert decoded["machine"]["threads"] == torch.get_num_threads()
+    # Every figure names the ISA it was taken on: the same line and flags as sepconv.machine reports.
+    assert decoded["machine"]["cpu"] == cpu_summary()
+    assert decoded["machine"]["isa"] == cpu_features().to_dict()
+    assert decoded["machine"]["native_bf16"] == decoded["machine"]["isa"]["native_bf16"]
+    assert decoded["settings"]["heap"] == "kept"
     assert decoded["twins"]["paths"] == report["twins"]["paths"]
 
 
@@ -168,5 +173,8 @@ def test_quick_and_flags_build_the_settings():
     settings, _ = bench.settings_from_arguments(["--rounds", "4", "--skip-compile", "--bf16", "off"])
     assert (settings.rounds, settings.compile, settings.bf16) == (4, False, "off")
     assert settings.time_bf16() is False
+    assert settings.heap == "kept"
+    settings, _ = bench.settings_from_arguments(["--heap", "released"])
+    assert settings.heap == "released"
     with pytest.raises(SystemExit):
         bench.settings_from_arguments(["--rounds", "0"])

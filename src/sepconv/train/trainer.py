@@ -584,6 +584,10 @@ def fit(
     :func:`find_resume_point`). A first Ctrl-C writes a checkpoint and raises ``KeyboardInterrupt``
     whose message says where it is and how to resume.
 
+    While Lightning trains, freed tensor memory stays in the process for the next step instead of being
+    mapped and zeroed again by the kernel (:func:`sepconv.train.heap.kept_heap`; glibc only), and is
+    given back when training ends.
+
     Everything is checked before the folder is claimed (settings, folder, data, model against data,
     a resume against its run); a new run that still fails before its first training step gives the
     folder back (:meth:`~sepconv.train.run_folder.RunFolder.abandon`). ``overwrite`` with ``resume``
@@ -591,6 +595,7 @@ def fit(
     """
     from sepconv.io import atomic_write_bytes
     from sepconv.train import processes
+    from sepconv.train.heap import kept_heap
     from sepconv.train.run_folder import check_out_dir, claim_run_folder
 
     processes.die_with_launcher()  # a process Lightning started for this run ends with its launcher
@@ -685,7 +690,7 @@ def fit(
                     (json.dumps(config.to_dict(), indent=2) + "\n").encode(),
                 )
             try:
-                with processes.launched_children(config.devices * config.num_nodes):
+                with processes.launched_children(config.devices * config.num_nodes), kept_heap():
                     parts.trainer.fit(
                         parts.module,
                         datamodule=_data_module(data, config),
