@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
 # What the sdist must carry besides the package: the project's tests and docs run from it.
 SDIST_FOLDERS = ("src", "tests", "docs", "benchmarks")
-PACKAGE_DATA = ("kernels/csrc/*.cpp", "viz/templates/*.html")
+PACKAGE_DATA = ("kernels/csrc/*.cpp", "kernels/csrc/*.h", "viz/templates/*.html")
 
 
 @dataclass
@@ -120,13 +120,14 @@ def test_the_installed_kernels_build_from_the_wheels_own_sources(installed: Inst
     # PyTorch (tests/kernels/test_fallback.py).
     check = (
         "from sepconv.kernels import _build\n"
-        "for path in sorted(_build._CSRC.glob('*.cpp')):\n"
+        "for path in sorted(_build._CSRC.glob('*.[ch]*')):\n"
         "    print(path)\n"
     )
     result = installed.run("python", "-c", check)
     assert result.returncode == 0, result.stderr[-3000:]
     sources = [Path(line) for line in result.stdout.split()]
-    repository = sorted((REPOSITORY / "src" / "sepconv" / "kernels" / "csrc").glob("*.cpp"))
+    # the sources and the headers they include
+    repository = sorted((REPOSITORY / "src" / "sepconv" / "kernels" / "csrc").glob("*.[ch]*"))
     assert [path.name for path in sources] == [path.name for path in repository] != []
     assert all(path.is_relative_to(installed.venv) for path in sources)  # the wheel's, not the repo's
     assert [path.read_bytes() for path in sources] == [path.read_bytes() for path in repository]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
-from hypothesis import strategies as st
+from tests.helpers.conv_geometry import depthwise_geometries
 
 from sepconv.kernels.depthwise import (
     FORWARD_OPERATORS,
@@ -32,28 +32,6 @@ def _relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
     return ((value - reference).abs().max() / reference.abs().max().clamp_min(1e-30)).item()
 
 
-@st.composite
-def conv_configs(draw):
-    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
-    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    # The padded input must hold the dilated kernel; 2 x 2 at least, so channels_last is a real layout.
-    min_h = max(2, (kernel[0] - 1) * dilation[0] + 1 - 2 * padding[0])
-    min_w = max(2, (kernel[1] - 1) * dilation[1] + 1 - 2 * padding[1])
-    return {
-        "batch": draw(st.integers(1, 3)),
-        # Up to 20 channels: full 8-wide vectors plus a remainder, and fewer channels than one vector.
-        "channels": draw(st.integers(2, 20)),
-        "height": draw(st.integers(min_h, min_h + 10)),
-        "width": draw(st.integers(min_w, min_w + 10)),
-        "kernel": kernel,
-        "stride": stride,
-        "padding": padding,
-        "dilation": dilation,
-    }
-
-
 def _inputs(config: dict, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (config["batch"], config["channels"], config["height"], config["width"])
     x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
@@ -62,7 +40,7 @@ def _inputs(config: dict, dtype: torch.dtype = torch.float32) -> tuple[torch.Ten
 
 
 @pytest.mark.parametrize("forward", FORWARD_OPERATORS)
-@given(config=conv_configs())
+@given(config=depthwise_geometries())
 def test_forward_and_gradients_match_conv2d(forward, config):
     # Both forward operators (hand-written, oneDNN) with the hand-written backward.
     x, weight = _inputs(config)

@@ -15,21 +15,23 @@ from pathlib import Path
 
 import pytest
 
-# Trains a fused ConvNormAct and a plain copy for two SGD steps with every warning recorded ("always",
+# Trains fused blocks and a plain copy for two SGD steps with every warning recorded ("always",
 # so a warning repeated per call would show up as many), then prints what the test checks as JSON.
 _TRAIN_TWO_STEPS = """
 import copy, json, warnings
 import torch
-from sepconv.kernels import kernels_available
-from sepconv.layers import ConvNormAct
+from sepconv.kernels import kernels_available, set_fused
+from sepconv.layers import ConvNormAct, DepthwiseSeparableBlock
 
 torch.manual_seed(0)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    fused = ConvNormAct(3, 4, 3, act_layer="silu")
+    # A channels_last 16x16 depthwise stage: where the kernels exist, it runs the fused depthwise +
+    # BatchNorm + activation operator.
+    fused = torch.nn.Sequential(ConvNormAct(3, 4, 3, act_layer="silu"), DepthwiseSeparableBlock(4, 6))
     plain = copy.deepcopy(fused)
-    plain.fused = False
-    x = torch.randn(2, 3, 6, 6)
+    set_fused(plain, False)
+    x = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
     same = []
     for module in (fused, plain):
         module.train()

@@ -198,6 +198,7 @@ def test_training_runs_the_projection_norm_through_the_fused_kernel(monkeypatch)
     assert block.fused is True
     block(torch.randn(2, 4, 6, 6))
     # the expansion and depthwise ConvNormActs, then the projection's BatchNorm with no activation
+    # (NCHW input: the depthwise step's conv + norm + activation cannot fuse into one kernel)
     assert calls == [
         (nn.BatchNorm2d, block.conv[0][2]),
         (nn.BatchNorm2d, block.conv[1][2]),

@@ -26,8 +26,15 @@ from sepconv.models import create_model
 
 pytestmark = pytest.mark.skipif(not kernels_available(), reason="the C++ kernels could not be built here")
 
-FUSED_FORWARD = "sepconv.bn_act_forward.default"
-FUSED_BACKWARD = "sepconv.bn_act_backward.default"
+# A fused norm pair runs as BatchNorm + activation, or with the depthwise convolution before it.
+FUSED_FORWARD = "fused forward"
+FUSED_BACKWARD = "fused backward"
+_FUSED_KINDS = {
+    "sepconv.bn_act_forward.default": FUSED_FORWARD,
+    "sepconv.dw_bn_act_forward.default": FUSED_FORWARD,
+    "sepconv.bn_act_backward.default": FUSED_BACKWARD,
+    "sepconv.dw_bn_act_backward.default": FUSED_BACKWARD,
+}
 
 
 class _OpCounter(TorchDispatchMode):
@@ -39,6 +46,8 @@ class _OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.calls[str(func)] += 1
+        if str(func) in _FUSED_KINDS:
+            self.calls[_FUSED_KINDS[str(func)]] += 1
         return func(*args, **(kwargs or {}))
 
 

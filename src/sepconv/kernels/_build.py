@@ -1,6 +1,6 @@
 """Build (once per machine, then cached) and load the C++ kernels; warn once when that is impossible.
 
-Each kernel family is one C++ file in ``csrc/``; together they are compiled just in time (in parallel,
+Each kernel family is one C++ file in ``csrc/`` (the code they share is in its headers); together they are compiled just in time (in parallel,
 by ninja) by :func:`torch.utils.cpp_extension.load` into PyTorch's extension cache
 (``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) and loaded as one
 ``torch.library`` operator library (``torch.ops.sepconv.*``). The first use on a machine compiles for about a minute (a line on stderr

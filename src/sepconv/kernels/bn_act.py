@@ -23,9 +23,11 @@ __all__ = [
     "ACTIVATION_CODES",
     "activation_code",
     "batch_norm_act",
+    "batch_norm_momentum",
     "can_fuse",
     "fusable_pairs",
     "kernels_available",
+    "training_arguments",
 ]
 
 #: The activations the fused C++ kernel knows, by module type, with the code it knows them by.
@@ -181,8 +183,20 @@ def batch_norm_act(
             return out
         activated: torch.Tensor = act(out)
         return activated
-    momentum = _momentum(norm)
-    channels = x.shape[1]
+    # One call: forward, running statistics and autograd are C++ (bn_act_train in csrc/bn_act.cpp).
+    output: torch.Tensor = torch.ops.sepconv.bn_act_train(x, *training_arguments(norm, x, x.shape[1]), code)
+    return output
+
+
+def training_arguments(
+    norm: nn.BatchNorm2d, x: torch.Tensor, channels: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, float, float]:
+    """What the fused training operators take from ``norm`` for a batch ``x`` of ``channels`` channels:
+    weight and bias (ones and zeros when not affine), running mean and variance (None when not
+    tracked), momentum (counting the batch, :func:`batch_norm_momentum`) and eps.
+
+    Raises ValueError, before counting the batch, when ``norm`` has another number of channels.
+    """
     if norm.num_features != channels:
         raise ValueError(
             f"expected {norm.num_features} channels for {norm}, got input of shape {tuple(x.shape)}"
@@ -191,22 +205,14 @@ def batch_norm_act(
     weight = norm.weight if norm.weight is not None else x.new_ones(channels, dtype=param_dtype)
     bias = norm.bias if norm.bias is not None else x.new_zeros(channels, dtype=param_dtype)
     tracked = norm.track_running_stats
-    # One call: forward, running statistics and autograd are C++ (bn_act_train in csrc/bn_act.cpp).
-    output: torch.Tensor = torch.ops.sepconv.bn_act_train(
-        x,
-        weight,
-        bias,
-        norm.running_mean if tracked else None,
-        norm.running_var if tracked else None,
-        momentum,
-        norm.eps,
-        code,
-    )
-    return output
+    running_mean = norm.running_mean if tracked else None
+    running_var = norm.running_var if tracked else None
+    return weight, bias, running_mean, running_var, batch_norm_momentum(norm), norm.eps
 
 
-def _momentum(norm: nn.BatchNorm2d) -> float:
-    # BatchNorm's own rule: count the batch, then use momentum, or 1/count for a cumulative average.
+def batch_norm_momentum(norm: nn.BatchNorm2d) -> float:
+    """Count a training batch in ``norm.num_batches_tracked`` and return the momentum for its running
+    statistics, by BatchNorm's own rule: ``momentum``, or 1/count (a cumulative average) when None."""
     if norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
         if norm.momentum is None:

@@ -16,6 +16,7 @@ from torch import nn
 from sepconv.arithmetic import check_positive
 from sepconv.errors import ArgumentTypeError
 from sepconv.kernels.bn_act import batch_norm_act, can_fuse
+from sepconv.kernels.depthwise import depthwise_batch_norm_act, fused_depthwise_norm_applies
 from sepconv.layers.conv import Conv2d, IntPair, PaddingArg, to_pair
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
 from sepconv.layers.factory import ActLayer, NormLayer, make_act, make_norm
@@ -88,8 +89,9 @@ class ConvNormAct(nn.Sequential):
     The convolution has a bias only when there is no normalization, unless ``bias`` says otherwise.
 
     In training, a BatchNorm + activation pair runs as one fused kernel (:mod:`sepconv.kernels`) when
-    ``fused`` is True (the default) and the kernel applies; otherwise, and in eval mode, the children
-    run one by one. The results agree to float rounding either way.
+    ``fused`` is True (the default) and the kernel applies, and after a depthwise convolution the three
+    run as one (:func:`sepconv.kernels.depthwise_batch_norm_act`, where its rule holds); otherwise, and
+    in eval mode, the children run one by one. The results agree to float rounding either way.
 
     Args:
         in_channels: Channels of the input.
@@ -174,7 +176,17 @@ class ConvNormAct(nn.Sequential):
             if pair is not None:
                 norm, act = pair
                 if can_fuse(norm, act):
-                    return batch_norm_act(self[0](x), norm, act)
+                    conv = self[0]
+                    if (
+                        isinstance(conv, DepthwiseConv2d)
+                        and conv.fuses_with_norm()
+                        and not isinstance(conv.padding, str)
+                        and fused_depthwise_norm_applies(x, conv.weight, conv.stride, norm, act)
+                    ):
+                        return depthwise_batch_norm_act(
+                            x, conv.weight, conv.stride, conv.padding, conv.dilation, norm, act
+                        )
+                    return batch_norm_act(conv(x), norm, act)
         output: torch.Tensor = super().forward(x)  # type: ignore[no-untyped-call]  # untyped in torch
         return output
 

@@ -97,6 +97,25 @@ class DepthwiseConv2d(Conv2d):
         output: torch.Tensor = super()._conv_forward(input, weight, bias)  # untyped in torch
         return output
 
+    def fuses_with_norm(self) -> bool:
+        """True when a block may run this layer together with the BatchNorm and activation after it
+        (:func:`sepconv.kernels.depthwise_batch_norm_act`): ``fused`` on, zero padding given as numbers,
+        no bias (the BatchNorm after it would cancel one), depth multiplier 1, and no hook on the layer
+        (the fused kernel never calls it, so a hook would not run)."""
+        return (
+            self.fused
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and self.bias is None
+            and self.depth_multiplier == 1
+            and not (
+                self._forward_hooks
+                or self._forward_pre_hooks
+                or self._backward_hooks
+                or self._backward_pre_hooks
+            )
+        )
+
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this layer (weights aside), in the constructor's order."""
         config = super().get_config() | {"depth_multiplier": self.depth_multiplier}

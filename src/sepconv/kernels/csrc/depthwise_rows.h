@@ -1,0 +1,355 @@
+// The row machinery of the depthwise kernels, shared by depthwise.cpp (the convolution on its own) and
+// dw_bn_act.cpp (the convolution fused with BatchNorm and the activation).
+//
+// Layout: input [N, H, W, C] in memory (channels_last), weight re-laid out as [KH][KW][C], so every
+// inner loop runs over the contiguous channels in 256-bit vectors (GCC vector extensions: AVX2 where
+// the build enables it, two SSE halves otherwise). Each output row is computed from a list of "taps"
+// (source row, column offset, weight vector); the same row routine serves the forward (a correlation)
+// and grad_input (a gather per input pixel: no write conflicts between threads).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float V __attribute__((vector_size(32)));
+  static constexpr int L = 8;
+};
+template <>
+struct Simd<double> {
+  typedef double V __attribute__((vector_size(32)));
+  static constexpr int L = 4;
+};
+
+// Unaligned vector load / store (memcpy compiles to one vmovups).
+template <typename V, typename T>
+inline V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V, typename T>
+inline void store(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+inline int64_t floor_div(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+struct Geometry {
+  int64_t n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+// One term of a row sum: source row (pixels of C values), column = a * q + offset, weight vector [C].
+template <typename T>
+struct Tap {
+  const T* src_row;
+  int64_t offset;
+  const T* weight;
+};
+
+// Outputs j = 0..Q-1 at out + j * out_step: sum over taps of src[(column + j * a + offset) * C + c] * weight[c],
+// every tap's column known to be inside its row. Q accumulators per channel vector, so each weight vector
+// loaded serves Q FMAs.
+template <typename T, int Q>
+inline void interior_block(T* out, int64_t out_step, const std::vector<Tap<T>>& taps, int64_t column, int64_t a,
+                           int64_t C) {
+  using V = typename Simd<T>::V;
+  constexpr int L = Simd<T>::L;
+  const int64_t vector_channels = C - C % L, src_step = a * C;
+  for (int64_t c = 0; c < vector_channels; c += L) {
+    V acc[Q];
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j) acc[j] = V{};
+    for (const auto& t : taps) {
+      const V wv = load<V>(t.weight + c);
+      const T* s = t.src_row + (column + t.offset) * C + c;
+#pragma GCC unroll 8
+      for (int j = 0; j < Q; ++j) acc[j] += load<V>(s + j * src_step) * wv;
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j) store(out + j * out_step + c, acc[j]);
+  }
+  for (int64_t c = vector_channels; c < C; ++c) {
+    T acc[Q];
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j) acc[j] = T(0);
+    for (const auto& t : taps) {
+      const T* s = t.src_row + (column + t.offset) * C + c;
+#pragma GCC unroll 8
+      for (int j = 0; j < Q; ++j) acc[j] += s[j * src_step] * t.weight[c];
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < Q; ++j) out[j * out_step + c] = acc[j];
+  }
+}
+
+// One output next to the border: taps whose column falls outside [0, width) are skipped (zero padding).
+template <typename T>
+inline void border_pixel(T* out, const std::vector<Tap<T>>& taps, int64_t column, int64_t width, int64_t C) {
+  using V = typename Simd<T>::V;
+  constexpr int L = Simd<T>::L;
+  const int64_t vector_channels = C - C % L;
+  for (int64_t c = 0; c < vector_channels; c += L) {
+    V acc = {};
+    for (const auto& t : taps) {
+      const int64_t col = column + t.offset;
+      if (col >= 0 && col < width) acc += load<V>(t.src_row + col * C + c) * load<V>(t.weight + c);
+    }
+    store(out + c, acc);
+  }
+  for (int64_t c = vector_channels; c < C; ++c) {
+    T acc = T(0);
+    for (const auto& t : taps) {
+      const int64_t col = column + t.offset;
+      if (col >= 0 && col < width) acc += t.src_row[col * C + c] * t.weight[c];
+    }
+    out[c] = acc;
+  }
+}
+
+// out[(start + step * q) * C + c] = sum over taps of src[(a * q + offset) * C + c] * weight[c], for q in
+// [0, count); a tap whose column falls outside [0, width) contributes nothing (zero padding).
+template <typename T>
+void tap_row(T* out, int64_t start, int64_t step, int64_t count, const std::vector<Tap<T>>& taps, int64_t a,
+             int64_t width, int64_t C) {
+  // Interior: the q for which every tap's column is inside the source row (no checks needed there).
+  int64_t lo = 0, hi = count;
+  for (const auto& t : taps) {
+    lo = std::max(lo, ceil_div(-t.offset, a));
+    hi = std::min(hi, floor_div(width - 1 - t.offset, a) + 1);
+  }
+  lo = std::min(lo, count);
+  hi = std::min(std::max(hi, lo), count);
+  const int64_t out_step = step * C;
+  for (int64_t q = 0; q < lo; ++q) border_pixel(out + (start + step * q) * C, taps, a * q, width, C);
+  int64_t q = lo;
+  for (; q + 8 <= hi; q += 8) interior_block<T, 8>(out + (start + step * q) * C, out_step, taps, a * q, a, C);
+  for (; q + 4 <= hi; q += 4) interior_block<T, 4>(out + (start + step * q) * C, out_step, taps, a * q, a, C);
+  for (; q < hi; ++q) interior_block<T, 1>(out + (start + step * q) * C, out_step, taps, a * q, a, C);
+  for (; q < count; ++q) border_pixel(out + (start + step * q) * C, taps, a * q, width, C);
+}
+
+Geometry geometry_of(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                     at::IntArrayRef padding, at::IntArrayRef dilation) {
+  TORCH_CHECK(input.dim() == 4, "sepconv depthwise: expected a 4-D input, got ", input.dim(), "-D");
+  TORCH_CHECK(input.device().is_cpu(), "sepconv depthwise: CPU tensors only");
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+              "sepconv depthwise: float32 or float64 only, got ", input.scalar_type());
+  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), "sepconv depthwise: weight dtype ",
+              weight.scalar_type(), " differs from input dtype ", input.scalar_type());
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "sepconv depthwise: stride, padding and dilation need two values each");
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == input.size(1) && weight.size(1) == 1,
+              "sepconv depthwise: weight must be [C, 1, KH, KW] with C = ", input.size(1), ", got ",
+              weight.sizes());
+  Geometry g;
+  g.n = input.size(0);
+  g.c = input.size(1);
+  g.h = input.size(2);
+  g.w = input.size(3);
+  g.kh = weight.size(2);
+  g.kw = weight.size(3);
+  g.sh = stride[0];
+  g.sw = stride[1];
+  g.ph = padding[0];
+  g.pw = padding[1];
+  g.dh = dilation[0];
+  g.dw = dilation[1];
+  TORCH_CHECK(g.sh > 0 && g.sw > 0 && g.dh > 0 && g.dw > 0 && g.ph >= 0 && g.pw >= 0,
+              "sepconv depthwise: stride and dilation must be positive and padding non-negative");
+  g.oh = (g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+  g.ow = (g.w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+  TORCH_CHECK(g.h + 2 * g.ph >= g.dh * (g.kh - 1) + 1 && g.w + 2 * g.pw >= g.dw * (g.kw - 1) + 1,
+              "sepconv depthwise: kernel larger than the padded input");
+  return g;
+}
+
+// Weight [C, 1, KH, KW] -> [KH * KW, C], so a tap's weights are one contiguous vector over channels.
+at::Tensor taps_by_channel(const at::Tensor& weight) {
+  return weight.reshape({weight.size(0), weight.size(2) * weight.size(3)}).t().contiguous();
+}
+
+// Rows of about 32 KiB per task: enough work to amortize the task, enough tasks to balance threads.
+int64_t row_grain(int64_t row_elements) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(row_elements, 1)); }
+
+// Output row m = n * OH + oh of the forward, written to out (OW * C values).
+template <typename T>
+void forward_row(const Geometry& g, int64_t m, const T* x, const T* w, T* out, std::vector<Tap<T>>& taps) {
+  const int64_t n = m / g.oh, oh = m % g.oh;
+  taps.clear();
+  for (int64_t kh = 0; kh < g.kh; ++kh) {
+    const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
+    if (ih < 0 || ih >= g.h) continue;
+    const T* row = x + (n * g.h + ih) * g.w * g.c;
+    for (int64_t kw = 0; kw < g.kw; ++kw) {
+      taps.push_back({row, kw * g.dw - g.pw, w + (kh * g.kw + kw) * g.c});
+    }
+  }
+  tap_row(out, 0, 1, g.ow, taps, g.sw, g.w, g.c);
+}
+
+template <typename T>
+void forward_rows(const Geometry& g, const T* x, const T* w, T* y) {
+  at::parallel_for(0, g.n * g.oh, row_grain(g.ow * g.c * g.kh * g.kw), [&](int64_t begin, int64_t end) {
+    std::vector<Tap<T>> taps;
+    taps.reserve(g.kh * g.kw);
+    for (int64_t m = begin; m < end; ++m) forward_row(g, m, x, w, y + m * g.ow * g.c, taps);
+  });
+}
+
+// grad_input row ih of image n: a gather from grad_output. Input columns of one phase r (iw = r + sw * q)
+// see the same kernel columns, and their output column is q + a constant: one tap_row per phase.
+// dy holds the grad_output rows from first_row on (a row is n * OH + oh).
+template <typename T>
+void grad_input_row(const Geometry& g, int64_t n, int64_t ih, const T* dy, int64_t first_row, const T* w, T* dx,
+                    std::vector<Tap<T>>& taps) {
+  T* out = dx + (n * g.h + ih) * g.w * g.c;
+  for (int64_t r = 0; r < std::min(g.sw, g.w); ++r) {
+    taps.clear();
+    for (int64_t kh = 0; kh < g.kh; ++kh) {
+      const int64_t num = ih + g.ph - kh * g.dh;
+      if (num < 0 || num % g.sh != 0 || num / g.sh >= g.oh) continue;
+      const T* row = dy + (n * g.oh + num / g.sh - first_row) * g.ow * g.c;
+      for (int64_t kw = 0; kw < g.kw; ++kw) {
+        const int64_t numw = r + g.pw - kw * g.dw;
+        if (floor_div(numw, g.sw) * g.sw != numw) continue;
+        taps.push_back({row, numw / g.sw, w + (kh * g.kw + kw) * g.c});
+      }
+    }
+    tap_row(out, r, g.sw, (g.w - r + g.sw - 1) / g.sw, taps, 1, g.ow, g.c);
+  }
+}
+
+// The valid output columns of kernel column kw: those whose input column is inside [0, W).
+inline void column_range(const Geometry& g, int64_t kw, int64_t* lo, int64_t* hi) {
+  const int64_t offset = kw * g.dw - g.pw;
+  *lo = std::min(g.ow, std::max<int64_t>(0, ceil_div(-offset, g.sw)));
+  *hi = std::max(*lo, std::min(g.ow, floor_div(g.w - 1 - offset, g.sw) + 1));
+}
+
+// sums[kw][c] += sum over ow of grad_row[ow, c] * x_row[ow * sw - pw + kw * dw, c], any kernel width:
+// one kernel column at a time, four accumulators against the FMA latency.
+template <typename T>
+void grad_weight_taps_any(const Geometry& g, const T* grad_row, const T* x_row, T* sums) {
+  using V = typename Simd<T>::V;
+  constexpr int L = Simd<T>::L;
+  constexpr int U = 4;
+  const int64_t C = g.c, vector_channels = C - C % L, x_step = g.sw * C;
+  for (int64_t kw = 0; kw < g.kw; ++kw) {
+    const int64_t offset = kw * g.dw - g.pw;
+    int64_t lo, hi;
+    column_range(g, kw, &lo, &hi);
+    T* acc_out = sums + kw * C;
+    for (int64_t c = 0; c < vector_channels; c += L) {
+      V acc[U];
+#pragma GCC unroll 8
+      for (int j = 0; j < U; ++j) acc[j] = V{};
+      const T* gp = grad_row + lo * C + c;
+      const T* xp = x_row + (lo * g.sw + offset) * C + c;
+      int64_t ow = lo;
+      for (; ow + U <= hi; ow += U, gp += U * C, xp += U * x_step) {
+#pragma GCC unroll 8
+        for (int j = 0; j < U; ++j) acc[j] += load<V>(gp + j * C) * load<V>(xp + j * x_step);
+      }
+      for (; ow < hi; ++ow, gp += C, xp += x_step) acc[0] += load<V>(gp) * load<V>(xp);
+      store(acc_out + c, load<V>(acc_out + c) + ((acc[0] + acc[1]) + (acc[2] + acc[3])));
+    }
+    for (int64_t c = vector_channels; c < C; ++c) {
+      T sum = T(0);
+      for (int64_t ow = lo; ow < hi; ++ow) sum += grad_row[ow * C + c] * x_row[(ow * g.sw + offset) * C + c];
+      acc_out[c] += sum;
+    }
+  }
+}
+
+// The same for a kernel width known at compile time: all KW accumulators stay in registers, so each
+// grad_output vector is loaded once for KW FMAs; two output columns per step against the FMA latency.
+template <typename T, int KW>
+void grad_weight_taps(const Geometry& g, const T* grad_row, const T* x_row, T* sums) {
+  using V = typename Simd<T>::V;
+  constexpr int L = Simd<T>::L;
+  const int64_t C = g.c, vector_channels = C - C % L, x_step = g.sw * C;
+  int64_t lo_kw[KW], hi_kw[KW], offset[KW];
+  int64_t lo = 0, hi = g.ow;  // the columns where every kernel column is valid
+  for (int kw = 0; kw < KW; ++kw) {
+    offset[kw] = (kw * g.dw - g.pw) * C;
+    column_range(g, kw, &lo_kw[kw], &hi_kw[kw]);
+    lo = std::max(lo, lo_kw[kw]);
+    hi = std::min(hi, hi_kw[kw]);
+  }
+  hi = std::max(hi, lo);
+  for (int64_t c = 0; c < vector_channels; c += L) {
+    V acc0[KW], acc1[KW];
+#pragma GCC unroll 8
+    for (int kw = 0; kw < KW; ++kw) acc0[kw] = acc1[kw] = V{};
+    int64_t ow = lo;
+    for (; ow + 2 <= hi; ow += 2) {
+      const V g0 = load<V>(grad_row + ow * C + c), g1 = load<V>(grad_row + (ow + 1) * C + c);
+      const T* xp = x_row + ow * x_step + c;
+#pragma GCC unroll 8
+      for (int kw = 0; kw < KW; ++kw) {
+        acc0[kw] += g0 * load<V>(xp + offset[kw]);
+        acc1[kw] += g1 * load<V>(xp + x_step + offset[kw]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int kw = 0; kw < KW; ++kw) {
+      // The last odd column, then the border columns where only some kernel columns are valid.
+      for (int64_t o = ow; o < hi; ++o) {
+        acc0[kw] += load<V>(grad_row + o * C + c) * load<V>(x_row + o * x_step + offset[kw] + c);
+      }
+      for (int64_t o = lo_kw[kw]; o < std::min(lo, hi_kw[kw]); ++o) {
+        acc0[kw] += load<V>(grad_row + o * C + c) * load<V>(x_row + o * x_step + offset[kw] + c);
+      }
+      for (int64_t o = std::max(hi, lo_kw[kw]); o < hi_kw[kw]; ++o) {
+        acc1[kw] += load<V>(grad_row + o * C + c) * load<V>(x_row + o * x_step + offset[kw] + c);
+      }
+      store(sums + kw * C + c, load<V>(sums + kw * C + c) + (acc0[kw] + acc1[kw]));
+    }
+  }
+  for (int64_t c = vector_channels; c < C; ++c) {
+    for (int kw = 0; kw < KW; ++kw) {
+      T sum = T(0);
+      for (int64_t o = lo_kw[kw]; o < hi_kw[kw]; ++o) sum += grad_row[o * C + c] * x_row[o * x_step + offset[kw] + c];
+      sums[kw * C + c] += sum;
+    }
+  }
+}
+
+// Adds to sums[KH * KW][C] the grad_weight terms of output row oh of image n:
+// sum over ow of dy[oh, ow, c] * x[oh * sh - ph + kh * dh, ow * sw - pw + kw * dw, c]; dy holds the
+// grad_output rows from first_row on.
+template <typename T>
+void grad_weight_row(const Geometry& g, int64_t n, int64_t oh, const T* x, const T* dy, int64_t first_row, T* sums) {
+  const T* grad_row = dy + (n * g.oh + oh - first_row) * g.ow * g.c;
+  for (int64_t kh = 0; kh < g.kh; ++kh) {
+    const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
+    if (ih < 0 || ih >= g.h) continue;
+    const T* x_row = x + (n * g.h + ih) * g.w * g.c;
+    T* row_sums = sums + kh * g.kw * g.c;
+    switch (g.kw) {
+      case 1: grad_weight_taps<T, 1>(g, grad_row, x_row, row_sums); break;
+      case 2: grad_weight_taps<T, 2>(g, grad_row, x_row, row_sums); break;
+      case 3: grad_weight_taps<T, 3>(g, grad_row, x_row, row_sums); break;
+      case 4: grad_weight_taps<T, 4>(g, grad_row, x_row, row_sums); break;
+      case 5: grad_weight_taps<T, 5>(g, grad_row, x_row, row_sums); break;
+      default: grad_weight_taps_any<T>(g, grad_row, x_row, row_sums);
+    }
+  }
+}
+
+}  // namespace
