@@ -221,11 +221,14 @@ def _block_input(channels: int, size: int) -> torch.Tensor:
 def test_the_rule_fuses_where_the_depthwise_kernel_pays():
     norm, act = nn.BatchNorm2d(8).train(), nn.ReLU()
     weight = torch.randn(8, 1, 3, 3)
-    # Stride 1 on maps of 14x14 or more, or maps of 4x4 or less: the depthwise kernel's own rule.
+    # Stride 1 on maps of 14x14 or more, or maps of 4x4 or less (the depthwise kernel's own rule), and
+    # stride 2 at any size; not stride 1 on 8x8, nor other strides where the kernel does not pay.
     assert fused_depthwise_norm_applies(_block_input(8, 16), weight, (1, 1), norm, act)
-    assert fused_depthwise_norm_applies(_block_input(8, 4), weight, (2, 2), norm, act)
-    assert not fused_depthwise_norm_applies(_block_input(8, 16), weight, (2, 2), norm, act)
+    assert fused_depthwise_norm_applies(_block_input(8, 4), weight, (1, 1), norm, act)
+    assert fused_depthwise_norm_applies(_block_input(8, 16), weight, (2, 2), norm, act)
+    assert fused_depthwise_norm_applies(_block_input(8, 8), weight, (2, 2), norm, act)
     assert not fused_depthwise_norm_applies(_block_input(8, 8), weight, (1, 1), norm, act)
+    assert not fused_depthwise_norm_applies(_block_input(8, 16), weight, (1, 2), norm, act)
     # Not where the kernel does not apply (NCHW, bfloat16), nor when the pair may not fuse.
     assert not fused_depthwise_norm_applies(torch.randn(2, 8, 16, 16), weight, (1, 1), norm, act)
     bf16 = _block_input(8, 16).bfloat16()
@@ -269,7 +272,7 @@ def test_fallback_is_the_plain_modules_where_the_rule_does_not_hold():
     torch.manual_seed(5)
     norm = nn.BatchNorm2d(8).train()
     reference_norm = copy.deepcopy(norm)
-    x = _block_input(8, 8)  # 8x8 at stride 1: the depthwise kernel does not pay there
+    x = _block_input(8, 8)  # 8x8 at stride 1: the fused operator does not pay there
     weight = torch.randn(8, 1, 3, 3)
     out = depthwise_batch_norm_act(x, weight, 1, 1, 1, norm, nn.GELU())
     expected = F.gelu(reference_norm(F.conv2d(x, weight, None, 1, 1, 1, groups=8)))

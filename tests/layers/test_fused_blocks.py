@@ -200,8 +200,9 @@ def _small_models() -> dict[str, Callable[[], nn.Module]]:
 # 3 each = 48): 52. separable_cnn: the stem ConvNormAct and 5 blocks of 2 ConvNormAct: 11.
 NORM_PAIRS = {"mobilenet_v2": 52, "separable_cnn": 11}
 # set_fused also switches every DepthwiseConv2d (its own depthwise kernel): 17 in mobilenet_v2 (one per
-# inverted residual), 5 in separable_cnn (one per separable block).
-BLOCK_COUNTS = {"mobilenet_v2": 52 + 17, "separable_cnn": 11 + 5}
+# inverted residual), 5 in separable_cnn (one per separable block); and every PointwiseConv2d (a matrix
+# product on small maps): mobilenet_v2 16 expansions, 17 projections and the 1x1 head, separable_cnn 5.
+BLOCK_COUNTS = {"mobilenet_v2": 52 + 17 + 34, "separable_cnn": 11 + 5 + 5}
 INPUTS = {"mobilenet_v2": (4, 3, 32, 32), "separable_cnn": (4, 1, 28, 28)}
 
 

@@ -64,8 +64,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward(const at::Tensor& grad_out
   at::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
   const int64_t taps = g.kh * g.kw;
   const int64_t rows = g.n * g.oh;
-  // A fixed split (at most 64 chunks, at least 2 rows each), independent of the thread count.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, rows / 2));
+  const int64_t chunks = row_chunks(rows, rows * g.ow * g.c * taps);
   std::vector<double> partial(static_cast<size_t>(chunks * taps * g.c), 0.0);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sepconv_depthwise_backward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();

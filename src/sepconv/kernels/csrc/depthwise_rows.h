@@ -183,6 +183,14 @@ at::Tensor taps_by_channel(const at::Tensor& weight) {
   return weight.reshape({weight.size(0), weight.size(2) * weight.size(3)}).t().contiguous();
 }
 
+// The fixed split of a pass's output rows into chunks, each summing into its own partial sums: at most
+// 64 chunks, at least 2 rows and about 32K multiply-adds each (small maps would otherwise spend more
+// on zeroing, writing and adding up per-chunk sums than on the pass). A function of the shape only,
+// so the sums (and their rounding) never depend on the thread count.
+inline int64_t row_chunks(int64_t rows, int64_t multiply_adds) {
+  return std::max<int64_t>(1, std::min<int64_t>({64, rows / 2, multiply_adds / 32768}));
+}
+
 // Rows of about 32 KiB per task: enough work to amortize the task, enough tasks to balance threads.
 int64_t row_grain(int64_t row_elements) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(row_elements, 1)); }
 

@@ -39,9 +39,6 @@ inline D4 widened(const float* p) {
   return __builtin_convertvector(load<F4>(p), D4);
 }
 
-// The fixed split of the output rows: at most 64 chunks, at least 2 rows each (as depthwise_backward).
-inline int64_t row_chunks(int64_t rows) { return std::max<int64_t>(1, std::min<int64_t>(64, rows / 2)); }
-
 // sum1[c] += sum over the row's pixels of z[p, c], sum2[c] += the same of z^2, in double. Eight
 // channels at a time with the pixel loop inside, so the sums stay in registers.
 template <typename T>
@@ -108,9 +105,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_forward(
     const T* xp = x.data_ptr<T>();
     const T* wp = w.data_ptr<T>();
     T* zp = z.data_ptr<T>();
-    const int64_t chunks = row_chunks(rows);
-    std::vector<double> partial(static_cast<size_t>(chunks * 2 * C), 0.0);
     const int64_t work = pixels * C * g.kh * g.kw;
+    const int64_t chunks = row_chunks(rows, work);
+    std::vector<double> partial(static_cast<size_t>(chunks * 2 * C), 0.0);
     const int64_t grain = std::max<int64_t>(1, chunks * 32768 / std::max<int64_t>(work, 1));
     at::parallel_for(0, chunks, grain, [&](int64_t begin, int64_t end) {
       std::vector<Tap<T>> taps;
@@ -216,8 +213,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_backward(
       co.shift[c] = static_cast<T>(beta.data_ptr<double>()[c] - mean.data_ptr<double>()[c] * sc);
       co.mean[c] = static_cast<T>(mean.data_ptr<double>()[c]);
     }
-    const int64_t chunks = row_chunks(rows);
     const int64_t work = pixels * C * taps;
+    const int64_t chunks = row_chunks(rows, work);
     const int64_t grain = std::max<int64_t>(1, chunks * 32768 / std::max<int64_t>(work, 1));
     dispatch_activation(act, [&](auto a) {
       constexpr int A = decltype(a)::value;
