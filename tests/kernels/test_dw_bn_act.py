@@ -22,6 +22,7 @@ from torch import nn
 from sepconv.kernels import ACTIVATION_CODES, set_fused
 from sepconv.kernels.depthwise import (
     depthwise_batch_norm_act,
+    depthwise_conv2d,
     depthwise_kernel_applies,
     depthwise_kernels_available,
     fused_depthwise_norm_applies,
@@ -281,10 +282,22 @@ def test_fallback_is_the_plain_modules_where_the_rule_does_not_hold():
 
 def test_a_one_by_one_map_runs_the_kernel_in_either_layout():
     # A 1x1 map has the same bytes as NCHW and channels_last; PyTorch's backward is slow there.
-    x = torch.randn(4, 16, 1, 1)
+    x = torch.randn(4, 16, 1, 1, requires_grad=True)
+    weight = torch.randn(16, 1, 3, 3, requires_grad=True)
     assert x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    assert depthwise_kernel_applies(x, torch.randn(16, 1, 3, 3))
+    assert depthwise_kernel_applies(x, weight)
     assert not depthwise_kernel_applies(torch.randn(4, 1, 5, 5), torch.randn(1, 1, 3, 3))
+    # The kernel's values and gradients, against F.conv2d (only the centre tap sees the 1x1 map).
+    out = depthwise_conv2d(x, weight, None, 1, 1, 1)
+    assert "depthwise" in out.grad_fn.name()
+    reference = F.conv2d(x, weight, None, 1, 1, 1, groups=16)
+    grad_output = torch.randn_like(reference)
+    torch.testing.assert_close(out, reference, rtol=1e-6, atol=1e-6)
+    for grad, expected in zip(
+        torch.autograd.grad(out, (x, weight), grad_output),
+        torch.autograd.grad(reference, (x, weight), grad_output),
+    ):
+        torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_operators_pass_opcheck():

@@ -63,21 +63,28 @@ def test_the_rule_keeps_the_convolution_elsewhere():
     torch.testing.assert_close(eval_out, F.conv2d(small, layer.weight, layer.bias), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("expand_ratio", [1, 6])
 @pytest.mark.parametrize("size", [8, 16])
-def test_blocks_under_bf16_autocast_are_as_close_to_float32_as_the_plain_modules(size):
-    # What a native-bf16 CPU runs by default: bf16 autocast, channels_last, the fast paths on (the
-    # pointwise matrix product on 8x8; bf16 activations keep the depthwise step off the float kernels).
+def test_blocks_under_bf16_autocast_are_as_close_to_float32_as_the_plain_modules(size, expand_ratio):
+    # What a native-bf16 CPU runs by default: bf16 autocast, channels_last, the fast paths on. After an
+    # expansion the depthwise step gets bf16 activations (the float kernels stay off); without one
+    # (expand_ratio 1) it gets the float32 input, and at 16x16 runs the fused depthwise operator.
     from sepconv.layers import InvertedResidual
 
     torch.manual_seed(size)
-    fast = InvertedResidual(16, 16, stride=1, expand_ratio=6).train().to(memory_format=torch.channels_last)
+    fast = InvertedResidual(16, 16, stride=1, expand_ratio=expand_ratio)
+    fast = fast.train().to(memory_format=torch.channels_last)
     plain = copy.deepcopy(fast)
     reference = copy.deepcopy(fast)
     set_fused(plain, False)
     x = torch.randn(4, 16, size, size).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fast_out, plain_out = fast(x).float(), plain(x).float()
+        fused_depthwise = "DwBnAct" in fast.conv[0](x.requires_grad_()).grad_fn.name()
+    assert fused_depthwise == (expand_ratio == 1 and size == 16)
+    x = x.detach()
     exact = reference(x)
+    fast_out, plain_out, exact = fast_out.detach(), plain_out.detach(), exact.detach()
     fast_error = float((fast_out - exact).abs().max())
     plain_error = float((plain_out - exact).abs().max())
     # Both round the same float32 computation to bf16 (8 significant bits) at each layer, in other

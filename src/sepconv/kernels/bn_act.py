@@ -23,9 +23,9 @@ __all__ = [
     "ACTIVATION_CODES",
     "activation_code",
     "batch_norm_act",
-    "batch_norm_momentum",
     "can_fuse",
     "fusable_pairs",
+    "has_hooks",
     "kernels_available",
     "training_arguments",
 ]
@@ -106,7 +106,8 @@ def _register_python_parts() -> None:
     torch.library.register_autograd("sepconv::bn_act_forward", backward, setup_context=setup_context)
 
 
-def _has_hooks(module: nn.Module) -> bool:
+def has_hooks(module: nn.Module) -> bool:
+    """True when ``module`` has a forward or backward hook of its own (a fused kernel would skip it)."""
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
@@ -136,7 +137,7 @@ def can_fuse(norm: nn.Module, act: nn.Module | None) -> TypeGuard[nn.BatchNorm2d
     """
     if type(norm) is not nn.BatchNorm2d or activation_code(act) is None:
         return False
-    if _has_hooks(norm) or (act is not None and _has_hooks(act)) or _global_hooks():
+    if has_hooks(norm) or (act is not None and has_hooks(act)) or _global_hooks():
         return False
     tracing = torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.compiler.is_compiling()
     return not (tracing or torch.jit.is_scripting())
@@ -193,7 +194,7 @@ def training_arguments(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, float, float]:
     """What the fused training operators take from ``norm`` for a batch ``x`` of ``channels`` channels:
     weight and bias (ones and zeros when not affine), running mean and variance (None when not
-    tracked), momentum (counting the batch, :func:`batch_norm_momentum`) and eps.
+    tracked), momentum (counting the batch, as BatchNorm does) and eps.
 
     Raises ValueError, before counting the batch, when ``norm`` has another number of channels.
     """
@@ -207,12 +208,11 @@ def training_arguments(
     tracked = norm.track_running_stats
     running_mean = norm.running_mean if tracked else None
     running_var = norm.running_var if tracked else None
-    return weight, bias, running_mean, running_var, batch_norm_momentum(norm), norm.eps
+    return weight, bias, running_mean, running_var, _momentum(norm), norm.eps
 
 
-def batch_norm_momentum(norm: nn.BatchNorm2d) -> float:
-    """Count a training batch in ``norm.num_batches_tracked`` and return the momentum for its running
-    statistics, by BatchNorm's own rule: ``momentum``, or 1/count (a cumulative average) when None."""
+def _momentum(norm: nn.BatchNorm2d) -> float:
+    # BatchNorm's own rule: count the batch, then use momentum, or 1/count for a cumulative average.
     if norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
         if norm.momentum is None:

@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepconv.kernels._build import loaded_with
-from sepconv.kernels.bn_act import activation_code, batch_norm_act, can_fuse, training_arguments
+from sepconv.kernels.bn_act import (
+    ACTIVATION_CODES,
+    activation_code,
+    batch_norm_act,
+    can_fuse,
+    training_arguments,
+)
 
 __all__ = [
     "FORWARD_OPERATORS",
@@ -30,6 +36,7 @@ __all__ = [
     "depthwise_kernels_available",
     "fused_depthwise_norm_applies",
     "fused_depthwise_norm_pays",
+    "run_fused_depthwise_norm",
 ]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -264,28 +271,36 @@ def depthwise_batch_norm_act(
     backward (the gradient of the convolution's output never goes to memory), against five and eight
     for the three operators; it updates ``norm``'s running statistics as ``norm(...)`` would. Elsewhere
     it is :func:`depthwise_conv2d`, then :func:`sepconv.kernels.batch_norm_act`. The results agree to
-    float rounding.
+    float rounding. Under bf16 autocast the operator is not autocast: a float32 input is computed in
+    float32 (a bf16 input, what a bf16 layer before it hands on, takes the separate operators).
     """
     stride_pair = _pair(stride, "stride")
     padding_pair = _pair(padding, "padding")
     dilation_pair = _pair(dilation, "dilation")
-    if not (
-        isinstance(norm, nn.BatchNorm2d) and fused_depthwise_norm_applies(x, weight, stride_pair, norm, act)
-    ):
-        convolved = depthwise_conv2d(x, weight, None, stride_pair, padding_pair, dilation_pair)
-        if can_fuse(norm, act):
-            return batch_norm_act(convolved, norm, act)
-        normalized: torch.Tensor = norm(convolved)
-        return normalized if act is None else act(normalized)
+    if isinstance(norm, nn.BatchNorm2d) and fused_depthwise_norm_applies(x, weight, stride_pair, norm, act):
+        return run_fused_depthwise_norm(x, weight, stride_pair, padding_pair, dilation_pair, norm, act)
+    convolved = depthwise_conv2d(x, weight, None, stride_pair, padding_pair, dilation_pair)
+    if can_fuse(norm, act):
+        return batch_norm_act(convolved, norm, act)
+    normalized: torch.Tensor = norm(convolved)
+    return normalized if act is None else act(normalized)
+
+
+def run_fused_depthwise_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    norm: nn.BatchNorm2d,
+    act: nn.Module | None,
+) -> torch.Tensor:
+    """The fused operator of :func:`depthwise_batch_norm_act` itself, for a caller that has checked
+    :func:`fused_depthwise_norm_applies` (a block, once per call, rather than twice)."""
     code = activation_code(act)
-    assert code is not None  # can_fuse checked it
+    if code is None:
+        raise ValueError(f"act must be one of {[c.__name__ for c in ACTIVATION_CODES]}, got {act!r}")
     output: torch.Tensor = torch.ops.sepconv.dw_bn_act_train(
-        x,
-        weight,
-        *training_arguments(norm, x, weight.shape[0]),
-        code,
-        stride_pair,
-        padding_pair,
-        dilation_pair,
+        x, weight, *training_arguments(norm, x, weight.shape[0]), code, stride, padding, dilation
     )
     return output

@@ -16,7 +16,7 @@ from torch import nn
 from sepconv.arithmetic import check_positive
 from sepconv.errors import ArgumentTypeError
 from sepconv.kernels.bn_act import batch_norm_act, can_fuse
-from sepconv.kernels.depthwise import depthwise_batch_norm_act, fused_depthwise_norm_applies
+from sepconv.kernels.depthwise import fused_depthwise_norm_applies, run_fused_depthwise_norm
 from sepconv.layers.conv import Conv2d, IntPair, PaddingArg, to_pair
 from sepconv.layers.depthwise import DepthwiseConv2d, PointwiseConv2d
 from sepconv.layers.factory import ActLayer, NormLayer, make_act, make_norm
@@ -180,10 +180,10 @@ class ConvNormAct(nn.Sequential):
                     if (
                         isinstance(conv, DepthwiseConv2d)
                         and conv.fuses_with_norm()
-                        and not isinstance(conv.padding, str)
+                        and not isinstance(conv.padding, str)  # fuses_with_norm checked it; narrows the type
                         and fused_depthwise_norm_applies(x, conv.weight, conv.stride, norm, act)
                     ):
-                        return depthwise_batch_norm_act(
+                        return run_fused_depthwise_norm(
                             x, conv.weight, conv.stride, conv.padding, conv.dilation, norm, act
                         )
                     return batch_norm_act(conv(x), norm, act)

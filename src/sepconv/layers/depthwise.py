@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from sepconv.arithmetic import check_positive
+from sepconv.kernels.bn_act import has_hooks
 from sepconv.layers.conv import _CONV_DEFAULTS, Conv2d, IntPair, PaddingArg, _describe
 
 __all__ = ["DepthwiseConv2d", "PointwiseConv2d"]
@@ -119,12 +120,7 @@ class DepthwiseConv2d(Conv2d):
             and not isinstance(self.padding, str)
             and self.bias is None
             and self.depth_multiplier == 1
-            and not (
-                self._forward_hooks
-                or self._forward_pre_hooks
-                or self._backward_hooks
-                or self._backward_pre_hooks
-            )
+            and not has_hooks(self)
         )
 
     def get_config(self) -> dict[str, Any]:

@@ -412,14 +412,8 @@ at::Tensor bn_act_train(const at::Tensor& input, const at::Tensor& weight, const
     update_running(running_mean, running_var, mean, var, count, momentum);
     return y;
   }
-  // Function::apply cannot hand back the statistics, so the forward leaves them in the context.
   at::Tensor y = BnActFunction::apply(input, weight, bias, eps, act);
-  auto* node = dynamic_cast<torch::autograd::CppNode<BnActFunction>*>(y.grad_fn().get());
-  TORCH_CHECK(node, "sepconv fused batch norm: missing autograd node");
-  auto& data = node->ctx_.saved_data;
-  update_running(running_mean, running_var, data["mean"].toTensor(), data["var"].toTensor(), count, momentum);
-  data.erase("mean");
-  data.erase("var");
+  update_running_from_node<BnActFunction>(y, running_mean, running_var, count, momentum);
   return y;
 }
 

@@ -186,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_backward(
               ", ", g.c, ", ", g.oh, ", ", g.ow, "]");
   const int64_t rows = g.n * g.oh, pixels = rows * g.ow, C = g.c, taps = g.kh * g.kw;
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor z = z_saved.to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor z = z_saved.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor dy = grad_output.to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor w = taps_by_channel(weight);
   at::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
@@ -352,15 +352,9 @@ at::Tensor dw_bn_act_train(const at::Tensor& input, const at::Tensor& weight, co
     update_running(running_mean, running_var, mean, var, z.numel() / std::max<int64_t>(z.size(1), 1), momentum);
     return y;
   }
-  // Function::apply cannot hand back the statistics, so the forward leaves them in the context.
   at::Tensor y = DwBnActFunction::apply(input, weight, bn_weight, bn_bias, stride, padding, dilation, eps, act);
-  auto* node = dynamic_cast<torch::autograd::CppNode<DwBnActFunction>*>(y.grad_fn().get());
-  TORCH_CHECK(node, "sepconv fused depthwise batch norm: missing autograd node");
-  auto& data = node->ctx_.saved_data;
-  update_running(running_mean, running_var, data["mean"].toTensor(), data["var"].toTensor(),
-                 y.numel() / std::max<int64_t>(y.size(1), 1), momentum);
-  data.erase("mean");
-  data.erase("var");
+  update_running_from_node<DwBnActFunction>(y, running_mean, running_var, y.numel() / std::max<int64_t>(y.size(1), 1),
+                                            momentum);
   return y;
 }
 
