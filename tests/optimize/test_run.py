@@ -219,6 +219,39 @@ def test_a_budget_met_far_faster_than_predicted_is_refitted_for_a_plan_that_lose
     assert document["latency"]["optimized_ms"] == second["measured_ms"]
 
 
+def test_a_budget_predicted_out_of_reach_measures_the_closest_plan_and_records_it(
+    tmp_path, mac_clock, model_file, monkeypatch
+):
+    import tests.helpers.optimize_run as clock
+
+    # the engine saves 1.5x what the layers timed alone promise, so the fastest plan runs faster than the
+    # first latency model predicts: a budget between the two is "out of reach" until that plan is measured
+    monkeypatch.setattr(clock, "ENGINE_SCALE", 1.5)
+    model = _model()
+    original_ms = clock.model_ms(model, SIZE, 1)
+    sites, _ = find_sites(model, SIZE)
+    table = SensitivityTable(tmp_path / "cache" / "sensitivity.json")
+    _, sensitivity = measure_sensitivity(model, sites, calibration=_calibration(), table=table)
+    layers = loss_options(sites, mac_costs(model, sites, get_engine("ort"), batch_size=1), sensitivity, None)
+    with pytest.raises(BudgetError) as refused:
+        choose_plan(layers, LatencyModel.from_reference(original_ms, layers), max_ms=0.0)
+    fastest = refused.value.best
+    keep_ms = sum(layer.keep.ms for layer in layers)
+    fastest_measured_ms = original_ms - 1.5 * (keep_ms - fastest.layer_ms)
+    assert fastest_measured_ms < fastest.predicted_ms
+    speedup = original_ms / ((fastest.predicted_ms + fastest_measured_ms) / 2)
+
+    config = OptimizeConfig(model=str(model_file), out_dir=str(tmp_path / "out"), speedup=speedup, rounds=2)
+    document = optimize_model(config)
+    first, *later = document["rounds"]
+    assert first["closest"] is True
+    assert math.isclose(first["predicted_ms"], fastest.predicted_ms)
+    assert math.isclose(first["measured_ms"], fastest_measured_ms)
+    assert first["measured_ms"] <= original_ms / speedup
+    # refitted on the measured plan, the model finds the budget within reach: later plans are its choices
+    assert later and all(row["closest"] is False for row in later)
+
+
 def test_an_accuracy_budget_alone_delivers_the_fastest_plan_within_it(tmp_path, mac_clock, model_file):
     config = OptimizeConfig(
         model=str(model_file),

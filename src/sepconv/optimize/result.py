@@ -47,6 +47,8 @@ class PlanRound:
     # original timed in the same round)
     plan_budget_ms: float | None = None
     budget_ms: float | None = None
+    # True when the latency model found the budget out of reach and the round measured its closest plan
+    closest: bool = False
 
     @property
     def speedup(self) -> float:
@@ -68,6 +70,7 @@ class PlanRound:
             "latency_model": self.latency.to_dict(),
             "budget_ms": self.budget_ms,
             "plan_budget_ms": self.plan_budget_ms,
+            "closest": self.closest,
         }
 
 

@@ -422,6 +422,7 @@ def plan_rounds(
     points = [(keep_ms, original_ms)]
     rounds: list[PlanRound] = []
     while True:
+        closest = False
         try:
             plan = choose_budget_plan(
                 config, layers, latency, original_ms=original_ms, loss_unit=_loss_unit(inputs)
@@ -431,10 +432,12 @@ def plan_rounds(
             if measured is not None or len(rounds) > config.rounds:
                 raise _measured_refusal(error, measured) from None
             plan = error.best  # measure the closest plan: the engine may save more than the table says
+            closest = True
         if any(done.plan.ranks == plan.ranks for done in rounds):
             break
         measured = measure_plan(config, inputs, plan, latency, engine, len(rounds) + 1, progress)
         measured.plan_budget_ms = budget_ms(config, original_ms)
+        measured.closest = closest
         # judged against the original timed in the same round, as meets_budget judges a speedup
         measured.budget_ms = budget_ms(config, measured.original_ms)
         rounds.append(measured)
