@@ -4,7 +4,9 @@ References: ``act(F.batch_norm(F.conv2d(x, w, groups=C), training=True))`` in fl
 kernel replaces) and the same in float64 on the same inputs (the exact answer, to float32's eyes). The
 fused kernel must be no further from float64 than the plain float32 operators are; in float64 its
 analytic gradients must pass ``gradcheck``; the running statistics and batch count must follow
-BatchNorm's; the thread count must not change a bit.
+BatchNorm's; the thread count must not change a bit. With bfloat16 activations (what bf16 autocast hands
+on) the stored convolution output must be the exact one rounded to bfloat16, and everything after it
+exact to bfloat16 rounding against float64 on the same stored values.
 """
 
 from __future__ import annotations
@@ -42,6 +44,16 @@ ACTIVATIONS = {
 }
 EPS = 1e-5
 MOMENTUM = 0.1
+#: What _run returns, in order.
+RESULTS = (
+    "output",
+    "grad_input",
+    "grad_weight",
+    "grad_bn_weight",
+    "grad_bn_bias",
+    "running_mean",
+    "running_var",
+)
 
 
 @st.composite
@@ -87,8 +99,9 @@ def _leaves(config: dict, dtype: torch.dtype) -> list[torch.Tensor]:
 
 
 def _run(function, leaves, config, grad_output):
-    running_mean = torch.zeros(config["channels"], dtype=leaves[0].dtype)
-    running_var = torch.ones(config["channels"], dtype=leaves[0].dtype)
+    # in the parameters' dtype, as BatchNorm keeps them (float32 beside bfloat16 activations)
+    running_mean = torch.zeros(config["channels"], dtype=leaves[1].dtype)
+    running_var = torch.ones(config["channels"], dtype=leaves[1].dtype)
     out = function(*leaves, running_mean, running_var, config["geometry"], ACTIVATIONS[config["act"]])
     grads = torch.autograd.grad(out, leaves, grad_output.to(out.dtype))
     return [out, *grads, running_mean, running_var]
@@ -132,16 +145,7 @@ def test_fused_is_as_close_to_float64_as_the_plain_float32_operators(config):
     plain = _run(_plain, leaves32, config, grad_output)
     exact = _run(_plain, leaves64, config, grad_output)
     scales = _term_scales(leaves64, config, grad_output)
-    names = (
-        "output",
-        "grad_input",
-        "grad_weight",
-        "grad_bn_weight",
-        "grad_bn_bias",
-        "running_mean",
-        "running_var",
-    )
-    for name, got, ours, reference, scale in zip(names, fused, plain, exact, scales):
+    for name, got, ours, reference, scale in zip(RESULTS, fused, plain, exact, scales):
         assert got.shape == reference.shape, name
         fused_error = float((got.detach().double() - reference.detach()).abs().max())
         plain_error = float((ours.detach().double() - reference.detach()).abs().max())
@@ -150,6 +154,107 @@ def test_fused_is_as_close_to_float64_as_the_plain_float32_operators(config):
         # of the terms summed, covers a plain result that happens to round exactly.
         bound = 4 * plain_error + 2**-20 * scale
         assert fused_error <= bound, f"{name}: |fused - float64| {fused_error:.3g} > {bound:.3g}"
+
+
+# (batch, channels, height, width, kernel, (stride, padding, dilation)): the row kernels' paths (runs of
+# 3 and 5 taps, blocks of 8 and 4 outputs, borders, strided phases of grad_input, dilation, channels
+# that leave a tail after the 8-wide vectors, a batch of one, a 1x1 kernel, a 2x2 map).
+BF16_GEOMETRIES = [
+    (2, 16, 14, 14, (3, 3), ([1, 1], [1, 1], [1, 1])),
+    (2, 20, 9, 11, (3, 3), ([2, 2], [1, 1], [1, 1])),
+    (1, 11, 8, 9, (5, 5), ([1, 1], [2, 2], [1, 1])),
+    (3, 8, 10, 10, (3, 3), ([1, 1], [2, 2], [2, 2])),
+    (2, 13, 7, 8, (5, 5), ([2, 2], [2, 2], [1, 1])),
+    (2, 24, 4, 4, (1, 1), ([1, 1], [0, 0], [1, 1])),
+    (4, 9, 6, 7, (2, 4), ([2, 1], [1, 2], [2, 1])),
+    (8, 32, 2, 2, (3, 3), ([2, 2], [1, 1], [1, 1])),
+]
+
+
+def _plain_on_stored(z_stored, x, weight, gamma, beta, running_mean, running_var, geometry, act):
+    """The plain operators, with the convolution's output replaced by the fused kernel's stored z (its
+    gradient still flows through the convolution): float64 then differs from the kernel only by the
+    kernel's float32 arithmetic and bfloat16 outputs."""
+    z = F.conv2d(x, weight, None, *geometry, groups=x.shape[1])
+    z = z + (z_stored.to(z.dtype) - z).detach()
+    y = F.batch_norm(z, running_mean, running_var, gamma, beta, True, MOMENTUM, EPS)
+    return y if act is None else act(y)
+
+
+@pytest.mark.parametrize("act_name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("case", range(len(BF16_GEOMETRIES)))
+def test_bfloat16_is_exact_to_bfloat16_rounding_against_float64(case, act_name):
+    batch, channels, height, width, kernel, geometry = BF16_GEOMETRIES[case]
+    config = {
+        "batch": batch,
+        "channels": channels,
+        "height": height,
+        "width": width,
+        "kernel": kernel,
+        "geometry": geometry,
+        "act": act_name,
+        "seed": 100 + case,
+    }
+    leaves32 = _leaves(config, torch.float32)
+    # As under bf16 autocast: bfloat16 activations, float32 parameters.
+    x = leaves32[0].detach().bfloat16()
+    fused_leaves = [x.clone().requires_grad_(), *leaves32[1:]]
+    act = ACTIVATIONS[act_name]
+    code = ACTIVATION_CODES[type(act)] if act is not None else 0
+    params = [t.detach() for t in leaves32[1:]]
+    _, z_stored, _, _ = torch.ops.sepconv.dw_bn_act_forward(x, *params, *geometry, EPS, code)
+    assert z_stored.dtype == torch.bfloat16
+
+    # The stored z is the exact convolution rounded to bfloat16: half an ulp, at most 2^-8 relative,
+    # plus float32's error in the sum (16 ulps of the summed terms).
+    x64, weight64 = x.double(), params[0].double()
+    exact_z = F.conv2d(x64, weight64, None, *geometry, groups=channels)
+    z_terms = F.conv2d(x64.abs(), weight64.abs(), None, *geometry, groups=channels)
+    assert bool(((z_stored.double() - exact_z).abs() <= 2**-8 * exact_z.abs() + 2**-20 * z_terms).all())
+
+    probe = _plain(*[t.detach() for t in leaves32], None, None, geometry, None)
+    generator = torch.Generator().manual_seed(config["seed"] + 1)
+    grad_output = torch.randn(probe.shape, generator=generator).bfloat16()
+    fused = _run(_fused, fused_leaves, config, grad_output)
+    assert fused[0].dtype == fused[1].dtype == torch.bfloat16
+    assert all(result.dtype == torch.float32 for result in fused[2:])
+
+    def on_stored(*args):
+        return _plain_on_stored(z_stored, *args)
+
+    leaves64 = [x64.clone().requires_grad_(), *[t.detach().double().requires_grad_() for t in leaves32[1:]]]
+    plain_leaves = [x.float().requires_grad_(), *[t.detach().clone().requires_grad_() for t in leaves32[1:]]]
+    exact = _run(on_stored, leaves64, config, grad_output.double())
+    plain = _run(on_stored, plain_leaves, config, grad_output.float())
+    scales = _term_scales(leaves64, config, grad_output.float())
+    for index, (name, got, ours, reference, scale) in enumerate(zip(RESULTS, fused, plain, exact, scales)):
+        error = (got.detach().double() - reference.detach()).abs()
+        plain_error = float((ours.detach().double() - reference.detach()).abs().max())
+        # float32 arithmetic as in the float32 test (4x the plain operators' error, 16 ulps of the terms);
+        # the output and grad_input are then rounded to bfloat16: half an ulp of the float32 value, at
+        # most 2^-8 of it, so 2^-8 of the reference plus (1 + 2^-8) x the float32 error.
+        arithmetic = 4 * plain_error + 2**-20 * scale
+        bound = 2**-8 * reference.detach().abs() + (1 + 2**-8) * arithmetic if index < 2 else arithmetic
+        assert bool((error <= bound).all()), f"{name}: worst excess {float((error - bound).max()):.3g}"
+
+
+def test_bfloat16_stores_the_float32_kernels_sums_rounded_as_torch_rounds_them():
+    # The bfloat16 path widens each value and sums in the float32 kernel's order, so its stored z is
+    # that kernel's z rounded to nearest-even (vectorized here, by c10::BFloat16 in torch): bit for bit,
+    # NaN included.
+    generator = torch.Generator().manual_seed(21)
+    x = torch.randn(2, 19, 11, 13, generator=generator).contiguous(memory_format=torch.channels_last)
+    x[1, 3, 5, 6] = float("nan")
+    x = x.bfloat16()
+    weight = torch.randn(19, 1, 3, 3, generator=generator)
+    geometry = ([1, 1], [1, 1], [1, 1])
+    _, z, mean, var = torch.ops.sepconv.dw_bn_act_forward(
+        x, weight, torch.ones(19), torch.zeros(19), *geometry, EPS, 0
+    )
+    z32 = torch.ops.sepconv.depthwise_forward(x.float(), weight, *geometry)
+    assert torch.equal(z.isnan(), z32.isnan()) and int(z.isnan().sum()) == 9
+    assert torch.equal(z.nan_to_num(), z32.bfloat16().nan_to_num())
+    assert mean.dtype == var.dtype == torch.float32
 
 
 @pytest.mark.parametrize(
@@ -195,13 +300,18 @@ def test_conv_norm_act_keeps_batchnorm_running_statistics(momentum):
     torch.testing.assert_close(fused[1].running_var, plain[1].running_var, rtol=1e-5, atol=1e-6)
 
 
-def test_results_are_identical_at_one_and_two_threads():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_results_are_identical_at_one_and_two_threads(dtype):
     # Every sum runs over a fixed split of the rows, added in order: the thread count cannot change a bit.
     generator = torch.Generator().manual_seed(11)
-    x = torch.randn(3, 24, 20, 18, generator=generator).contiguous(memory_format=torch.channels_last)
+    x = (
+        torch.randn(3, 24, 20, 18, generator=generator)
+        .to(dtype)
+        .contiguous(memory_format=torch.channels_last)
+    )
     leaves = [x, torch.randn(24, 1, 3, 3, generator=generator), torch.rand(24, generator=generator) + 0.5]
     leaves = [t.requires_grad_() for t in (*leaves, torch.randn(24, generator=generator))]
-    grad_output = torch.randn(3, 24, 20, 18, generator=generator)
+    grad_output = torch.randn(3, 24, 20, 18, generator=generator).to(dtype)
     threads = torch.get_num_threads()
     results = []
     try:
@@ -230,10 +340,14 @@ def test_the_rule_fuses_where_the_depthwise_kernel_pays():
     assert fused_depthwise_norm_applies(_block_input(8, 8), weight, (2, 2), norm, act)
     assert not fused_depthwise_norm_applies(_block_input(8, 8), weight, (1, 1), norm, act)
     assert not fused_depthwise_norm_applies(_block_input(8, 16), weight, (1, 2), norm, act)
-    # Not where the kernel does not apply (NCHW, bfloat16), nor when the pair may not fuse.
-    assert not fused_depthwise_norm_applies(torch.randn(2, 8, 16, 16), weight, (1, 1), norm, act)
+    # bfloat16 activations with a float32 or bfloat16 weight (summed in float32); not a float64 weight.
     bf16 = _block_input(8, 16).bfloat16()
-    assert not fused_depthwise_norm_applies(bf16, weight.bfloat16(), (1, 1), norm, act)
+    assert fused_depthwise_norm_applies(bf16, weight, (1, 1), norm, act)
+    assert fused_depthwise_norm_applies(bf16, weight.bfloat16(), (1, 1), norm, act)
+    assert not fused_depthwise_norm_applies(bf16, weight.double(), (1, 1), norm, act)
+    assert not fused_depthwise_norm_applies(bf16.half(), weight.half(), (1, 1), norm, act)
+    # Not where the kernel does not apply (NCHW), nor when the pair may not fuse.
+    assert not fused_depthwise_norm_applies(torch.randn(2, 8, 16, 16), weight, (1, 1), norm, act)
     assert not fused_depthwise_norm_applies(_block_input(8, 16), weight, (1, 1), norm, nn.GELU())
     assert not fused_depthwise_norm_applies(_block_input(8, 16), weight, (1, 1), norm.eval(), act)
 
@@ -300,8 +414,9 @@ def test_a_one_by_one_map_runs_the_kernel_in_either_layout():
         torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-6)
 
 
-def test_operators_pass_opcheck():
-    x = torch.randn(2, 8, 7, 9).contiguous(memory_format=torch.channels_last)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_operators_pass_opcheck(dtype):
+    x = torch.randn(2, 8, 7, 9).to(dtype).contiguous(memory_format=torch.channels_last)
     weight, gamma, beta = torch.randn(8, 1, 3, 2), torch.rand(8) + 0.5, torch.randn(8)
     geometry = ([2, 1], [1, 0], [1, 2])
     y, z, mean, var = torch.ops.sepconv.dw_bn_act_forward(x, weight, gamma, beta, *geometry, EPS, 1)

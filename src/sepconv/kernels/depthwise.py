@@ -117,11 +117,14 @@ def depthwise_kernel_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     same in both layouts), a ``[C, 1, kh, kw]`` weight of the same dtype (depth multiplier 1), and the
     kernels built.
     """
+    return x.dtype in _KERNEL_DTYPES and weight.dtype == x.dtype and _kernel_layout_fits(x, weight)
+
+
+def _kernel_layout_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # Everything depthwise_kernel_applies asks but the dtypes.
     return (
         x.dim() == 4
         and x.device.type == "cpu"
-        and x.dtype in _KERNEL_DTYPES
-        and weight.dtype == x.dtype
         and weight.device.type == "cpu"
         and weight.dim() == 4
         and weight.shape[0] == x.shape[1]
@@ -199,7 +202,14 @@ def _register_fused_parts() -> None:
         out_width = (width + 2 * padding[1] - dilation[1] * (weight.shape[3] - 1) - 1) // stride[1] + 1
         shape = (batch, channels, out_height, out_width)
         output = input.new_empty(shape).contiguous(memory_format=torch.channels_last)
-        return output, torch.empty_like(output), input.new_empty(channels), input.new_empty(channels)
+        # the statistics in the arithmetic type: float for bfloat16 activations
+        stat_dtype = torch.float32 if input.dtype == torch.bfloat16 else input.dtype
+        return (
+            output,
+            torch.empty_like(output),
+            input.new_empty(channels, dtype=stat_dtype),
+            input.new_empty(channels, dtype=stat_dtype),
+        )
 
     def backward_fake(
         grad_output: torch.Tensor,
@@ -234,14 +244,23 @@ def fused_depthwise_norm_pays(x: torch.Tensor, stride: tuple[int, int]) -> bool:
     return stride == _FUSED_STRIDE or depthwise_kernel_pays(x, stride)
 
 
+def _fused_dtypes_fit(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # float32 / float64 with a weight of the same dtype, or bfloat16 activations (autocast hands them on)
+    # with a float32 or bfloat16 weight, summed in float32.
+    if x.dtype == torch.bfloat16:
+        return weight.dtype in (torch.float32, torch.bfloat16)
+    return x.dtype in _KERNEL_DTYPES and weight.dtype == x.dtype
+
+
 def fused_depthwise_norm_applies(
     x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], norm: nn.Module, act: nn.Module | None
 ) -> bool:
     """True when :func:`depthwise_batch_norm_act` runs its one fused kernel for these arguments.
 
-    The rule: the depthwise kernel applies (:func:`depthwise_kernel_applies`: channels_last CPU
-    float32/float64, depth multiplier 1), the fused operator pays at this shape
-    (:func:`fused_depthwise_norm_pays`: stride 2, or where :func:`depthwise_kernel_pays`), and
+    The rule: a channels_last 4-D CPU input with a ``[C, 1, kh, kw]`` weight (depth multiplier 1), in
+    float32 or float64 with a weight of the same dtype, or in bfloat16 with a float32 or bfloat16
+    weight (what a layer under bf16 autocast hands on); the fused operator pays at this shape
+    (:func:`fused_depthwise_norm_pays`: stride 2, or where :func:`depthwise_kernel_pays`); and
     ``act(norm(.))`` may fuse (:func:`sepconv.kernels.can_fuse`, ``norm`` in training mode, not under
     inference mode).
     """
@@ -249,7 +268,8 @@ def fused_depthwise_norm_applies(
         can_fuse(norm, act)
         and norm.training
         and not torch.is_inference_mode_enabled()
-        and depthwise_kernel_applies(x, weight)
+        and _fused_dtypes_fit(x, weight)
+        and _kernel_layout_fits(x, weight)
         and fused_depthwise_norm_pays(x, stride)
         and loaded_with(_register_fused_parts)
     )
@@ -271,8 +291,14 @@ def depthwise_batch_norm_act(
     backward (the gradient of the convolution's output never goes to memory), against five and eight
     for the three operators; it updates ``norm``'s running statistics as ``norm(...)`` would. Elsewhere
     it is :func:`depthwise_conv2d`, then :func:`sepconv.kernels.batch_norm_act`. The results agree to
-    float rounding. Under bf16 autocast the operator is not autocast: a float32 input is computed in
-    float32 (a bf16 input, what a bf16 layer before it hands on, takes the separate operators).
+    float rounding.
+
+    Under bf16 autocast the operator is not autocast: it computes in the dtype it is given. A bfloat16
+    input (what a bf16 layer before it hands on) is read, and the output, the convolution's output it
+    keeps for the backward, and grad_input are written, as bfloat16: half the bytes of float32. Every
+    sum runs in float32 and the statistics and parameters stay float32; the convolution's output is
+    rounded to bfloat16 before the statistics are taken, as the separate bf16 operators would see it.
+    A float32 input is computed in float32.
     """
     stride_pair = _pair(stride, "stride")
     padding_pair = _pair(padding, "padding")

@@ -86,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward(const at::Tensor& grad_out
           grad_weight_row(g, n, oh, xp, dyp, 0, sums.data());
           // Input rows [oh * H / OH, (oh + 1) * H / OH) of image n: every input row exactly once.
           for (int64_t ih = oh * g.h / g.oh; ih < (oh + 1) * g.h / g.oh; ++ih) {
-            grad_input_row(g, n, ih, dyp, 0, wp, dxp, tap_list);
+            grad_input_row(g, n, ih, dyp, 0, wp, dxp + (n * g.h + ih) * g.w * g.c, tap_list);
           }
         }
         double* chunk_sums = partial.data() + k * taps * g.c;

@@ -6,14 +6,20 @@
 // the build enables it, two SSE halves otherwise). Each output row is computed from a list of "taps"
 // (source row, column offset, weight vector); the same row routine serves the forward (a correlation)
 // and grad_input (a gather per input pixel: no write conflicts between threads).
+//
+// Storage and arithmetic: the source rows may be stored in a narrower type S than the one the sums run
+// in, T (bfloat16 activations under autocast, summed in float): each source vector is widened as it is
+// loaded, so a bf16 tensor is read as half the bytes and never copied to float first.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -43,6 +49,23 @@ inline void store(T* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+// A vector of T from source storage S: a plain load, or, for bfloat16, eight values widened to float
+// (a bfloat16 is the upper half of a float's bits).
+template <typename V, typename S>
+inline V load_source(const S* p) {
+  if constexpr (std::is_same_v<S, c10::BFloat16>) {
+    typedef uint16_t U16 __attribute__((vector_size(16)));
+    typedef uint32_t U32 __attribute__((vector_size(32)));
+    static_assert(sizeof(V) == sizeof(U32), "bfloat16 sources are summed in float");
+    const U32 bits = __builtin_convertvector(load<U16>(p), U32) << 16;
+    V v;
+    std::memcpy(&v, &bits, sizeof(V));
+    return v;
+  } else {
+    return load<V>(p);
+  }
+}
+
 inline int64_t floor_div(int64_t a, int64_t b) {
   const int64_t q = a / b;
   return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
@@ -53,10 +76,11 @@ struct Geometry {
   int64_t n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
-// One term of a row sum: source row (pixels of C values), column = a * q + offset, weight vector [C].
-template <typename T>
+// One term of a row sum: source row (pixels of C values, stored as S), column = a * q + offset, weight
+// vector [C] (in the arithmetic type T).
+template <typename T, typename S = T>
 struct Tap {
-  const T* src_row;
+  const S* src_row;
   int64_t offset;
   const T* weight;
 };
@@ -64,8 +88,8 @@ struct Tap {
 // Outputs j = 0..Q-1 at out + j * out_step: sum over taps of src[(column + j * a + offset) * C + c] * weight[c],
 // every tap's column known to be inside its row. Q accumulators per channel vector, so each weight vector
 // loaded serves Q FMAs.
-template <typename T, int Q>
-inline void interior_block(T* out, int64_t out_step, const std::vector<Tap<T>>& taps, int64_t column, int64_t a,
+template <typename T, typename S, int Q>
+inline void interior_block(T* out, int64_t out_step, const std::vector<Tap<T, S>>& taps, int64_t column, int64_t a,
                            int64_t C) {
   using V = typename Simd<T>::V;
   constexpr int L = Simd<T>::L;
@@ -76,9 +100,9 @@ inline void interior_block(T* out, int64_t out_step, const std::vector<Tap<T>>& 
     for (int j = 0; j < Q; ++j) acc[j] = V{};
     for (const auto& t : taps) {
       const V wv = load<V>(t.weight + c);
-      const T* s = t.src_row + (column + t.offset) * C + c;
+      const S* s = t.src_row + (column + t.offset) * C + c;
 #pragma GCC unroll 8
-      for (int j = 0; j < Q; ++j) acc[j] += load<V>(s + j * src_step) * wv;
+      for (int j = 0; j < Q; ++j) acc[j] += load_source<V>(s + j * src_step) * wv;
     }
 #pragma GCC unroll 8
     for (int j = 0; j < Q; ++j) store(out + j * out_step + c, acc[j]);
@@ -88,9 +112,9 @@ inline void interior_block(T* out, int64_t out_step, const std::vector<Tap<T>>& 
 #pragma GCC unroll 8
     for (int j = 0; j < Q; ++j) acc[j] = T(0);
     for (const auto& t : taps) {
-      const T* s = t.src_row + (column + t.offset) * C + c;
+      const S* s = t.src_row + (column + t.offset) * C + c;
 #pragma GCC unroll 8
-      for (int j = 0; j < Q; ++j) acc[j] += s[j * src_step] * t.weight[c];
+      for (int j = 0; j < Q; ++j) acc[j] += static_cast<T>(s[j * src_step]) * t.weight[c];
     }
 #pragma GCC unroll 8
     for (int j = 0; j < Q; ++j) out[j * out_step + c] = acc[j];
@@ -98,8 +122,8 @@ inline void interior_block(T* out, int64_t out_step, const std::vector<Tap<T>>& 
 }
 
 // One output next to the border: taps whose column falls outside [0, width) are skipped (zero padding).
-template <typename T>
-inline void border_pixel(T* out, const std::vector<Tap<T>>& taps, int64_t column, int64_t width, int64_t C) {
+template <typename T, typename S>
+inline void border_pixel(T* out, const std::vector<Tap<T, S>>& taps, int64_t column, int64_t width, int64_t C) {
   using V = typename Simd<T>::V;
   constexpr int L = Simd<T>::L;
   const int64_t vector_channels = C - C % L;
@@ -107,7 +131,7 @@ inline void border_pixel(T* out, const std::vector<Tap<T>>& taps, int64_t column
     V acc = {};
     for (const auto& t : taps) {
       const int64_t col = column + t.offset;
-      if (col >= 0 && col < width) acc += load<V>(t.src_row + col * C + c) * load<V>(t.weight + c);
+      if (col >= 0 && col < width) acc += load_source<V>(t.src_row + col * C + c) * load<V>(t.weight + c);
     }
     store(out + c, acc);
   }
@@ -115,34 +139,34 @@ inline void border_pixel(T* out, const std::vector<Tap<T>>& taps, int64_t column
     T acc = T(0);
     for (const auto& t : taps) {
       const int64_t col = column + t.offset;
-      if (col >= 0 && col < width) acc += t.src_row[col * C + c] * t.weight[c];
+      if (col >= 0 && col < width) acc += static_cast<T>(t.src_row[col * C + c]) * t.weight[c];
     }
     out[c] = acc;
   }
 }
 
 // K taps on one source row at consecutive columns (offset, offset + 1, ..., offset + K - 1): a "run".
-template <typename T, int K>
+template <typename T, typename S, int K>
 struct Run {
-  const T* src_row;
+  const S* src_row;
   int64_t offset;
   const T* weight[K];
 };
 
 // The taps as runs of K, when they are (in any order within a run, as grad_input lists them backwards);
 // false otherwise. Only used where a == 1 (consecutive outputs read consecutive source columns).
-template <typename T, int K>
-bool as_runs(const std::vector<Tap<T>>& taps, std::vector<Run<T, K>>& runs) {
+template <typename T, typename S, int K>
+bool as_runs(const std::vector<Tap<T, S>>& taps, std::vector<Run<T, S, K>>& runs) {
   runs.clear();
   if (taps.empty() || taps.size() % K != 0) return false;
   for (size_t i = 0; i < taps.size(); i += K) {
-    Run<T, K> run;
+    Run<T, S, K> run;
     run.src_row = taps[i].src_row;
     run.offset = taps[i].offset;
     for (int k = 1; k < K; ++k) run.offset = std::min(run.offset, taps[i + k].offset);
     bool seen[K] = {};
     for (int k = 0; k < K; ++k) {
-      const Tap<T>& t = taps[i + k];
+      const Tap<T, S>& t = taps[i + k];
       const int64_t slot = t.offset - run.offset;
       if (t.src_row != run.src_row || slot >= K || seen[slot]) return false;
       seen[slot] = true;
@@ -156,8 +180,8 @@ bool as_runs(const std::vector<Tap<T>>& taps, std::vector<Run<T, K>>& runs) {
 // Outputs j = 0..Q-1 (source columns column + j + offset + k) from runs of K taps: each source vector is
 // loaded once for the up to K outputs that use it, instead of once per tap (the load ports, not the
 // FMAs or memory, bounded the tap-by-tap loop: 37 loads per 36 FMAs at a 3x3 kernel).
-template <typename T, int K, int Q>
-inline void interior_runs(T* out, int64_t out_step, const std::vector<Run<T, K>>& runs, int64_t column,
+template <typename T, typename S, int K, int Q>
+inline void interior_runs(T* out, int64_t out_step, const std::vector<Run<T, S, K>>& runs, int64_t column,
                           int64_t C) {
   using V = typename Simd<T>::V;
   constexpr int L = Simd<T>::L;
@@ -170,10 +194,10 @@ inline void interior_runs(T* out, int64_t out_step, const std::vector<Run<T, K>>
       V w[K];
 #pragma GCC unroll 8
       for (int k = 0; k < K; ++k) w[k] = load<V>(r.weight[k] + c);
-      const T* s = r.src_row + (column + r.offset) * C + c;
+      const S* s = r.src_row + (column + r.offset) * C + c;
 #pragma GCC unroll 16
       for (int i = 0; i < Q + K - 1; ++i) {
-        const V v = load<V>(s + i * C);
+        const V v = load_source<V>(s + i * C);
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
           const int j = i - k;
@@ -189,9 +213,9 @@ inline void interior_runs(T* out, int64_t out_step, const std::vector<Run<T, K>>
 #pragma GCC unroll 8
     for (int j = 0; j < Q; ++j) acc[j] = T(0);
     for (const auto& r : runs) {
-      const T* s = r.src_row + (column + r.offset) * C + c;
+      const S* s = r.src_row + (column + r.offset) * C + c;
       for (int j = 0; j < Q; ++j) {
-        for (int k = 0; k < K; ++k) acc[j] += s[(j + k) * C] * r.weight[k][c];
+        for (int k = 0; k < K; ++k) acc[j] += static_cast<T>(s[(j + k) * C]) * r.weight[k][c];
       }
     }
 #pragma GCC unroll 8
@@ -200,19 +224,19 @@ inline void interior_runs(T* out, int64_t out_step, const std::vector<Run<T, K>>
 }
 
 // The interior outputs [q, hi) by runs of K taps, four at a time; returns where it stopped.
-template <typename T, int K>
+template <typename T, typename S, int K>
 int64_t interior_by_runs(T* out, int64_t start, int64_t step, int64_t q, int64_t hi,
-                         const std::vector<Tap<T>>& taps, int64_t C) {
-  thread_local std::vector<Run<T, K>> runs;
-  if (!as_runs<T, K>(taps, runs)) return q;
-  for (; q + 4 <= hi; q += 4) interior_runs<T, K, 4>(out + (start + step * q) * C, step * C, runs, q, C);
+                         const std::vector<Tap<T, S>>& taps, int64_t C) {
+  thread_local std::vector<Run<T, S, K>> runs;
+  if (!as_runs<T, S, K>(taps, runs)) return q;
+  for (; q + 4 <= hi; q += 4) interior_runs<T, S, K, 4>(out + (start + step * q) * C, step * C, runs, q, C);
   return q;
 }
 
 // out[(start + step * q) * C + c] = sum over taps of src[(a * q + offset) * C + c] * weight[c], for q in
 // [0, count); a tap whose column falls outside [0, width) contributes nothing (zero padding).
-template <typename T>
-void tap_row(T* out, int64_t start, int64_t step, int64_t count, const std::vector<Tap<T>>& taps, int64_t a,
+template <typename T, typename S>
+void tap_row(T* out, int64_t start, int64_t step, int64_t count, const std::vector<Tap<T, S>>& taps, int64_t a,
              int64_t width, int64_t C) {
   // Interior: the q for which every tap's column is inside the source row (no checks needed there).
   int64_t lo = 0, hi = count;
@@ -225,22 +249,29 @@ void tap_row(T* out, int64_t start, int64_t step, int64_t count, const std::vect
   const int64_t out_step = step * C;
   for (int64_t q = 0; q < lo; ++q) border_pixel(out + (start + step * q) * C, taps, a * q, width, C);
   int64_t q = lo;
-  if (a == 1 && taps.size() % 3 == 0) q = interior_by_runs<T, 3>(out, start, step, q, hi, taps, C);
-  if (a == 1 && taps.size() % 5 == 0 && q == lo) q = interior_by_runs<T, 5>(out, start, step, q, hi, taps, C);
-  for (; q + 8 <= hi; q += 8) interior_block<T, 8>(out + (start + step * q) * C, out_step, taps, a * q, a, C);
-  for (; q + 4 <= hi; q += 4) interior_block<T, 4>(out + (start + step * q) * C, out_step, taps, a * q, a, C);
-  for (; q < hi; ++q) interior_block<T, 1>(out + (start + step * q) * C, out_step, taps, a * q, a, C);
+  if (a == 1 && taps.size() % 3 == 0) q = interior_by_runs<T, S, 3>(out, start, step, q, hi, taps, C);
+  if (a == 1 && taps.size() % 5 == 0 && q == lo) q = interior_by_runs<T, S, 5>(out, start, step, q, hi, taps, C);
+  for (; q + 8 <= hi; q += 8) interior_block<T, S, 8>(out + (start + step * q) * C, out_step, taps, a * q, a, C);
+  for (; q + 4 <= hi; q += 4) interior_block<T, S, 4>(out + (start + step * q) * C, out_step, taps, a * q, a, C);
+  for (; q < hi; ++q) interior_block<T, S, 1>(out + (start + step * q) * C, out_step, taps, a * q, a, C);
   for (; q < count; ++q) border_pixel(out + (start + step * q) * C, taps, a * q, width, C);
 }
 
+// bf16_input: the caller also takes a bfloat16 input, with a float32 or bfloat16 weight (summed in float).
 Geometry geometry_of(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
-                     at::IntArrayRef padding, at::IntArrayRef dilation) {
+                     at::IntArrayRef padding, at::IntArrayRef dilation, bool bf16_input = false) {
   TORCH_CHECK(input.dim() == 4, "sepconv depthwise: expected a 4-D input, got ", input.dim(), "-D");
   TORCH_CHECK(input.device().is_cpu(), "sepconv depthwise: CPU tensors only");
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-              "sepconv depthwise: float32 or float64 only, got ", input.scalar_type());
-  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), "sepconv depthwise: weight dtype ",
-              weight.scalar_type(), " differs from input dtype ", input.scalar_type());
+  if (bf16_input && input.scalar_type() == at::kBFloat16) {
+    TORCH_CHECK(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16,
+                "sepconv depthwise: a bfloat16 input needs a float32 or bfloat16 weight, got ", weight.scalar_type());
+  } else {
+    TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+                "sepconv depthwise: float32 or float64 only", bf16_input ? " (or bfloat16)" : "", ", got ",
+                input.scalar_type());
+    TORCH_CHECK(weight.scalar_type() == input.scalar_type(), "sepconv depthwise: weight dtype ",
+                weight.scalar_type(), " differs from input dtype ", input.scalar_type());
+  }
   TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "sepconv depthwise: stride, padding and dilation need two values each");
   TORCH_CHECK(weight.dim() == 4 && weight.size(0) == input.size(1) && weight.size(1) == 1,
@@ -285,14 +316,14 @@ inline int64_t row_chunks(int64_t rows, int64_t multiply_adds) {
 int64_t row_grain(int64_t row_elements) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(row_elements, 1)); }
 
 // Output row m = n * OH + oh of the forward, written to out (OW * C values).
-template <typename T>
-void forward_row(const Geometry& g, int64_t m, const T* x, const T* w, T* out, std::vector<Tap<T>>& taps) {
+template <typename T, typename S>
+void forward_row(const Geometry& g, int64_t m, const S* x, const T* w, T* out, std::vector<Tap<T, S>>& taps) {
   const int64_t n = m / g.oh, oh = m % g.oh;
   taps.clear();
   for (int64_t kh = 0; kh < g.kh; ++kh) {
     const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
     if (ih < 0 || ih >= g.h) continue;
-    const T* row = x + (n * g.h + ih) * g.w * g.c;
+    const S* row = x + (n * g.h + ih) * g.w * g.c;
     for (int64_t kw = 0; kw < g.kw; ++kw) {
       taps.push_back({row, kw * g.dw - g.pw, w + (kh * g.kw + kw) * g.c});
     }
@@ -309,13 +340,12 @@ void forward_rows(const Geometry& g, const T* x, const T* w, T* y) {
   });
 }
 
-// grad_input row ih of image n: a gather from grad_output. Input columns of one phase r (iw = r + sw * q)
-// see the same kernel columns, and their output column is q + a constant: one tap_row per phase.
-// dy holds the grad_output rows from first_row on (a row is n * OH + oh).
+// grad_input row ih of image n, written to out (W * C values): a gather from grad_output. Input columns
+// of one phase r (iw = r + sw * q) see the same kernel columns, and their output column is q + a
+// constant: one tap_row per phase. dy holds the grad_output rows from first_row on (a row is n * OH + oh).
 template <typename T>
-void grad_input_row(const Geometry& g, int64_t n, int64_t ih, const T* dy, int64_t first_row, const T* w, T* dx,
+void grad_input_row(const Geometry& g, int64_t n, int64_t ih, const T* dy, int64_t first_row, const T* w, T* out,
                     std::vector<Tap<T>>& taps) {
-  T* out = dx + (n * g.h + ih) * g.w * g.c;
   for (int64_t r = 0; r < std::min(g.sw, g.w); ++r) {
     taps.clear();
     for (int64_t kh = 0; kh < g.kh; ++kh) {
@@ -341,8 +371,8 @@ inline void column_range(const Geometry& g, int64_t kw, int64_t* lo, int64_t* hi
 
 // sums[kw][c] += sum over ow of grad_row[ow, c] * x_row[ow * sw - pw + kw * dw, c], any kernel width:
 // one kernel column at a time, four accumulators against the FMA latency.
-template <typename T>
-void grad_weight_taps_any(const Geometry& g, const T* grad_row, const T* x_row, T* sums) {
+template <typename T, typename S>
+void grad_weight_taps_any(const Geometry& g, const T* grad_row, const S* x_row, T* sums) {
   using V = typename Simd<T>::V;
   constexpr int L = Simd<T>::L;
   constexpr int U = 4;
@@ -357,18 +387,20 @@ void grad_weight_taps_any(const Geometry& g, const T* grad_row, const T* x_row, 
 #pragma GCC unroll 8
       for (int j = 0; j < U; ++j) acc[j] = V{};
       const T* gp = grad_row + lo * C + c;
-      const T* xp = x_row + (lo * g.sw + offset) * C + c;
+      const S* xp = x_row + (lo * g.sw + offset) * C + c;
       int64_t ow = lo;
       for (; ow + U <= hi; ow += U, gp += U * C, xp += U * x_step) {
 #pragma GCC unroll 8
-        for (int j = 0; j < U; ++j) acc[j] += load<V>(gp + j * C) * load<V>(xp + j * x_step);
+        for (int j = 0; j < U; ++j) acc[j] += load<V>(gp + j * C) * load_source<V>(xp + j * x_step);
       }
-      for (; ow < hi; ++ow, gp += C, xp += x_step) acc[0] += load<V>(gp) * load<V>(xp);
+      for (; ow < hi; ++ow, gp += C, xp += x_step) acc[0] += load<V>(gp) * load_source<V>(xp);
       store(acc_out + c, load<V>(acc_out + c) + ((acc[0] + acc[1]) + (acc[2] + acc[3])));
     }
     for (int64_t c = vector_channels; c < C; ++c) {
       T sum = T(0);
-      for (int64_t ow = lo; ow < hi; ++ow) sum += grad_row[ow * C + c] * x_row[(ow * g.sw + offset) * C + c];
+      for (int64_t ow = lo; ow < hi; ++ow) {
+        sum += grad_row[ow * C + c] * static_cast<T>(x_row[(ow * g.sw + offset) * C + c]);
+      }
       acc_out[c] += sum;
     }
   }
@@ -376,8 +408,8 @@ void grad_weight_taps_any(const Geometry& g, const T* grad_row, const T* x_row, 
 
 // The same for a kernel width known at compile time: all KW accumulators stay in registers, so each
 // grad_output vector is loaded once for KW FMAs; two output columns per step against the FMA latency.
-template <typename T, int KW>
-void grad_weight_taps(const Geometry& g, const T* grad_row, const T* x_row, T* sums) {
+template <typename T, typename S, int KW>
+void grad_weight_taps(const Geometry& g, const T* grad_row, const S* x_row, T* sums) {
   using V = typename Simd<T>::V;
   constexpr int L = Simd<T>::L;
   const int64_t C = g.c, vector_channels = C - C % L, x_step = g.sw * C;
@@ -397,24 +429,24 @@ void grad_weight_taps(const Geometry& g, const T* grad_row, const T* x_row, T* s
     int64_t ow = lo;
     for (; ow + 2 <= hi; ow += 2) {
       const V g0 = load<V>(grad_row + ow * C + c), g1 = load<V>(grad_row + (ow + 1) * C + c);
-      const T* xp = x_row + ow * x_step + c;
+      const S* xp = x_row + ow * x_step + c;
 #pragma GCC unroll 8
       for (int kw = 0; kw < KW; ++kw) {
-        acc0[kw] += g0 * load<V>(xp + offset[kw]);
-        acc1[kw] += g1 * load<V>(xp + x_step + offset[kw]);
+        acc0[kw] += g0 * load_source<V>(xp + offset[kw]);
+        acc1[kw] += g1 * load_source<V>(xp + x_step + offset[kw]);
       }
     }
 #pragma GCC unroll 8
     for (int kw = 0; kw < KW; ++kw) {
       // The last odd column, then the border columns where only some kernel columns are valid.
       for (int64_t o = ow; o < hi; ++o) {
-        acc0[kw] += load<V>(grad_row + o * C + c) * load<V>(x_row + o * x_step + offset[kw] + c);
+        acc0[kw] += load<V>(grad_row + o * C + c) * load_source<V>(x_row + o * x_step + offset[kw] + c);
       }
       for (int64_t o = lo_kw[kw]; o < std::min(lo, hi_kw[kw]); ++o) {
-        acc0[kw] += load<V>(grad_row + o * C + c) * load<V>(x_row + o * x_step + offset[kw] + c);
+        acc0[kw] += load<V>(grad_row + o * C + c) * load_source<V>(x_row + o * x_step + offset[kw] + c);
       }
       for (int64_t o = std::max(hi, lo_kw[kw]); o < hi_kw[kw]; ++o) {
-        acc1[kw] += load<V>(grad_row + o * C + c) * load<V>(x_row + o * x_step + offset[kw] + c);
+        acc1[kw] += load<V>(grad_row + o * C + c) * load_source<V>(x_row + o * x_step + offset[kw] + c);
       }
       store(sums + kw * C + c, load<V>(sums + kw * C + c) + (acc0[kw] + acc1[kw]));
     }
@@ -422,7 +454,9 @@ void grad_weight_taps(const Geometry& g, const T* grad_row, const T* x_row, T* s
   for (int64_t c = vector_channels; c < C; ++c) {
     for (int kw = 0; kw < KW; ++kw) {
       T sum = T(0);
-      for (int64_t o = lo_kw[kw]; o < hi_kw[kw]; ++o) sum += grad_row[o * C + c] * x_row[o * x_step + offset[kw] + c];
+      for (int64_t o = lo_kw[kw]; o < hi_kw[kw]; ++o) {
+        sum += grad_row[o * C + c] * static_cast<T>(x_row[o * x_step + offset[kw] + c]);
+      }
       sums[kw * C + c] += sum;
     }
   }
@@ -431,21 +465,21 @@ void grad_weight_taps(const Geometry& g, const T* grad_row, const T* x_row, T* s
 // Adds to sums[KH * KW][C] the grad_weight terms of output row oh of image n:
 // sum over ow of dy[oh, ow, c] * x[oh * sh - ph + kh * dh, ow * sw - pw + kw * dw, c]; dy holds the
 // grad_output rows from first_row on.
-template <typename T>
-void grad_weight_row(const Geometry& g, int64_t n, int64_t oh, const T* x, const T* dy, int64_t first_row, T* sums) {
+template <typename T, typename S>
+void grad_weight_row(const Geometry& g, int64_t n, int64_t oh, const S* x, const T* dy, int64_t first_row, T* sums) {
   const T* grad_row = dy + (n * g.oh + oh - first_row) * g.ow * g.c;
   for (int64_t kh = 0; kh < g.kh; ++kh) {
     const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
     if (ih < 0 || ih >= g.h) continue;
-    const T* x_row = x + (n * g.h + ih) * g.w * g.c;
+    const S* x_row = x + (n * g.h + ih) * g.w * g.c;
     T* row_sums = sums + kh * g.kw * g.c;
     switch (g.kw) {
-      case 1: grad_weight_taps<T, 1>(g, grad_row, x_row, row_sums); break;
-      case 2: grad_weight_taps<T, 2>(g, grad_row, x_row, row_sums); break;
-      case 3: grad_weight_taps<T, 3>(g, grad_row, x_row, row_sums); break;
-      case 4: grad_weight_taps<T, 4>(g, grad_row, x_row, row_sums); break;
-      case 5: grad_weight_taps<T, 5>(g, grad_row, x_row, row_sums); break;
-      default: grad_weight_taps_any<T>(g, grad_row, x_row, row_sums);
+      case 1: grad_weight_taps<T, S, 1>(g, grad_row, x_row, row_sums); break;
+      case 2: grad_weight_taps<T, S, 2>(g, grad_row, x_row, row_sums); break;
+      case 3: grad_weight_taps<T, S, 3>(g, grad_row, x_row, row_sums); break;
+      case 4: grad_weight_taps<T, S, 4>(g, grad_row, x_row, row_sums); break;
+      case 5: grad_weight_taps<T, S, 5>(g, grad_row, x_row, row_sums); break;
+      default: grad_weight_taps_any<T, S>(g, grad_row, x_row, row_sums);
     }
   }
 }

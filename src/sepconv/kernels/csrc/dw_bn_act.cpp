@@ -1,5 +1,6 @@
 // Depthwise convolution + BatchNorm (training mode: batch statistics) + activation, fused, on
-// channels_last CPU tensors, float and double.
+// channels_last CPU tensors: float, double, and bfloat16 activations (under autocast) with float
+// parameters and statistics.
 //
 // Why: in a separable network the depthwise step is memory-bound, and run as three operators it reads
 // and writes the whole activation tensor again at each: forward, convolution (read x, write z),
@@ -12,6 +13,11 @@
 // Exactness: the same per-element formulas as bn_act.cpp and depthwise.cpp; every sum runs over a fixed
 // split of the rows (independent of the thread count) and adds up the chunks in double, in order, so
 // the same input gives the same bits on every run and at any thread count.
+//
+// bfloat16 (storage S = bfloat16, arithmetic T = float): x, z, y, grad_output and grad_input are stored
+// as bfloat16, so the memory-bound passes move half the bytes; every sum runs in float (double across
+// chunks). z is rounded to bfloat16 as it is stored and the statistics are taken over the stored values,
+// as the separate operators under autocast would see them; grad of z stays float in its buffer.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -84,47 +90,153 @@ void check_norm_params(const at::Tensor& input, const at::Tensor& bn_weight, con
               "sepconv fused depthwise batch norm: weight and bias need ", input.size(1), " elements");
 }
 
-// Returns (y, z, mean, biased variance): y = act(batch_norm(z)), z the depthwise convolution of input.
+typedef float F8 __attribute__((vector_size(32)));
+typedef uint32_t U8 __attribute__((vector_size(32)));
+typedef int32_t I8 __attribute__((vector_size(32)));
+typedef uint16_t H8 __attribute__((vector_size(16)));
+
+// Eight floats rounded to bfloat16 (to nearest, ties to even; NaN stays a quiet NaN), as c10::BFloat16
+// rounds one: the upper halves of the rounded bits.
+inline H8 round_to_bfloat16(F8 v) {
+  U8 bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  const U8 rounded = (bits + (0x7FFFu + ((bits >> 16) & 1u))) >> 16;
+  const U8 nan = reinterpret_cast<U8>(v != v);
+  const U8 quiet = {0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0};
+  return __builtin_convertvector((rounded & ~nan) | (quiet & nan), H8);
+}
+
+// Stores count values of T as S, leaving in row the values stored (a plain copy when S is T).
+template <typename T, typename S>
+inline void store_row(T* row, S* out, int64_t count) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<S, c10::BFloat16> && std::is_same_v<T, float>) {
+    for (; i + 8 <= count; i += 8) {
+      store(out + i, round_to_bfloat16(load<F8>(row + i)));
+      store(row + i, load_source<F8>(out + i));
+    }
+  }
+  for (; i < count; ++i) {
+    const S v = static_cast<S>(row[i]);
+    out[i] = v;
+    row[i] = static_cast<T>(v);
+  }
+}
+
+// count values of S as T: in place when S is T, else widened into buffer.
+template <typename T, typename S>
+inline const T* widened_values(const S* in, std::vector<T>& buffer, int64_t count) {
+  if constexpr (std::is_same_v<S, T>) {
+    return in;
+  } else {
+    buffer.resize(static_cast<size_t>(count));
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) store(buffer.data() + i, load_source<F8>(in + i));
+    for (; i < count; ++i) buffer[i] = static_cast<T>(in[i]);
+    return buffer.data();
+  }
+}
+
+// Where count values of T meant for out are computed: out itself when S is T, else buffer, which
+// finish_values then stores as S.
+template <typename T, typename S>
+inline T* values_for(S* out, std::vector<T>& buffer, int64_t count) {
+  if constexpr (std::is_same_v<S, T>) {
+    return out;
+  } else {
+    buffer.resize(static_cast<size_t>(count));
+    return buffer.data();
+  }
+}
+
+template <typename T, typename S>
+inline void finish_values(T* values, S* out, int64_t count) {
+  if constexpr (!std::is_same_v<S, T>) store_row(values, out, count);
+}
+
+// Pixels per block where a pass widens bfloat16 values into float first: about 8 KiB of each.
+inline int64_t pixel_block(int64_t C) { return std::max<int64_t>(1, 2048 / std::max<int64_t>(C, 1)); }
+
+// Output row m of z, stored as S, with its moments added to sum1 / sum2 from the values stored. row is a
+// scratch row of T for a narrower S (the sums are rounded to S before the moments see them).
+template <typename T, typename S>
+void convolve_row(const Geometry& g, int64_t m, const S* x, const T* w, S* z, std::vector<T>& row,
+                  std::vector<Tap<T, S>>& taps, double* sum1, double* sum2) {
+  S* out = z + m * g.ow * g.c;
+  if constexpr (std::is_same_v<S, T>) {
+    forward_row(g, m, x, w, out, taps);
+    add_row_moments(out, g.ow, g.c, sum1, sum2);
+  } else {
+    row.resize(static_cast<size_t>(g.ow * g.c));
+    forward_row(g, m, x, w, row.data(), taps);
+    store_row(row.data(), out, g.ow * g.c);
+    add_row_moments(row.data(), g.ow, g.c, sum1, sum2);
+  }
+}
+
+// grad_input row ih of image n into dx (stored as S), from the grad_z rows in dz (first row lo); row as
+// above.
+template <typename T, typename S>
+void grad_input_into(const Geometry& g, int64_t n, int64_t ih, const T* dz, int64_t lo, const T* w, S* dx,
+                     std::vector<T>& row, std::vector<Tap<T>>& taps) {
+  S* out = dx + (n * g.h + ih) * g.w * g.c;
+  if constexpr (std::is_same_v<S, T>) {
+    grad_input_row(g, n, ih, dz, lo, w, out, taps);
+  } else {
+    row.resize(static_cast<size_t>(g.w * g.c));
+    grad_input_row(g, n, ih, dz, lo, w, row.data(), taps);
+    store_row(row.data(), out, g.w * g.c);
+  }
+}
+
+template <typename T>
+at::ScalarType scalar_type_of() {
+  return c10::CppTypeToScalarType<T>::value;
+}
+
+// Returns (y, z, mean, biased variance): y = act(batch_norm(z)), z the depthwise convolution of input;
+// y and z in the input's dtype, the statistics in its arithmetic type (float for bfloat16).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_forward(
     const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bn_weight, const at::Tensor& bn_bias,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, double eps, int64_t act) {
-  const Geometry g = geometry_of(input, weight, stride, padding, dilation);
+  const Geometry g = geometry_of(input, weight, stride, padding, dilation, /*bf16_input=*/true);
   check_norm_params(input, bn_weight, bn_bias);
   const int64_t rows = g.n * g.oh, pixels = rows * g.ow, C = g.c;
   TORCH_CHECK(pixels > 1, "Expected more than 1 value per channel when training, got output size [", g.n, ", ",
               g.c, ", ", g.oh, ", ", g.ow, "]");
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor w = taps_by_channel(weight);
   const auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
   at::Tensor z = at::empty({g.n, C, g.oh, g.ow}, options);
   at::Tensor y = at::empty({g.n, C, g.oh, g.ow}, options);
-  at::Tensor mean = at::empty({C}, x.options());
-  at::Tensor var = at::empty({C}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sepconv_dw_bn_act_forward", [&] {
-    using T = scalar_t;
-    const T* xp = x.data_ptr<T>();
+  at::Tensor mean, var;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "sepconv_dw_bn_act_forward", [&] {
+    using S = scalar_t;
+    using T = at::opmath_type<S>;
+    mean = at::empty({C}, x.options().dtype(scalar_type_of<T>()));
+    var = at::empty({C}, x.options().dtype(scalar_type_of<T>()));
+    const at::Tensor w = taps_by_channel(weight.to(scalar_type_of<T>()));
+    const S* xp = x.data_ptr<S>();
     const T* wp = w.data_ptr<T>();
-    T* zp = z.data_ptr<T>();
+    S* zp = z.data_ptr<S>();
     const int64_t work = pixels * C * g.kh * g.kw;
     const int64_t chunks = row_chunks(rows, work);
     std::vector<double> partial(static_cast<size_t>(chunks * 2 * C), 0.0);
     const int64_t grain = std::max<int64_t>(1, chunks * 32768 / std::max<int64_t>(work, 1));
     at::parallel_for(0, chunks, grain, [&](int64_t begin, int64_t end) {
-      std::vector<Tap<T>> taps;
+      std::vector<Tap<T, S>> taps;
       taps.reserve(g.kh * g.kw);
+      std::vector<T> row;
       for (int64_t k = begin; k < end; ++k) {
         double* sum1 = partial.data() + k * 2 * C;
         double* sum2 = sum1 + C;
         for (int64_t m = rows * k / chunks; m < rows * (k + 1) / chunks; ++m) {
-          T* out = zp + m * g.ow * C;
-          forward_row(g, m, xp, wp, out, taps);
-          add_row_moments(out, g.ow, C, sum1, sum2);
+          convolve_row(g, m, xp, wp, zp, row, taps, sum1, sum2);
         }
       }
     });
     Coefficients<T> co(C);
-    const at::Tensor gamma = bn_weight.to(x.scalar_type()).contiguous();
-    const at::Tensor beta = bn_bias.to(x.scalar_type()).contiguous();
+    const at::Tensor gamma = bn_weight.to(scalar_type_of<T>()).contiguous();
+    const at::Tensor beta = bn_bias.to(scalar_type_of<T>()).contiguous();
     for (int64_t c = 0; c < C; ++c) {
       double s1 = 0, s2 = 0;
       for (int64_t k = 0; k < chunks; ++k) {
@@ -139,14 +251,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_forward(
       mean.data_ptr<T>()[c] = static_cast<T>(mu);
       var.data_ptr<T>()[c] = static_cast<T>(v);
     }
-    T* yp = y.data_ptr<T>();
+    S* yp = y.data_ptr<S>();
     dispatch_activation(act, [&](auto a) {
       constexpr int A = decltype(a)::value;
       at::parallel_for(0, pixels, std::max<int64_t>(1, 32768 / C), [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p) {
-          const T* zr = zp + p * C;
-          T* yr = yp + p * C;
-          for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A>(zr[c] * co.scale[c] + co.shift[c]);
+        std::vector<T> z_values, y_values;
+        for (int64_t p0 = begin; p0 < end; p0 += pixel_block(C)) {
+          const int64_t count = std::min(pixel_block(C), end - p0) * C;
+          const T* zr = widened_values(zp + p0 * C, z_values, count);
+          T* yr = values_for(yp + p0 * C, y_values, count);
+          for (int64_t i = 0; i < count; i += C) {
+            for (int64_t c = 0; c < C; ++c) yr[i + c] = act_forward<A>(zr[i + c] * co.scale[c] + co.shift[c]);
+          }
+          finish_values(yr, yp + p0 * C, count);
         }
       });
     });
@@ -178,7 +295,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_backward(
     const at::Tensor& bn_weight, const at::Tensor& bn_bias, const at::Tensor& mean_saved,
     const at::Tensor& var_saved, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
     double eps, int64_t act) {
-  const Geometry g = geometry_of(input, weight, stride, padding, dilation);
+  const Geometry g = geometry_of(input, weight, stride, padding, dilation, /*bf16_input=*/true);
   check_norm_params(input, bn_weight, bn_bias);
   TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.n && grad_output.size(1) == g.c &&
                   grad_output.size(2) == g.oh && grad_output.size(3) == g.ow && z_saved.sizes() == grad_output.sizes(),
@@ -188,18 +305,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_backward(
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor z = z_saved.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor dy = grad_output.to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor w = taps_by_channel(weight);
+  TORCH_CHECK(z.scalar_type() == x.scalar_type(), "sepconv fused depthwise batch norm: z dtype ", z.scalar_type(),
+              " differs from input dtype ", x.scalar_type());
   at::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
   at::Tensor grad_gamma = at::empty({C}, x.options().dtype(at::kDouble));
   at::Tensor grad_beta = at::empty({C}, x.options().dtype(at::kDouble));
   at::Tensor grad_weight_taps = at::zeros({taps, C}, x.options().dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sepconv_dw_bn_act_backward", [&] {
-    using T = scalar_t;
-    const T* xp = x.data_ptr<T>();
-    const T* zp = z.data_ptr<T>();
-    const T* dyp = dy.data_ptr<T>();
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "sepconv_dw_bn_act_backward", [&] {
+    using S = scalar_t;
+    using T = at::opmath_type<S>;
+    const at::Tensor w = taps_by_channel(weight.to(scalar_type_of<T>()));
+    const S* xp = x.data_ptr<S>();
+    const S* zp = z.data_ptr<S>();
+    const S* dyp = dy.data_ptr<S>();
     const T* wp = w.data_ptr<T>();
-    T* dxp = dx.data_ptr<T>();
+    S* dxp = dx.data_ptr<S>();
     const at::Tensor gamma = bn_weight.to(at::kDouble).contiguous();
     const at::Tensor beta = bn_bias.to(at::kDouble).contiguous();
     const at::Tensor mean = mean_saved.to(at::kDouble).contiguous();
@@ -221,16 +341,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_backward(
       // Pass 1: per-channel sums of g = dy * act'(z * scale + shift) and of g * (z - mean).
       std::vector<double> partial(static_cast<size_t>(chunks * 2 * C), 0.0);
       at::parallel_for(0, chunks, grain, [&](int64_t begin, int64_t end) {
+        std::vector<T> z_values, g_values;
         for (int64_t k = begin; k < end; ++k) {
           double* sum_g = partial.data() + k * 2 * C;
           double* sum_gz = sum_g + C;
-          for (int64_t p = pixels * k / chunks; p < pixels * (k + 1) / chunks; ++p) {
-            const T* zr = zp + p * C;
-            const T* gr = dyp + p * C;
-            for (int64_t c = 0; c < C; ++c) {
-              const T gv = gr[c] * act_derivative<A>(zr[c] * co.scale[c] + co.shift[c]);
-              sum_g[c] += static_cast<double>(gv);
-              sum_gz[c] += static_cast<double>(gv * (zr[c] - co.mean[c]));
+          const int64_t last = pixels * (k + 1) / chunks;
+          for (int64_t p0 = pixels * k / chunks; p0 < last; p0 += pixel_block(C)) {
+            const int64_t count = std::min(pixel_block(C), last - p0) * C;
+            const T* zr = widened_values(zp + p0 * C, z_values, count);
+            const T* gr = widened_values(dyp + p0 * C, g_values, count);
+            for (int64_t i = 0; i < count; i += C) {
+              for (int64_t c = 0; c < C; ++c) {
+                const T zv = zr[i + c];
+                const T gv = gr[i + c] * act_derivative<A>(zv * co.scale[c] + co.shift[c]);
+                sum_g[c] += static_cast<double>(gv);
+                sum_gz[c] += static_cast<double>(gv * (zv - co.mean[c]));
+              }
             }
           }
         }
@@ -254,19 +380,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_backward(
         std::vector<Tap<T>> tap_list;
         tap_list.reserve(taps);
         std::vector<T> sums(static_cast<size_t>(taps * C));
-        std::vector<T> dz;
+        std::vector<T> dz, z_values, g_values;
+        std::vector<T> row;
         for (int64_t k = begin; k < end; ++k) {
           const int64_t m0 = rows * k / chunks, m1 = rows * (k + 1) / chunks;
           const auto [lo, hi] = rows_needed(g, m0, m1);
           dz.resize(static_cast<size_t>((hi - lo) * g.ow * C));
-          for (int64_t p = lo * g.ow; p < hi * g.ow; ++p) {
-            const T* zr = zp + p * C;
-            const T* gr = dyp + p * C;
-            T* out = dz.data() + (p - lo * g.ow) * C;
-            for (int64_t c = 0; c < C; ++c) {
-              const T zv = zr[c];
-              const T gv = gr[c] * act_derivative<A>(zv * co.scale[c] + co.shift[c]);
-              out[c] = co.gain[c] * (gv - co.mean_g[c] - (zv - co.mean[c]) * co.slope[c]);
+          for (int64_t p0 = lo * g.ow; p0 < hi * g.ow; p0 += pixel_block(C)) {
+            const int64_t count = std::min(pixel_block(C), hi * g.ow - p0) * C;
+            const T* zr = widened_values(zp + p0 * C, z_values, count);
+            const T* gr = widened_values(dyp + p0 * C, g_values, count);
+            T* out = dz.data() + (p0 - lo * g.ow) * C;
+            for (int64_t i = 0; i < count; i += C) {
+              for (int64_t c = 0; c < C; ++c) {
+                const T zv = zr[i + c];
+                const T gv = gr[i + c] * act_derivative<A>(zv * co.scale[c] + co.shift[c]);
+                out[i + c] = co.gain[c] * (gv - co.mean_g[c] - (zv - co.mean[c]) * co.slope[c]);
+              }
             }
           }
           std::fill(sums.begin(), sums.end(), T(0));
@@ -274,7 +404,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_backward(
             const int64_t n = m / g.oh, oh = m % g.oh;
             grad_weight_row(g, n, oh, xp, dz.data(), lo, sums.data());
             for (int64_t ih = oh * g.h / g.oh; ih < (oh + 1) * g.h / g.oh; ++ih) {
-              grad_input_row(g, n, ih, dz.data(), lo, wp, dxp, tap_list);
+              grad_input_into(g, n, ih, dz.data(), lo, wp, dxp, row, tap_list);
             }
           }
           double* chunk_sums = weight_partial.data() + k * taps * C;
