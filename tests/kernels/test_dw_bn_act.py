@@ -115,12 +115,19 @@ def _term_scales(leaves64: list[torch.Tensor], config: dict, grad_output: torch.
     var, mean = torch.var_mean(z.detach(), dim=(0, 2, 3), unbiased=False)
     act = ACTIVATIONS[config["act"]]
     y = F.batch_norm(z, None, None, gamma, beta, True, 0.0, EPS)
-    (dz,) = torch.autograd.grad(y if act is None else act(y), z, grad_output.double())
-    dz = dz.abs()
-    pixels = dz.sum(dim=(0, 2, 3))  # per channel: sum of |dz| over the pixels
+    (g,) = torch.autograd.grad(y if act is None else act(y), y, grad_output.double())
+    g = g.abs()
+    xhat = ((z.detach() - mean.view(1, -1, 1, 1)) / (var + EPS).sqrt().view(1, -1, 1, 1)).abs()
+    # dz = gain (g - mean g - xhat mean(g xhat)) cancels to nothing when a channel has two pixels (xhat
+    # is +-1 there): the terms it is made of, not dz itself, set the size of its rounding.
+    gain = (gamma.abs() / (var + EPS).sqrt()).view(1, -1, 1, 1)
+    dz = gain * (
+        g + g.mean(dim=(0, 2, 3), keepdim=True) + xhat * (g * xhat).mean(dim=(0, 2, 3), keepdim=True)
+    )
+    pixels = dz.sum(dim=(0, 2, 3))  # per channel: sum of the dz terms over the pixels
     x_max = x.abs().amax(dim=(0, 2, 3))
     g_sum = 1.5 * grad_output.double().abs().sum(dim=(0, 2, 3))  # |d act| <= 1.5 (hardswish)
-    xhat_max = (z.detach() - mean.view(1, -1, 1, 1)).abs().amax(dim=(0, 2, 3)) / (var + EPS).sqrt()
+    xhat_max = xhat.amax(dim=(0, 2, 3))
     y_terms = (
         z.detach().abs() * (gamma.abs() / (var + EPS).sqrt()).view(1, -1, 1, 1)
     ).amax() + beta.abs().max()
