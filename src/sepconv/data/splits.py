@@ -130,6 +130,21 @@ class NormalizedImages(Dataset[tuple[torch.Tensor, int]]):
             image = self.augment(image)
         return normalize(image, self.mean, self.std), int(self.labels[index])
 
+    @property
+    def draws_random(self) -> bool:
+        """True when reading a sample draws random numbers (an ``augment`` runs)."""
+        return self.augment is not None
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """``[self[i] for i in indices]``, the same values bit for bit, read as one batch where no
+        ``augment`` runs. A ``DataLoader`` calls this for each batch: one tensor operation per batch
+        instead of a handful per image (about 50 us each, 10 ms per batch of 64 on a 2-core CPU)."""
+        if self.augment is not None:
+            return [self[index] for index in indices]
+        rows = torch.as_tensor(indices, dtype=torch.int64)
+        images = normalize(self.images[rows].to(torch.float32).div_(255.0), self.mean, self.std)
+        return list(zip(images.unbind(0), self.labels[rows].tolist()))
+
     def subset(self, indices: torch.Tensor, augment: ImageTransform | None = None) -> NormalizedImages:
         """The samples at ``indices`` (a copy), with ``augment`` for this subset only."""
         return NormalizedImages(

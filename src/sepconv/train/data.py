@@ -15,7 +15,7 @@ images, and reading data never moves the RNG that dropout and initialisation dra
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,6 +98,15 @@ class EpochSeededDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(sample_seed)
             return self.dataset[index]
+
+    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> list[Any]:
+        """The samples of ``keys``, as ``[self[key] for key in keys]`` gives them. A data set that says its
+        reads draw nothing (``draws_random`` False: no augmentation) needs no seeding, so a batch is
+        read at once through its own ``__getitems__``."""
+        getitems = getattr(self.dataset, "__getitems__", None)
+        if getattr(self.dataset, "draws_random", True) is False and getitems is not None:
+            return list(getitems([index for _, index in keys]))
+        return [self[key] for key in keys]
 
 
 class ResumableDataLoader(DataLoader):
