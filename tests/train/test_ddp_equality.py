@@ -191,10 +191,9 @@ def test_two_processes_compute_what_one_computes_under_bf16(one_process_fp32, tm
 
     N processes run the distributed BatchNorm and bf16 convolutions, so they are compared with one
     process on the same kernels (fused off). One process with the fused kernels on runs the fused
-    depthwise operator, which keeps the gradient of the convolution's output in float32 and lands
-    closer to the float32 run than either plain bf16 path (measured on the stem's BatchNorm weight,
-    whose gradient cancels to ~0: 8.3e-7 from float32 against 9.7e-6 and 9.8e-6), so it is held to
-    that instead: per weight, no further from the float32 run than the plain one-process bf16 run is.
+    depthwise operator (float32 sums and weights, bf16 storage), whose rounding differs from both plain
+    bf16 paths (on the stem's BatchNorm weight, whose gradient cancels to ~0, it ended 8.3e-7 from the
+    float32 run against 9.7e-6 and 9.8e-6), so it is held to its distance from the float32 run instead.
     """
     expected = _train(tmp_path / "one", devices=1, bf16="on", fused="off")
     got = _train(tmp_path / "two", devices=2, bf16="on")
@@ -212,17 +211,20 @@ def test_two_processes_compute_what_one_computes_under_bf16(one_process_fp32, tm
     assert fused["bf16"] is True
     initial = _initial_weights()
     fused_weights = load_model(tmp_path / "fused" / "model.safetensors").state_dict()
-    for key, reference in exact.items():
-        if not reference.is_floating_point():
-            continue
-        moved = (reference - initial[key]).abs().max().item()
-        fused_error = (fused_weights[key] - reference).abs().max().item()
-        plain_error = (plain_weights[key] - reference).abs().max().item()
-        # both carry bf16's rounding of the same sums: half of how far the weight moved covers their
-        # spread, as in _assert_same_run
-        assert fused_error <= plain_error + 0.5 * moved + 1e-6, (
-            f"{key}: {fused_error:.3g} > {plain_error:.3g}"
-        )
+    trained = [key for key, value in exact.items() if value.is_floating_point() and "running" not in key]
+
+    def distance(weights: dict[str, torch.Tensor]) -> float:
+        return sum(float((weights[key] - exact[key]).square().sum()) for key in trained) ** 0.5
+
+    # Euclidean distances over the trained parameters: each bf16 run ends away from the float32 run by
+    # its rounding, of one size; 1.5x covers the spread between two such roundings (as in
+    # tests/train/test_fused_training.py), a tenth of the float32 run's move the rest.
+    moved, fused_distance, plain_distance = (
+        distance(initial),
+        distance(fused_weights),
+        distance(plain_weights),
+    )
+    assert fused_distance <= 1.5 * plain_distance + 0.1 * moved, (fused_distance, plain_distance, moved)
 
 
 @pytest.mark.slow
