@@ -58,6 +58,40 @@ def test_forward_and_gradients_match_conv2d(forward, config):
     assert _relative_error(grad_weight, ref_grad_weight) <= FP32_RELATIVE
 
 
+@given(config=depthwise_geometries())
+def test_bfloat16_is_the_float32_kernel_rounded_and_exact_to_bfloat16_rounding(config):
+    # As under bf16 autocast: bfloat16 activations, a float32 weight. Each value is widened as it is
+    # loaded and summed in the float32 kernel's order, so the outputs are that kernel's, given the same
+    # (widened) inputs, rounded to bfloat16 (to nearest even, as torch rounds): bit for bit; grad_weight,
+    # kept in float32, bit for bit unrounded.
+    x32, weight = _inputs(config)
+    x = x32.detach().bfloat16().requires_grad_()
+    geometry = (config["stride"], config["padding"], config["dilation"])
+    assert depthwise_kernel_applies(x, weight)
+    out = torch.ops.sepconv.depthwise_forward(x, weight, *geometry)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    grad_output = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+    grad_x, grad_weight = torch.autograd.grad(out, (x, weight), grad_output)
+    assert grad_x.dtype == torch.bfloat16 and grad_weight.dtype == torch.float32
+
+    widened = x.detach().float().contiguous(memory_format=torch.channels_last).requires_grad_()
+    out32 = torch.ops.sepconv.depthwise_forward(widened, weight, *geometry)
+    grad_x32, grad_weight32 = torch.autograd.grad(out32, (widened, weight), grad_output.float())
+    assert torch.equal(out, out32.bfloat16())
+    assert torch.equal(grad_x, grad_x32.bfloat16())
+    assert torch.equal(grad_weight, grad_weight32)
+
+    # And against float64 on the same inputs: float32's error (FP32_RELATIVE, as above), then half a
+    # bfloat16 ulp, at most 2^-8 of the value, for the rounded outputs.
+    x64, weight64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    out64 = F.conv2d(x64, weight64, None, *geometry, groups=config["channels"])
+    grads64 = torch.autograd.grad(out64, (x64, weight64), grad_output.double())
+    for got, exact in ((out, out64), (grad_x, grads64[0])):
+        bound = 2**-8 * exact.detach().abs() + (1 + 2**-8) * FP32_RELATIVE * exact.detach().abs().max()
+        assert bool(((got.double() - exact.detach()).abs() <= bound).all())
+    assert _relative_error(grad_weight.double(), grads64[1]) <= FP32_RELATIVE
+
+
 @pytest.mark.parametrize(
     ("kernel", "stride", "padding", "dilation"),
     [((3, 3), (1, 1), (1, 1), (1, 1)), ((2, 4), (2, 1), (1, 2), (2, 1)), ((3, 1), (2, 2), (0, 1), (1, 2))],
@@ -100,11 +134,12 @@ def test_kernel_pays_on_tiny_maps_and_at_stride_1_on_large_maps():
     assert not depthwise_kernel_pays(torch.empty(1, 8, 5, 5), (1, 1))
 
 
-def test_grad_weight_is_identical_for_any_thread_count():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grad_weight_is_identical_for_any_thread_count(dtype):
     # grad_weight sums over a fixed split of the rows, so the thread count cannot change a bit.
-    x = torch.randn(4, 16, 20, 20).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 16, 20, 20).to(dtype).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(16, 1, 3, 3)
-    grad_output = torch.randn(4, 16, 20, 20).contiguous(memory_format=torch.channels_last)
+    grad_output = torch.randn(4, 16, 20, 20).to(dtype).contiguous(memory_format=torch.channels_last)
     threads = torch.get_num_threads()
     results = []
     try:
@@ -128,9 +163,12 @@ def test_grad_weight_is_identical_for_any_thread_count():
             torch.randn(2, 6, 8, 8).contiguous(memory_format=torch.channels_last),
             torch.randn(12, 1, 3, 3),
         ),  # x2
-        (torch.randn(2, 6, 8, 8, dtype=torch.bfloat16), torch.randn(6, 1, 3, 3, dtype=torch.bfloat16)),
+        (
+            torch.randn(2, 6, 8, 8, dtype=torch.float16).contiguous(memory_format=torch.channels_last),
+            torch.randn(6, 1, 3, 3, dtype=torch.float16),
+        ),
     ],
-    ids=["nchw", "depth-multiplier-2", "bfloat16"],
+    ids=["nchw", "depth-multiplier-2", "float16"],
 )
 def test_falls_back_to_conv2d(x, weight):
     assert not depthwise_kernel_applies(x, weight)

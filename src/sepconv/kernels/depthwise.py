@@ -51,10 +51,14 @@ def depthwise_kernels_available() -> bool:
 # forward ("depthwise_forward_onednn", at::conv2d) matched or beat the C++ one ("depthwise_forward") at
 # the MobileNet shapes measured on the 2-core AMD EPYC (C++ at 0.6-1.1x of it), while the C++ backward
 # beat oneDNN's (up to 2x at stride 1). oneDNN has no float64 kernels (at::conv2d then takes a slow
-# generic path), so float64 runs the C++ forward.
+# generic path), so float64 runs the C++ forward, as does bfloat16 (which keeps a float32 weight in float32).
 #: The two forward implementations of the depthwise kernel: its own C++ one and oneDNN's.
 FORWARD_OPERATORS = ("depthwise_forward", "depthwise_forward_onednn")
-_FORWARD_OPERATOR = {torch.float32: "depthwise_forward_onednn", torch.float64: "depthwise_forward"}
+_FORWARD_OPERATOR = {
+    torch.float32: "depthwise_forward_onednn",
+    torch.float64: "depthwise_forward",
+    torch.bfloat16: "depthwise_forward",  # bf16 storage, float32 sums and weight
+}
 
 
 def _register_python_parts() -> None:
@@ -110,14 +114,23 @@ def _pair(value: int | tuple[int, ...] | list[int], name: str) -> tuple[int, int
     raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
+def _kernel_dtypes_fit(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # float32 / float64 with a weight of the same dtype, or bfloat16 activations (autocast hands them on)
+    # with a float32 or bfloat16 weight, summed in float32.
+    if x.dtype == torch.bfloat16:
+        return weight.dtype in (torch.float32, torch.bfloat16)
+    return x.dtype in _KERNEL_DTYPES and weight.dtype == x.dtype
+
+
 def depthwise_kernel_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True when the C++ kernels can compute the depthwise convolution of ``x`` with ``weight``.
 
-    It needs a 4-D channels_last CPU input in float32/float64 (a 1x1 map counts, whose bytes are the
-    same in both layouts), a ``[C, 1, kh, kw]`` weight of the same dtype (depth multiplier 1), and the
-    kernels built.
+    It needs a 4-D channels_last CPU input (a 1x1 map counts, whose bytes are the same in both layouts)
+    in float32 or float64 with a ``[C, 1, kh, kw]`` weight of the same dtype (depth multiplier 1), or in
+    bfloat16 with a float32 or bfloat16 weight (what a layer under bf16 autocast hands on: stored as
+    bfloat16, summed in float32), and the kernels built.
     """
-    return x.dtype in _KERNEL_DTYPES and weight.dtype == x.dtype and _kernel_layout_fits(x, weight)
+    return _kernel_dtypes_fit(x, weight) and _kernel_layout_fits(x, weight)
 
 
 def _kernel_layout_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -179,7 +192,7 @@ def depthwise_conv2d(
     forward = getattr(torch.ops.sepconv, _FORWARD_OPERATOR[x.dtype])
     out: torch.Tensor = forward(x, weight, stride_pair, padding_pair, dilation_pair)
     if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
+        out = out + bias.view(1, -1, 1, 1).to(out.dtype)  # a bfloat16 output stays bfloat16, as F.conv2d's
     return out
 
 
@@ -244,22 +257,14 @@ def fused_depthwise_norm_pays(x: torch.Tensor, stride: tuple[int, int]) -> bool:
     return stride == _FUSED_STRIDE or depthwise_kernel_pays(x, stride)
 
 
-def _fused_dtypes_fit(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    # float32 / float64 with a weight of the same dtype, or bfloat16 activations (autocast hands them on)
-    # with a float32 or bfloat16 weight, summed in float32.
-    if x.dtype == torch.bfloat16:
-        return weight.dtype in (torch.float32, torch.bfloat16)
-    return x.dtype in _KERNEL_DTYPES and weight.dtype == x.dtype
-
-
 def fused_depthwise_norm_applies(
     x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], norm: nn.Module, act: nn.Module | None
 ) -> bool:
     """True when :func:`depthwise_batch_norm_act` runs its one fused kernel for these arguments.
 
-    The rule: a channels_last 4-D CPU input with a ``[C, 1, kh, kw]`` weight (depth multiplier 1), in
-    float32 or float64 with a weight of the same dtype, or in bfloat16 with a float32 or bfloat16
-    weight (what a layer under bf16 autocast hands on); the fused operator pays at this shape
+    The rule: the depthwise kernel applies (:func:`depthwise_kernel_applies`: a channels_last CPU input
+    with a ``[C, 1, kh, kw]`` weight, float32/float64, or bfloat16 activations with a float32 or
+    bfloat16 weight, as bf16 autocast hands them on); the fused operator pays at this shape
     (:func:`fused_depthwise_norm_pays`: stride 2, or where :func:`depthwise_kernel_pays`); and
     ``act(norm(.))`` may fuse (:func:`sepconv.kernels.can_fuse`, ``norm`` in training mode, not under
     inference mode).
@@ -268,8 +273,7 @@ def fused_depthwise_norm_applies(
         can_fuse(norm, act)
         and norm.training
         and not torch.is_inference_mode_enabled()
-        and _fused_dtypes_fit(x, weight)
-        and _kernel_layout_fits(x, weight)
+        and depthwise_kernel_applies(x, weight)
         and fused_depthwise_norm_pays(x, stride)
         and loaded_with(_register_fused_parts)
     )

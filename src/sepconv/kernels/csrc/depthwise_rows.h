@@ -304,6 +304,70 @@ at::Tensor taps_by_channel(const at::Tensor& weight) {
   return weight.reshape({weight.size(0), weight.size(2) * weight.size(3)}).t().contiguous();
 }
 
+typedef float F8 __attribute__((vector_size(32)));
+typedef uint32_t U8 __attribute__((vector_size(32)));
+typedef int32_t I8 __attribute__((vector_size(32)));
+typedef uint16_t H8 __attribute__((vector_size(16)));
+
+// Eight floats rounded to bfloat16 (to nearest, ties to even; NaN stays a quiet NaN), as c10::BFloat16
+// rounds one: the upper halves of the rounded bits.
+inline H8 round_to_bfloat16(F8 v) {
+  U8 bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  const U8 rounded = (bits + (0x7FFFu + ((bits >> 16) & 1u))) >> 16;
+  const U8 nan = reinterpret_cast<U8>(v != v);
+  const U8 quiet = {0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0};
+  return __builtin_convertvector((rounded & ~nan) | (quiet & nan), H8);
+}
+
+// Stores count values of T as S, leaving in row the values stored (a plain copy when S is T).
+template <typename T, typename S>
+inline void store_row(T* row, S* out, int64_t count) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<S, c10::BFloat16> && std::is_same_v<T, float>) {
+    for (; i + 8 <= count; i += 8) {
+      store(out + i, round_to_bfloat16(load<F8>(row + i)));
+      store(row + i, load_source<F8>(out + i));
+    }
+  }
+  for (; i < count; ++i) {
+    const S v = static_cast<S>(row[i]);
+    out[i] = v;
+    row[i] = static_cast<T>(v);
+  }
+}
+
+// count values of S as T: in place when S is T, else widened into buffer.
+template <typename T, typename S>
+inline const T* widened_values(const S* in, std::vector<T>& buffer, int64_t count) {
+  if constexpr (std::is_same_v<S, T>) {
+    return in;
+  } else {
+    buffer.resize(static_cast<size_t>(count));
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) store(buffer.data() + i, load_source<F8>(in + i));
+    for (; i < count; ++i) buffer[i] = static_cast<T>(in[i]);
+    return buffer.data();
+  }
+}
+
+// The grad_output rows that the chunk of output rows [m0, m1) needs in the backward: its own (grad_weight)
+// and those its input rows gather from (grad_input), as [lo, hi) in n * OH + oh numbering.
+std::pair<int64_t, int64_t> rows_needed(const Geometry& g, int64_t m0, int64_t m1) {
+  int64_t lo = m0, hi = m1;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int64_t n = m / g.oh, oh = m % g.oh;
+    const int64_t ih0 = oh * g.h / g.oh, ih1 = (oh + 1) * g.h / g.oh;
+    if (ih0 >= ih1) continue;
+    const int64_t first = std::max<int64_t>(0, ceil_div(ih0 + g.ph - (g.kh - 1) * g.dh, g.sh));
+    const int64_t last = std::min<int64_t>(g.oh - 1, floor_div(ih1 - 1 + g.ph, g.sh));
+    if (first > last) continue;
+    lo = std::min(lo, n * g.oh + first);
+    hi = std::max(hi, n * g.oh + last + 1);
+  }
+  return {lo, hi};
+}
+
 // The fixed split of a pass's output rows into chunks, each summing into its own partial sums: at most
 // 64 chunks, at least 2 rows and about 32K multiply-adds each (small maps would otherwise spend more
 // on zeroing, writing and adding up per-chunk sums than on the pass). A function of the shape only,
@@ -331,12 +395,23 @@ void forward_row(const Geometry& g, int64_t m, const S* x, const T* w, T* out, s
   tap_row(out, 0, 1, g.ow, taps, g.sw, g.w, g.c);
 }
 
-template <typename T>
-void forward_rows(const Geometry& g, const T* x, const T* w, T* y) {
+// The forward, every output row, stored as S (summed in T, then rounded where S is narrower).
+template <typename T, typename S>
+void forward_rows(const Geometry& g, const S* x, const T* w, S* y) {
   at::parallel_for(0, g.n * g.oh, row_grain(g.ow * g.c * g.kh * g.kw), [&](int64_t begin, int64_t end) {
-    std::vector<Tap<T>> taps;
+    std::vector<Tap<T, S>> taps;
     taps.reserve(g.kh * g.kw);
-    for (int64_t m = begin; m < end; ++m) forward_row(g, m, x, w, y + m * g.ow * g.c, taps);
+    std::vector<T> row;
+    for (int64_t m = begin; m < end; ++m) {
+      S* out = y + m * g.ow * g.c;
+      if constexpr (std::is_same_v<S, T>) {
+        forward_row(g, m, x, w, out, taps);
+      } else {
+        row.resize(static_cast<size_t>(g.ow * g.c));
+        forward_row(g, m, x, w, row.data(), taps);
+        store_row(row.data(), out, g.ow * g.c);
+      }
+    }
   });
 }
 
@@ -359,6 +434,21 @@ void grad_input_row(const Geometry& g, int64_t n, int64_t ih, const T* dy, int64
       }
     }
     tap_row(out, r, g.sw, (g.w - r + g.sw - 1) / g.sw, taps, 1, g.ow, g.c);
+  }
+}
+
+// grad_input row ih of image n into dx (stored as S), from the grad_output rows in dy (first row lo);
+// row is a scratch row of T for a narrower S, rounded to S as it is stored.
+template <typename T, typename S>
+void grad_input_into(const Geometry& g, int64_t n, int64_t ih, const T* dy, int64_t lo, const T* w, S* dx,
+                     std::vector<T>& row, std::vector<Tap<T>>& taps) {
+  S* out = dx + (n * g.h + ih) * g.w * g.c;
+  if constexpr (std::is_same_v<S, T>) {
+    grad_input_row(g, n, ih, dy, lo, w, out, taps);
+  } else {
+    row.resize(static_cast<size_t>(g.w * g.c));
+    grad_input_row(g, n, ih, dy, lo, w, row.data(), taps);
+    store_row(row.data(), out, g.w * g.c);
   }
 }
 

@@ -90,53 +90,6 @@ void check_norm_params(const at::Tensor& input, const at::Tensor& bn_weight, con
               "sepconv fused depthwise batch norm: weight and bias need ", input.size(1), " elements");
 }
 
-typedef float F8 __attribute__((vector_size(32)));
-typedef uint32_t U8 __attribute__((vector_size(32)));
-typedef int32_t I8 __attribute__((vector_size(32)));
-typedef uint16_t H8 __attribute__((vector_size(16)));
-
-// Eight floats rounded to bfloat16 (to nearest, ties to even; NaN stays a quiet NaN), as c10::BFloat16
-// rounds one: the upper halves of the rounded bits.
-inline H8 round_to_bfloat16(F8 v) {
-  U8 bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  const U8 rounded = (bits + (0x7FFFu + ((bits >> 16) & 1u))) >> 16;
-  const U8 nan = reinterpret_cast<U8>(v != v);
-  const U8 quiet = {0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0, 0x7FC0};
-  return __builtin_convertvector((rounded & ~nan) | (quiet & nan), H8);
-}
-
-// Stores count values of T as S, leaving in row the values stored (a plain copy when S is T).
-template <typename T, typename S>
-inline void store_row(T* row, S* out, int64_t count) {
-  int64_t i = 0;
-  if constexpr (std::is_same_v<S, c10::BFloat16> && std::is_same_v<T, float>) {
-    for (; i + 8 <= count; i += 8) {
-      store(out + i, round_to_bfloat16(load<F8>(row + i)));
-      store(row + i, load_source<F8>(out + i));
-    }
-  }
-  for (; i < count; ++i) {
-    const S v = static_cast<S>(row[i]);
-    out[i] = v;
-    row[i] = static_cast<T>(v);
-  }
-}
-
-// count values of S as T: in place when S is T, else widened into buffer.
-template <typename T, typename S>
-inline const T* widened_values(const S* in, std::vector<T>& buffer, int64_t count) {
-  if constexpr (std::is_same_v<S, T>) {
-    return in;
-  } else {
-    buffer.resize(static_cast<size_t>(count));
-    int64_t i = 0;
-    for (; i + 8 <= count; i += 8) store(buffer.data() + i, load_source<F8>(in + i));
-    for (; i < count; ++i) buffer[i] = static_cast<T>(in[i]);
-    return buffer.data();
-  }
-}
-
 // Where count values of T meant for out are computed: out itself when S is T, else buffer, which
 // finish_values then stores as S.
 template <typename T, typename S>
@@ -171,21 +124,6 @@ void convolve_row(const Geometry& g, int64_t m, const S* x, const T* w, S* z, st
     forward_row(g, m, x, w, row.data(), taps);
     store_row(row.data(), out, g.ow * g.c);
     add_row_moments(row.data(), g.ow, g.c, sum1, sum2);
-  }
-}
-
-// grad_input row ih of image n into dx (stored as S), from the grad_z rows in dz (first row lo); row as
-// above.
-template <typename T, typename S>
-void grad_input_into(const Geometry& g, int64_t n, int64_t ih, const T* dz, int64_t lo, const T* w, S* dx,
-                     std::vector<T>& row, std::vector<Tap<T>>& taps) {
-  S* out = dx + (n * g.h + ih) * g.w * g.c;
-  if constexpr (std::is_same_v<S, T>) {
-    grad_input_row(g, n, ih, dz, lo, w, out, taps);
-  } else {
-    row.resize(static_cast<size_t>(g.w * g.c));
-    grad_input_row(g, n, ih, dz, lo, w, row.data(), taps);
-    store_row(row.data(), out, g.w * g.c);
   }
 }
 
@@ -269,23 +207,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_forward(
     });
   });
   return {y, z, mean, var};
-}
-
-// The rows of grad_z that the chunk of output rows [m0, m1) needs: its own (grad_weight) and those its
-// input rows gather from (grad_input), as [lo, hi) in n * OH + oh numbering.
-std::pair<int64_t, int64_t> rows_needed(const Geometry& g, int64_t m0, int64_t m1) {
-  int64_t lo = m0, hi = m1;
-  for (int64_t m = m0; m < m1; ++m) {
-    const int64_t n = m / g.oh, oh = m % g.oh;
-    const int64_t ih0 = oh * g.h / g.oh, ih1 = (oh + 1) * g.h / g.oh;
-    if (ih0 >= ih1) continue;
-    const int64_t first = std::max<int64_t>(0, ceil_div(ih0 + g.ph - (g.kh - 1) * g.dh, g.sh));
-    const int64_t last = std::min<int64_t>(g.oh - 1, floor_div(ih1 - 1 + g.ph, g.sh));
-    if (first > last) continue;
-    lo = std::min(lo, n * g.oh + first);
-    hi = std::max(hi, n * g.oh + last + 1);
-  }
-  return {lo, hi};
 }
 
 // Returns (grad_input, grad_weight, grad_bn_weight, grad_bn_bias) of y = act(batch_norm(depthwise(input))),
