@@ -78,7 +78,6 @@ def test_a_native_bf16_cpu_trains_its_depthwise_steps_in_the_fused_operator_on_b
     # layers before them hand on. Against the plain modules under the same autocast.
     import lightning.pytorch as pl
     import torch
-    from tests.train.conftest import TINY_WIDTHS
 
     import sepconv.layers.blocks as blocks
     from sepconv import machine
@@ -118,7 +117,8 @@ def test_a_native_bf16_cpu_trains_its_depthwise_steps_in_the_fused_operator_on_b
         data=tiny_data,
     )
     pl.seed_everything(0, workers=True, verbose=False)  # as fit does with the run's seed, then the model
-    initial = create_model("separable_cnn", widths=TINY_WIDTHS, num_classes=6, in_channels=3).state_dict()
+    widths = tiny_config(tmp_path / "unused").model_kwargs["widths"]
+    initial = create_model("separable_cnn", widths=widths, num_classes=6, in_channels=3).state_dict()
     reference = {key: value.detach() for key, value in exact.model.named_parameters()}
 
     def distance(weights: dict) -> float:
