@@ -35,7 +35,7 @@ at::Tensor depthwise_forward(const at::Tensor& input, const at::Tensor& weight, 
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "sepconv_depthwise_forward", [&] {
     using T = at::opmath_type<scalar_t>;
-    const at::Tensor w = taps_by_channel(weight.to(c10::CppTypeToScalarType<T>::value));
+    const at::Tensor w = taps_by_channel(weight.to(scalar_type_of<T>()));
     forward_rows(g, x.data_ptr<scalar_t>(), w.data_ptr<T>(), y.data_ptr<scalar_t>());
   });
   return y;
@@ -106,7 +106,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward(const at::Tensor& grad_out
   std::vector<double> partial(static_cast<size_t>(chunks * taps * g.c), 0.0);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "sepconv_depthwise_backward", [&] {
     using T = at::opmath_type<scalar_t>;
-    const at::Tensor w = taps_by_channel(weight.to(c10::CppTypeToScalarType<T>::value));
+    const at::Tensor w = taps_by_channel(weight.to(scalar_type_of<T>()));
     // Small problems run on one thread: waking the others costs more than the work.
     const int64_t work = rows * g.ow * g.c * taps;
     const int64_t grain = std::max<int64_t>(1, chunks * 32768 / std::max<int64_t>(work, 1));

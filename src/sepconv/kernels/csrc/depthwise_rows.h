@@ -395,6 +395,23 @@ void forward_row(const Geometry& g, int64_t m, const S* x, const T* w, T* out, s
   tap_row(out, 0, 1, g.ow, taps, g.sw, g.w, g.c);
 }
 
+// Output row m of the forward into y (stored as S); returns the row's values as stored, in T: y's own
+// row when S is T, else row (a scratch row of T), the sums rounded to S as they are stored.
+template <typename T, typename S>
+const T* forward_row_stored(const Geometry& g, int64_t m, const S* x, const T* w, S* y, std::vector<T>& row,
+                            std::vector<Tap<T, S>>& taps) {
+  S* out = y + m * g.ow * g.c;
+  if constexpr (std::is_same_v<S, T>) {
+    forward_row(g, m, x, w, out, taps);
+    return out;
+  } else {
+    row.resize(static_cast<size_t>(g.ow * g.c));
+    forward_row(g, m, x, w, row.data(), taps);
+    store_row(row.data(), out, g.ow * g.c);
+    return row.data();
+  }
+}
+
 // The forward, every output row, stored as S (summed in T, then rounded where S is narrower).
 template <typename T, typename S>
 void forward_rows(const Geometry& g, const S* x, const T* w, S* y) {
@@ -402,17 +419,14 @@ void forward_rows(const Geometry& g, const S* x, const T* w, S* y) {
     std::vector<Tap<T, S>> taps;
     taps.reserve(g.kh * g.kw);
     std::vector<T> row;
-    for (int64_t m = begin; m < end; ++m) {
-      S* out = y + m * g.ow * g.c;
-      if constexpr (std::is_same_v<S, T>) {
-        forward_row(g, m, x, w, out, taps);
-      } else {
-        row.resize(static_cast<size_t>(g.ow * g.c));
-        forward_row(g, m, x, w, row.data(), taps);
-        store_row(row.data(), out, g.ow * g.c);
-      }
-    }
+    for (int64_t m = begin; m < end; ++m) forward_row_stored(g, m, x, w, y, row, taps);
   });
+}
+
+// The ATen dtype of the C++ type T (float -> kFloat, ...).
+template <typename T>
+at::ScalarType scalar_type_of() {
+  return c10::CppTypeToScalarType<T>::value;
 }
 
 // grad_input row ih of image n, written to out (W * C values): a gather from grad_output. Input columns

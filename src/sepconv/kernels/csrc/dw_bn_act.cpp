@@ -110,28 +110,6 @@ inline void finish_values(T* values, S* out, int64_t count) {
 // Pixels per block where a pass widens bfloat16 values into float first: about 8 KiB of each.
 inline int64_t pixel_block(int64_t C) { return std::max<int64_t>(1, 2048 / std::max<int64_t>(C, 1)); }
 
-// Output row m of z, stored as S, with its moments added to sum1 / sum2 from the values stored. row is a
-// scratch row of T for a narrower S (the sums are rounded to S before the moments see them).
-template <typename T, typename S>
-void convolve_row(const Geometry& g, int64_t m, const S* x, const T* w, S* z, std::vector<T>& row,
-                  std::vector<Tap<T, S>>& taps, double* sum1, double* sum2) {
-  S* out = z + m * g.ow * g.c;
-  if constexpr (std::is_same_v<S, T>) {
-    forward_row(g, m, x, w, out, taps);
-    add_row_moments(out, g.ow, g.c, sum1, sum2);
-  } else {
-    row.resize(static_cast<size_t>(g.ow * g.c));
-    forward_row(g, m, x, w, row.data(), taps);
-    store_row(row.data(), out, g.ow * g.c);
-    add_row_moments(row.data(), g.ow, g.c, sum1, sum2);
-  }
-}
-
-template <typename T>
-at::ScalarType scalar_type_of() {
-  return c10::CppTypeToScalarType<T>::value;
-}
-
 // Returns (y, z, mean, biased variance): y = act(batch_norm(z)), z the depthwise convolution of input;
 // y and z in the input's dtype, the statistics in its arithmetic type (float for bfloat16).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_forward(
@@ -168,7 +146,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dw_bn_act_forward(
         double* sum1 = partial.data() + k * 2 * C;
         double* sum2 = sum1 + C;
         for (int64_t m = rows * k / chunks; m < rows * (k + 1) / chunks; ++m) {
-          convolve_row(g, m, xp, wp, zp, row, taps, sum1, sum2);
+          // the moments of the values stored (rounded to S where it is narrower)
+          add_row_moments(forward_row_stored(g, m, xp, wp, zp, row, taps), g.ow, C, sum1, sum2);
         }
       }
     });
